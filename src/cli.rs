@@ -1,0 +1,150 @@
+//! The command line (PROTOCOL.md §9): `herald [serve] [--listen ADDR] [--config FILE] …` and
+//! `herald config check|show`. Every serve flag has an environment variable; clap applies
+//! "flag over variable", and [`ServeArgs::load_config`] puts both over the file.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ClusterConfig, Config, ConfigError, check_unsupported_flag};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a pub/sub server over WebSockets",
+    long_about = None,
+    // `herald --listen X` and `herald serve --listen X` both work, but not a mix of the two.
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// The serve options when the server should start (`herald …` or `herald serve …`), or
+    /// `None` for another subcommand.
+    pub fn serve_args(&self) -> Option<&ServeArgs> {
+        match &self.command {
+            None => Some(&self.serve),
+            Some(Command::Serve(args)) => Some(args),
+            Some(Command::Config(_)) => None,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the server (the default when no subcommand is given)
+    Serve(ServeArgs),
+    /// Configuration tools
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file; print errors with line numbers; exit non-zero on error
+    Check {
+        /// The TOML file to check
+        file: PathBuf,
+    },
+    /// Print the effective configuration (file + environment + flags)
+    Show(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one) [default: 127.0.0.1:7400]
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Configuration file (TOML)
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the durable store; absent: in memory [not supported yet]
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Redis URL for cluster mode [not supported yet]
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// Log output format
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines
+    #[default]
+    Text,
+    /// One JSON object per line
+    Json,
+}
+
+impl ServeArgs {
+    /// The effective configuration: the file (if any), then environment variables and flags on
+    /// top (clap has already let flags win over variables). Refuses flags whose feature has not
+    /// landed, and validates the result.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        if self.data_dir.is_some() {
+            check_unsupported_flag("--data-dir", "HERALD_DATA_DIR")?;
+        }
+        if self.redis.is_some() {
+            check_unsupported_flag("--redis", "HERALD_REDIS")?;
+        }
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = Some(dir.clone());
+        }
+        if let Some(url) = &self.redis {
+            config
+                .cluster
+                .get_or_insert_with(|| ClusterConfig {
+                    redis: String::new(),
+                })
+                .redis = url.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs `herald config …`, printing to stdout and stderr; returns the process exit code.
+pub fn run_config_command(cmd: &ConfigCommand) -> i32 {
+    run_config_command_to(cmd, &mut std::io::stdout(), &mut std::io::stderr())
+}
+
+/// [`run_config_command`] with the output streams given (for tests). `check` prints
+/// `ok: FILE` or `error: …` (one line, with the line number); `show` prints the effective
+/// configuration as TOML. Returns 0 on success, 1 on a configuration error.
+pub fn run_config_command_to(cmd: &ConfigCommand, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let result = match cmd {
+        ConfigCommand::Check { file } => {
+            Config::from_file(file).map(|_| format!("ok: {}\n", file.display()))
+        }
+        ConfigCommand::Show(args) => args.load_config().map(|config| config.to_toml()),
+    };
+    match result {
+        Ok(text) => {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            1
+        }
+    }
+}

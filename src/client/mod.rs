@@ -1,0 +1,353 @@
+//! A Rust client for Herald over WebSocket, on the same frame types as the server.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herald::client::ClientError> {
+//! use herald::client::{Client, Delivery};
+//! let client = Client::connect("ws://127.0.0.1:7400/ws").await?;
+//! let mut orders = client.subscribe("orders/**").await?;
+//! client.publish("orders/eu/created", &serde_json::json!({"id": 7})).await?;
+//! while let Some(Delivery::Msg(m)) = orders.next().await {
+//!     println!("{} {}", m.topic, m.data);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A background task owns the socket. When the connection drops it reconnects with
+//! exponential backoff and jitter, resumes its session with `last_seq`, and subscribes
+//! again if the server no longer knew the session. Gaps the server reports reach every
+//! subscription as [`Delivery::Gap`] and the event stream as [`ClientEvent::Gap`].
+
+mod task;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use crate::protocol::{GapFrame, MsgFrame};
+use crate::protocol::{ClientFrame, ErrorCode, Id, OkFrame};
+use crate::topic::Pattern;
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Msg(MsgFrame),
+    /// Messages `from_seq..=to_seq` of the session were lost (the buffer overflowed).
+    Gap(GapFrame),
+}
+
+/// Connection life events, from [`Client::events`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Connected { session: String, resumed: bool },
+    Disconnected { reason: String },
+    Gap(GapFrame),
+    /// The server is shutting down.
+    Bye { retry_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("{code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("the connection dropped before the answer came")]
+    Disconnected,
+    #[error("the client is closed")]
+    Closed,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Tuning for [`Client::connect_with`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Reconnect and resume after the connection drops (default true).
+    pub reconnect: bool,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How long `publish`/`subscribe` wait for their `ok`.
+    pub request_timeout: Duration,
+    /// Sent in `hello`.
+    pub token: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            reconnect: true,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            token: None,
+        }
+    }
+}
+
+/// The answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubAck {
+    pub offset: u64,
+    pub epoch: String,
+    pub duplicate: bool,
+}
+
+/// Options of a publish.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    pub msg_id: Option<String>,
+    pub retain: bool,
+}
+
+/// A connected client. Cheap to clone; the connection ends when the last clone is dropped
+/// or [`Client::close`] is called.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    cmd: mpsc::UnboundedSender<Command>,
+}
+
+pub(crate) struct Shared {
+    subs: Mutex<Vec<LocalSub>>,
+    pending: Mutex<HashMap<i64, oneshot::Sender<Result<OkFrame, ClientError>>>>,
+    next_id: AtomicI64,
+    next_sub: AtomicU64,
+    last_seq: AtomicU64,
+    session: Mutex<Option<String>>,
+    events: broadcast::Sender<ClientEvent>,
+    options: ClientOptions,
+    /// Fires on [`Client::close`], also while reconnecting.
+    closing: tokio_util::sync::CancellationToken,
+}
+
+struct LocalSub {
+    key: u64,
+    pattern: Pattern,
+    tx: mpsc::UnboundedSender<Delivery>,
+}
+
+pub(crate) enum Command {
+    Send(String),
+    DropConnection,
+    Close,
+}
+
+impl Client {
+    /// Connects with default options; returns once the server said `welcome`.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let (events, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            subs: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicI64::new(1),
+            next_sub: AtomicU64::new(1),
+            last_seq: AtomicU64::new(0),
+            session: Mutex::new(None),
+            events,
+            options,
+            closing: Default::default(),
+        });
+        let (cmd, rx) = mpsc::unbounded_channel();
+        let ws = task::open(url, &shared).await?;
+        tokio::spawn(task::run(url.to_owned(), ws, shared.clone(), rx));
+        Ok(Client { shared, cmd })
+    }
+
+    /// The current session id.
+    pub fn session(&self) -> Option<String> {
+        self.shared.session.lock().clone()
+    }
+
+    /// The last `seq` received.
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Connection events (connected, disconnected, gaps, bye).
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Subscribes to a pattern; the returned stream gets every matching message.
+    pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
+        let parsed = Pattern::parse(pattern).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let key = self.shared.next_sub.fetch_add(1, Ordering::Relaxed);
+        self.shared.subs.lock().push(LocalSub {
+            key,
+            pattern: parsed,
+            tx,
+        });
+        let sub = Subscription {
+            rx,
+            key,
+            pattern: pattern.to_owned(),
+            client: self.clone(),
+        };
+        self.request(|id| ClientFrame::Sub {
+            id: Some(id),
+            pattern: pattern.into(),
+            group: None,
+            ack: None,
+            rewind: None,
+            since: None,
+        })
+        .await?;
+        Ok(sub)
+    }
+
+    /// Publishes and waits for the server's `ok`.
+    pub async fn publish<T: Serialize>(&self, topic: &str, data: &T) -> Result<PubAck, ClientError> {
+        self.publish_with(topic, data, PublishOptions::default()).await
+    }
+
+    pub async fn publish_with<T: Serialize>(
+        &self,
+        topic: &str,
+        data: &T,
+        opts: PublishOptions,
+    ) -> Result<PubAck, ClientError> {
+        let raw = serde_json::value::to_raw_value(data)
+            .map_err(|e| ClientError::Invalid(format!("data is not JSON: {e}")))?;
+        let ok = self
+            .request(|id| ClientFrame::Pub {
+                id: Some(id),
+                topic: topic.into(),
+                data: &raw,
+                msg_id: opts.msg_id.clone(),
+                retain: opts.retain,
+            })
+            .await?;
+        Ok(PubAck {
+            offset: ok.offset.unwrap_or(0),
+            epoch: ok.epoch.unwrap_or_default(),
+            duplicate: ok.duplicate.unwrap_or(false),
+        })
+    }
+
+    /// Publishes without waiting for an answer (errors still arrive as events… and are
+    /// otherwise dropped). The fastest way to publish.
+    pub fn publish_nowait<T: Serialize>(&self, topic: &str, data: &T) -> Result<(), ClientError> {
+        let raw = serde_json::value::to_raw_value(data)
+            .map_err(|e| ClientError::Invalid(format!("data is not JSON: {e}")))?;
+        let frame = ClientFrame::Pub {
+            id: None,
+            topic: topic.into(),
+            data: &raw,
+            msg_id: None,
+            retain: false,
+        };
+        self.send_frame(&frame)
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        self.request(|id| ClientFrame::Ping { id: Some(id) }).await.map(|_| ())
+    }
+
+    /// Drops the socket without a close handshake, as a network failure would. The client
+    /// reconnects and resumes (when `reconnect` is on). Meant for tests and demos.
+    pub fn drop_connection(&self) {
+        let _ = self.cmd.send(Command::DropConnection);
+    }
+
+    /// Closes the connection; pending requests fail with [`ClientError::Closed`].
+    pub fn close(&self) {
+        self.shared.closing.cancel();
+        let _ = self.cmd.send(Command::Close);
+    }
+
+    fn send_frame(&self, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
+        let text = serde_json::to_string(frame).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        self.cmd.send(Command::Send(text)).map_err(|_| ClientError::Closed)
+    }
+
+    async fn request<'a>(
+        &self,
+        make: impl FnOnce(Id) -> ClientFrame<'a>,
+    ) -> Result<OkFrame, ClientError> {
+        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shared.pending.lock().insert(n, tx);
+        if let Err(e) = self.send_frame(&make(Id::Num(n))) {
+            self.shared.pending.lock().remove(&n);
+            return Err(e);
+        }
+        let timeout = self.shared.options.request_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.shared.pending.lock().remove(&n);
+                Err(ClientError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+/// A stream of deliveries for one pattern. Dropping it unsubscribes.
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    key: u64,
+    pattern: String,
+    client: Client,
+}
+
+impl Subscription {
+    /// The next delivery; `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// The next message, skipping gaps.
+    pub async fn next_msg(&mut self) -> Option<MsgFrame> {
+        loop {
+            match self.next().await? {
+                Delivery::Msg(m) => return Some(m),
+                Delivery::Gap(_) => continue,
+            }
+        }
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl futures_util::Stream for Subscription {
+    type Item = Delivery;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let still_used = {
+            let mut subs = self.client.shared.subs.lock();
+            subs.retain(|s| s.key != self.key);
+            subs.iter().any(|s| s.pattern.as_str() == self.pattern)
+        };
+        if !still_used {
+            let _ = self.client.send_frame(&ClientFrame::Unsub {
+                id: None,
+                pattern: self.pattern.as_str().into(),
+                group: None,
+            });
+        }
+    }
+}

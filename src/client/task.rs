@@ -1,0 +1,268 @@
+//! The client's connection task: handshake, dispatch, reconnect and resume.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{ClientError, ClientEvent, Command, Delivery, Shared};
+use crate::protocol::{ClientFrame, OkFrame, ServerFrame};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long the server gets to answer `hello`.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects, says `hello` (resuming the session if there is one) and waits for `welcome`.
+/// Subscribes again when the server did not resume the session.
+pub(super) async fn open(url: &str, shared: &Arc<Shared>) -> Result<Ws, ClientError> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let session = shared.session.lock().clone();
+    let last_seq = session
+        .as_ref()
+        .map(|_| shared.last_seq.load(Ordering::Acquire));
+    let hello = ClientFrame::Hello {
+        token: shared.options.token.clone(),
+        session,
+        last_seq,
+        client: None,
+    };
+    send(&mut ws, &hello).await?;
+    let welcome = tokio::time::timeout(WELCOME_TIMEOUT, async {
+        while let Some(m) = ws.next().await {
+            let m = m.map_err(|e| ClientError::Connect(e.to_string()))?;
+            if let Message::Text(t) = m {
+                return match serde_json::from_str::<ServerFrame>(&t) {
+                    Ok(ServerFrame::Welcome(w)) => Ok(w),
+                    Ok(ServerFrame::Error(e)) => Err(ClientError::Server {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                    _ => Err(ClientError::Connect(format!("expected welcome, got {t}"))),
+                };
+            }
+            if let Message::Close(c) = m {
+                return Err(ClientError::Connect(format!("closed during hello: {c:?}")));
+            }
+        }
+        Err(ClientError::Connect("closed during hello".into()))
+    })
+    .await
+    .map_err(|_| ClientError::Timeout(WELCOME_TIMEOUT))??;
+
+    *shared.session.lock() = Some(welcome.session.clone());
+    if !welcome.resumed {
+        shared.last_seq.store(0, Ordering::Release);
+        let patterns: Vec<String> = {
+            let subs = shared.subs.lock();
+            let mut p: Vec<String> = subs.iter().map(|s| s.pattern.as_str().to_owned()).collect();
+            p.sort();
+            p.dedup();
+            p
+        };
+        for pattern in patterns {
+            let sub = ClientFrame::Sub {
+                id: None,
+                pattern: pattern.into(),
+                group: None,
+                ack: None,
+                rewind: None,
+                since: None,
+            };
+            send(&mut ws, &sub).await?;
+        }
+    }
+    let _ = shared.events.send(ClientEvent::Connected {
+        session: welcome.session,
+        resumed: welcome.resumed,
+    });
+    Ok(ws)
+}
+
+async fn send(ws: &mut Ws, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
+    let text = serde_json::to_string(frame).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))
+}
+
+enum End {
+    /// The user closed the client (or dropped every handle).
+    Close,
+    /// The connection was lost.
+    Lost(String),
+}
+
+pub(super) async fn run(
+    url: String,
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut backoff = shared.options.backoff_min;
+    loop {
+        let end = drive(&mut ws, &shared, &mut rx).await;
+        fail_pending(&shared, &end);
+        match end {
+            End::Close => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                shared.subs.lock().clear();
+                return;
+            }
+            End::Lost(reason) => {
+                drop(ws);
+                let _ = shared.events.send(ClientEvent::Disconnected { reason });
+                if !shared.options.reconnect {
+                    shared.subs.lock().clear();
+                    return;
+                }
+            }
+        }
+        // Reconnect with exponential backoff and jitter; a close command stops trying.
+        ws = loop {
+            let jitter = 0.5 + rand::random::<f64>() * 0.5;
+            let wait = backoff.mul_f64(jitter);
+            backoff = (backoff * 2).min(shared.options.backoff_max);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shared.closing.cancelled() => {}
+            }
+            // Closed by the user, or every handle dropped: stop trying.
+            if shared.closing.is_cancelled() || rx.is_closed() {
+                shared.subs.lock().clear();
+                fail_pending(&shared, &End::Close);
+                return;
+            }
+            match open(&url, &shared).await {
+                Ok(ws) => break ws,
+                Err(e) => tracing::debug!(error = %e, "reconnect failed"),
+            }
+        };
+        backoff = shared.options.backoff_min;
+    }
+}
+
+fn fail_pending(shared: &Shared, end: &End) {
+    let pending: Vec<_> = shared.pending.lock().drain().collect();
+    for (_, tx) in pending {
+        let _ = tx.send(Err(match end {
+            End::Close => ClientError::Closed,
+            End::Lost(_) => ClientError::Disconnected,
+        }));
+    }
+}
+
+async fn drive(ws: &mut Ws, shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Command>) -> End {
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let mut cmd = cmd;
+                // Batch whatever is queued: feed all, flush once.
+                loop {
+                    match cmd {
+                        None | Some(Command::Close) => return End::Close,
+                        Some(Command::DropConnection) => return End::Lost("dropped on request".into()),
+                        Some(Command::Send(text)) => {
+                            if let Err(e) = ws.feed(Message::text(text)).await {
+                                return End::Lost(e.to_string());
+                            }
+                        }
+                    }
+                    match rx.try_recv() {
+                        Ok(c) => cmd = Some(c),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = ws.flush().await {
+                    return End::Lost(e.to_string());
+                }
+            }
+            m = ws.next() => match m {
+                None => return End::Lost("connection closed".into()),
+                Some(Err(e)) => return End::Lost(e.to_string()),
+                Some(Ok(Message::Text(t))) => dispatch(shared, &t),
+                Some(Ok(Message::Close(c))) => {
+                    let why = c.map(|c| format!("closed by server: {} {}", u16::from(c.code), c.reason))
+                        .unwrap_or_else(|| "closed by server".into());
+                    return End::Lost(why);
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn dispatch(shared: &Shared, text: &str) {
+    let frame = match serde_json::from_str::<ServerFrame>(text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable frame from server");
+            return;
+        }
+    };
+    match frame {
+        ServerFrame::Msg(m) => {
+            shared.last_seq.store(m.seq, Ordering::Release);
+            let mut subs = shared.subs.lock();
+            subs.retain(|s| !s.tx.is_closed());
+            for s in subs.iter().filter(|s| s.pattern.matches(&m.topic)) {
+                let _ = s.tx.send(Delivery::Msg(m.clone()));
+            }
+        }
+        ServerFrame::Gap(g) => {
+            shared.last_seq.store(g.to_seq, Ordering::Release);
+            for s in shared.subs.lock().iter() {
+                let _ = s.tx.send(Delivery::Gap(g.clone()));
+            }
+            let _ = shared.events.send(ClientEvent::Gap(g));
+        }
+        ServerFrame::Ok(ok) => resolve(shared, ok.id.clone(), Ok(ok)),
+        ServerFrame::Pong { id } => resolve(
+            shared,
+            id.clone(),
+            Ok(OkFrame {
+                id,
+                ..Default::default()
+            }),
+        ),
+        ServerFrame::Error(e) => {
+            if e.id.is_none() {
+                tracing::debug!(code = %e.code, message = %e.message, "server error");
+            }
+            resolve(
+                shared,
+                e.id,
+                Err(ClientError::Server {
+                    code: e.code,
+                    message: e.message,
+                }),
+            )
+        }
+        ServerFrame::Bye(b) => {
+            let _ = shared.events.send(ClientEvent::Bye {
+                retry_ms: b.retry_ms,
+            });
+        }
+        ServerFrame::Welcome(_) | ServerFrame::Reply { .. } => {}
+    }
+}
+
+fn resolve(
+    shared: &Shared,
+    id: Option<crate::protocol::Id>,
+    r: Result<OkFrame, ClientError>,
+) {
+    if let Some(crate::protocol::Id::Num(n)) = id
+        && let Some(tx) = shared.pending.lock().remove(&n)
+    {
+        let _ = tx.send(r);
+    }
+}

@@ -1,0 +1,237 @@
+//! Herald's configuration (PROTOCOL.md §9): the TOML file, with environment variables and
+//! command-line flags on top (those live in `crate::cli`).
+//!
+//! Reading a file goes: TOML syntax → refuse features that have not landed ([`UNSUPPORTED`]) →
+//! the schema (unknown keys, types, units; `schema.rs`) → semantic checks (`validate.rs`). Every
+//! error names the key and its line. [`Config::to_toml`] writes the effective configuration back
+//! out (`show.rs`) in a form that reads back to the same value.
+
+mod error;
+mod schema;
+mod show;
+#[cfg(test)]
+mod tests;
+pub mod units;
+mod unsupported;
+mod validate;
+mod value;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, Location};
+pub use unsupported::{UNSUPPORTED, check_unsupported_flag, is_supported};
+
+/// The whole server configuration. `Config::default()` is what runs without a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Largest frame accepted from a client, in bytes; larger ones close with 1009.
+    pub max_frame: usize,
+    /// Interval between server pings; a connection silent for two intervals is closed.
+    pub heartbeat: Duration,
+    pub session: SessionConfig,
+    pub limits: LimitsConfig,
+    /// `None`: anyone may publish and subscribe to anything (the `$` rules of §1 still hold).
+    pub auth: Option<AuthConfig>,
+    /// `[[topics]]`: per-pattern settings; the first entry whose pattern matches wins.
+    pub topics: Vec<TopicConfig>,
+    /// `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
+    /// Durable store directory, from `--data-dir` / `HERALD_DATA_DIR` only; `None`: in memory.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[session]`: how long a disconnected session lives and how much it buffers (§3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub ttl: Duration,
+    pub buffer_messages: usize,
+    pub buffer_bytes: usize,
+    pub slow_consumer: SlowConsumer,
+}
+
+/// What to do when a session's unsent backlog is full (§3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumer {
+    /// Drop the oldest buffered messages (sent ones first); dropped unsent ones become a `gap`.
+    #[default]
+    DropOldest,
+    /// Close the socket with 4008; the session stays resumable.
+    Disconnect,
+}
+
+impl SlowConsumer {
+    /// The spelling in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumer::DropOldest => "drop_oldest",
+            SlowConsumer::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Per session.
+    pub max_subscriptions: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Publishes per connection per second, bursts of twice that; 0: unlimited.
+    pub publish_rate: u32,
+    pub max_pending_requests: usize,
+}
+
+/// `[auth]` (§7).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthConfig {
+    pub hs256_secret: Option<String>,
+    /// PEM public key for RS256 or ES256 tokens.
+    pub public_key_file: Option<PathBuf>,
+    /// Keys for the HTTP publish and read API.
+    pub api_keys: Vec<String>,
+    /// Keys for stats, topics and presence listings.
+    pub admin_keys: Vec<String>,
+    /// Browser `Origin` allow-list; `None`: any origin.
+    pub origins: Option<Vec<String>>,
+    /// `[auth.anonymous]`: what a connection without a token may do.
+    pub anonymous: Permissions,
+}
+
+/// Publish and subscribe permissions, as lists of patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// One `[[topics]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicConfig {
+    pub pattern: String,
+    /// Messages kept per topic; 0: none.
+    pub history: usize,
+    pub history_ttl: Option<Duration>,
+    /// Keep history in the durable store (with `--data-dir`).
+    pub persist: bool,
+    pub dedup_window: Duration,
+    pub ack_wait: Duration,
+    pub max_deliveries: u32,
+    pub max_rewind: usize,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7400)),
+            max_frame: 65536,
+            heartbeat: Duration::from_secs(25),
+            session: SessionConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: None,
+            topics: Vec::new(),
+            cluster: None,
+            data_dir: None,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            ttl: Duration::from_secs(120),
+            buffer_messages: 1024,
+            buffer_bytes: 4 << 20,
+            slow_consumer: SlowConsumer::DropOldest,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_subscriptions: 1000,
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            publish_rate: 0,
+            max_pending_requests: 100,
+        }
+    }
+}
+
+/// The settings used for topics that no `[[topics]]` entry matches; the pattern is `**`.
+impl Default for TopicConfig {
+    fn default() -> TopicConfig {
+        TopicConfig {
+            pattern: "**".into(),
+            history: 0,
+            history_ttl: None,
+            persist: false,
+            dedup_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: 5,
+            max_rewind: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text. Keys whose feature has not landed yet
+    /// are refused (see [`UNSUPPORTED`]).
+    pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
+        Self::parse(src, true)
+    }
+
+    /// Like [`Config::from_toml_str`] but accepts the keys of features that have not landed
+    /// yet. For tests and for whoever is building one of those features; the server itself
+    /// must not use it (a setting it would silently ignore is worse than an error).
+    #[doc(hidden)]
+    pub fn from_toml_str_allowing_unsupported(src: &str) -> Result<Config, ConfigError> {
+        Self::parse(src, false)
+    }
+
+    /// Reads, parses and validates a configuration file; errors name the file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&src).map_err(|e| e.in_file(path))
+    }
+
+    fn parse(src: &str, refuse_unsupported: bool) -> Result<Config, ConfigError> {
+        let doc = schema::parse_document(src)?;
+        if refuse_unsupported {
+            unsupported::check_document(src, doc.get_ref())?;
+        }
+        let (config, lines) = schema::read_config(src, doc.get_ref())?;
+        config.validate().map_err(|e| {
+            let line = e.key().and_then(|key| lines.line_of(key));
+            e.at_line(line)
+        })?;
+        Ok(config)
+    }
+
+    /// Semantic checks that the types alone do not express (ranges, required non-empty
+    /// strings). The error's key is the dotted path of the offending setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+
+    /// The effective configuration as TOML, for `herald config show`. Settings whose feature
+    /// has not landed yet are written as comments when they hold their default. The result
+    /// reads back to an equal `Config` (except `data_dir`, which is not a file setting and is
+    /// written as a comment).
+    pub fn to_toml(&self) -> String {
+        show::to_toml(self)
+    }
+}

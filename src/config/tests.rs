@@ -1,0 +1,111 @@
+//! Unit tests of the internals: the schema reader on its own (without the refusal of
+//! unsupported features), the unsupported-key finder, and the line index.
+
+use std::time::Duration;
+
+use super::schema::{parse_document, read_config};
+use super::unsupported::check_document;
+use super::*;
+
+/// Reads `src` through the schema only: no support check, no validation.
+fn read(src: &str) -> Result<Config, ConfigError> {
+    let doc = parse_document(src)?;
+    read_config(src, doc.get_ref()).map(|(config, _)| config)
+}
+
+#[test]
+fn unsupported_sections_parse_fully() {
+    let c = read(
+        r#"
+[limits]
+max_connections_per_ip = 3
+publish_rate = 4
+max_pending_requests = 5
+
+[auth]
+hs256_secret = "k"
+origins = []
+anonymous = { subscribe = ["public/**"] }
+
+[[topics]]
+pattern = "a/**"
+history = 10
+persist = true
+
+[[topics]]
+pattern = "b"
+ack_wait = "250ms"
+
+[cluster]
+redis = "rediss://host:6380/0"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_connections_per_ip, 3);
+    assert_eq!(c.limits.publish_rate, 4);
+    assert_eq!(c.limits.max_pending_requests, 5);
+    let auth = c.auth.unwrap();
+    assert_eq!(auth.hs256_secret.as_deref(), Some("k"));
+    assert_eq!(auth.public_key_file, None);
+    assert_eq!(auth.origins, Some(vec![]));
+    assert!(auth.api_keys.is_empty() && auth.admin_keys.is_empty());
+    assert_eq!(auth.anonymous.subscribe, vec!["public/**".to_string()]);
+    assert!(auth.anonymous.publish.is_empty());
+    assert_eq!(c.topics.len(), 2);
+    assert_eq!((c.topics[0].history, c.topics[0].persist), (10, true));
+    assert_eq!(c.topics[1].ack_wait, Duration::from_millis(250));
+    assert_eq!(c.topics[1].max_deliveries, 5);
+    assert_eq!(c.cluster.unwrap().redis, "rediss://host:6380/0");
+}
+
+#[test]
+fn auth_without_anonymous_grants_nothing() {
+    let c = read("[auth]\napi_keys = [\"k\"]").unwrap();
+    assert_eq!(c.auth.unwrap().anonymous, Permissions::default());
+}
+
+#[test]
+fn schema_reader_does_not_validate() {
+    // Ranges are `validate`'s job, so the reader accepts them; `from_toml_str` does not.
+    let c = read("max_frame = 1").unwrap();
+    assert_eq!(c.max_frame, 1);
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn support_check_finds_the_first_unsupported_key_by_line() {
+    let src = "[cluster]\nredis = \"redis://x\"\n[limits]\npublish_rate = 1\n[auth]\n";
+    let doc = parse_document(src).unwrap();
+    let e = check_document(src, doc.get_ref()).unwrap_err();
+    assert_eq!(e.line(), Some(1));
+    assert_eq!(e.key(), Some("[cluster]"));
+
+    let src = "[limits]\nmax_connections = 1\n";
+    let doc = parse_document(src).unwrap();
+    assert!(check_document(src, doc.get_ref()).is_ok());
+    // A non-table `limits` is the schema's error to report, not the support check's.
+    let src = "limits = 3";
+    let doc = parse_document(src).unwrap();
+    assert!(check_document(src, doc.get_ref()).is_ok());
+}
+
+#[test]
+fn validation_errors_fall_back_to_the_enclosing_table_line() {
+    // The key is absent from the file, so the error points at its table.
+    let src = "\n[session]\nttl = \"1s\"\n";
+    let doc = parse_document(src).unwrap();
+    let (_, lines) = read_config(src, doc.get_ref()).unwrap();
+    assert_eq!(lines.line_of("session.ttl"), Some(3));
+    assert_eq!(lines.line_of("session.buffer_messages"), Some(2));
+    assert_eq!(lines.line_of("heartbeat"), None);
+    assert_eq!(lines.line_of("topics[0].pattern"), None);
+}
+
+#[test]
+fn supported_list_is_consistent() {
+    assert!(!is_supported("auth"));
+    assert!(is_supported("listen"));
+    assert!(is_supported("limits.max_connections"));
+    assert!(check_unsupported_flag("--listen", "HERALD_LISTEN").is_ok());
+    assert!(check_unsupported_flag("--redis", "HERALD_REDIS").is_err());
+}

@@ -1,0 +1,42 @@
+//! Herald: a publish/subscribe event bus over WebSockets.
+//!
+//! A topic router with wildcard (glob) subscriptions fans each published event out to every
+//! matching subscriber. Each subscriber's session keeps a bounded buffer, so a client that is
+//! slow or briefly disconnected loses nothing: on reconnect it resumes from its last sequence
+//! number, and where the buffer overflowed it is told exactly which range it missed.
+//!
+//! Embedding: start a [`Server`] from your own program, or use a [`Bus`] directly to publish
+//! and subscribe in-process without a socket.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let mut config = herald::Config::default();
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let server = herald::Server::bind(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! let bus = server.bus();
+//! let mut sub = bus.subscribe("orders/**").unwrap();
+//! bus.publish_json("orders/eu/created", &serde_json::json!({"id": 1})).unwrap();
+//! let first = sub.recv().await;
+//! # drop(first);
+//! server.run().await
+//! # }
+//! ```
+//!
+//! The wire protocol is specified in `PROTOCOL.md`; [`protocol`] holds its frame types.
+
+pub mod bus;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod event;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod topic;
+
+pub use bus::Bus;
+pub use config::Config;
+pub use server::{Server, ShutdownHandle};

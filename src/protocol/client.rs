@@ -1,0 +1,447 @@
+//! Frames a client sends (PROTOCOL.md §4) and their decoding.
+//!
+//! Decoding goes through one flat struct of optional fields rather than a serde-tagged enum:
+//! serde's internally tagged enums buffer their content, which would both cost a copy of
+//! every `pub` payload and make borrowing `data` as raw JSON impossible. The flat struct
+//! also lets us tell the protocol's error cases apart (`bad_json`, `bad_frame`,
+//! `unknown_op`, `bad_request`) and still echo the request's `id`.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use super::ErrorCode;
+
+/// A request id: an integer or a string of at most 64 bytes, echoed in the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    Num(i64),
+    Str(String),
+}
+
+impl From<i64> for Id {
+    fn from(n: i64) -> Self {
+        Id::Num(n)
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id::Str(s.to_owned())
+    }
+}
+
+/// `sub.ack`: who acknowledges group messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    Auto,
+    Manual,
+}
+
+/// `sub.since`: resume an exact topic after an offset of a given epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// A decoded client frame. `data` borrows the socket's text: it is raw JSON, validated but
+/// not re-encoded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientFrame<'a> {
+    Hello {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client: Option<&'a RawValue>,
+    },
+    Sub {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        pattern: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ack: Option<AckMode>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rewind: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<Since>,
+    },
+    Unsub {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        pattern: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    Pub {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        topic: Cow<'a, str>,
+        data: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        msg_id: Option<String>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        retain: bool,
+    },
+    Req {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        topic: Cow<'a, str>,
+        data: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    Ack {
+        seq: u64,
+    },
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        topic: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
+    Presence {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        topic: Cow<'a, str>,
+    },
+    Ping {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+    },
+}
+
+impl ClientFrame<'_> {
+    /// The frame's `id`, if it has one.
+    pub fn id(&self) -> Option<&Id> {
+        match self {
+            ClientFrame::Sub { id, .. }
+            | ClientFrame::Unsub { id, .. }
+            | ClientFrame::Pub { id, .. }
+            | ClientFrame::Req { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Presence { id, .. }
+            | ClientFrame::Ping { id } => id.as_ref(),
+            ClientFrame::Hello { .. } | ClientFrame::Ack { .. } => None,
+        }
+    }
+
+    pub fn op(&self) -> &'static str {
+        match self {
+            ClientFrame::Hello { .. } => "hello",
+            ClientFrame::Sub { .. } => "sub",
+            ClientFrame::Unsub { .. } => "unsub",
+            ClientFrame::Pub { .. } => "pub",
+            ClientFrame::Req { .. } => "req",
+            ClientFrame::Ack { .. } => "ack",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Presence { .. } => "presence",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// Why a frame could not be decoded; becomes an `error` frame.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub id: Option<Id>,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: impl Into<String>, id: Option<Id>) -> Self {
+        DecodeError {
+            code,
+            message: message.into(),
+            id,
+        }
+    }
+}
+
+/// Every field any client frame can carry. Unknown fields are ignored (PROTOCOL.md §2).
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<Id>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    last_seq: Option<u64>,
+    #[serde(borrow, default)]
+    client: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pattern: Option<Cow<'a, str>>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    ack: Option<AckMode>,
+    #[serde(default)]
+    rewind: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    msg_id: Option<String>,
+    #[serde(default)]
+    retain: Option<bool>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+/// `Option<&RawValue>` would turn a JSON `null` into `None`; `data: null` is meaningful
+/// (it clears a retained message), so present-but-null must stay `Some("null")`.
+fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Salvages `id` from a frame whose other fields failed to decode, so the error can echo it.
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(default)]
+    id: Option<Id>,
+}
+
+/// Maximum length of a string `id`.
+const MAX_ID_LEN: usize = 64;
+
+/// Decodes one text frame into a [`ClientFrame`], or the error frame it deserves.
+pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
+    let raw: RawFrame<'_> = match serde_json::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => return Err(classify(text, e)),
+    };
+    let id = raw.id.clone();
+    if let Some(Id::Str(s)) = &id
+        && s.len() > MAX_ID_LEN
+    {
+        return Err(DecodeError::new(
+            ErrorCode::BadRequest,
+            format!("'id' is longer than {MAX_ID_LEN} bytes"),
+            None,
+        ));
+    }
+    let Some(op) = raw.op.as_deref() else {
+        return Err(DecodeError::new(
+            ErrorCode::BadFrame,
+            "frame has no 'op' field",
+            id,
+        ));
+    };
+    let missing = |field: &str| {
+        DecodeError::new(
+            ErrorCode::BadRequest,
+            format!("'{op}' needs '{field}'"),
+            id.clone(),
+        )
+    };
+    let frame = match op {
+        "hello" => ClientFrame::Hello {
+            token: raw.token,
+            session: raw.session,
+            last_seq: raw.last_seq,
+            client: raw.client,
+        },
+        "sub" => {
+            let since = match raw.since {
+                None => None,
+                Some(v) => Some(serde_json::from_str::<Since>(v.get()).map_err(|e| {
+                    DecodeError::new(
+                        ErrorCode::BadRequest,
+                        format!("'since' must be {{\"epoch\",\"offset\"}}: {e}"),
+                        id.clone(),
+                    )
+                })?),
+            };
+            ClientFrame::Sub {
+                pattern: raw.pattern.ok_or_else(|| missing("pattern"))?,
+                id: raw.id,
+                group: raw.group,
+                ack: raw.ack,
+                rewind: raw.rewind,
+                since,
+            }
+        }
+        "unsub" => ClientFrame::Unsub {
+            pattern: raw.pattern.ok_or_else(|| missing("pattern"))?,
+            id: raw.id,
+            group: raw.group,
+        },
+        "pub" => ClientFrame::Pub {
+            topic: raw.topic.ok_or_else(|| missing("topic"))?,
+            data: raw.data.ok_or_else(|| missing("data"))?,
+            id: raw.id,
+            msg_id: raw.msg_id,
+            retain: raw.retain.unwrap_or(false),
+        },
+        "req" => ClientFrame::Req {
+            topic: raw.topic.ok_or_else(|| missing("topic"))?,
+            data: raw.data.ok_or_else(|| missing("data"))?,
+            id: raw.id,
+            timeout_ms: raw.timeout_ms,
+        },
+        "ack" => ClientFrame::Ack {
+            seq: raw.seq.ok_or_else(|| missing("seq"))?,
+        },
+        "history" => {
+            let since = match raw.since {
+                None => None,
+                Some(v) => Some(serde_json::from_str::<u64>(v.get()).map_err(|_| {
+                    DecodeError::new(
+                        ErrorCode::BadRequest,
+                        "'since' of 'history' must be an offset (a non-negative integer)",
+                        id.clone(),
+                    )
+                })?),
+            };
+            ClientFrame::History {
+                topic: raw.topic.ok_or_else(|| missing("topic"))?,
+                id: raw.id,
+                since,
+                limit: raw.limit,
+            }
+        }
+        "presence" => ClientFrame::Presence {
+            topic: raw.topic.ok_or_else(|| missing("topic"))?,
+            id: raw.id,
+        },
+        "ping" => ClientFrame::Ping { id: raw.id },
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(DecodeError::new(
+                ErrorCode::UnknownOp,
+                format!("unknown op '{shown}'"),
+                id,
+            ));
+        }
+    };
+    Ok(frame)
+}
+
+fn classify(text: &str, e: serde_json::Error) -> DecodeError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            DecodeError::new(ErrorCode::BadJson, format!("invalid JSON: {e}"), None)
+        }
+        Category::Data => {
+            if !text.trim_start().starts_with('{') {
+                return DecodeError::new(
+                    ErrorCode::BadFrame,
+                    "a frame must be a JSON object with a string field 'op'",
+                    None,
+                );
+            }
+            let id = serde_json::from_str::<IdOnly>(text)
+                .ok()
+                .and_then(|x| x.id);
+            DecodeError::new(ErrorCode::BadRequest, format!("invalid field: {e}"), id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        decode(text).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_pub_with_raw_data() {
+        let f = decode(r#"{"op":"pub","id":3,"topic":"a/b","data":{"x": [1, 2]},"extra":1}"#)
+            .unwrap();
+        match f {
+            ClientFrame::Pub {
+                id, topic, data, ..
+            } => {
+                assert_eq!(id, Some(Id::Num(3)));
+                assert_eq!(topic, "a/b");
+                assert_eq!(data.get(), r#"{"x": [1, 2]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn null_data_is_present() {
+        let f = decode(r#"{"op":"pub","topic":"a","data":null,"retain":true}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Pub { data, retain: true, .. } if data.get() == "null"));
+        assert_eq!(code(r#"{"op":"pub","topic":"a"}"#), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(code("{nope"), ErrorCode::BadJson);
+        assert_eq!(code(""), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadFrame);
+        assert_eq!(code("\"pub\""), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"topic":"a"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"op":"fly"}"#), ErrorCode::UnknownOp);
+        assert_eq!(code(r#"{"op":"sub"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"op":"ack","seq":"x"}"#), ErrorCode::BadRequest);
+        let deep = "[".repeat(10_000);
+        assert_eq!(code(&format!(r#"{{"op":"pub","topic":"a","data":{deep}"#)), ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn echoes_id_on_errors() {
+        let e = decode(r#"{"op":"fly","id":"x1"}"#).unwrap_err();
+        assert_eq!(e.id, Some(Id::Str("x1".into())));
+        let e = decode(r#"{"op":"pub","id":9,"topic":5,"data":1}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.id, Some(Id::Num(9)));
+        let long = "x".repeat(65);
+        assert_eq!(code(&format!(r#"{{"op":"ping","id":"{long}"}}"#)), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn since_shapes() {
+        let f = decode(r#"{"op":"sub","pattern":"a","since":{"epoch":"e1","offset":4}}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Sub { since: Some(Since { offset: 4, .. }), .. }));
+        let f = decode(r#"{"op":"history","topic":"a","since":7}"#).unwrap();
+        assert!(matches!(f, ClientFrame::History { since: Some(7), .. }));
+        assert_eq!(code(r#"{"op":"history","topic":"a","since":"x"}"#), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn encodes_for_the_client() {
+        let data = RawValue::from_string("[1]".into()).unwrap();
+        let f = ClientFrame::Pub {
+            id: Some(Id::Num(1)),
+            topic: "t".into(),
+            data: &data,
+            msg_id: None,
+            retain: false,
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        assert_eq!(text, r#"{"op":"pub","id":1,"topic":"t","data":[1]}"#);
+        assert!(matches!(decode(&text).unwrap(), ClientFrame::Pub { .. }));
+    }
+}

@@ -1,0 +1,174 @@
+//! Frames the server sends (PROTOCOL.md §6). The server serializes all of them with serde
+//! except `msg`, which it writes from a shared pre-encoded body; [`MsgFrame`] is how clients
+//! read it back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ErrorCode, Id};
+
+/// A frame from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome(WelcomeFrame),
+    Ok(OkFrame),
+    Msg(MsgFrame),
+    Gap(GapFrame),
+    Reply {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        data: Value,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+    },
+    Error(ErrorFrame),
+    Bye(ByeFrame),
+}
+
+impl ServerFrame {
+    /// Encodes the frame as the text of one WebSocket message.
+    pub fn encode(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"op":"error","code":"internal","message":"encode"}"#))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WelcomeFrame {
+    pub session: String,
+    pub resumed: bool,
+    pub heartbeat_ms: u64,
+    pub max_frame: usize,
+}
+
+/// `ok`: the answer to a request with an `id`. Which fields are present depends on the op.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OkFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    /// `sub`, `unsub`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// `sub` with `since`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// `pub`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// `pub`, `history`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// `pub`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    /// `history`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<HistoryMessage>>,
+    /// `presence`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// `presence`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<PresenceClient>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    pub offset: u64,
+    pub topic: String,
+    pub data: Value,
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceClient {
+    pub session: String,
+    pub user: Option<String>,
+    pub info: Value,
+}
+
+/// A delivered message as a client reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MsgFrame {
+    pub seq: u64,
+    pub topic: String,
+    pub data: Value,
+    pub offset: u64,
+    pub epoch: String,
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retained: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivered: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    Overflow,
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapFrame {
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub reason: GapReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ByeFrame {
+    pub reason: String,
+    pub retry_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let ok = ServerFrame::Ok(OkFrame {
+            id: Some(Id::Num(7)),
+            offset: Some(3),
+            epoch: Some("e1".into()),
+            duplicate: Some(false),
+            ..Default::default()
+        });
+        let text = ok.encode();
+        assert_eq!(text, r#"{"op":"ok","id":7,"offset":3,"epoch":"e1","duplicate":false}"#);
+        assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), ok);
+        let err = ServerFrame::Error(ErrorFrame {
+            id: None,
+            code: ErrorCode::BadTopic,
+            message: "x".into(),
+        });
+        assert_eq!(err.encode(), r#"{"op":"error","code":"bad_topic","message":"x"}"#);
+        let gap = r#"{"op":"gap","from_seq":42,"to_seq":97,"reason":"overflow"}"#;
+        assert!(matches!(
+            serde_json::from_str::<ServerFrame>(gap).unwrap(),
+            ServerFrame::Gap(GapFrame { from_seq: 42, to_seq: 97, .. })
+        ));
+    }
+}

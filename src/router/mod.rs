@@ -1,0 +1,256 @@
+//! The subscription index: which subscribers want a published topic.
+//!
+//! - Exact patterns (no wildcard; most subscriptions) live in a hash map from topic to
+//!   subscribers: one lookup.
+//! - Wildcard patterns live in a segment trie ([`trie`]) with, per level, literal children
+//!   in a hash map, one `*` child, one `**` child and a short list of glob segments. A match
+//!   walks the topic's segments, so its cost grows with topic depth (and with the `**` and
+//!   glob edges actually on the way), not with the number of subscriptions.
+//! - Results are cached per topic ([`cache`]), bounded, and invalidated on change.
+//!
+//! Concurrency: the index sits behind one `parking_lot::RwLock`. Subscribe/unsubscribe take
+//! it for writing (microseconds); a cache miss takes it for reading; a cache hit does not
+//! touch it at all (see [`cache`]).
+
+mod cache;
+pub(crate) mod glob;
+pub(crate) mod segment;
+mod subs;
+mod trie;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::topic::{MAX_TOPIC_BYTES, Pattern, split_topic, validate_topic};
+use cache::Cache;
+use subs::Subscribers;
+use trie::Node;
+
+/// Topics whose results the cache holds by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
+
+/// Thread-safe subscription index. `V` is a subscriber handle (e.g. a session id).
+pub struct Router<V> {
+    index: RwLock<Index<V>>,
+    cache: Cache<V>,
+    empty: Arc<[V]>,
+}
+
+struct Index<V> {
+    exact: HashMap<Box<str>, Subscribers<V>>,
+    trie: Node<V>,
+    /// (pattern, value) pairs.
+    pairs: usize,
+    /// Distinct patterns.
+    patterns: usize,
+}
+
+impl<V: Clone + Eq + Hash + Send + Sync + 'static> Default for Router<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V> fmt::Debug for Router<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let index = self.index.read();
+        f.debug_struct("Router")
+            .field("pairs", &index.pairs)
+            .field("patterns", &index.patterns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
+    pub fn new() -> Self {
+        Self::with_cache_capacity(DEFAULT_CACHE_CAPACITY)
+    }
+
+    /// A router whose match cache holds about `topics` topics (0: no cache).
+    pub fn with_cache_capacity(topics: usize) -> Self {
+        Router {
+            index: RwLock::new(Index {
+                exact: HashMap::new(),
+                trie: Node::default(),
+                pairs: 0,
+                patterns: 0,
+            }),
+            cache: Cache::new(topics),
+            empty: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Adds `value` as a subscriber of `pattern`; true if the pair was new.
+    pub fn insert(&self, pattern: &Pattern, value: V) -> bool {
+        let mut index = self.index.write();
+        let change = if pattern.is_exact() {
+            let topic = pattern.as_str();
+            let change = match index.exact.get_mut(topic) {
+                Some(subs) => trie::Change { pair: subs.insert(value), pattern: false },
+                None => {
+                    let mut subs = Subscribers::default();
+                    subs.insert(value);
+                    index.exact.insert(topic.into(), subs);
+                    trie::Change { pair: true, pattern: true }
+                }
+            };
+            if change.pair {
+                self.cache.invalidate(topic);
+            }
+            change
+        } else {
+            let change = index.trie.insert(pattern.segments(), value);
+            if change.pair {
+                self.cache.invalidate_all();
+            }
+            change
+        };
+        index.pairs += usize::from(change.pair);
+        index.patterns += usize::from(change.pattern);
+        change.pair
+    }
+
+    /// Removes `value` from `pattern`'s subscribers; true if it was there.
+    pub fn remove(&self, pattern: &Pattern, value: &V) -> bool {
+        let mut index = self.index.write();
+        let change = if pattern.is_exact() {
+            let topic = pattern.as_str();
+            let Some(subs) = index.exact.get_mut(topic) else { return false };
+            let pair = subs.remove(value);
+            let gone = subs.is_empty();
+            if gone {
+                index.exact.remove(topic);
+            }
+            if pair {
+                self.cache.invalidate(topic);
+            }
+            trie::Change { pair, pattern: gone }
+        } else {
+            let change = index.trie.remove(pattern.segments(), value);
+            if change.pair {
+                self.cache.invalidate_all();
+            }
+            change
+        };
+        index.pairs -= usize::from(change.pair);
+        index.patterns -= usize::from(change.pattern);
+        change.pair
+    }
+
+    /// Every value with at least one pattern matching `topic`, each value once even if it
+    /// subscribed through several matching patterns. Order unspecified. An invalid topic
+    /// matches nothing. Cached per topic: a repeated topic costs one hash lookup.
+    pub fn matches(&self, topic: &str) -> Arc<[V]> {
+        let hash = self.cache.hash(topic);
+        if let Some(hit) = self.cache.get(hash, topic) {
+            return hit;
+        }
+        let index = self.index.read();
+        let Some(result) = self.compute(&index, topic) else {
+            return self.empty.clone();
+        };
+        self.cache.put(hash, topic, self.cache.generation(), result.clone());
+        result
+    }
+
+    /// Like [`matches`](Self::matches) but bypassing the cache (neither read nor filled):
+    /// the cost of a cold match, for benchmarks and diagnostics.
+    pub fn matches_uncached(&self, topic: &str) -> Arc<[V]> {
+        let index = self.index.read();
+        self.compute(&index, topic).unwrap_or_else(|| self.empty.clone())
+    }
+
+    /// Whether any pattern matches `topic` (stops at the first; does not fill the cache).
+    pub fn has_match(&self, topic: &str) -> bool {
+        let hash = self.cache.hash(topic);
+        if let Some(hit) = self.cache.get(hash, topic) {
+            return !hit.is_empty();
+        }
+        let index = self.index.read();
+        if validate_topic(topic).is_err() {
+            return false;
+        }
+        if index.exact.contains_key(topic) {
+            return true;
+        }
+        let mut buf = [""; MAX_TOPIC_BYTES / 2 + 1];
+        let Some(n) = split_topic(topic, &mut buf) else { return false };
+        let system = topic.starts_with('$');
+        index.trie.walk(&buf[..n], system, |_| ControlFlow::Break(())).is_break()
+    }
+
+    /// Number of (pattern, value) pairs.
+    pub fn len(&self) -> usize {
+        self.index.read().pairs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of distinct patterns with at least one subscriber.
+    pub fn patterns(&self) -> usize {
+        self.index.read().patterns
+    }
+
+    /// Drops every cached result (they are recomputed on demand).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    /// Topics currently cached (including entries made stale by a change).
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn compute(&self, index: &Index<V>, topic: &str) -> Option<Arc<[V]>> {
+        validate_topic(topic).ok()?;
+        let mut found: Vec<&Subscribers<V>> = Vec::new();
+        if let Some(subs) = index.exact.get(topic) {
+            found.push(subs);
+        }
+        let mut buf = [""; MAX_TOPIC_BYTES / 2 + 1];
+        let n = split_topic(topic, &mut buf)?;
+        let system = topic.starts_with('$');
+        let _ = index.trie.walk(&buf[..n], system, |subs| {
+            found.push(subs);
+            ControlFlow::Continue(())
+        });
+        Some(self.merge(&found))
+    }
+
+    /// Unions the subscriber sets of the matching patterns, each value once.
+    fn merge(&self, found: &[&Subscribers<V>]) -> Arc<[V]> {
+        match found {
+            [] => self.empty.clone(),
+            [one] => one.iter().cloned().collect(),
+            _ => {
+                let total: usize = found.iter().map(|s| s.len()).sum();
+                let mut out: Vec<V> = Vec::with_capacity(total);
+                if total <= 32 {
+                    for v in found.iter().flat_map(|s| s.iter()) {
+                        if !out.contains(v) {
+                            out.push(v.clone());
+                        }
+                    }
+                } else {
+                    let mut seen: HashSet<&V> = HashSet::with_capacity(total);
+                    for v in found.iter().flat_map(|s| s.iter()) {
+                        if seen.insert(v) {
+                            out.push(v.clone());
+                        }
+                    }
+                }
+                out.into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! The HTTP API of PROTOCOL.md §8 for backend services, plus health checks.
+//!
+//! Errors always come back as `{"error":{"code","message"}}` with a fitting status, including
+//! for bodies that are too large or not JSON (axum's own rejections are plain text, so bodies
+//! are read and parsed here).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::{AppState, web, ws};
+use crate::bus::{BusError, PubAck, Publish};
+use crate::protocol::ErrorCode;
+
+/// Most messages in one `POST /v1/publish/batch`.
+pub const MAX_BATCH: usize = 1000;
+/// Largest batch body.
+const MAX_BATCH_BODY: usize = 16 << 20;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/v1/publish", post(publish))
+        .route("/v1/publish/batch", post(publish_batch))
+        .route("/v1/topics", get(topics))
+        .route("/v1/stats", get(stats))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/", get(web::index))
+        .route("/{*path}", get(web::asset))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The protocol's HTTP error body.
+pub(crate) fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
+    let body = json!({"error": {"code": code, "message": message}});
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn bus_error(e: &BusError) -> Response {
+    let code = e.code();
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error_response(status, code, &e.to_string())
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            &format!("body larger than {limit} bytes"),
+        )),
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            &format!("could not read body: {e}"),
+        )),
+    }
+}
+
+fn json_error(e: serde_json::Error) -> Response {
+    use serde_json::error::Category;
+    let code = match e.classify() {
+        Category::Data => ErrorCode::BadRequest,
+        _ => ErrorCode::BadJson,
+    };
+    error_response(StatusCode::BAD_REQUEST, code, &e.to_string())
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    topic: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    msg_id: Option<String>,
+    #[serde(default)]
+    retain: bool,
+}
+
+#[derive(Serialize)]
+struct AckBody {
+    offset: u64,
+    epoch: String,
+    duplicate: bool,
+}
+
+impl From<PubAck> for AckBody {
+    fn from(a: PubAck) -> Self {
+        AckBody {
+            offset: a.offset,
+            epoch: a.epoch.to_string(),
+            duplicate: a.duplicate,
+        }
+    }
+}
+
+fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError> {
+    state.bus.publish_as_client(Publish {
+        topic: &p.topic,
+        data: p.data,
+        msg_id: p.msg_id.as_deref(),
+        retain: p.retain,
+    })
+}
+
+async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let bytes = match read_body(body, state.config.max_frame).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let p: PublishBody<'_> = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => return json_error(e),
+    };
+    match publish_one(&state, &p) {
+        Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
+        Err(e) => bus_error(&e),
+    }
+}
+
+async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let bytes = match read_body(body, MAX_BATCH_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let items: Vec<&RawValue> = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return json_error(e),
+    };
+    if items.len() > MAX_BATCH {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            &format!("a batch holds at most {MAX_BATCH} messages, got {}", items.len()),
+        );
+    }
+    let results: Vec<serde_json::Value> = items
+        .iter()
+        .map(|raw| {
+            let r = serde_json::from_str::<PublishBody<'_>>(raw.get())
+                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
+                .and_then(|p| publish_one(&state, &p).map_err(|e| (e.code(), e.to_string())));
+            match r {
+                Ok(ack) => json!(AckBody::from(ack)),
+                Err((code, message)) => json!({"error": {"code": code, "message": message}}),
+            }
+        })
+        .collect();
+    axum::Json(results).into_response()
+}
+
+#[derive(Deserialize)]
+struct TopicsQuery {
+    pattern: Option<String>,
+}
+
+async fn topics(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<TopicsQuery>, QueryRejection>,
+) -> Response {
+    let pattern = match q {
+        Ok(Query(q)) => q.pattern,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &e.body_text()),
+    };
+    match state.bus.topics(pattern.as_deref()) {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => bus_error(&e),
+    }
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Response {
+    let bus = &state.bus;
+    let s = bus.stats();
+    let (held, held_bytes, unsent) = bus.buffer_usage();
+    axum::Json(json!({
+        "uptime_ms": state.started.elapsed().as_millis() as u64,
+        "connections": s.connections.load(Ordering::Relaxed),
+        "sessions": bus.session_count(),
+        "subscriptions": bus.subscription_count(),
+        "topics": bus.topic_count(),
+        "published": s.published.load(Ordering::Relaxed),
+        "delivered": s.delivered.load(Ordering::Relaxed),
+        "dropped": s.dropped.load(Ordering::Relaxed),
+        "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
+        "buffer": {"messages": held, "bytes": held_bytes, "unsent": unsent},
+    }))
+    .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "shutting down",
+        );
+    }
+    axum::Json(json!({"status": "ready"})).into_response()
+}

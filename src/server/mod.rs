@@ -1,0 +1,135 @@
+//! The network front: one listener serving the WebSocket endpoint, the HTTP API and the web
+//! app, and the graceful shutdown that ties them together.
+//!
+//! Shutdown (SIGINT/SIGTERM in the binary, [`ShutdownHandle::shutdown`] for embedders): stop
+//! accepting, tell every WebSocket client `bye` and close with 1001, give writers a bounded
+//! time to flush, then return.
+
+mod http;
+mod web;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::Config;
+
+/// How long connections get to say goodbye and flush on shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every request handler and connection shares.
+pub(crate) struct AppState {
+    pub bus: Bus,
+    pub config: Config,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket connection tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub started: std::time::Instant,
+}
+
+/// A bound server. `bind` then `run` (or `spawn`).
+pub struct Server {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+/// Ends a running server from elsewhere.
+#[derive(Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+impl Server {
+    /// Binds the configured address (`127.0.0.1:0` picks a free port).
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        Self::with_bus(Bus::new(config)).await
+    }
+
+    /// Binds a server around an existing bus (its config gives the address).
+    pub async fn with_bus(bus: Bus) -> std::io::Result<Server> {
+        let config = bus.config().clone();
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Server {
+            state: Arc::new(AppState {
+                bus,
+                config,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                started: std::time::Instant::now(),
+            }),
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn bus(&self) -> Bus {
+        self.state.bus.clone()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.state.shutdown.clone())
+    }
+
+    /// Serves until the shutdown handle fires, then drains (bounded) and returns.
+    pub async fn run(self) -> std::io::Result<()> {
+        let Server {
+            state, listener, ..
+        } = self;
+        let maintenance = state.bus.spawn_maintenance(state.shutdown.clone());
+        let app = http::router(state.clone());
+        let shutdown = state.shutdown.clone();
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let result = serve.into_future().await;
+        // Stopped accepting. Connections see the same token, send `bye` and close.
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = state.bus.stats().connections.load(Ordering::Relaxed),
+                "drain timed out; dropping remaining connections"
+            );
+        }
+        maintenance.abort();
+        tracing::info!("stopped");
+        result
+    }
+
+    /// Runs the server on a task; returns its address, a shutdown handle and the task.
+    pub fn spawn(
+        self,
+    ) -> (
+        SocketAddr,
+        ShutdownHandle,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let addr = self.local_addr;
+        let handle = self.shutdown_handle();
+        (addr, handle, tokio::spawn(self.run()))
+    }
+}

@@ -1,0 +1,332 @@
+//! One WebSocket connection: its reader loop (this task) and its writer task.
+//!
+//! The reader decodes frames and answers them through the outbox; the writer (see
+//! [`super::writer`]) is the only one that touches the socket's sending half. Either half
+//! ending cancels `done`, which ends the other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::super::AppState;
+use super::writer;
+use crate::bus::{BusError, Publish};
+use crate::protocol::{
+    ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame, WelcomeFrame,
+    close, decode,
+};
+use crate::session::{Close, Outbox, Session};
+
+/// State shared by the two halves of a connection.
+pub(super) struct Conn {
+    pub outbox: Arc<Outbox>,
+    session: Mutex<Option<Arc<Session>>>,
+    /// Set when either half ends.
+    pub done: CancellationToken,
+    /// The server's shutdown signal.
+    pub shutdown: CancellationToken,
+}
+
+impl Conn {
+    pub fn session(&self) -> Option<Arc<Session>> {
+        self.session.lock().clone()
+    }
+}
+
+pub(super) async fn run<S>(state: Arc<AppState>, ws: WebSocketStream<S>, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Conn {
+        outbox: Arc::new(Outbox::new()),
+        session: Mutex::new(None),
+        done: CancellationToken::new(),
+        shutdown: state.shutdown.clone(),
+    });
+    let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
+    let (sink, stream) = ws.split();
+    let heartbeat = state.config.heartbeat;
+    let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
+    let mut reader = Reader {
+        state,
+        conn: conn.clone(),
+        span: span.clone(),
+    };
+    reader.read_loop(stream).instrument(span).await;
+    // Let the writer finish its final words (it is bounded), then leave the session
+    // behind for a resume.
+    let _ = writer.await;
+    if let Some(s) = conn.session() {
+        s.detach(&conn.outbox);
+    }
+}
+
+struct Reader {
+    state: Arc<AppState>,
+    conn: Arc<Conn>,
+    span: tracing::Span,
+}
+
+impl Reader {
+    async fn read_loop<St>(&mut self, mut stream: St)
+    where
+        St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let heartbeat = self.state.config.heartbeat;
+        let idle_limit = heartbeat * 2;
+        let mut deadline = tokio::time::Instant::now() + idle_limit;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.conn.done.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!("no frame for two heartbeats; closing");
+                    self.close(close::NORMAL, "heartbeat timeout");
+                    break;
+                }
+                next = stream.next() => next,
+            };
+            let msg = match next {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    self.on_socket_error(e);
+                    break;
+                }
+            };
+            deadline = tokio::time::Instant::now() + idle_limit;
+            match msg {
+                Message::Text(text) => {
+                    if !self.on_text(text.as_str()).await {
+                        break;
+                    }
+                }
+                Message::Binary(_) => {
+                    self.ensure_session().await;
+                    self.send_error(
+                        None,
+                        ErrorCode::BadFrame,
+                        "binary frames are not accepted: send JSON text frames",
+                    )
+                    .await;
+                }
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+        // A requested close is the writer's to send; it ends the connection when done.
+        // Otherwise the peer is gone and the writer should stop now.
+        if !self.conn.outbox.is_closing() {
+            self.conn.done.cancel();
+        }
+    }
+
+    fn on_socket_error(&self, e: WsError) {
+        match e {
+            WsError::Capacity(c) => {
+                tracing::debug!(error = %c, "frame too large");
+                self.close(
+                    close::TOO_LARGE,
+                    &format!("frame larger than max_frame ({} bytes)", self.state.config.max_frame),
+                );
+            }
+            WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            WsError::Protocol(p) => {
+                tracing::debug!(error = %p, "protocol error");
+                self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
+            }
+            other => tracing::debug!(error = %other, "socket ended"),
+        }
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.conn.outbox.close(Close {
+            code,
+            reason: reason.chars().take(120).collect(),
+            last_words: None,
+        });
+    }
+
+    async fn send(&self, frame: ServerFrame) {
+        self.conn.outbox.push_control(frame.encode()).await;
+    }
+
+    async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
+        self.send(ServerFrame::Error(ErrorFrame {
+            id,
+            code,
+            message: message.into(),
+        }))
+        .await;
+    }
+
+    async fn send_ok(&self, id: Option<Id>, ok: OkFrame) {
+        if id.is_some() {
+            self.send(ServerFrame::Ok(OkFrame { id, ..ok })).await;
+        }
+    }
+
+    /// Handles one text frame. Returns false when the connection should end.
+    async fn on_text(&mut self, text: &str) -> bool {
+        let frame = match decode(text) {
+            Ok(f) => f,
+            Err(DecodeError { code, message, id }) => {
+                self.ensure_session().await;
+                self.send_error(id, code, message).await;
+                return true;
+            }
+        };
+        if let ClientFrame::Hello {
+            session, last_seq, ..
+        } = &frame
+        {
+            if self.conn.session().is_some() {
+                self.send_error(
+                    None,
+                    ErrorCode::BadRequest,
+                    "'hello' must be the first frame of a connection",
+                )
+                .await;
+            } else {
+                self.hello(session.as_deref(), *last_seq).await;
+            }
+            return true;
+        }
+        let session = self.ensure_session().await;
+        self.handle(frame, &session).await;
+        true
+    }
+
+    /// The connection's session, opening a new one (as if `hello {}` came) if none yet.
+    async fn ensure_session(&mut self) -> Arc<Session> {
+        if let Some(s) = self.conn.session() {
+            return s;
+        }
+        self.hello(None, None).await
+    }
+
+    async fn hello(&mut self, resume: Option<&str>, last_seq: Option<u64>) -> Arc<Session> {
+        let bus = &self.state.bus;
+        let found = resume.and_then(|id| bus.find_session(id));
+        let resumed = found.is_some();
+        let session = found.unwrap_or_else(|| bus.open_session());
+        self.span.record("session", &**session.id());
+        // `welcome` goes out before anything the session holds: queue it, then attach.
+        self.send(ServerFrame::Welcome(WelcomeFrame {
+            session: session.id().to_string(),
+            resumed,
+            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
+            max_frame: self.state.config.max_frame,
+        }))
+        .await;
+        *self.conn.session.lock() = Some(session.clone());
+        let replay_from = if resumed { Some(last_seq.unwrap_or(0)) } else { None };
+        if let Some(previous) = session.attach(self.conn.outbox.clone(), replay_from) {
+            previous.close(Close {
+                code: close::POLICY,
+                reason: "session resumed by another connection".into(),
+                last_words: None,
+            });
+        }
+        tracing::debug!(resumed, "hello");
+        session
+    }
+
+    async fn handle(&mut self, frame: ClientFrame<'_>, session: &Arc<Session>) {
+        let bus = self.state.bus.clone();
+        match frame {
+            ClientFrame::Hello { .. } => {}
+            ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,
+            ClientFrame::Sub {
+                id,
+                pattern,
+                group,
+                ack,
+                rewind,
+                since,
+            } => {
+                let unsupported = if ack.is_some() {
+                    Some("'ack'")
+                } else if rewind.is_some() {
+                    Some("'rewind'")
+                } else if since.is_some() {
+                    Some("'since'")
+                } else {
+                    None
+                };
+                let result = match unsupported {
+                    Some(what) => Err(BusError::NotSupported(what)),
+                    None => bus.subscribe_session(session, &pattern, group.as_deref()),
+                };
+                match result {
+                    Ok(_) => {
+                        let ok = OkFrame {
+                            pattern: Some(pattern.into_owned()),
+                            ..Default::default()
+                        };
+                        self.send_ok(id, ok).await
+                    }
+                    Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+                }
+            }
+            ClientFrame::Unsub { id, pattern, group } => {
+                match bus.unsubscribe_session(session, &pattern, group.as_deref()) {
+                    Ok(()) => {
+                        let ok = OkFrame {
+                            pattern: Some(pattern.into_owned()),
+                            ..Default::default()
+                        };
+                        self.send_ok(id, ok).await
+                    }
+                    Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+                }
+            }
+            ClientFrame::Pub {
+                id,
+                topic,
+                data,
+                msg_id,
+                retain,
+            } => {
+                let p = Publish {
+                    topic: &topic,
+                    data,
+                    msg_id: msg_id.as_deref(),
+                    retain,
+                };
+                match bus.publish_as_client(p) {
+                    Ok(ack) => {
+                        let ok = OkFrame {
+                            offset: Some(ack.offset),
+                            epoch: Some(ack.epoch.to_string()),
+                            duplicate: Some(ack.duplicate),
+                            ..Default::default()
+                        };
+                        self.send_ok(id, ok).await
+                    }
+                    Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+                }
+            }
+            f @ (ClientFrame::Req { .. }
+            | ClientFrame::Ack { .. }
+            | ClientFrame::History { .. }
+            | ClientFrame::Presence { .. }) => {
+                let id = f.id().cloned();
+                let op = f.op();
+                self.send_error(
+                    id,
+                    ErrorCode::BadRequest,
+                    format!("'{op}' is not supported yet by this server"),
+                )
+                .await
+            }
+        }
+    }
+}
+

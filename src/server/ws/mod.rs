@@ -1,0 +1,137 @@
+//! `GET /ws`: the WebSocket upgrade, done by hand on hyper so that the connection runs on
+//! tokio-tungstenite with buffers sized for 100k connections (tungstenite's defaults are
+//! 128 KiB each way; an idle Herald connection must cost a few KiB).
+
+mod conn;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::AppState;
+use super::http::error_response;
+use crate::protocol::{ErrorCode, SUBPROTOCOL};
+
+/// Bytes read from the socket at a time. Frames larger than this still arrive whole (the
+/// buffer grows up to `max_frame`), but idle connections hold only this much.
+const READ_BUFFER: usize = 4 * 1024;
+/// Writes are batched (`feed` many, `flush` once); tungstenite writes to the socket early
+/// only once this much is pending.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+pub(crate) fn socket_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+}
+
+/// Handles the upgrade request and spawns the connection.
+pub(crate) async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    let headers = req.headers();
+    if !is_upgrade(headers) {
+        return error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorCode::BadRequest,
+            "this endpoint speaks WebSocket: send an Upgrade: websocket request",
+        );
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "Sec-WebSocket-Version must be 13",
+        );
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "missing Sec-WebSocket-Key",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let subprotocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+
+    let max = state.config.limits.max_connections as u64;
+    let stats = state.bus.stats();
+    if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
+        stats.connections.fetch_sub(1, Ordering::AcqRel);
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "connection limit reached",
+        );
+    }
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        stats.connections.fetch_sub(1, Ordering::AcqRel);
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "connection cannot be upgraded",
+        );
+    };
+    let st = state.clone();
+    state.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(socket_config(st.config.max_frame)),
+                )
+                .await;
+                conn::run(st.clone(), ws, peer).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+        }
+        st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
+    });
+
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if subprotocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    res
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    let has = |name, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}

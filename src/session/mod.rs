@@ -1,0 +1,358 @@
+//! Sessions: the per-subscriber stream of PROTOCOL.md §3 that outlives sockets.
+//!
+//! A session numbers every message it receives (`seq` 1, 2, …) and keeps them in a bounded
+//! ring: the unsent backlog plus already-sent messages kept for a resume. Because the
+//! oldest message is always the one dropped, the ring is always a *contiguous* run of seqs
+//! `[first, next_seq)`. The writer's cursor `sent` is the last seq written (or covered by a
+//! gap). So a gap is never stored: whenever `sent + 1 < first` the writer reports
+//! `gap {sent+1, first-1}` and moves on. That makes the protocol's invariant — every seq is
+//! delivered once as `msg` or covered by exactly one `gap` — hold by construction, live and
+//! across resumes alike (a resume just sets `sent` to the client's `last_seq`).
+//!
+//! Everything here is synchronous and lock-scoped: no lock is held across an `.await`.
+
+mod outbox;
+mod registry;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+pub use outbox::{CONTROL_QUEUE_MAX, Close, Drained, Outbox};
+pub use registry::Registry;
+
+use crate::config::SlowConsumer;
+use crate::event::{Delivery, Event};
+use crate::protocol::close;
+use crate::topic::Pattern;
+
+/// Caps that bound one session's memory (from `[session]` of the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub buffer_messages: usize,
+    pub buffer_bytes: usize,
+    pub slow_consumer: SlowConsumer,
+    pub max_subscriptions: usize,
+}
+
+/// Identifies a subscription within a session: the pattern and the group it joined.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    pub pattern: Arc<str>,
+    pub group: Option<Arc<str>>,
+}
+
+/// One buffered message.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub event: Arc<Event>,
+    pub how: Delivery,
+}
+
+/// What a drain yields, in order: an optional gap, then messages.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub gap: Option<(u64, u64)>,
+    pub entries: Vec<Entry>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.gap.is_none() && self.entries.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.gap = None;
+        self.entries.clear();
+    }
+}
+
+/// Result of pushing a message into a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pushed {
+    /// Unsent messages dropped to make room (each becomes part of a `gap`).
+    pub dropped_unsent: u32,
+    /// The connection was told to close as a slow consumer.
+    pub kicked: bool,
+}
+
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// A session. Shared as `Arc<Session>` by the registry, the router and its connection.
+#[derive(Debug)]
+pub struct Session {
+    id: Arc<str>,
+    /// Process-unique number: the router's identity for this session (cheap hash and eq).
+    key: u64,
+    limits: Limits,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    next_seq: u64,
+    buf: VecDeque<Entry>,
+    /// Cost of everything in `buf`.
+    bytes: usize,
+    /// Cost of the entries after `sent`.
+    unsent_bytes: usize,
+    /// Last seq written to the current connection or covered by a gap.
+    sent: u64,
+    subs: HashMap<SubKey, Pattern>,
+    outbox: Option<Arc<Outbox>>,
+    /// When the last connection left; `None` while attached.
+    detached_at: Option<Instant>,
+    /// Expired or removed: accepts nothing more.
+    closed: bool,
+}
+
+impl Session {
+    /// A new session with a fresh random id.
+    pub fn new(limits: Limits) -> Session {
+        Session::with_id(new_session_id().into(), limits)
+    }
+
+    pub fn with_id(id: Arc<str>, limits: Limits) -> Session {
+        Session {
+            id,
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            limits,
+            state: Mutex::new(State {
+                next_seq: 1,
+                buf: VecDeque::new(),
+                bytes: 0,
+                unsent_bytes: 0,
+                sent: 0,
+                subs: HashMap::new(),
+                outbox: None,
+                detached_at: Some(Instant::now()),
+                closed: false,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Appends a message. Never blocks and never fails: when the buffer is full the oldest
+    /// message goes (PROTOCOL.md §3), and with `slow_consumer = "disconnect"` a connection
+    /// whose unsent backlog is full is told to close with 4008.
+    pub fn push(&self, event: &Arc<Event>, how: Delivery) -> Pushed {
+        let mut out = Pushed::default();
+        let mut s = self.state.lock();
+        if s.closed {
+            return out;
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let cost = event.cost();
+        s.buf.push_back(Entry {
+            seq,
+            event: event.clone(),
+            how,
+        });
+        s.bytes += cost;
+        s.unsent_bytes += cost;
+        while s.buf.len() > self.limits.buffer_messages
+            || (s.bytes > self.limits.buffer_bytes && s.buf.len() > 1)
+        {
+            let Some(old) = s.buf.pop_front() else { break };
+            let c = old.event.cost();
+            s.bytes -= c;
+            if old.seq > s.sent {
+                s.unsent_bytes -= c;
+                out.dropped_unsent += 1;
+            }
+        }
+        if self.limits.slow_consumer == SlowConsumer::Disconnect
+            && let Some(ob) = &s.outbox
+        {
+            let unsent = (s.next_seq - 1).saturating_sub(s.sent) as usize;
+            if (unsent >= self.limits.buffer_messages || s.unsent_bytes >= self.limits.buffer_bytes)
+                && !ob.is_closing()
+            {
+                ob.close(Close {
+                    code: close::SLOW_CONSUMER,
+                    reason: "slow consumer".into(),
+                    last_words: None,
+                });
+                out.kicked = true;
+            }
+        }
+        if let Some(ob) = &s.outbox {
+            ob.wake();
+        }
+        out
+    }
+
+    /// Moves up to `max` messages (and a gap, if any) past the cursor into `batch`.
+    pub fn take(&self, batch: &mut Batch, max: usize) {
+        let mut s = self.state.lock();
+        let first = s.next_seq - s.buf.len() as u64;
+        if s.sent + 1 < first {
+            batch.gap = Some((s.sent + 1, first - 1));
+            s.sent = first - 1;
+        }
+        let start = (s.sent + 1 - first) as usize;
+        let mut taken_bytes = 0;
+        for e in s.buf.iter().skip(start).take(max) {
+            taken_bytes += e.event.cost();
+            batch.entries.push(e.clone());
+        }
+        if let Some(last) = batch.entries.last() {
+            s.sent = s.sent.max(last.seq);
+        }
+        s.unsent_bytes = s.unsent_bytes.saturating_sub(taken_bytes);
+    }
+
+    /// Whether messages or a gap are waiting for the writer.
+    pub fn has_pending(&self) -> bool {
+        let s = self.state.lock();
+        s.sent + 1 < s.next_seq
+    }
+
+    /// Attaches a connection. With `last_seq` (a resume), delivery restarts after it: the
+    /// buffered messages after `last_seq` are sent again, and what is no longer held becomes
+    /// a gap. Returns the previous connection's outbox, which the caller should close.
+    pub fn attach(&self, outbox: Arc<Outbox>, last_seq: Option<u64>) -> Option<Arc<Outbox>> {
+        let mut s = self.state.lock();
+        if let Some(last) = last_seq {
+            let newest = s.next_seq - 1;
+            s.sent = last.min(newest);
+            let first = s.next_seq - s.buf.len() as u64;
+            let sent = s.sent;
+            s.unsent_bytes = s
+                .buf
+                .iter()
+                .skip(sent.saturating_add(1).saturating_sub(first) as usize)
+                .map(|e| e.event.cost())
+                .sum();
+        }
+        s.detached_at = None;
+        let previous = s.outbox.replace(outbox.clone());
+        drop(s);
+        outbox.wake();
+        previous.filter(|p| !Arc::ptr_eq(p, &outbox))
+    }
+
+    /// Detaches `outbox` if it is still the session's connection. The session keeps
+    /// buffering until its TTL runs out.
+    pub fn detach(&self, outbox: &Arc<Outbox>) {
+        let mut s = self.state.lock();
+        if s.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox)) {
+            s.outbox = None;
+            s.detached_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether the session has been detached for at least `ttl`.
+    pub fn expired(&self, now: Instant, ttl: std::time::Duration) -> bool {
+        let s = self.state.lock();
+        s.closed || s.detached_at.is_some_and(|t| now.duration_since(t) >= ttl)
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.state.lock().outbox.is_some()
+    }
+
+    /// Ends the session: frees its buffer and returns its subscriptions so the caller can
+    /// remove them from the router.
+    pub fn close(&self) -> Vec<(SubKey, Pattern)> {
+        let mut s = self.state.lock();
+        s.closed = true;
+        s.buf = VecDeque::new();
+        s.bytes = 0;
+        s.unsent_bytes = 0;
+        s.outbox = None;
+        std::mem::take(&mut s.subs).into_iter().collect()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Records a subscription. `Ok(true)` if new, `Ok(false)` if it already existed
+    /// (subscribing twice is idempotent), `Err(limit)` over `max_subscriptions`.
+    pub fn add_sub(&self, key: SubKey, pattern: Pattern) -> Result<bool, usize> {
+        let mut s = self.state.lock();
+        if s.closed {
+            return Ok(false);
+        }
+        if s.subs.contains_key(&key) {
+            return Ok(false);
+        }
+        if s.subs.len() >= self.limits.max_subscriptions {
+            return Err(self.limits.max_subscriptions);
+        }
+        s.subs.insert(key, pattern);
+        Ok(true)
+    }
+
+    /// Forgets a subscription; returns its pattern if it existed.
+    pub fn remove_sub(&self, key: &SubKey) -> Option<Pattern> {
+        self.state.lock().subs.remove(key)
+    }
+
+    /// Whether another of the session's plain subscriptions still uses `pattern`.
+    pub fn has_pattern(&self, pattern: &str) -> bool {
+        self.state
+            .lock()
+            .subs
+            .keys()
+            .any(|k| k.group.is_none() && &*k.pattern == pattern)
+    }
+
+    pub fn subscriptions(&self) -> Vec<SubKey> {
+        self.state.lock().subs.keys().cloned().collect()
+    }
+
+    /// Occupancy, for stats: (messages held, bytes held, unsent messages).
+    pub fn usage(&self) -> (usize, usize, u64) {
+        let s = self.state.lock();
+        (s.buf.len(), s.bytes, (s.next_seq - 1).saturating_sub(s.sent))
+    }
+
+    /// The last seq assigned.
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().next_seq - 1
+    }
+}
+
+/// `s_` followed by 24 random hex digits: unguessable enough that a session id works as a
+/// resume credential within its TTL.
+pub fn new_session_id() -> String {
+    let a: u64 = rand::random();
+    let b: u32 = rand::random();
+    format!("s_{a:016x}{b:08x}")
+}
+
+/// The router's handle for a session: identity and hash by key, not by pointer or id.
+#[derive(Debug, Clone)]
+pub struct SessionRef(pub Arc<Session>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+impl Eq for SessionRef {}
+impl std::hash::Hash for SessionRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.key);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! Unit tests of the seq/gap invariant, driven through random pushes, drains and resumes.
+
+use super::*;
+use crate::event::{EventParts, Event};
+use crate::topic::Topic;
+
+fn limits(n: usize, policy: SlowConsumer) -> Limits {
+    Limits {
+        buffer_messages: n,
+        buffer_bytes: 1 << 30,
+        slow_consumer: policy,
+        max_subscriptions: 10,
+    }
+}
+
+fn event(i: u64) -> Arc<Event> {
+    Arc::new(Event::new(
+        EventParts { topic: Topic::parse("t").unwrap(), data: "1", msg_id: None, reply_to: None },
+        i,
+        "e".into(),
+        0,
+    ))
+}
+
+/// Client-side view: what a client that saw these frames knows.
+#[derive(Default)]
+struct Seen {
+    last: u64,
+    covered: Vec<u64>,
+}
+
+impl Seen {
+    fn apply(&mut self, b: &Batch) {
+        if let Some((from, to)) = b.gap {
+            assert_eq!(from, self.last + 1, "gap must start right after the last seen seq");
+            assert!(to >= from);
+            self.covered.extend(from..=to);
+            self.last = to;
+        }
+        for e in &b.entries {
+            assert_eq!(e.seq, self.last + 1, "messages must be contiguous");
+            self.covered.push(e.seq);
+            self.last = e.seq;
+        }
+    }
+}
+
+#[test]
+fn live_overflow_reports_exact_gap() {
+    let s = Session::new(limits(4, SlowConsumer::DropOldest));
+    let ob = Arc::new(Outbox::new());
+    s.attach(ob, None);
+    for i in 1..=10 {
+        s.push(&event(i), Delivery::LIVE);
+    }
+    let mut b = Batch::default();
+    s.take(&mut b, 100);
+    assert_eq!(b.gap, Some((1, 6)));
+    assert_eq!(b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+}
+
+#[test]
+fn resume_replays_after_last_seq_then_gap_for_lost() {
+    let s = Session::new(limits(5, SlowConsumer::DropOldest));
+    let ob = Arc::new(Outbox::new());
+    s.attach(ob.clone(), None);
+    for i in 1..=5 {
+        s.push(&event(i), Delivery::LIVE);
+    }
+    let mut b = Batch::default();
+    s.take(&mut b, 100); // all 5 "sent", client only got 1..=2
+    s.detach(&ob);
+    for i in 6..=8 {
+        s.push(&event(i), Delivery::LIVE); // evicts 1..=3
+    }
+    let ob2 = Arc::new(Outbox::new());
+    assert!(s.attach(ob2, Some(2)).is_none());
+    let mut b = Batch::default();
+    s.take(&mut b, 100);
+    assert_eq!(b.gap, Some((3, 3)));
+    assert_eq!(b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn random_schedule_keeps_invariant() {
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..200 {
+        let s = Session::new(limits(1 + (round % 17), SlowConsumer::DropOldest));
+        let mut seen = Seen::default();
+        let mut ob = Arc::new(Outbox::new());
+        s.attach(ob.clone(), None);
+        let mut pushed = 0;
+        for _ in 0..300 {
+            match next() % 5 {
+                0 | 1 => {
+                    pushed += 1;
+                    s.push(&event(pushed), Delivery::LIVE);
+                }
+                2 | 3 => {
+                    let mut b = Batch::default();
+                    s.take(&mut b, 1 + (next() % 8) as usize);
+                    if next() % 3 == 0 {
+                        // The socket dies mid-batch: the client saw a prefix, then resumes.
+                        let keep = (next() % (b.entries.len() as u64 + 1)) as usize;
+                        b.entries.truncate(keep);
+                        if keep == 0 && next() % 2 == 0 {
+                            b.gap = None;
+                        }
+                        seen.apply(&b);
+                        s.detach(&ob);
+                        ob = Arc::new(Outbox::new());
+                        s.attach(ob.clone(), Some(seen.last));
+                    } else {
+                        seen.apply(&b);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut b = Batch::default();
+        s.take(&mut b, usize::MAX);
+        seen.apply(&b);
+        assert_eq!(seen.covered, (1..=pushed).collect::<Vec<_>>(), "round {round}");
+    }
+}
+
+#[test]
+fn disconnect_policy_kicks_when_backlog_full() {
+    let s = Session::new(limits(3, SlowConsumer::Disconnect));
+    let ob = Arc::new(Outbox::new());
+    s.attach(ob.clone(), None);
+    assert!(!s.push(&event(1), Delivery::LIVE).kicked);
+    assert!(!s.push(&event(2), Delivery::LIVE).kicked);
+    assert!(s.push(&event(3), Delivery::LIVE).kicked);
+    let mut d = Drained::default();
+    ob.drain(&mut d);
+    assert_eq!(d.close.map(|c| c.code), Some(crate::protocol::close::SLOW_CONSUMER));
+}
+
+#[test]
+fn byte_cap_bounds_memory() {
+    let mut l = limits(1000, SlowConsumer::DropOldest);
+    l.buffer_bytes = 10 * event(1).cost();
+    let s = Session::new(l);
+    for i in 1..=100 {
+        s.push(&event(i), Delivery::LIVE);
+    }
+    let (n, bytes, _) = s.usage();
+    assert!(n <= 10 && bytes <= l.buffer_bytes, "{n} {bytes}");
+}
+
+#[test]
+fn idempotent_subscriptions_and_cap() {
+    let s = Session::new(limits(3, SlowConsumer::DropOldest));
+    let key = |p: &str| SubKey { pattern: p.into(), group: None };
+    let pat = |p: &str| crate::topic::Pattern::parse(p).unwrap();
+    let mut l = *s.limits();
+    l.max_subscriptions = 2;
+    let s2 = Session::new(l);
+    assert_eq!(s2.add_sub(key("a"), pat("a")), Ok(true));
+    assert_eq!(s2.add_sub(key("a"), pat("a")), Ok(false));
+    assert_eq!(s2.add_sub(key("b/*"), pat("b/*")), Ok(true));
+    assert_eq!(s2.add_sub(key("c"), pat("c")), Err(2));
+    assert!(s.subscriptions().is_empty());
+}

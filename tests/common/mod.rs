@@ -1,0 +1,286 @@
+//! Test harness: real servers on ephemeral ports and raw WebSocket clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use herald::{Config, Server, ShutdownHandle};
+
+/// Default wait for a frame that should arrive.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// An in-process server on 127.0.0.1:0.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: ShutdownHandle,
+    pub bus: herald::Bus,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with_config(config()).await
+    }
+
+    pub async fn with_config(config: Config) -> TestServer {
+        let server = Server::bind(config).await.expect("bind");
+        let bus = server.bus();
+        let (addr, handle, task) = server.spawn();
+        TestServer {
+            addr,
+            handle,
+            bus,
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self) -> Raw {
+        Raw::connect(&self.ws_url()).await
+    }
+
+    /// Shuts down and waits for the drain.
+    pub async fn stop(mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// A raw protocol client: JSON frames in, JSON frames out, nothing hidden.
+pub struct Raw {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Raw {
+    pub async fn connect(url: &str) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        Raw { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::text(t.to_owned())).await.expect("send");
+    }
+
+    /// The next text frame as JSON (skips pings). Panics on timeout or close.
+    pub async fn recv(&mut self) -> Value {
+        match self.recv_within(WAIT).await {
+            Some(v) => v,
+            None => panic!("no frame within {WAIT:?}"),
+        }
+    }
+
+    /// The next text frame, or `None` if nothing arrives in time. Panics on close.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(serde_json::from_str(&t).expect("server frame is JSON"));
+                }
+                Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error: {e}"),
+                None => panic!("socket ended"),
+            }
+        }
+    }
+
+    /// The next frame with this `op` (earlier frames of other ops are skipped).
+    pub async fn recv_op(&mut self, op: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["op"] == op {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (and text frames seen before).
+    pub async fn expect_close(&mut self) -> (u16, Vec<Value>) {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("no close within {WAIT:?}; saw {seen:?}"),
+                Ok(Some(Ok(Message::Close(c)))) => {
+                    return (c.map(|c| u16::from(c.code)).unwrap_or(1005), seen);
+                }
+                Ok(Some(Ok(Message::Text(t)))) => seen.push(serde_json::from_str(&t).unwrap()),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => panic!("socket error before close: {e}; saw {seen:?}"),
+                Ok(None) => panic!("ended without close frame; saw {seen:?}"),
+            }
+        }
+    }
+
+    /// Says hello and returns the welcome.
+    pub async fn hello(&mut self) -> Value {
+        self.send(json!({"op": "hello"})).await;
+        let w = self.recv().await;
+        assert_eq!(w["op"], "welcome", "{w}");
+        w
+    }
+
+    /// Subscribes and waits for the `ok`.
+    pub async fn sub(&mut self, pattern: &str) -> Value {
+        self.send(json!({"op": "sub", "id": "s", "pattern": pattern})).await;
+        let ok = self.recv_op_id("s").await;
+        assert_eq!(ok["op"], "ok", "sub {pattern}: {ok}");
+        ok
+    }
+
+    /// Publishes and waits for the `ok`.
+    pub async fn publish(&mut self, topic: &str, data: Value) -> Value {
+        self.send(json!({"op": "pub", "id": "p", "topic": topic, "data": data})).await;
+        let ok = self.recv_op_id("p").await;
+        assert_eq!(ok["op"], "ok", "pub {topic}: {ok}");
+        ok
+    }
+
+    /// The next `ok` or `error` answering `id` (messages in between are skipped).
+    pub async fn recv_op_id(&mut self, id: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if (v["op"] == "ok" || v["op"] == "error") && v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// Sends a request and returns the answer with its id.
+    pub async fn request(&mut self, mut v: Value) -> Value {
+        v["id"] = json!("r");
+        self.send(v).await;
+        self.recv_op_id("r").await
+    }
+}
+
+/// The `herald` binary, started with arguments; reads its log until it listens.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    pub fn spawn(args: &[&str]) -> Binary {
+        Self::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("HERALD_LISTEN")
+            .env_remove("HERALD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn herald");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(i) = line.find("listening on http://") {
+                        let rest = &line[i + "listening on http://".len()..];
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| !c.is_whitespace() && *c != '"')
+                            .collect();
+                        let _ = tx.send(addr);
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("herald did not start: {:?}", log.lock().unwrap()));
+        Binary {
+            child,
+            addr: addr.parse().expect("listen address"),
+            log,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit status code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON HTTP client.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}

@@ -1,0 +1,414 @@
+//! Sessions that outlive sockets (PROTOCOL.md §3): resume, gaps, slow consumers, expiry.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use herald::client::{Client, ClientEvent, ClientOptions, Delivery};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+/// (a) Chaos: 20 subscribers while 50,000 messages are published; each subscriber's socket
+/// is killed at random moments at least 10 times and resumed within the TTL. Every
+/// subscriber sees every seq exactly once, in order, and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_resume_loses_nothing() {
+    const SUBS: usize = 20;
+    const MESSAGES: u64 = 50_000;
+    const KILLS: u32 = 10;
+    let mut cfg = config();
+    // Large enough that no reconnect outlasts the buffer: this test is about resume
+    // correctness; overflow has its own test.
+    cfg.session.buffer_messages = MESSAGES as usize;
+    cfg.session.buffer_bytes = 256 << 20;
+    let srv = TestServer::with_config(cfg).await;
+    let opts = ClientOptions {
+        backoff_min: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let mut clients = Vec::new();
+    for _ in 0..SUBS {
+        let c = Client::connect_with(&srv.ws_url(), opts.clone()).await.unwrap();
+        let sub = c.subscribe("chaos/*").await.unwrap();
+        clients.push((c, sub));
+    }
+    let publishing = Arc::new(AtomicU64::new(1));
+    let mut tasks = Vec::new();
+    for (i, (client, mut sub)) in clients.into_iter().enumerate() {
+        let publishing = publishing.clone();
+        // The killer: drops the socket at random moments, at least KILLS times.
+        let killer_client = client.clone();
+        let killer = tokio::spawn(async move {
+            let mut kills = 0;
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ (i as u64 + 1);
+            while kills < KILLS || publishing.load(Ordering::Acquire) == 1 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                tokio::time::sleep(Duration::from_millis(10 + seed % 90)).await;
+                killer_client.drop_connection();
+                kills += 1;
+            }
+            kills
+        });
+        let mut events = client.events();
+        let reader = tokio::spawn(async move {
+            let mut next = 1u64;
+            while next <= MESSAGES {
+                let d = tokio::time::timeout(Duration::from_secs(60), sub.next())
+                    .await
+                    .expect("stalled")
+                    .expect("stream ended");
+                match d {
+                    Delivery::Msg(m) => {
+                        assert_eq!(m.seq, next, "subscriber {i}: seq out of order");
+                        assert_eq!(m.data["i"], next, "subscriber {i}: wrong message");
+                        next += 1;
+                    }
+                    Delivery::Gap(g) => panic!("subscriber {i}: unexpected gap {g:?}"),
+                }
+            }
+            let mut resumed = 0;
+            while let Ok(e) = events.try_recv() {
+                if let ClientEvent::Connected { resumed: r, .. } = e {
+                    assert!(r, "subscriber {i}: a reconnect was not resumed");
+                    resumed += 1;
+                }
+            }
+            (client, resumed)
+        });
+        tasks.push((killer, reader));
+    }
+    // Publish in chunks so the run spans many kills.
+    for chunk in 0..100u64 {
+        for j in 1..=MESSAGES / 100 {
+            let i = chunk * (MESSAGES / 100) + j;
+            srv.bus.publish_json("chaos/t", &json!({ "i": i })).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    publishing.store(0, Ordering::Release);
+    for (killer, reader) in tasks {
+        let kills = killer.await.unwrap();
+        assert!(kills >= KILLS);
+        let (client, resumed) = reader.await.unwrap();
+        assert!(resumed >= 1, "reconnects happened and resumed");
+        client.close();
+    }
+}
+
+/// (b) A disconnected session misses more than its buffer: the exact gap range is
+/// reported, then the newest messages.
+#[tokio::test]
+async fn overflow_while_away_reports_exact_gap() {
+    let mut cfg = config();
+    cfg.session.buffer_messages = 10;
+    let srv = TestServer::with_config(cfg).await;
+    let mut c = srv.connect().await;
+    let w = c.hello().await;
+    let session = w["session"].as_str().unwrap().to_owned();
+    c.sub("g/*").await;
+    srv.bus.publish_json("g/a", &json!(1)).unwrap();
+    assert_eq!(c.recv_op("msg").await["seq"], 1);
+    drop(c);
+    // Wait until the server has noticed, then publish 100 more while nobody listens.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 2..=101 {
+        srv.bus.publish_json("g/a", &json!(i)).unwrap();
+    }
+    let mut c = srv.connect().await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 1})).await;
+    let w = c.recv().await;
+    assert_eq!((w["op"].clone(), w["resumed"].clone()), (json!("welcome"), json!(true)));
+    assert_eq!(w["session"], session.as_str());
+    let gap = c.recv().await;
+    assert_eq!(gap, json!({"op": "gap", "from_seq": 2, "to_seq": 91, "reason": "overflow"}));
+    for seq in 92..=101u64 {
+        let m = c.recv().await;
+        assert_eq!((m["seq"].as_u64(), m["data"].as_u64()), (Some(seq), Some(seq)));
+    }
+    // Subscriptions survived: live messages follow.
+    srv.bus.publish_json("g/b", &json!("live")).unwrap();
+    let m = c.recv().await;
+    assert_eq!((m["seq"].clone(), m["data"].clone()), (json!(102), json!("live")));
+}
+
+/// A resume replays what was sent but never seen (lost in flight), from `last_seq`.
+#[tokio::test]
+async fn resume_replays_unseen_messages_in_order() {
+    let srv = TestServer::start().await;
+    let mut c = srv.connect().await;
+    let session = c.hello().await["session"].as_str().unwrap().to_owned();
+    c.sub("r").await;
+    for i in 1..=5 {
+        srv.bus.publish_json("r", &json!(i)).unwrap();
+    }
+    for seq in 1..=5u64 {
+        assert_eq!(c.recv_op("msg").await["seq"], seq);
+    }
+    drop(c);
+    // The client claims to have seen only up to 2.
+    let mut c = srv.connect().await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 2})).await;
+    assert_eq!(c.recv().await["resumed"], true);
+    for seq in 3..=5u64 {
+        assert_eq!(c.recv().await["seq"], seq);
+    }
+    assert!(c.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicates");
+}
+
+/// Resuming a session that is still attached elsewhere takes it over: the old connection
+/// is closed with 1008, the new one gets the stream.
+#[tokio::test]
+async fn resume_takes_over_a_live_connection() {
+    let srv = TestServer::start().await;
+    let mut old = srv.connect().await;
+    let session = old.hello().await["session"].as_str().unwrap().to_owned();
+    old.sub("x").await;
+    let mut new = srv.connect().await;
+    new.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    assert_eq!(new.recv().await["resumed"], true);
+    let (code, _) = old.expect_close().await;
+    assert_eq!(code, 1008);
+    srv.bus.publish_json("x", &json!(1)).unwrap();
+    assert_eq!(new.recv().await["seq"], 1);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// (c) One subscriber stops reading while 100 others receive 100,000 messages: the others
+/// get everything, and the server's memory stays bounded (RSS under 256 MiB, growth under
+/// 160 MiB; the stalled session is capped at `buffer_bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_reader_does_not_hurt_others() {
+    const READERS: usize = 100;
+    const MESSAGES: u64 = 100_000;
+    let dir = std::env::temp_dir().join(format!("herald-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("herald.toml");
+    std::fs::write(
+        &cfg,
+        "[session]\nbuffer_messages = 20000\nbuffer_bytes = \"8MiB\"\n",
+    )
+    .unwrap();
+    let bin = Binary::spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()]);
+    let pid = bin.child.id();
+
+    let mut stalled = Raw::connect(&bin.ws_url()).await;
+    stalled.hello().await;
+    stalled.sub("stall/t").await;
+    // From here on `stalled` never reads again.
+
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..READERS).map(|_| AtomicU64::new(0)).collect());
+    let mut readers = Vec::new();
+    for r in 0..READERS {
+        let mut c = Raw::connect(&bin.ws_url()).await;
+        c.hello().await;
+        c.sub("stall/t").await;
+        let progress = progress.clone();
+        readers.push(tokio::spawn(async move {
+            let mut next = 1u64;
+            while next <= MESSAGES {
+                let m = tokio::time::timeout(Duration::from_secs(60), c.ws.next())
+                    .await
+                    .expect("reader stalled")
+                    .expect("socket ended")
+                    .expect("socket error");
+                if let Message::Text(t) = m {
+                    let seq = seq_of(&t);
+                    assert_eq!(seq, next, "reader {r}: {t}");
+                    next += 1;
+                    progress[r].store(next - 1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let base_rss = rss_kib(pid);
+    let mut publisher = Raw::connect(&bin.ws_url()).await;
+    publisher.hello().await;
+    let payload = "x".repeat(64);
+    let mut peak = base_rss;
+    for i in 1..=MESSAGES {
+        publisher
+            .send(json!({"op": "pub", "topic": "stall/t", "data": {"i": i, "p": payload}}))
+            .await;
+        if i % 1000 == 0 {
+            // Keep the healthy readers within their buffers (they must lose nothing), and
+            // watch memory.
+            loop {
+                let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap();
+                if slowest + 10_000 >= i {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    peak = peak.max(rss_kib(pid));
+    eprintln!("server RSS: base {base_rss} KiB, peak {peak} KiB");
+    assert!(peak < 256 * 1024, "RSS peaked at {peak} KiB");
+    assert!(peak - base_rss < 160 * 1024, "RSS grew by {} KiB", peak - base_rss);
+    drop(stalled);
+}
+
+fn seq_of(frame: &str) -> u64 {
+    let i = frame.find("\"seq\":").expect("a msg frame") + 6;
+    frame[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// (d) A session detached for longer than its TTL is gone: `resumed:false`.
+#[tokio::test]
+async fn expired_session_is_not_resumed() {
+    let mut cfg = config();
+    cfg.session.ttl = Duration::from_millis(300);
+    let srv = TestServer::with_config(cfg).await;
+    let mut c = srv.connect().await;
+    let session = c.hello().await["session"].as_str().unwrap().to_owned();
+    c.sub("e").await;
+    drop(c);
+    // Within the TTL it resumes …
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut c = srv.connect().await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    assert_eq!(c.recv().await["resumed"], true);
+    drop(c);
+    // … after it, it is gone, along with its subscriptions and buffer.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(srv.bus.session_count(), 0);
+    assert_eq!(srv.bus.subscription_count(), 0);
+    let mut c = srv.connect().await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    let w = c.recv().await;
+    assert_eq!(w["resumed"], false);
+    assert_ne!(w["session"], session.as_str());
+}
+
+/// `slow_consumer = "disconnect"`: a subscriber whose unsent backlog fills is closed with
+/// 4008; its session stays resumable and reports what it missed.
+#[tokio::test]
+async fn slow_consumer_disconnect_closes_4008_and_keeps_session() {
+    let mut cfg = config();
+    cfg.session.buffer_messages = 50;
+    cfg.session.slow_consumer = herald::config::SlowConsumer::Disconnect;
+    let srv = TestServer::with_config(cfg).await;
+    let mut slow = srv.connect().await;
+    let session = slow.hello().await["session"].as_str().unwrap().to_owned();
+    slow.sub("s").await;
+    let data = json!("y".repeat(1000));
+    // Publish until the server gives up on the reader (the socket buffers fill first).
+    let mut published = 0u64;
+    while srv.bus.stats().slow_consumers.load(Ordering::Relaxed) == 0 {
+        for _ in 0..100 {
+            srv.bus.publish_json("s", &data).unwrap();
+        }
+        published += 100;
+        assert!(published < 2_000_000, "never disconnected");
+        tokio::task::yield_now().await;
+    }
+    // Now read: whatever was in flight, then the close.
+    let mut last_seq = 0;
+    let code = loop {
+        match tokio::time::timeout(WAIT, slow.ws.next()).await.expect("close").unwrap() {
+            Ok(Message::Text(t)) => last_seq = seq_of(&t),
+            Ok(Message::Close(c)) => break c.map(|c| u16::from(c.code)).unwrap(),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, 4008);
+    let mut c = srv.connect().await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": last_seq})).await;
+    assert_eq!(c.recv().await["resumed"], true);
+    let next = c.recv().await;
+    let first = if next["op"] == "gap" {
+        assert_eq!(next["from_seq"], last_seq + 1);
+        next["to_seq"].as_u64().unwrap() + 1
+    } else {
+        next["seq"].as_u64().unwrap()
+    };
+    assert!(first > last_seq);
+}
+
+/// The Rust client reconnects by itself with backoff, resumes, and surfaces the gap to its
+/// caller, then keeps going.
+#[tokio::test]
+async fn client_reconnects_resumes_and_surfaces_gaps() {
+    let mut cfg = config();
+    cfg.session.buffer_messages = 10;
+    let srv = TestServer::with_config(cfg).await;
+    let opts = ClientOptions {
+        backoff_min: Duration::from_millis(400),
+        backoff_max: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let client = Client::connect_with(&srv.ws_url(), opts).await.unwrap();
+    let mut events = client.events();
+    let mut sub = client.subscribe("cg").await.unwrap();
+    srv.bus.publish_json("cg", &json!(1)).unwrap();
+    assert_eq!(sub.next_msg().await.unwrap().seq, 1);
+    let session = client.session();
+    client.drop_connection();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 2..=51 {
+        srv.bus.publish_json("cg", &json!(i)).unwrap();
+    }
+    match sub.next().await.unwrap() {
+        Delivery::Gap(g) => assert_eq!((g.from_seq, g.to_seq), (2, 41)),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    for seq in 42..=51 {
+        let m = sub.next_msg().await.unwrap();
+        assert_eq!((m.seq, m.data.clone()), (seq, json!(seq)));
+    }
+    assert_eq!(client.session(), session, "same session");
+    let mut saw_gap = false;
+    while let Ok(e) = events.try_recv() {
+        saw_gap |= matches!(e, ClientEvent::Gap(ref g) if g.from_seq == 2);
+    }
+    assert!(saw_gap);
+    // Still live, and publishing works through the resumed connection.
+    let ack = client.publish("cg", &json!("after")).await.unwrap();
+    assert_eq!(ack.offset, 52);
+    assert_eq!(sub.next_msg().await.unwrap().data, json!("after"));
+}
+
+/// A connection closed for silence (a half-open socket) leaves its session resumable.
+#[tokio::test]
+async fn heartbeat_close_keeps_session() {
+    let mut cfg = config();
+    cfg.heartbeat = Duration::from_millis(150);
+    let srv = TestServer::with_config(cfg).await;
+    let mut c = srv.connect().await;
+    let session = c.hello().await["session"].as_str().unwrap().to_owned();
+    c.sub("hb").await;
+    // Stop reading and writing: the server pings, hears nothing, closes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    srv.bus.publish_json("hb", &json!("while away")).unwrap();
+    let mut d = srv.connect().await;
+    d.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    assert_eq!(d.recv().await["resumed"], true);
+    assert_eq!(d.recv().await["data"], "while away");
+    drop(c);
+}

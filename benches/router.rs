@@ -17,10 +17,13 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use herald::router::Router;
 use herald::topic::Pattern;
 
-const KINDS: [&str; 8] = ["orders", "chat", "sensors", "users", "billing", "metrics", "jobs", "alerts"];
+const KINDS: [&str; 8] = [
+    "orders", "chat", "sensors", "users", "billing", "metrics", "jobs", "alerts",
+];
 const REGIONS: [&str; 6] = ["eu", "us", "ap", "sa", "af", "me"];
-const EVENTS: [&str; 8] =
-    ["created", "updated", "deleted", "shipped", "temp", "humidity", "online", "offline"];
+const EVENTS: [&str; 8] = [
+    "created", "updated", "deleted", "shipped", "temp", "humidity", "online", "offline",
+];
 const IDS: usize = 50;
 const SUBS_PER_TENANT: usize = 50;
 
@@ -130,7 +133,11 @@ fn build(label: &'static str, n: usize) -> Fixture {
     let churn_wild = (0..1024)
         .map(|i| Pattern::parse(&format!("t{}/churn{i}/*", i % tenants)).expect("valid"))
         .collect();
-    let fanout: usize = cold.iter().take(4096).map(|t| router.matches_uncached(t).len()).sum();
+    let fanout: usize = cold
+        .iter()
+        .take(4096)
+        .map(|t| router.matches_uncached(t).len())
+        .sum();
     eprintln!(
         "fixture {label}: {} subscriptions, {} patterns, built in {:.2?}, mean fan-out {:.2}",
         router.len(),
@@ -138,16 +145,29 @@ fn build(label: &'static str, n: usize) -> Fixture {
         started.elapsed(),
         fanout as f64 / 4096.0
     );
-    Fixture { label, router, cold, hot, churn_exact, churn_wild }
+    Fixture {
+        label,
+        router,
+        cold,
+        hot,
+        churn_exact,
+        churn_wild,
+    }
 }
 
 fn fixtures() -> &'static [Fixture] {
     static F: OnceLock<Vec<Fixture>> = OnceLock::new();
-    F.get_or_init(|| vec![build("1k", 1_000), build("100k", 100_000), build("1M", 1_000_000)])
+    F.get_or_init(|| {
+        vec![
+            build("1k", 1_000),
+            build("100k", 100_000),
+            build("1M", 1_000_000),
+        ]
+    })
 }
 
 /// Cycles through `xs` one element per iteration.
-fn cycle<T>(xs: &[T]) -> impl FnMut() -> &T {
+fn cycle<'a, T>(xs: &'a [T]) -> impl FnMut() -> &'a T {
     let mut i = 0;
     move || {
         i = if i + 1 == xs.len() { 0 } else { i + 1 };
@@ -246,7 +266,12 @@ fn churn(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("parse");
-    let srcs = ["t42/orders/eu/created/d7", "t42/orders/*/created", "t42/**/{eu,us}", "t4?/[a-c]*"];
+    let srcs = [
+        "t42/orders/eu/created/d7",
+        "t42/orders/*/created",
+        "t42/**/{eu,us}",
+        "t4?/[a-c]*",
+    ];
     for src in srcs {
         g.bench_function(src, |b| b.iter(|| Pattern::parse(black_box(src))));
     }

@@ -74,8 +74,12 @@ async fn idle_connections(n: usize) {
             .await
             .expect("connect");
         let url = format!("ws://{addr}/ws");
-        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.expect("upgrade");
-        ws.send(Message::text(json!({"op":"hello"}).to_string())).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+            .await
+            .expect("upgrade");
+        ws.send(Message::text(json!({"op":"hello"}).to_string()))
+            .await
+            .unwrap();
         ws.send(Message::text(
             json!({"op":"sub","id":1,"pattern":format!("idle/{i}")}).to_string(),
         ))
@@ -110,7 +114,8 @@ fn idle_sessions(n: usize) {
     let mut keep = Vec::with_capacity(n);
     for i in 0..n {
         let s = bus.open_session();
-        bus.subscribe_session(&s, &format!("idle/{i}"), None).unwrap();
+        bus.subscribe_session(&s, &format!("idle/{i}"), None)
+            .unwrap();
         keep.push(s);
     }
     let after = own_rss();

@@ -14,7 +14,9 @@ use serde_json::json;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:7400/ws".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "ws://127.0.0.1:7400/ws".into());
     let count: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(10);
 
     let client = Client::connect(&url).await?;
@@ -24,7 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let topic = format!("orders/{region}/created");
         let event = json!({"id": id, "region": region, "amount_cents": 1000 + id * 7});
         let ack = client.publish(&topic, &event).await?;
-        println!("published {topic} offset={} epoch={}", ack.offset, ack.epoch);
+        println!(
+            "published {topic} offset={} epoch={}",
+            ack.offset, ack.epoch
+        );
     }
     client.close();
     Ok(())

@@ -13,7 +13,10 @@ use herald::client::{Client, Delivery};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args.first().cloned().unwrap_or_else(|| "ws://127.0.0.1:7400/ws".into());
+    let url = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "ws://127.0.0.1:7400/ws".into());
     let pattern = args.get(1).cloned().unwrap_or_else(|| "orders/**".into());
     let limit: Option<usize> = match args.iter().position(|a| a == "--count") {
         Some(i) => Some(args.get(i + 1).ok_or("--count needs a number")?.parse()?),
@@ -22,7 +25,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let client = Client::connect(&url).await?;
     let mut sub = client.subscribe(&pattern).await?;
-    println!("subscribed to {pattern} (session {})", client.session().unwrap_or_default());
+    println!(
+        "subscribed to {pattern} (session {})",
+        client.session().unwrap_or_default()
+    );
 
     let mut seen = 0;
     while let Some(delivery) = sub.next().await {

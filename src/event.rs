@@ -170,7 +170,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["op"], "msg");
         let m: MsgFrame = serde_json::from_value(v).unwrap();
-        assert_eq!((m.seq, m.offset, m.topic.as_str()), (42, 1187, "chat/\"q\""));
+        assert_eq!(
+            (m.seq, m.offset, m.topic.as_str()),
+            (42, 1187, "chat/\"q\"")
+        );
         assert_eq!(m.msg_id.as_deref(), Some("c-77"));
         let again = ev.msg_frame(
             43,

@@ -54,9 +54,7 @@ pub enum PatternError {
     Unbalanced { ch: char, segment: String },
     #[error("'**' must be a whole segment: '{segment}'")]
     GluedDoubleStar { segment: String },
-    #[error(
-        "alternation may not span '/' (subscribe to each alternative separately): '{pattern}'"
-    )]
+    #[error("alternation may not span '/' (subscribe to each alternative separately): '{pattern}'")]
     AlternationSpansSlash { pattern: String },
     #[error("a character class may not contain '/': '{pattern}'")]
     ClassSpansSlash { pattern: String },
@@ -64,7 +62,9 @@ pub enum PatternError {
     InvalidRange { lo: char, hi: char, segment: String },
     #[error("',' outside '{{...}}' in segment '{segment}'")]
     StrayComma { segment: String },
-    #[error("'{ch}' is not a wildcard here: use '*' for one segment, '**' for any number: '{segment}'")]
+    #[error(
+        "'{ch}' is not a wildcard here: use '*' for one segment, '**' for any number: '{segment}'"
+    )]
     NotAWildcard { ch: char, segment: String },
 }
 
@@ -134,18 +134,35 @@ pub fn validate_topic(s: &str) -> Result<(), TopicError> {
     let mut after_sep = true;
     for (i, &c) in b.iter().enumerate() {
         match BYTE_CLASS[c as usize] {
-            SEP if after_sep => return Err(TopicError::EmptySegment { topic: s.to_owned() }),
-            SEP => after_sep = true,
-            CTRL => return Err(TopicError::ControlChar { topic: s.to_owned() }),
-            RESERVED => {
-                return Err(TopicError::ReservedChar { ch: char::from(c), topic: s.to_owned() });
+            SEP if after_sep => {
+                return Err(TopicError::EmptySegment {
+                    topic: s.to_owned(),
+                });
             }
-            C2 if is_c1_at(b, i) => return Err(TopicError::ControlChar { topic: s.to_owned() }),
+            SEP => after_sep = true,
+            CTRL => {
+                return Err(TopicError::ControlChar {
+                    topic: s.to_owned(),
+                });
+            }
+            RESERVED => {
+                return Err(TopicError::ReservedChar {
+                    ch: char::from(c),
+                    topic: s.to_owned(),
+                });
+            }
+            C2 if is_c1_at(b, i) => {
+                return Err(TopicError::ControlChar {
+                    topic: s.to_owned(),
+                });
+            }
             _ => after_sep = false,
         }
     }
     if after_sep {
-        return Err(TopicError::EmptySegment { topic: s.to_owned() });
+        return Err(TopicError::EmptySegment {
+            topic: s.to_owned(),
+        });
     }
     Ok(())
 }
@@ -261,7 +278,9 @@ impl Pattern {
             return Err(PatternError::TooLong { len: s.len() });
         }
         if has_control_char(s) {
-            return Err(PatternError::ControlChar { pattern: s.to_owned() });
+            return Err(PatternError::ControlChar {
+                pattern: s.to_owned(),
+            });
         }
         let count = s.split('/').count();
         if count > MAX_PATTERN_SEGMENTS {
@@ -272,13 +291,20 @@ impl Pattern {
         for part in s.split('/') {
             offset += part.len() + 1;
             if part.is_empty() {
-                return Err(PatternError::EmptySegment { pattern: s.to_owned() });
+                return Err(PatternError::EmptySegment {
+                    pattern: s.to_owned(),
+                });
             }
             let rest = s.get(offset.min(s.len())..).unwrap_or("");
             segs.push(segment::parse(part, rest, s)?);
         }
         let exact = segs.iter().all(|g| matches!(g, Segment::Literal(_)));
-        Ok(Pattern { src: Arc::from(s), segs: segs.into(), exact, system: starts_system(s) })
+        Ok(Pattern {
+            src: Arc::from(s),
+            segs: segs.into(),
+            exact,
+            system: starts_system(s),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -379,7 +405,6 @@ impl<'de> serde::Deserialize<'de> for Pattern {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,19 +417,43 @@ mod tests {
     #[test]
     fn wildcard_table() {
         let cases: &[(&str, &[&str], &[&str])] = &[
-            ("chat/*", &["chat/a", "chat/general"], &["chat/a/b", "chat", "chatx/a"]),
-            ("chat/gen*", &["chat/general", "chat/gen"], &["chat/x", "chat/gen/x"]),
+            (
+                "chat/*",
+                &["chat/a", "chat/general"],
+                &["chat/a/b", "chat", "chatx/a"],
+            ),
+            (
+                "chat/gen*",
+                &["chat/general", "chat/gen"],
+                &["chat/x", "chat/gen/x"],
+            ),
             ("chat/?", &["chat/a", "chat/é"], &["chat/ab", "chat/a/b"]),
-            ("orders/**", &["orders", "orders/eu", "orders/eu/created"], &["order", "x/orders"]),
-            ("a/**/z", &["a/z", "a/b/z", "a/b/c/z"], &["a", "a/b", "z", "a/z/b"]),
+            (
+                "orders/**",
+                &["orders", "orders/eu", "orders/eu/created"],
+                &["order", "x/orders"],
+            ),
+            (
+                "a/**/z",
+                &["a/z", "a/b/z", "a/b/c/z"],
+                &["a", "a/b", "z", "a/z/b"],
+            ),
             ("**/z", &["z", "a/z", "a/b/z"], &["z/a"]),
             ("**", &["a", "a/b/c"], &["$inbox/x"]),
             ("s/[abc]", &["s/a", "s/c"], &["s/d", "s/ab"]),
             ("s/[a-z]9", &["s/q9"], &["s/Q9", "s/9"]),
             ("s/[!a]", &["s/b", "s/é"], &["s/a", "s/bb"]),
-            ("chat/{general,random}", &["chat/general", "chat/random"], &["chat/x"]),
+            (
+                "chat/{general,random}",
+                &["chat/general", "chat/random"],
+                &["chat/x"],
+            ),
             ("{a,b}/x{,s}", &["a/x", "b/xs"], &["c/x", "a/xss"]),
-            ("chat/general", &["chat/general"], &["chat/generals", "chat"]),
+            (
+                "chat/general",
+                &["chat/general"],
+                &["chat/generals", "chat"],
+            ),
             ("a\\b", &["a\\b"], &["ab"]),
         ];
         for (p, yes, no) in cases {
@@ -437,8 +486,16 @@ mod tests {
         }
         assert!(pat("$inbox/**").is_system());
         assert!(!pat("**").is_system());
-        assert!(Topic::parse("$dlq/a").map(|t| t.is_system()).unwrap_or(false));
-        assert!(!Topic::parse("a/$dlq").map(|t| t.is_system()).unwrap_or(true));
+        assert!(
+            Topic::parse("$dlq/a")
+                .map(|t| t.is_system())
+                .unwrap_or(false)
+        );
+        assert!(
+            !Topic::parse("a/$dlq")
+                .map(|t| t.is_system())
+                .unwrap_or(true)
+        );
     }
 
     #[test]
@@ -464,11 +521,26 @@ mod tests {
             ("/x", "topic segment is empty: '/x'"),
             ("x/", "topic segment is empty: 'x/'"),
             ("a\u{7}b", "topic contains a control character: 'a\\u{7}b'"),
-            ("a\u{85}b", "topic contains a control character: 'a\\u{85}b'"),
-            ("a/\u{7f}", "topic contains a control character: 'a/\\u{7f}'"),
-            ("chat/*", "topic contains '*', which is reserved for patterns: 'chat/*'"),
-            ("a#", "topic contains '#', which is reserved for patterns: 'a#'"),
-            ("a,b", "topic contains ',', which is reserved for patterns: 'a,b'"),
+            (
+                "a\u{85}b",
+                "topic contains a control character: 'a\\u{85}b'",
+            ),
+            (
+                "a/\u{7f}",
+                "topic contains a control character: 'a/\\u{7f}'",
+            ),
+            (
+                "chat/*",
+                "topic contains '*', which is reserved for patterns: 'chat/*'",
+            ),
+            (
+                "a#",
+                "topic contains '#', which is reserved for patterns: 'a#'",
+            ),
+            (
+                "a,b",
+                "topic contains ',', which is reserved for patterns: 'a,b'",
+            ),
         ];
         for (t, msg) in cases {
             let err = Topic::parse(t).expect_err(t);
@@ -476,7 +548,10 @@ mod tests {
             assert_eq!(validate_topic(t), Err(err));
         }
         assert!(Topic::parse(&"a".repeat(256)).is_ok());
-        assert!(Topic::parse("a\u{a0}b").is_ok(), "U+00A0 is not a control character");
+        assert!(
+            Topic::parse("a\u{a0}b").is_ok(),
+            "U+00A0 is not a control character"
+        );
     }
 
     #[test]
@@ -485,8 +560,14 @@ mod tests {
         let deep = vec!["a"; 33].join("/");
         let cases = [
             ("", "pattern is empty"),
-            (long.as_str(), "pattern is 257 bytes, over the 256-byte limit"),
-            (deep.as_str(), "pattern has 33 segments, over the 32-segment limit"),
+            (
+                long.as_str(),
+                "pattern is 257 bytes, over the 256-byte limit",
+            ),
+            (
+                deep.as_str(),
+                "pattern has 33 segments, over the 32-segment limit",
+            ),
             ("a//b", "pattern segment is empty: 'a//b'"),
             ("a/", "pattern segment is empty: 'a/'"),
             ("a\u{1}", "pattern contains a control character: 'a\\u{1}'"),

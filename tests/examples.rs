@@ -14,7 +14,11 @@ fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
     let path = dir.join(name);
-    assert!(path.exists(), "example {name} not built at {}", path.display());
+    assert!(
+        path.exists(),
+        "example {name} not built at {}",
+        path.display()
+    );
     path
 }
 
@@ -29,12 +33,28 @@ fn subscribe_sees_what_broadcast_publishes() {
         .unwrap();
     let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("subscribed to orders/*/created"), "{first}");
+    assert!(
+        first.starts_with("subscribed to orders/*/created"),
+        "{first}"
+    );
 
-    let out = Command::new(example("broadcast")).args([&url, "6"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(example("broadcast"))
+        .args([&url, "6"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let published = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(published.lines().filter(|l| l.starts_with("published orders/")).count(), 6);
+    assert_eq!(
+        published
+            .lines()
+            .filter(|l| l.starts_with("published orders/"))
+            .count(),
+        6
+    );
 
     let got: Vec<String> = lines.by_ref().take(6).map(|l| l.unwrap()).collect();
     assert_eq!(got.len(), 6);
@@ -48,7 +68,10 @@ fn subscribe_sees_what_broadcast_publishes() {
             assert!(status.success());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "subscribe did not exit after --count");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscribe did not exit after --count"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

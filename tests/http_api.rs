@@ -56,7 +56,9 @@ async fn batch_publish_answers_each_item() {
     assert_eq!(c.recv_op("msg").await["data"], 1);
     assert_eq!(c.recv_op("msg").await["data"], 3);
 
-    let too_many: Vec<Value> = (0..1001).map(|i| json!({"topic": "b/x", "data": i})).collect();
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"topic": "b/x", "data": i}))
+        .collect();
     let r = http()
         .post(srv.http("/v1/publish/batch"))
         .json(&too_many)
@@ -80,10 +82,22 @@ async fn http_errors_are_json() {
     };
     let cases = [
         ("{oops".to_string(), 400, "bad_json"),
-        (json!({"topic": "a/*", "data": 1}).to_string(), 400, "bad_topic"),
+        (
+            json!({"topic": "a/*", "data": 1}).to_string(),
+            400,
+            "bad_topic",
+        ),
         (json!({"topic": "a"}).to_string(), 400, "bad_request"),
-        (json!({"topic": "$sys/a", "data": 1}).to_string(), 403, "forbidden"),
-        (format!(r#"{{"topic":"a","data":"{}"}}"#, "x".repeat(70_000)), 413, "too_large"),
+        (
+            json!({"topic": "$sys/a", "data": 1}).to_string(),
+            403,
+            "forbidden",
+        ),
+        (
+            format!(r#"{{"topic":"a","data":"{}"}}"#, "x".repeat(70_000)),
+            413,
+            "too_large",
+        ),
     ];
     for (body, status, code) in cases {
         let r = post(body).await.unwrap();
@@ -107,7 +121,14 @@ async fn topics_listing_and_health() {
     for t in ["t/a", "t/a", "t/b", "u/c"] {
         srv.bus.publish_json(t, &json!(0)).unwrap();
     }
-    let all: Vec<Value> = http().get(srv.http("/v1/topics")).send().await.unwrap().json().await.unwrap();
+    let all: Vec<Value> = http()
+        .get(srv.http("/v1/topics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let names: Vec<&str> = all.iter().map(|r| r["topic"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["t/a", "t/b", "u/c"]);
     assert_eq!(all[0]["offset"], 2);
@@ -122,13 +143,27 @@ async fn topics_listing_and_health() {
         .await
         .unwrap();
     assert_eq!(some.len(), 1);
-    let bad = http().get(srv.http("/v1/topics?pattern=a/[")).send().await.unwrap();
+    let bad = http()
+        .get(srv.http("/v1/topics?pattern=a/["))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
 
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(http().get(srv.http(path)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            http().get(srv.http(path)).send().await.unwrap().status(),
+            200
+        );
     }
-    let stats: Value = http().get(srv.http("/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = http()
+        .get(srv.http("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["published"], 4);
     assert_eq!(stats["connections"], 1);
     assert_eq!(stats["subscriptions"], 1);
@@ -139,7 +174,12 @@ async fn web_page_is_served() {
     let srv = TestServer::start().await;
     let r = http().get(srv.http("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let body = r.text().await.unwrap();
     assert!(body.contains("Herald"));
     assert!(body.contains("/ws"), "the page says how to connect");

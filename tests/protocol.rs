@@ -32,14 +32,19 @@ async fn hello_welcome_and_ping() {
 async fn implicit_hello() {
     let srv = TestServer::start().await;
     let mut c = srv.connect().await;
-    c.send(json!({"op": "sub", "id": 1, "pattern": "a/*"})).await;
+    c.send(json!({"op": "sub", "id": 1, "pattern": "a/*"}))
+        .await;
     let w = c.recv().await;
     assert_eq!(w["op"], "welcome");
     assert_eq!(w["resumed"], false);
-    assert_eq!(c.recv().await, json!({"op": "ok", "id": 1, "pattern": "a/*"}));
+    assert_eq!(
+        c.recv().await,
+        json!({"op": "ok", "id": 1, "pattern": "a/*"})
+    );
     // An unknown session id gives a fresh session, not an error.
     let mut d = srv.connect().await;
-    d.send(json!({"op": "hello", "session": "s_nope", "last_seq": 3})).await;
+    d.send(json!({"op": "hello", "session": "s_nope", "last_seq": 3}))
+        .await;
     let w = d.recv().await;
     assert_eq!(w["resumed"], false);
     assert_ne!(w["session"], "s_nope");
@@ -64,14 +69,21 @@ async fn every_error_code_reachable_so_far() {
     assert_eq!(c.recv().await["code"], "bad_frame");
 
     let e = c.request(json!({"op": "teleport"})).await;
-    assert_eq!((e["op"].clone(), e["code"].clone()), (json!("error"), json!("unknown_op")));
+    assert_eq!(
+        (e["op"].clone(), e["code"].clone()),
+        (json!("error"), json!("unknown_op"))
+    );
     assert!(e["message"].as_str().unwrap().contains("teleport"));
 
-    let e = c.request(json!({"op": "pub", "topic": "chat//x", "data": 1})).await;
+    let e = c
+        .request(json!({"op": "pub", "topic": "chat//x", "data": 1}))
+        .await;
     assert_eq!(e["code"], "bad_topic");
     assert!(e["message"].as_str().unwrap().contains("chat//x"), "{e}");
 
-    let e = c.request(json!({"op": "pub", "topic": "chat/*", "data": 1})).await;
+    let e = c
+        .request(json!({"op": "pub", "topic": "chat/*", "data": 1}))
+        .await;
     assert_eq!(e["code"], "bad_topic");
 
     let e = c.request(json!({"op": "sub", "pattern": "a/[b"})).await;
@@ -85,7 +97,9 @@ async fn every_error_code_reachable_so_far() {
     assert_eq!(e["code"], "bad_request");
     assert!(e["message"].as_str().unwrap().contains("data"));
 
-    let e = c.request(json!({"op": "pub", "topic": "$sys/x", "data": 1})).await;
+    let e = c
+        .request(json!({"op": "pub", "topic": "$sys/x", "data": 1}))
+        .await;
     assert_eq!(e["code"], "forbidden");
 
     // After all that the connection still works.
@@ -104,7 +118,8 @@ async fn frame_over_max_frame_closes_1009() {
     let w = c.hello().await;
     assert_eq!(w["max_frame"], 1024);
     let big = "x".repeat(2000);
-    c.send(json!({"op": "pub", "topic": "a", "data": big})).await;
+    c.send(json!({"op": "pub", "topic": "a", "data": big}))
+        .await;
     let (code, _) = c.expect_close().await;
     assert_eq!(code, 1009);
     // The server is fine.

@@ -29,7 +29,10 @@ enum Atom {
     Lit(usize),
     Any,
     Star,
-    Class { negated: bool, items: Vec<(usize, usize)> },
+    Class {
+        negated: bool,
+        items: Vec<(usize, usize)>,
+    },
     Alt(Vec<Vec<Atom>>),
 }
 
@@ -173,9 +176,12 @@ fn leaf() -> BoxedStrategy<Atom> {
 
 /// `{…}` over `inner`; branches may be empty (`x{,s}`).
 fn alt(inner: BoxedStrategy<Atom>) -> BoxedStrategy<Atom> {
-    prop::collection::vec(prop::collection::vec(inner, 0..4).prop_map(no_double_star), 1..4)
-        .prop_map(Atom::Alt)
-        .boxed()
+    prop::collection::vec(
+        prop::collection::vec(inner, 0..4).prop_map(no_double_star),
+        1..4,
+    )
+    .prop_map(Atom::Alt)
+    .boxed()
 }
 
 /// Mostly plain atoms, sometimes an alternation, rarely a nested one.
@@ -194,18 +200,25 @@ fn seg() -> impl Strategy<Value = Seg> {
 }
 
 fn pat() -> impl Strategy<Value = Pat> {
-    (prop::bool::weighted(0.2), prop::collection::vec(seg(), 1..5)).prop_map(|(dollar, segs)| {
-        // A `$` must start the first segment: give a `**`/`*` first segment a word to stick to.
-        let mut segs = segs;
-        if dollar && matches!(segs[0], Seg::DoubleStar | Seg::Star) {
-            segs.insert(0, Seg::Word(vec![0]));
-        }
-        Pat { dollar, segs }
-    })
+    (
+        prop::bool::weighted(0.2),
+        prop::collection::vec(seg(), 1..5),
+    )
+        .prop_map(|(dollar, segs)| {
+            // A `$` must start the first segment: give a `**`/`*` first segment a word to stick to.
+            let mut segs = segs;
+            if dollar && matches!(segs[0], Seg::DoubleStar | Seg::Star) {
+                segs.insert(0, Seg::Word(vec![0]));
+            }
+            Pat { dollar, segs }
+        })
 }
 
 fn top() -> impl Strategy<Value = Top> {
-    (prop::bool::weighted(0.2), prop::collection::vec(word(), 1..6))
+    (
+        prop::bool::weighted(0.2),
+        prop::collection::vec(word(), 1..6),
+    )
         .prop_map(|(dollar, segs)| Top { dollar, segs })
 }
 
@@ -232,7 +245,10 @@ impl Oracle {
                 None => break,
             }
         }
-        Oracle { system: src.starts_with('$'), globs }
+        Oracle {
+            system: src.starts_with('$'),
+            globs,
+        }
     }
 
     fn matches(&self, topic: &str) -> bool {
@@ -362,7 +378,16 @@ proptest! {
 #[test]
 fn dedup_across_many_patterns() {
     let router: Router<u32> = Router::new();
-    let pats = ["a/b/c", "a/*/c", "a/**", "**", "*/b/*", "a/b/?", "{a,x}/b/c", "a/**/c"];
+    let pats = [
+        "a/b/c",
+        "a/*/c",
+        "a/**",
+        "**",
+        "*/b/*",
+        "a/b/?",
+        "{a,x}/b/c",
+        "a/**/c",
+    ];
     for (k, p) in pats.iter().enumerate() {
         let p = Pattern::parse(p).expect("valid");
         for v in 0..40u32 {

@@ -111,22 +111,38 @@ async fn overlapping_patterns_deliver_once() {
     p.publish("a/c", json!(2)).await;
     let m1 = c.recv_op("msg").await;
     let m2 = c.recv_op("msg").await;
-    assert_eq!((m1["seq"].clone(), m1["data"].clone()), (json!(1), json!(1)));
-    assert_eq!((m2["seq"].clone(), m2["data"].clone()), (json!(2), json!(2)));
-    assert!(c.recv_within(std::time::Duration::from_millis(200)).await.is_none());
+    assert_eq!(
+        (m1["seq"].clone(), m1["data"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (m2["seq"].clone(), m2["data"].clone()),
+        (json!(2), json!(2))
+    );
+    assert!(
+        c.recv_within(std::time::Duration::from_millis(200))
+            .await
+            .is_none()
+    );
 
     // Dropping one of the patterns keeps the others.
-    c.send(json!({"op": "unsub", "id": "u", "pattern": "a/b"})).await;
+    c.send(json!({"op": "unsub", "id": "u", "pattern": "a/b"}))
+        .await;
     assert_eq!(c.recv_op_id("u").await["op"], "ok");
     p.publish("a/b", json!(3)).await;
     assert_eq!(c.recv_op("msg").await["data"], 3);
     // Unsubscribing from everything stops delivery; unsub of an unknown pattern is ok.
     for pat in ["a/*", "**", "a/{b,c}", "never/subscribed"] {
-        c.send(json!({"op": "unsub", "id": "u", "pattern": pat})).await;
+        c.send(json!({"op": "unsub", "id": "u", "pattern": pat}))
+            .await;
         assert_eq!(c.recv_op_id("u").await["op"], "ok");
     }
     p.publish("a/b", json!(4)).await;
-    assert!(c.recv_within(std::time::Duration::from_millis(200)).await.is_none());
+    assert!(
+        c.recv_within(std::time::Duration::from_millis(200))
+            .await
+            .is_none()
+    );
 }
 
 /// Offsets rise per topic from 1 under one epoch; `seq` is per session across topics.
@@ -140,11 +156,27 @@ async fn offsets_epochs_and_seq() {
     let a1 = p.publish("o/a", json!(1)).await;
     let a2 = p.publish("o/a", json!(2)).await;
     let b1 = p.publish("o/b", json!(3)).await;
-    assert_eq!((a1["offset"].clone(), a2["offset"].clone(), b1["offset"].clone()), (json!(1), json!(2), json!(1)));
+    assert_eq!(
+        (
+            a1["offset"].clone(),
+            a2["offset"].clone(),
+            b1["offset"].clone()
+        ),
+        (json!(1), json!(2), json!(1))
+    );
     assert_eq!(a1["epoch"], a2["epoch"]);
     assert_eq!(a1["duplicate"], false);
-    let ms = [c.recv_op("msg").await, c.recv_op("msg").await, c.recv_op("msg").await];
-    assert_eq!(ms.iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let ms = [
+        c.recv_op("msg").await,
+        c.recv_op("msg").await,
+        c.recv_op("msg").await,
+    ];
+    assert_eq!(
+        ms.iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!(ms[1]["offset"], 2);
     assert_eq!(ms[1]["epoch"], a1["epoch"]);
     assert!(ms[0]["ts"].as_u64().unwrap() > 1_600_000_000_000);
@@ -167,5 +199,9 @@ async fn idempotent_subscribe_and_subscription_limit() {
     assert_eq!(e["code"], "too_many_subscriptions", "{e}");
     srv.bus.publish_json("x/1", &json!(1)).unwrap();
     assert_eq!(c.recv_op("msg").await["seq"], 1);
-    assert!(c.recv_within(std::time::Duration::from_millis(200)).await.is_none());
+    assert!(
+        c.recv_within(std::time::Duration::from_millis(200))
+            .await
+            .is_none()
+    );
 }

@@ -33,7 +33,9 @@ async fn chaos_resume_loses_nothing() {
     };
     let mut clients = Vec::new();
     for _ in 0..SUBS {
-        let c = Client::connect_with(&srv.ws_url(), opts.clone()).await.unwrap();
+        let c = Client::connect_with(&srv.ws_url(), opts.clone())
+            .await
+            .unwrap();
         let sub = c.subscribe("chaos/*").await.unwrap();
         clients.push((c, sub));
     }
@@ -122,20 +124,33 @@ async fn overflow_while_away_reports_exact_gap() {
         srv.bus.publish_json("g/a", &json!(i)).unwrap();
     }
     let mut c = srv.connect().await;
-    c.send(json!({"op": "hello", "session": session, "last_seq": 1})).await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 1}))
+        .await;
     let w = c.recv().await;
-    assert_eq!((w["op"].clone(), w["resumed"].clone()), (json!("welcome"), json!(true)));
+    assert_eq!(
+        (w["op"].clone(), w["resumed"].clone()),
+        (json!("welcome"), json!(true))
+    );
     assert_eq!(w["session"], session.as_str());
     let gap = c.recv().await;
-    assert_eq!(gap, json!({"op": "gap", "from_seq": 2, "to_seq": 91, "reason": "overflow"}));
+    assert_eq!(
+        gap,
+        json!({"op": "gap", "from_seq": 2, "to_seq": 91, "reason": "overflow"})
+    );
     for seq in 92..=101u64 {
         let m = c.recv().await;
-        assert_eq!((m["seq"].as_u64(), m["data"].as_u64()), (Some(seq), Some(seq)));
+        assert_eq!(
+            (m["seq"].as_u64(), m["data"].as_u64()),
+            (Some(seq), Some(seq))
+        );
     }
     // Subscriptions survived: live messages follow.
     srv.bus.publish_json("g/b", &json!("live")).unwrap();
     let m = c.recv().await;
-    assert_eq!((m["seq"].clone(), m["data"].clone()), (json!(102), json!("live")));
+    assert_eq!(
+        (m["seq"].clone(), m["data"].clone()),
+        (json!(102), json!("live"))
+    );
 }
 
 /// A resume replays what was sent but never seen (lost in flight), from `last_seq`.
@@ -154,12 +169,16 @@ async fn resume_replays_unseen_messages_in_order() {
     drop(c);
     // The client claims to have seen only up to 2.
     let mut c = srv.connect().await;
-    c.send(json!({"op": "hello", "session": session, "last_seq": 2})).await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 2}))
+        .await;
     assert_eq!(c.recv().await["resumed"], true);
     for seq in 3..=5u64 {
         assert_eq!(c.recv().await["seq"], seq);
     }
-    assert!(c.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicates");
+    assert!(
+        c.recv_within(Duration::from_millis(200)).await.is_none(),
+        "no duplicates"
+    );
 }
 
 /// Resuming a session that is still attached elsewhere takes it over: the old connection
@@ -171,7 +190,8 @@ async fn resume_takes_over_a_live_connection() {
     let session = old.hello().await["session"].as_str().unwrap().to_owned();
     old.sub("x").await;
     let mut new = srv.connect().await;
-    new.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    new.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+        .await;
     assert_eq!(new.recv().await["resumed"], true);
     let (code, _) = old.expect_close().await;
     assert_eq!(code, 1008);
@@ -249,7 +269,11 @@ async fn stalled_reader_does_not_hurt_others() {
             // Keep the healthy readers within their buffers (they must lose nothing), and
             // watch memory.
             loop {
-                let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap();
+                let slowest = progress
+                    .iter()
+                    .map(|p| p.load(Ordering::Relaxed))
+                    .min()
+                    .unwrap();
                 if slowest + 10_000 >= i {
                     break;
                 }
@@ -264,7 +288,11 @@ async fn stalled_reader_does_not_hurt_others() {
     peak = peak.max(rss_kib(pid));
     eprintln!("server RSS: base {base_rss} KiB, peak {peak} KiB");
     assert!(peak < 256 * 1024, "RSS peaked at {peak} KiB");
-    assert!(peak - base_rss < 160 * 1024, "RSS grew by {} KiB", peak - base_rss);
+    assert!(
+        peak - base_rss < 160 * 1024,
+        "RSS grew by {} KiB",
+        peak - base_rss
+    );
     drop(stalled);
 }
 
@@ -291,7 +319,8 @@ async fn expired_session_is_not_resumed() {
     // Within the TTL it resumes …
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut c = srv.connect().await;
-    c.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+        .await;
     assert_eq!(c.recv().await["resumed"], true);
     drop(c);
     // … after it, it is gone, along with its subscriptions and buffer.
@@ -299,7 +328,8 @@ async fn expired_session_is_not_resumed() {
     assert_eq!(srv.bus.session_count(), 0);
     assert_eq!(srv.bus.subscription_count(), 0);
     let mut c = srv.connect().await;
-    c.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+        .await;
     let w = c.recv().await;
     assert_eq!(w["resumed"], false);
     assert_ne!(w["session"], session.as_str());
@@ -330,7 +360,11 @@ async fn slow_consumer_disconnect_closes_4008_and_keeps_session() {
     // Now read: whatever was in flight, then the close.
     let mut last_seq = 0;
     let code = loop {
-        match tokio::time::timeout(WAIT, slow.ws.next()).await.expect("close").unwrap() {
+        match tokio::time::timeout(WAIT, slow.ws.next())
+            .await
+            .expect("close")
+            .unwrap()
+        {
             Ok(Message::Text(t)) => last_seq = seq_of(&t),
             Ok(Message::Close(c)) => break c.map(|c| u16::from(c.code)).unwrap(),
             Ok(_) => {}
@@ -339,7 +373,8 @@ async fn slow_consumer_disconnect_closes_4008_and_keeps_session() {
     };
     assert_eq!(code, 4008);
     let mut c = srv.connect().await;
-    c.send(json!({"op": "hello", "session": session, "last_seq": last_seq})).await;
+    c.send(json!({"op": "hello", "session": session, "last_seq": last_seq}))
+        .await;
     assert_eq!(c.recv().await["resumed"], true);
     let next = c.recv().await;
     let first = if next["op"] == "gap" {
@@ -407,7 +442,8 @@ async fn heartbeat_close_keeps_session() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     srv.bus.publish_json("hb", &json!("while away")).unwrap();
     let mut d = srv.connect().await;
-    d.send(json!({"op": "hello", "session": session, "last_seq": 0})).await;
+    d.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+        .await;
     assert_eq!(d.recv().await["resumed"], true);
     assert_eq!(d.recv().await["data"], "while away");
     drop(c);

@@ -63,12 +63,19 @@ fn bad_config_is_refused_with_line() {
     let dir = std::env::temp_dir().join(format!("herald-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:0\"\n[session]\nbuffer_msgs = 3\n").unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\n[session]\nbuffer_msgs = 3\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["--config", file.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("buffer_msgs") && err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("buffer_msgs") && err.contains("line 3"),
+        "{err}"
+    );
 }

@@ -157,7 +157,9 @@ impl Bus {
         drop(state);
         let stats = &self.inner.stats;
         stats.published.fetch_add(1, Ordering::Relaxed);
-        stats.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+        stats
+            .delivered
+            .fetch_add(delivered as u64, Ordering::Relaxed);
         Ok(ack)
     }
 
@@ -199,10 +201,16 @@ impl Bus {
             kicked += u64::from(r.kicked);
         }
         if dropped > 0 {
-            self.inner.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.inner
+                .stats
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
         }
         if kicked > 0 {
-            self.inner.stats.slow_consumers.fetch_add(kicked, Ordering::Relaxed);
+            self.inner
+                .stats
+                .slow_consumers
+                .fetch_add(kicked, Ordering::Relaxed);
         }
         targets.len()
     }
@@ -290,7 +298,10 @@ impl Bus {
 
     /// Expires sessions detached for longer than the TTL; returns how many.
     pub fn reap(&self) -> usize {
-        let expired = self.inner.sessions.take_expired(self.inner.config.session.ttl);
+        let expired = self
+            .inner
+            .sessions
+            .take_expired(self.inner.config.session.ttl);
         for s in &expired {
             self.drop_session(s);
         }

@@ -45,7 +45,9 @@ impl Subscription {
 
     /// Subscribes this same session to one more pattern.
     pub fn add(&self, pattern: &str) -> Result<(), super::BusError> {
-        self.bus.subscribe_session(&self.session, pattern, None).map(|_| ())
+        self.bus
+            .subscribe_session(&self.session, pattern, None)
+            .map(|_| ())
     }
 
     /// The next message or gap; waits while there is none. Returns `None` only once the bus

@@ -28,8 +28,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use crate::protocol::{GapFrame, MsgFrame};
 use crate::protocol::{ClientFrame, ErrorCode, Id, OkFrame};
+pub use crate::protocol::{GapFrame, MsgFrame};
 use crate::topic::Pattern;
 
 /// What a subscription yields.
@@ -43,11 +43,18 @@ pub enum Delivery {
 /// Connection life events, from [`Client::events`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
-    Connected { session: String, resumed: bool },
-    Disconnected { reason: String },
+    Connected {
+        session: String,
+        resumed: bool,
+    },
+    Disconnected {
+        reason: String,
+    },
     Gap(GapFrame),
     /// The server is shutting down.
-    Bye { retry_ms: u64 },
+    Bye {
+        retry_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -208,8 +215,13 @@ impl Client {
     }
 
     /// Publishes and waits for the server's `ok`.
-    pub async fn publish<T: Serialize>(&self, topic: &str, data: &T) -> Result<PubAck, ClientError> {
-        self.publish_with(topic, data, PublishOptions::default()).await
+    pub async fn publish<T: Serialize>(
+        &self,
+        topic: &str,
+        data: &T,
+    ) -> Result<PubAck, ClientError> {
+        self.publish_with(topic, data, PublishOptions::default())
+            .await
     }
 
     pub async fn publish_with<T: Serialize>(
@@ -253,7 +265,9 @@ impl Client {
 
     /// Round trip to the server.
     pub async fn ping(&self) -> Result<(), ClientError> {
-        self.request(|id| ClientFrame::Ping { id: Some(id) }).await.map(|_| ())
+        self.request(|id| ClientFrame::Ping { id: Some(id) })
+            .await
+            .map(|_| ())
     }
 
     /// Drops the socket without a close handshake, as a network failure would. The client
@@ -270,7 +284,9 @@ impl Client {
 
     fn send_frame(&self, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
         let text = serde_json::to_string(frame).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        self.cmd.send(Command::Send(text)).map_err(|_| ClientError::Closed)
+        self.cmd
+            .send(Command::Send(text))
+            .map_err(|_| ClientError::Closed)
     }
 
     async fn request<'a>(

@@ -255,11 +255,7 @@ fn dispatch(shared: &Shared, text: &str) {
     }
 }
 
-fn resolve(
-    shared: &Shared,
-    id: Option<crate::protocol::Id>,
-    r: Result<OkFrame, ClientError>,
-) {
+fn resolve(shared: &Shared, id: Option<crate::protocol::Id>, r: Result<OkFrame, ClientError>) {
     if let Some(crate::protocol::Id::Num(n)) = id
         && let Some(tx) = shared.pending.lock().remove(&n)
     {

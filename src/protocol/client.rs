@@ -357,9 +357,7 @@ fn classify(text: &str, e: serde_json::Error) -> DecodeError {
                     None,
                 );
             }
-            let id = serde_json::from_str::<IdOnly>(text)
-                .ok()
-                .and_then(|x| x.id);
+            let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|x| x.id);
             DecodeError::new(ErrorCode::BadRequest, format!("invalid field: {e}"), id)
         }
     }
@@ -375,8 +373,8 @@ mod tests {
 
     #[test]
     fn decodes_pub_with_raw_data() {
-        let f = decode(r#"{"op":"pub","id":3,"topic":"a/b","data":{"x": [1, 2]},"extra":1}"#)
-            .unwrap();
+        let f =
+            decode(r#"{"op":"pub","id":3,"topic":"a/b","data":{"x": [1, 2]},"extra":1}"#).unwrap();
         match f {
             ClientFrame::Pub {
                 id, topic, data, ..
@@ -407,7 +405,10 @@ mod tests {
         assert_eq!(code(r#"{"op":"sub"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"op":"ack","seq":"x"}"#), ErrorCode::BadRequest);
         let deep = "[".repeat(10_000);
-        assert_eq!(code(&format!(r#"{{"op":"pub","topic":"a","data":{deep}"#)), ErrorCode::BadJson);
+        assert_eq!(
+            code(&format!(r#"{{"op":"pub","topic":"a","data":{deep}"#)),
+            ErrorCode::BadJson
+        );
     }
 
     #[test]
@@ -418,16 +419,28 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(e.id, Some(Id::Num(9)));
         let long = "x".repeat(65);
-        assert_eq!(code(&format!(r#"{{"op":"ping","id":"{long}"}}"#)), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&format!(r#"{{"op":"ping","id":"{long}"}}"#)),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
     fn since_shapes() {
         let f = decode(r#"{"op":"sub","pattern":"a","since":{"epoch":"e1","offset":4}}"#).unwrap();
-        assert!(matches!(f, ClientFrame::Sub { since: Some(Since { offset: 4, .. }), .. }));
+        assert!(matches!(
+            f,
+            ClientFrame::Sub {
+                since: Some(Since { offset: 4, .. }),
+                ..
+            }
+        ));
         let f = decode(r#"{"op":"history","topic":"a","since":7}"#).unwrap();
         assert!(matches!(f, ClientFrame::History { since: Some(7), .. }));
-        assert_eq!(code(r#"{"op":"history","topic":"a","since":"x"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"op":"history","topic":"a","since":"x"}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ impl ServerFrame {
     /// Encodes the frame as the text of one WebSocket message.
     pub fn encode(&self) -> String {
         // Serializing these types cannot fail: every map key is a string.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"op":"error","code":"internal","message":"encode"}"#))
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(r#"{"op":"error","code":"internal","message":"encode"}"#)
+        })
     }
 }
 
@@ -157,18 +159,28 @@ mod tests {
             ..Default::default()
         });
         let text = ok.encode();
-        assert_eq!(text, r#"{"op":"ok","id":7,"offset":3,"epoch":"e1","duplicate":false}"#);
+        assert_eq!(
+            text,
+            r#"{"op":"ok","id":7,"offset":3,"epoch":"e1","duplicate":false}"#
+        );
         assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), ok);
         let err = ServerFrame::Error(ErrorFrame {
             id: None,
             code: ErrorCode::BadTopic,
             message: "x".into(),
         });
-        assert_eq!(err.encode(), r#"{"op":"error","code":"bad_topic","message":"x"}"#);
+        assert_eq!(
+            err.encode(),
+            r#"{"op":"error","code":"bad_topic","message":"x"}"#
+        );
         let gap = r#"{"op":"gap","from_seq":42,"to_seq":97,"reason":"overflow"}"#;
         assert!(matches!(
             serde_json::from_str::<ServerFrame>(gap).unwrap(),
-            ServerFrame::Gap(GapFrame { from_seq: 42, to_seq: 97, .. })
+            ServerFrame::Gap(GapFrame {
+                from_seq: 42,
+                to_seq: 97,
+                ..
+            })
         ));
     }
 }

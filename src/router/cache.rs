@@ -63,7 +63,9 @@ impl<V> Cache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Cache {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Padded(RwLock::new(Shard::default()))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Padded(RwLock::new(Shard::default())))
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS),
             generation: AtomicU64::new(0),
         }
@@ -108,7 +110,14 @@ impl<V> Cache<V> {
                 });
             }
         }
-        shard.insert(hash, Entry { topic: topic.into(), generation, result });
+        shard.insert(
+            hash,
+            Entry {
+                topic: topic.into(),
+                generation,
+                result,
+            },
+        );
     }
 
     /// The generation a result computed now should be stored with.

@@ -70,7 +70,12 @@ impl Glob {
     /// Compiles segment `seg`; `rest` (the pattern after this segment) and `pattern` only
     /// improve error messages.
     pub(crate) fn compile(seg: &str, rest: &str, pattern: &str) -> Result<Glob, PatternError> {
-        let mut p = Parser { seg, rest, pattern, chars: seg.chars().peekable() };
+        let mut p = Parser {
+            seg,
+            rest,
+            pattern,
+            chars: seg.chars().peekable(),
+        };
         let (toks, _) = p.sequence(0)?;
         let matcher = classify(&toks).unwrap_or_else(|| {
             let mut prog = Vec::new();
@@ -78,13 +83,16 @@ impl Glob {
             prog.push(Inst::Match);
             Matcher::Nfa(prog.into())
         });
-        if let Matcher::Nfa(prog) = &matcher {
-            if prog.len() > MAX_INSTS {
-                // Unreachable given the byte limit; refuse rather than mis-match.
-                return Err(PatternError::TooLong { len: seg.len() });
-            }
+        if let Matcher::Nfa(prog) = &matcher
+            && prog.len() > MAX_INSTS
+        {
+            // Unreachable given the byte limit; refuse rather than mis-match.
+            return Err(PatternError::TooLong { len: seg.len() });
         }
-        Ok(Glob { src: seg.into(), matcher })
+        Ok(Glob {
+            src: seg.into(),
+            matcher,
+        })
     }
 
     pub(crate) fn source(&self) -> &str {
@@ -101,13 +109,17 @@ impl Glob {
 }
 
 fn lits(toks: &[Tok]) -> Option<String> {
-    toks.iter().map(|t| if let Tok::Lit(c) = t { Some(*c) } else { None }).collect()
+    toks.iter()
+        .map(|t| if let Tok::Lit(c) = t { Some(*c) } else { None })
+        .collect()
 }
 
 fn classify(toks: &[Tok]) -> Option<Matcher> {
     if let [Tok::Alt(branches)] = toks {
-        let alts: Option<Vec<Box<str>>> =
-            branches.iter().map(|b| lits(b).map(String::into_boxed_str)).collect();
+        let alts: Option<Vec<Box<str>>> = branches
+            .iter()
+            .map(|b| lits(b).map(String::into_boxed_str))
+            .collect();
         return alts.map(|a| Matcher::OneOf(a.into()));
     }
     let mut pieces = vec![String::new()];
@@ -222,8 +234,8 @@ fn run_nfa(prog: &[Inst], s: &str) -> bool {
     for c in s.chars() {
         let mut next: Set = [0; WORDS];
         let mut alive = false;
-        for w in 0..words {
-            let mut bits = cur[w];
+        for (w, &word) in cur.iter().enumerate().take(words) {
+            let mut bits = word;
             while bits != 0 {
                 let pc = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -265,7 +277,10 @@ enum End {
 
 impl Parser<'_> {
     fn unbalanced(&self, ch: char) -> PatternError {
-        PatternError::Unbalanced { ch, segment: self.seg.to_owned() }
+        PatternError::Unbalanced {
+            ch,
+            segment: self.seg.to_owned(),
+        }
     }
 
     fn sequence(&mut self, depth: usize) -> Result<(Vec<Tok>, End), PatternError> {
@@ -273,7 +288,9 @@ impl Parser<'_> {
         while let Some(c) = self.chars.next() {
             match c {
                 '*' if self.chars.peek() == Some(&'*') => {
-                    return Err(PatternError::GluedDoubleStar { segment: self.seg.to_owned() });
+                    return Err(PatternError::GluedDoubleStar {
+                        segment: self.seg.to_owned(),
+                    });
                 }
                 '*' => toks.push(Tok::Star),
                 '?' => toks.push(Tok::Any),
@@ -282,9 +299,16 @@ impl Parser<'_> {
                 '}' if depth > 0 => return Ok((toks, End::Close)),
                 ',' if depth > 0 => return Ok((toks, End::Comma)),
                 '}' | ']' => return Err(self.unbalanced(c)),
-                ',' => return Err(PatternError::StrayComma { segment: self.seg.to_owned() }),
+                ',' => {
+                    return Err(PatternError::StrayComma {
+                        segment: self.seg.to_owned(),
+                    });
+                }
                 '#' | '+' => {
-                    return Err(PatternError::NotAWildcard { ch: c, segment: self.seg.to_owned() });
+                    return Err(PatternError::NotAWildcard {
+                        ch: c,
+                        segment: self.seg.to_owned(),
+                    });
                 }
                 c => toks.push(Tok::Lit(c)),
             }
@@ -319,7 +343,9 @@ impl Parser<'_> {
         loop {
             let Some(c) = self.chars.next() else {
                 return Err(if self.rest.contains(']') {
-                    PatternError::ClassSpansSlash { pattern: self.pattern.to_owned() }
+                    PatternError::ClassSpansSlash {
+                        pattern: self.pattern.to_owned(),
+                    }
                 } else {
                     self.unbalanced('[')
                 });
@@ -348,7 +374,10 @@ impl Parser<'_> {
         if in_range {
             ranges.push(('-', '-'));
         }
-        Ok(Class { negated, ranges: ranges.into() })
+        Ok(Class {
+            negated,
+            ranges: ranges.into(),
+        })
     }
 }
 
@@ -391,7 +420,11 @@ mod tests {
             ("[a-c-e]", "d", "f"),
             ("[a-]", "-", "b"),
             ("{}x", "x", "y"),
-            ("*a*a*a*a*a*a*a*b", "aaaaaaaaab", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            (
+                "*a*a*a*a*a*a*a*b",
+                "aaaaaaaaab",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
         ] {
             assert!(g(p).matches(yes), "{p} should match {yes}");
             assert!(!g(p).matches(no), "{p} should not match {no}");
@@ -400,7 +433,7 @@ mod tests {
 
     #[test]
     fn largest_program() {
-        let p = "*".repeat(1) + &"?*".repeat(127);
+        let p = "*".to_string() + &"?*".repeat(127);
         let glob = g(&p[..255]);
         assert!(glob.matches(&"x".repeat(200)));
     }

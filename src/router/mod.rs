@@ -91,12 +91,18 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let change = if pattern.is_exact() {
             let topic = pattern.as_str();
             let change = match index.exact.get_mut(topic) {
-                Some(subs) => trie::Change { pair: subs.insert(value), pattern: false },
+                Some(subs) => trie::Change {
+                    pair: subs.insert(value),
+                    pattern: false,
+                },
                 None => {
                     let mut subs = Subscribers::default();
                     subs.insert(value);
                     index.exact.insert(topic.into(), subs);
-                    trie::Change { pair: true, pattern: true }
+                    trie::Change {
+                        pair: true,
+                        pattern: true,
+                    }
                 }
             };
             if change.pair {
@@ -120,7 +126,9 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let mut index = self.index.write();
         let change = if pattern.is_exact() {
             let topic = pattern.as_str();
-            let Some(subs) = index.exact.get_mut(topic) else { return false };
+            let Some(subs) = index.exact.get_mut(topic) else {
+                return false;
+            };
             let pair = subs.remove(value);
             let gone = subs.is_empty();
             if gone {
@@ -129,7 +137,10 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
             if pair {
                 self.cache.invalidate(topic);
             }
-            trie::Change { pair, pattern: gone }
+            trie::Change {
+                pair,
+                pattern: gone,
+            }
         } else {
             let change = index.trie.remove(pattern.segments(), value);
             if change.pair {
@@ -154,7 +165,8 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let Some(result) = self.compute(&index, topic) else {
             return self.empty.clone();
         };
-        self.cache.put(hash, topic, self.cache.generation(), result.clone());
+        self.cache
+            .put(hash, topic, self.cache.generation(), result.clone());
         result
     }
 
@@ -162,7 +174,8 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
     /// the cost of a cold match, for benchmarks and diagnostics.
     pub fn matches_uncached(&self, topic: &str) -> Arc<[V]> {
         let index = self.index.read();
-        self.compute(&index, topic).unwrap_or_else(|| self.empty.clone())
+        self.compute(&index, topic)
+            .unwrap_or_else(|| self.empty.clone())
     }
 
     /// Whether any pattern matches `topic` (stops at the first; does not fill the cache).
@@ -179,9 +192,14 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
             return true;
         }
         let mut buf = [""; MAX_TOPIC_BYTES / 2 + 1];
-        let Some(n) = split_topic(topic, &mut buf) else { return false };
+        let Some(n) = split_topic(topic, &mut buf) else {
+            return false;
+        };
         let system = topic.starts_with('$');
-        index.trie.walk(&buf[..n], system, |_| ControlFlow::Break(())).is_break()
+        index
+            .trie
+            .walk(&buf[..n], system, |_| ControlFlow::Break(()))
+            .is_break()
     }
 
     /// Number of (pattern, value) pairs.

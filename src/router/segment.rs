@@ -72,7 +72,9 @@ pub(crate) fn match_segments(pat: &[Segment], topic: &[&str]) -> bool {
             },
         }
     }
-    pat[p.min(pat.len())..].iter().all(|s| matches!(s, Segment::DoubleStar))
+    pat[p.min(pat.len())..]
+        .iter()
+        .all(|s| matches!(s, Segment::DoubleStar))
 }
 
 #[cfg(test)]

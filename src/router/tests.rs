@@ -95,7 +95,13 @@ fn remove_prunes_and_counts() {
     assert_eq!(sorted(&r, "a/x/c"), [1]);
     assert!(r.remove(&p("a/**"), &1));
     assert!(r.is_empty());
-    assert!(r.index.read().trie.walk(&["a"], false, |_| ControlFlow::Break(())).is_continue());
+    assert!(
+        r.index
+            .read()
+            .trie
+            .walk(&["a"], false, |_| ControlFlow::Break(()))
+            .is_continue()
+    );
 }
 
 #[test]
@@ -134,7 +140,11 @@ fn concurrent_readers_and_writers() {
             let r = r.clone();
             std::thread::spawn(move || {
                 for i in 0..2000u32 {
-                    let pat = if i % 2 == 0 { p("stable/x") } else { p("stable/*") };
+                    let pat = if i % 2 == 0 {
+                        p("stable/x")
+                    } else {
+                        p("stable/*")
+                    };
                     r.insert(&pat, w * 10_000 + i);
                     r.remove(&pat, &(w * 10_000 + i));
                 }

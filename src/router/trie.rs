@@ -43,7 +43,10 @@ pub(crate) struct Change {
     pub(crate) pattern: bool,
 }
 
-const NO_CHANGE: Change = Change { pair: false, pattern: false };
+const NO_CHANGE: Change = Change {
+    pair: false,
+    pattern: false,
+};
 
 impl<V: Eq + Hash> Node<V> {
     fn is_empty(&self) -> bool {
@@ -70,7 +73,11 @@ impl<V: Eq + Hash> Node<V> {
                 Segment::Star => node.star.get_or_insert_with(Box::default),
                 Segment::DoubleStar => node.double_star.get_or_insert_with(Box::default),
                 Segment::Glob(g) => {
-                    let at = match node.globs.iter().position(|(x, _)| x.source() == g.source()) {
+                    let at = match node
+                        .globs
+                        .iter()
+                        .position(|(x, _)| x.source() == g.source())
+                    {
                         Some(at) => at,
                         None => {
                             node.globs.push((g.clone(), Node::default()));
@@ -83,18 +90,26 @@ impl<V: Eq + Hash> Node<V> {
         }
         let was_empty = node.subs.is_empty();
         let pair = node.subs.insert(value);
-        Change { pair, pattern: pair && was_empty }
+        Change {
+            pair,
+            pattern: pair && was_empty,
+        }
     }
 
     /// Removes `value` from the pattern `segs`, pruning nodes left empty.
     pub(crate) fn remove(&mut self, segs: &[Segment], value: &V) -> Change {
         let Some((seg, rest)) = segs.split_first() else {
             let pair = self.subs.remove(value);
-            return Change { pair, pattern: pair && self.subs.is_empty() };
+            return Change {
+                pair,
+                pattern: pair && self.subs.is_empty(),
+            };
         };
         match seg {
             Segment::Literal(s) => {
-                let Some(child) = self.literal.get_mut(&**s) else { return NO_CHANGE };
+                let Some(child) = self.literal.get_mut(&**s) else {
+                    return NO_CHANGE;
+                };
                 let change = child.remove(rest, value);
                 if child.is_empty() {
                     self.literal.remove(&**s);
@@ -104,7 +119,10 @@ impl<V: Eq + Hash> Node<V> {
             Segment::Star => prune(&mut self.star, rest, value),
             Segment::DoubleStar => prune(&mut self.double_star, rest, value),
             Segment::Glob(g) => {
-                let Some(at) = self.globs.iter().position(|(x, _)| x.source() == g.source())
+                let Some(at) = self
+                    .globs
+                    .iter()
+                    .position(|(x, _)| x.source() == g.source())
                 else {
                     return NO_CHANGE;
                 };
@@ -176,10 +194,10 @@ impl<'n, V: Eq + Hash> Node<V> {
                 if let Some(child) = self.literal.get(*seg) {
                     child.visit(w, i + 1, false)?;
                 }
-                if let Some(child) = &self.star {
-                    if !dollar_only {
-                        child.visit(w, i + 1, false)?;
-                    }
+                if let Some(child) = &self.star
+                    && !dollar_only
+                {
+                    child.visit(w, i + 1, false)?;
                 }
                 for (glob, child) in &self.globs {
                     if (!dollar_only || glob.source().starts_with('$')) && glob.matches(seg) {

@@ -46,7 +46,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// The protocol's HTTP error body.
 pub(crate) fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
     let body = json!({"error": {"code": code, "message": message}});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn bus_error(e: &BusError) -> Response {
@@ -56,7 +61,11 @@ fn bus_error(e: &BusError) -> Response {
 }
 
 async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint")
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
@@ -150,7 +159,10 @@ async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Respon
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooLarge,
-            &format!("a batch holds at most {MAX_BATCH} messages, got {}", items.len()),
+            &format!(
+                "a batch holds at most {MAX_BATCH} messages, got {}",
+                items.len()
+            ),
         );
     }
     let results: Vec<serde_json::Value> = items
@@ -179,7 +191,13 @@ async fn topics(
 ) -> Response {
     let pattern = match q {
         Ok(Query(q)) => q.pattern,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &e.body_text()),
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &e.body_text(),
+            );
+        }
     };
     match state.bus.topics(pattern.as_deref()) {
         Ok(rows) => axum::Json(rows).into_response(),

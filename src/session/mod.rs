@@ -321,7 +321,11 @@ impl Session {
     /// Occupancy, for stats: (messages held, bytes held, unsent messages).
     pub fn usage(&self) -> (usize, usize, u64) {
         let s = self.state.lock();
-        (s.buf.len(), s.bytes, (s.next_seq - 1).saturating_sub(s.sent))
+        (
+            s.buf.len(),
+            s.bytes,
+            (s.next_seq - 1).saturating_sub(s.sent),
+        )
     }
 
     /// The last seq assigned.

@@ -1,7 +1,7 @@
 //! Unit tests of the seq/gap invariant, driven through random pushes, drains and resumes.
 
 use super::*;
-use crate::event::{EventParts, Event};
+use crate::event::{Event, EventParts};
 use crate::topic::Topic;
 
 fn limits(n: usize, policy: SlowConsumer) -> Limits {
@@ -15,7 +15,12 @@ fn limits(n: usize, policy: SlowConsumer) -> Limits {
 
 fn event(i: u64) -> Arc<Event> {
     Arc::new(Event::new(
-        EventParts { topic: Topic::parse("t").unwrap(), data: "1", msg_id: None, reply_to: None },
+        EventParts {
+            topic: Topic::parse("t").unwrap(),
+            data: "1",
+            msg_id: None,
+            reply_to: None,
+        },
         i,
         "e".into(),
         0,
@@ -32,7 +37,11 @@ struct Seen {
 impl Seen {
     fn apply(&mut self, b: &Batch) {
         if let Some((from, to)) = b.gap {
-            assert_eq!(from, self.last + 1, "gap must start right after the last seen seq");
+            assert_eq!(
+                from,
+                self.last + 1,
+                "gap must start right after the last seen seq"
+            );
             assert!(to >= from);
             self.covered.extend(from..=to);
             self.last = to;
@@ -56,7 +65,10 @@ fn live_overflow_reports_exact_gap() {
     let mut b = Batch::default();
     s.take(&mut b, 100);
     assert_eq!(b.gap, Some((1, 6)));
-    assert_eq!(b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+    assert_eq!(
+        b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![7, 8, 9, 10]
+    );
 }
 
 #[test]
@@ -78,7 +90,10 @@ fn resume_replays_after_last_seq_then_gap_for_lost() {
     let mut b = Batch::default();
     s.take(&mut b, 100);
     assert_eq!(b.gap, Some((3, 3)));
-    assert_eq!(b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
+    assert_eq!(
+        b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7, 8]
+    );
 }
 
 #[test]
@@ -126,7 +141,11 @@ fn random_schedule_keeps_invariant() {
         let mut b = Batch::default();
         s.take(&mut b, usize::MAX);
         seen.apply(&b);
-        assert_eq!(seen.covered, (1..=pushed).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(
+            seen.covered,
+            (1..=pushed).collect::<Vec<_>>(),
+            "round {round}"
+        );
     }
 }
 
@@ -140,7 +159,10 @@ fn disconnect_policy_kicks_when_backlog_full() {
     assert!(s.push(&event(3), Delivery::LIVE).kicked);
     let mut d = Drained::default();
     ob.drain(&mut d);
-    assert_eq!(d.close.map(|c| c.code), Some(crate::protocol::close::SLOW_CONSUMER));
+    assert_eq!(
+        d.close.map(|c| c.code),
+        Some(crate::protocol::close::SLOW_CONSUMER)
+    );
 }
 
 #[test]
@@ -158,7 +180,10 @@ fn byte_cap_bounds_memory() {
 #[test]
 fn idempotent_subscriptions_and_cap() {
     let s = Session::new(limits(3, SlowConsumer::DropOldest));
-    let key = |p: &str| SubKey { pattern: p.into(), group: None };
+    let key = |p: &str| SubKey {
+        pattern: p.into(),
+        group: None,
+    };
     let pat = |p: &str| crate::topic::Pattern::parse(p).unwrap();
     let mut l = *s.limits();
     l.max_subscriptions = 2;

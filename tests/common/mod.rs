@@ -26,9 +26,10 @@ pub struct TestServer {
 }
 
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    }
 }
 
 impl TestServer {
@@ -82,16 +83,24 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(url: &str) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
         Raw { ws }
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, t: &str) {
-        self.ws.send(Message::text(t.to_owned())).await.expect("send");
+        self.ws
+            .send(Message::text(t.to_owned()))
+            .await
+            .expect("send");
     }
 
     /// The next text frame as JSON (skips pings). Panics on timeout or close.
@@ -106,7 +115,9 @@ impl Raw {
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             match m {
                 Some(Ok(Message::Text(t))) => {
                     return Some(serde_json::from_str(&t).expect("server frame is JSON"));
@@ -157,7 +168,8 @@ impl Raw {
 
     /// Subscribes and waits for the `ok`.
     pub async fn sub(&mut self, pattern: &str) -> Value {
-        self.send(json!({"op": "sub", "id": "s", "pattern": pattern})).await;
+        self.send(json!({"op": "sub", "id": "s", "pattern": pattern}))
+            .await;
         let ok = self.recv_op_id("s").await;
         assert_eq!(ok["op"], "ok", "sub {pattern}: {ok}");
         ok
@@ -165,7 +177,8 @@ impl Raw {
 
     /// Publishes and waits for the `ok`.
     pub async fn publish(&mut self, topic: &str, data: Value) -> Value {
-        self.send(json!({"op": "pub", "id": "p", "topic": topic, "data": data})).await;
+        self.send(json!({"op": "pub", "id": "p", "topic": topic, "data": data}))
+            .await;
         let ok = self.recv_op_id("p").await;
         assert_eq!(ok["op"], "ok", "pub {topic}: {ok}");
         ok
@@ -218,7 +231,10 @@ impl Binary {
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        for pipe in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        for pipe in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
             let log = log.clone();
             let tx = tx.clone();
             std::thread::spawn(move || {

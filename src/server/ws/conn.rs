@@ -18,8 +18,8 @@ use super::super::AppState;
 use super::writer;
 use crate::bus::{BusError, Publish};
 use crate::protocol::{
-    ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame, WelcomeFrame,
-    close, decode,
+    ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame, WelcomeFrame, close,
+    decode,
 };
 use crate::session::{Close, Outbox, Session};
 
@@ -133,7 +133,10 @@ impl Reader {
                 tracing::debug!(error = %c, "frame too large");
                 self.close(
                     close::TOO_LARGE,
-                    &format!("frame larger than max_frame ({} bytes)", self.state.config.max_frame),
+                    &format!(
+                        "frame larger than max_frame ({} bytes)",
+                        self.state.config.max_frame
+                    ),
                 );
             }
             WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
@@ -226,7 +229,11 @@ impl Reader {
         }))
         .await;
         *self.conn.session.lock() = Some(session.clone());
-        let replay_from = if resumed { Some(last_seq.unwrap_or(0)) } else { None };
+        let replay_from = if resumed {
+            Some(last_seq.unwrap_or(0))
+        } else {
+            None
+        };
         if let Some(previous) = session.attach(self.conn.outbox.clone(), replay_from) {
             previous.close(Close {
                 code: close::POLICY,
@@ -329,4 +336,3 @@ impl Reader {
         }
     }
 }
-

@@ -103,7 +103,10 @@ where
             conn.outbox.drain(&mut drained);
             let mut wrote = std::mem::take(&mut pinged) || !drained.control.is_empty();
             for frame in drained.control.drain(..) {
-                if guarded(conn, sink.feed(Message::text(frame))).await.is_err() {
+                if guarded(conn, sink.feed(Message::text(frame)))
+                    .await
+                    .is_err()
+                {
                     return stop_reason(conn);
                 }
             }
@@ -119,7 +122,10 @@ where
                         to_seq,
                         reason: GapReason::Overflow,
                     });
-                    if guarded(conn, sink.feed(Message::text(gap.encode()))).await.is_err() {
+                    if guarded(conn, sink.feed(Message::text(gap.encode())))
+                        .await
+                        .is_err()
+                    {
                         return stop_reason(conn);
                     }
                     wrote = true;

@@ -73,6 +73,8 @@ impl Batch {
 /// Result of pushing a message into a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pushed {
+    /// The seq the message got (0 when the session is closed and took nothing).
+    pub seq: u64,
     /// Unsent messages dropped to make room (each becomes part of a `gap`).
     pub dropped_unsent: u32,
     /// The connection was told to close as a slow consumer.
@@ -89,6 +91,16 @@ pub struct Session {
     key: u64,
     limits: Limits,
     state: Mutex<State>,
+    /// Who the session belongs to (from the token), shown in presence.
+    identity: Mutex<Arc<Identity>>,
+}
+
+/// The user behind a session and what presence shows about them (PROTOCOL.md §7: the
+/// token's `sub` and `info` claims). Anonymous sessions have neither.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    pub user: Option<String>,
+    pub info: serde_json::Value,
 }
 
 #[derive(Debug)]
@@ -131,6 +143,7 @@ impl Session {
                 detached_at: Some(Instant::now()),
                 closed: false,
             }),
+            identity: Mutex::new(Arc::new(Identity::default())),
         }
     }
 
@@ -146,6 +159,24 @@ impl Session {
         &self.limits
     }
 
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity.lock().clone()
+    }
+
+    pub fn set_identity(&self, identity: Identity) {
+        *self.identity.lock() = Arc::new(identity);
+    }
+
+    /// Whether one of the session's plain (non-group) subscriptions matches `topic`: a group
+    /// delivery to a session that already gets the message is skipped (delivered once).
+    pub fn matches_plain(&self, topic: &str) -> bool {
+        self.state
+            .lock()
+            .subs
+            .iter()
+            .any(|(k, p)| k.group.is_none() && p.matches(topic))
+    }
+
     /// Appends a message. Never blocks and never fails: when the buffer is full the oldest
     /// message goes (PROTOCOL.md §3), and with `slow_consumer = "disconnect"` a connection
     /// whose unsent backlog is full is told to close with 4008.
@@ -157,6 +188,7 @@ impl Session {
         }
         let seq = s.next_seq;
         s.next_seq += 1;
+        out.seq = seq;
         let cost = event.cost();
         s.buf.push_back(Entry {
             seq,

@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use crate::event::{Delivery, Event};
-use crate::session::Session;
+use crate::session::{SeqState, Session};
 use crate::topic::Pattern;
 
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
@@ -54,8 +54,8 @@ impl Group {
         }
     }
 
-    /// The next member in turn, skipping disconnected members while a connected one exists
-    /// and `avoid` (the member that failed to ack) while another one exists.
+    /// The next member in turn, preferring connected members with room in their buffer,
+    /// then any connected member, and `avoid` (the member that failed to ack) last.
     pub fn pick(&self, avoid: Option<u64>) -> Option<Picked> {
         let mut m = self.members.lock();
         let n = m.list.len();
@@ -64,7 +64,7 @@ impl Group {
         }
         let start = m.next;
         let mut fallback: Option<usize> = None;
-        for rank in [0u8, 1, 2] {
+        for rank in [0u8, 1, 2, 3] {
             for k in 0..n {
                 let i = (start + k) % n;
                 let member = &m.list[i];
@@ -74,8 +74,9 @@ impl Group {
                 let avoided = avoid == Some(member.session.key());
                 let attached = member.session.is_attached();
                 let ok = match rank {
-                    0 => attached && !avoided,
-                    1 => attached,
+                    0 => attached && !avoided && member.session.has_room(),
+                    1 => attached && !avoided,
+                    2 => attached,
                     _ => !avoided,
                 };
                 if ok {
@@ -168,13 +169,31 @@ impl Groups {
 }
 
 /// A group message handed out with `ack: "manual"` and not acknowledged yet.
+///
+/// `ack_wait` runs from when the message is *written* to the member's socket, not from
+/// when it entered the member's buffer: a worker with a backlog is not punished for it.
+/// Until it is written, the message waits as long as its member stays connected.
 #[derive(Debug, Clone)]
 pub struct Unacked {
     pub event: Arc<Event>,
     pub group: Arc<Group>,
-    /// Deliveries so far, this one included.
+    pub holder: Arc<Session>,
+    /// Deliveries so far, this one included (a delivery that never reached the socket
+    /// does not count).
     pub deliveries: u32,
+    pub ack_wait: Duration,
+    /// While unsent: when it entered the buffer; once sent: when the wait ends.
     pub deadline: Instant,
+    pub sent: bool,
+}
+
+/// Why an unacked message is handed to another member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Written but not acked within `ack_wait`.
+    Expired,
+    /// Never written: its member left or dropped it from a full buffer.
+    Undelivered,
 }
 
 /// Unacked messages by (session key, seq): `ack {seq}` comes from one session.
@@ -184,8 +203,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn insert(&self, session: u64, seq: u64, u: Unacked) {
-        self.map.insert((session, seq), u);
+    pub fn insert(&self, seq: u64, u: Unacked) {
+        self.map.insert((u.holder.key(), seq), u);
     }
 
     /// Settles a message; false when nothing was waiting for that seq.
@@ -193,20 +212,38 @@ impl Pending {
         self.map.remove(&(session, seq)).is_some()
     }
 
-    /// Removes and returns everything past its deadline, oldest deadline first, with the
-    /// session that held it.
-    pub fn take_due(&self, now: Instant) -> Vec<(u64, Unacked)> {
-        let due: Vec<(u64, u64)> = self
-            .map
-            .iter()
-            .filter(|e| e.value().deadline <= now)
-            .map(|e| *e.key())
-            .collect();
-        let mut out: Vec<(u64, Unacked)> = due
+    /// Starts the wait of messages that were written since the last look, and removes and
+    /// returns those due for redelivery, oldest first.
+    pub fn take_due(&self, now: Instant) -> Vec<(Due, u64, Unacked)> {
+        let mut due = Vec::new();
+        for mut e in self.map.iter_mut() {
+            let seq = e.key().1;
+            let u = e.value_mut();
+            if u.sent {
+                if u.deadline <= now {
+                    due.push((*e.key(), Due::Expired));
+                }
+                continue;
+            }
+            match u.holder.seq_state(seq) {
+                SeqState::Sent => {
+                    u.sent = true;
+                    u.deadline = now + u.ack_wait;
+                }
+                SeqState::Unsent if u.holder.is_attached() => {}
+                SeqState::Unsent => {
+                    if u.deadline + u.ack_wait <= now {
+                        due.push((*e.key(), Due::Undelivered));
+                    }
+                }
+                SeqState::Gone => due.push((*e.key(), Due::Undelivered)),
+            }
+        }
+        let mut out: Vec<(Due, u64, Unacked)> = due
             .into_iter()
-            .filter_map(|k| self.map.remove(&k).map(|(k, u)| (k.0, u)))
+            .filter_map(|(k, why)| self.map.remove(&k).map(|(_, u)| (why, k.1, u)))
             .collect();
-        out.sort_by_key(|(_, u)| (u.deadline, u.event.offset));
+        out.sort_by_key(|(_, _, u)| u.event.offset);
         out
     }
 

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::groups::{self, Unacked};
+use super::groups::{self, Due, Unacked};
 use super::requests::INBOX_PREFIX;
 use super::{Bus, BusError, MAX_MSG_ID};
 use crate::event::{Delivery, Event, EventParts, now_ms};
 use crate::protocol::Id;
-use crate::session::Outbox;
+use crate::session::{Outbox, SeqState};
 use crate::topic::Topic;
 
 /// A publish as every transport hands it to the bus.
@@ -246,13 +246,15 @@ impl Bus {
                 delivered += 1;
                 if picked.manual && r.seq > 0 {
                     self.inner.pending.insert(
-                        picked.session.key(),
                         r.seq,
                         Unacked {
                             event: event.clone(),
                             group: g.0.clone(),
+                            holder: picked.session.clone(),
                             deliveries: 1,
-                            deadline: Instant::now() + ack_wait,
+                            ack_wait,
+                            deadline: Instant::now(),
+                            sent: false,
                         },
                     );
                 }
@@ -288,27 +290,45 @@ impl Bus {
         if self.inner.pending.is_empty() {
             return;
         }
-        for (holder, u) in self.inner.pending.take_due(Instant::now()) {
-            let settings = self.inner.topics.entry(&u.event.topic).settings.clone();
-            if u.deliveries >= settings.max_deliveries {
+        for (why, seq, u) in self.inner.pending.take_due(Instant::now()) {
+            let max = self.inner.topics.entry(&u.event.topic).settings.max_deliveries;
+            let deliveries = match why {
+                Due::Expired => u.deliveries + 1,
+                Due::Undelivered => u.deliveries,
+            };
+            if why == Due::Expired && u.deliveries >= max {
                 self.dead_letter(&u);
                 continue;
             }
-            let Some(picked) = u.group.pick(Some(holder)) else {
+            let Some(picked) = u.group.pick(Some(u.holder.key())) else {
                 self.dead_letter(&u);
                 continue;
             };
-            let deliveries = u.deliveries + 1;
+            if why == Due::Undelivered
+                && picked.session.key() == u.holder.key()
+                && u.holder.seq_state(seq) == SeqState::Unsent
+            {
+                // Its only member is away but may resume: keep it where it is.
+                self.inner.pending.insert(
+                    seq,
+                    Unacked {
+                        deadline: Instant::now(),
+                        ..u
+                    },
+                );
+                continue;
+            }
             let r = picked.session.push(&u.event, groups::delivery(deliveries));
             self.count_drops(u64::from(r.dropped_unsent), u64::from(r.kicked));
             self.inner.stats.redelivered.fetch_add(1, Ordering::Relaxed);
             if picked.manual && r.seq > 0 {
                 self.inner.pending.insert(
-                    picked.session.key(),
                     r.seq,
                     Unacked {
+                        holder: picked.session.clone(),
                         deliveries,
-                        deadline: Instant::now() + settings.ack_wait,
+                        deadline: Instant::now(),
+                        sent: false,
                         ..u
                     },
                 );

@@ -70,6 +70,18 @@ impl Batch {
     }
 }
 
+/// Where one seq stands in a session's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqState {
+    /// Written to the connection (or resent after a resume).
+    Sent,
+    /// In the buffer, not written yet.
+    Unsent,
+    /// No longer held and not known to be written (dropped from a full buffer, or the
+    /// session closed).
+    Gone,
+}
+
 /// Result of pushing a message into a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pushed {
@@ -358,6 +370,26 @@ impl Session {
             s.bytes,
             (s.next_seq - 1).saturating_sub(s.sent),
         )
+    }
+
+    /// Whether the unsent backlog is below the buffer caps (a group prefers such members).
+    pub fn has_room(&self) -> bool {
+        let s = self.state.lock();
+        let unsent = (s.next_seq - 1).saturating_sub(s.sent) as usize;
+        unsent < self.limits.buffer_messages / 2 && s.unsent_bytes < self.limits.buffer_bytes / 2
+    }
+
+    /// Whether `seq` reached the connection yet.
+    pub fn seq_state(&self, seq: u64) -> SeqState {
+        let s = self.state.lock();
+        let first = s.next_seq - s.buf.len() as u64;
+        if s.closed || seq < first {
+            SeqState::Gone
+        } else if seq <= s.sent {
+            SeqState::Sent
+        } else {
+            SeqState::Unsent
+        }
     }
 
     /// The last seq assigned.

@@ -74,15 +74,22 @@ async fn history_op_returns_latest_and_pages_forward() {
 
     // Topics without a [[topics]] entry keep no history.
     c.publish("other/x", json!(1)).await;
-    let ok = c.request(json!({"op": "history", "topic": "other/x"})).await;
+    let ok = c
+        .request(json!({"op": "history", "topic": "other/x"}))
+        .await;
     assert_eq!(ok["messages"], json!([]));
 
     // Bad input.
     let e = c
         .request(json!({"op": "history", "topic": "chat/general", "limit": 5000}))
         .await;
-    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
-    let e = c.request(json!({"op": "history", "topic": "chat//x"})).await;
+    assert_eq!(
+        (e["op"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+    let e = c
+        .request(json!({"op": "history", "topic": "chat//x"}))
+        .await;
     assert_eq!(e["code"], "bad_topic");
 
     // The same over HTTP.
@@ -256,7 +263,10 @@ async fn retained_message_comes_first_and_null_clears_it() {
     );
     p.publish("status/door", json!("closed")).await;
     let live = s.recv_op("msg").await;
-    assert_eq!((live["data"].clone(), live.get("retained")), (json!("closed"), None));
+    assert_eq!(
+        (live["data"].clone(), live.get("retained")),
+        (json!("closed"), None)
+    );
 
     // Clearing: later subscribers get nothing for that topic.
     p.request(json!({"op": "pub", "topic": "status/door", "data": null, "retain": true}))
@@ -276,6 +286,9 @@ async fn retained_message_comes_first_and_null_clears_it() {
     assert_eq!(r.status(), 200);
     s2.sub("status/fan").await;
     let m = s2.recv_op("msg").await;
-    assert_eq!((m["data"]["rpm"].as_u64(), m["retained"].as_bool()), (Some(900), Some(true)));
+    assert_eq!(
+        (m["data"]["rpm"].as_u64(), m["retained"].as_bool()),
+        (Some(900), Some(true))
+    );
     server.stop().await;
 }

@@ -99,7 +99,6 @@ impl Group {
             manual: m.list[i].manual,
         })
     }
-
 }
 
 /// The group router's handle for a group: identity by key.

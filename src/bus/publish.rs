@@ -291,7 +291,12 @@ impl Bus {
             return;
         }
         for (why, seq, u) in self.inner.pending.take_due(Instant::now()) {
-            let max = self.inner.topics.entry(&u.event.topic).settings.max_deliveries;
+            let max = self
+                .inner
+                .topics
+                .entry(&u.event.topic)
+                .settings
+                .max_deliveries;
             let deliveries = match why {
                 Due::Expired => u.deliveries + 1,
                 Due::Undelivered => u.deliveries,
@@ -347,7 +352,10 @@ impl Bus {
         let topic = format!("$dlq/{}", u.event.topic.as_str());
         match self.publish_json(&topic, &body) {
             Ok(_) => {
-                self.inner.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(error = %e, %topic, "dead letter not published"),
         }

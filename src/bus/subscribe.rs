@@ -108,9 +108,7 @@ impl Bus {
                             .groups
                             .join(&pattern, group, session, opts.manual_ack)
                     {
-                        self.inner
-                            .group_router
-                            .insert(&pattern, super::GroupRef(g));
+                        self.inner.group_router.insert(&pattern, super::GroupRef(g));
                     }
                     Ok(SubOutcome {
                         new: true,

@@ -230,8 +230,9 @@ async fn history(
         }
     };
     match state.bus.history(&q.topic, q.since, q.limit) {
-        Ok(page) => axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()}))
-            .into_response(),
+        Ok(page) => {
+            axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
+        }
         Err(e) => bus_error(&e),
     }
 }

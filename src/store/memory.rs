@@ -115,7 +115,12 @@ impl TopicState {
             return Vec::new();
         };
         let skip = after.saturating_add(1).saturating_sub(first) as usize;
-        self.history.iter().skip(skip).take(limit).cloned().collect()
+        self.history
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// The newest `n` held messages, oldest first.

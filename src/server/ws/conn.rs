@@ -19,8 +19,8 @@ use super::super::AppState;
 use super::writer;
 use crate::bus::{Publish, SubOptions};
 use crate::protocol::{
-    AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame, WelcomeFrame, close,
-    decode,
+    AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
+    WelcomeFrame, close, decode,
 };
 use crate::session::{Close, Outbox, Session};
 
@@ -198,7 +198,10 @@ impl Reader {
             return self.send_error(id, ErrorCode::BadRequest, msg).await;
         }
         let max = self.state.config.limits.max_pending_requests;
-        self.conn.inboxes.lock().retain(|i| self.state.bus.request_open(i));
+        self.conn
+            .inboxes
+            .lock()
+            .retain(|i| self.state.bus.request_open(i));
         if self.conn.inboxes.lock().len() >= max {
             let msg = format!("at most {max} requests may wait for a reply at once");
             return self.send_error(id, ErrorCode::RateLimited, msg).await;

@@ -497,3 +497,86 @@ async fn presence_follows_subscriptions_not_sockets() {
     assert_eq!(e["code"], "bad_topic");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_responder_arriving_after_no_responders_is_found() {
+    let server = TestServer::start().await;
+    let mut r = server.connect().await;
+    r.hello().await;
+    let e = r
+        .request(json!({"op": "req", "topic": "svc/late", "data": 1}))
+        .await;
+    assert_eq!(e["code"], "no_responders");
+    let mut c = server.connect().await;
+    c.hello().await;
+    sub_group(&mut c, "svc/late", "g", false).await;
+    tokio::spawn(responder(c, "late", Arc::new(Mutex::new(0))));
+    r.send(json!({"op": "req", "id": 2, "topic": "svc/late", "data": 2}))
+        .await;
+    let reply = r.recv().await;
+    assert_eq!(reply["op"], "reply", "{reply}");
+    server.stop().await;
+}
+
+/// The Rust client's calls for history, presence, `since` and requests.
+#[tokio::test]
+async fn rust_client_history_presence_since_and_request() {
+    use herald::client::{Client, PublishOptions, Since, SubscribeOptions};
+    let server = TestServer::with_config({
+        let mut c = config();
+        c.topics.push(TopicConfig {
+            pattern: "room/**".into(),
+            history: 10,
+            ..TopicConfig::default()
+        });
+        c
+    })
+    .await;
+    let a = Client::connect(&server.ws_url()).await.unwrap();
+    let first = a.publish("room/1", &json!({"t": "one"})).await.unwrap();
+    a.publish("room/1", &json!({"t": "two"})).await.unwrap();
+    let dup = a
+        .publish_with(
+            "room/1",
+            &json!({"t": "two"}),
+            PublishOptions {
+                msg_id: Some("m2".into()),
+                retain: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!dup.duplicate);
+    let (epoch, msgs) = a.history("room/1", None, None).await.unwrap();
+    assert_eq!(epoch, first.epoch);
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[0].data, json!({"t": "one"}));
+
+    let b = Client::connect(&server.ws_url()).await.unwrap();
+    let mut sub = b
+        .subscribe_with(
+            "room/1",
+            SubscribeOptions {
+                since: Some(Since {
+                    epoch: first.epoch.clone(),
+                    offset: 1,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sub.recovered(), Some(true));
+    let m = sub.next_msg().await.unwrap();
+    assert_eq!((m.offset, m.replay), (2, true));
+    let who = a.presence("room/1").await.unwrap();
+    assert_eq!(who.len(), 1);
+    assert_eq!(Some(who[0].session.clone()), b.session());
+
+    let err = a
+        .request("room/nobody", &json!(1), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("no_responders"), "{err}");
+    server.stop().await;
+}

@@ -162,7 +162,7 @@ async fn work_queue_loses_nothing_and_repeats_nothing_when_a_worker_dies() {
     for t in tasks {
         t.await.unwrap();
     }
-    let done = done.lock().unwrap();
+    let done = done.lock().unwrap().clone();
     assert_eq!(done.len() as u64, JOBS, "every job processed");
     let twice: Vec<_> = done.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "jobs processed twice: {twice:?}");

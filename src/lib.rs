@@ -30,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;

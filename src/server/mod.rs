@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::metrics::{Counters, Exporter, Metrics, RateMeter};
 
 /// How long connections get to say goodbye and flush on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,7 +33,12 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connection tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
-    pub started: std::time::Instant,
+    /// The socket side's instruments (see `crate::metrics`).
+    pub metrics: Arc<Metrics>,
+    /// `GET /metrics`.
+    pub exporter: Exporter,
+    /// Rates for `GET /v1/stats`.
+    pub rates: Arc<RateMeter>,
 }
 
 /// A bound server. `bind` then `run` (or `spawn`).
@@ -63,13 +69,20 @@ impl Server {
         let config = bus.config().clone();
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new());
+        let rates = Arc::new(RateMeter::new(
+            std::time::Instant::now(),
+            Counters::read(&bus, &metrics),
+        ));
         Ok(Server {
             state: Arc::new(AppState {
+                exporter: Exporter::new(bus.clone(), metrics.clone()),
                 bus,
                 config,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
-                started: std::time::Instant::now(),
+                metrics,
+                rates,
             }),
             listener,
             local_addr,
@@ -95,6 +108,12 @@ impl Server {
             state, listener, ..
         } = self;
         let maintenance = state.bus.spawn_maintenance(state.shutdown.clone());
+        let sampler = crate::metrics::spawn_sampler(
+            state.bus.clone(),
+            state.metrics.clone(),
+            state.rates.clone(),
+            state.shutdown.clone(),
+        );
         let app = http::router(state.clone());
         let shutdown = state.shutdown.clone();
         let serve = axum::serve(
@@ -116,6 +135,7 @@ impl Server {
             );
         }
         maintenance.abort();
+        sampler.abort();
         tracing::info!("stopped");
         result
     }

@@ -38,7 +38,13 @@ pub(super) struct Conn {
     pub done: CancellationToken,
     /// The server's shutdown signal.
     pub shutdown: CancellationToken,
+    /// Where the writer counts what it writes.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
+/// connections of one session apart, nor name a connection before its `hello`.
+static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Conn {
     pub fn session(&self) -> Option<Arc<Session>> {
@@ -56,8 +62,11 @@ where
         inboxes: Mutex::new(Vec::new()),
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     });
-    let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
+    let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
+    span.in_scope(|| tracing::debug!("connected"));
     let (sink, stream) = ws.split();
     let heartbeat = state.config.heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
@@ -148,6 +157,10 @@ impl Reader {
                 );
             }
             WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            // The peer vanished (no close frame): nobody is left to tell about a protocol error.
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => tracing::debug!("socket reset without a close frame"),
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "protocol error");
                 self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
@@ -169,6 +182,7 @@ impl Reader {
     }
 
     async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
+        self.state.metrics.error(code);
         self.send(ServerFrame::Error(ErrorFrame {
             id,
             code,

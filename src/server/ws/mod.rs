@@ -77,6 +77,7 @@ pub(crate) async fn upgrade(
     let stats = state.bus.stats();
     if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.connection_rejected();
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
@@ -101,6 +102,7 @@ pub(crate) async fn upgrade(
                     Some(socket_config(st.config.max_frame)),
                 )
                 .await;
+                st.metrics.connection_opened();
                 conn::run(st.clone(), ws, peer).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),

@@ -5,7 +5,7 @@
 //! sent as raw text frames, so nothing is re-validated or re-encoded per recipient.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::SinkExt;
@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::conn::Conn;
+use crate::metrics::WriteTally;
 use crate::protocol::{ByeFrame, GapFrame, GapReason, ServerFrame, close};
 use crate::session::{Batch, Close, Drained};
 
@@ -42,6 +43,11 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let stop = pump(&mut sink, &conn, heartbeat).await;
+    conn.metrics.connection_closed(match &stop {
+        Stop::Shutdown => Some(close::SHUTDOWN),
+        Stop::Close(c) => Some(c.code),
+        Stop::Gone => None,
+    });
     let farewell = async {
         match stop {
             Stop::Shutdown => {
@@ -83,6 +89,7 @@ where
     let mut batch = Batch::default();
     let mut buf = BytesMut::new();
     let mut lens: Vec<usize> = Vec::new();
+    let mut tally = WriteTally::default();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     loop {
         let mut pinged = false;
@@ -103,6 +110,7 @@ where
             conn.outbox.drain(&mut drained);
             let mut wrote = std::mem::take(&mut pinged) || !drained.control.is_empty();
             for frame in drained.control.drain(..) {
+                tally.bytes(frame.len());
                 if guarded(conn, sink.feed(Message::text(frame)))
                     .await
                     .is_err()
@@ -121,11 +129,11 @@ where
                         from_seq,
                         to_seq,
                         reason: GapReason::Overflow,
-                    });
-                    if guarded(conn, sink.feed(Message::text(gap.encode())))
-                        .await
-                        .is_err()
-                    {
+                    })
+                    .encode();
+                    conn.metrics.gap(from_seq, to_seq);
+                    tally.bytes(gap.len());
+                    if guarded(conn, sink.feed(Message::text(gap))).await.is_err() {
                         return stop_reason(conn);
                     }
                     wrote = true;
@@ -136,6 +144,7 @@ where
                     e.event.write_msg(e.seq, e.how, &mut buf);
                     lens.push(buf.len() - before);
                 }
+                tally.bytes(buf.len());
                 let mut rest = buf.split().freeze();
                 for len in lens.drain(..) {
                     let frame = rest.split_to(len);
@@ -152,6 +161,12 @@ where
             if guarded(conn, sink.flush()).await.is_err() {
                 return stop_reason(conn);
             }
+            // Written: one latency observation per message, one clock read per batch.
+            let now = Instant::now();
+            for e in batch.entries.drain(..) {
+                tally.message(e.how, now.saturating_duration_since(e.event.published));
+            }
+            conn.metrics.record_writes(&mut tally);
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -40,4 +41,4 @@ pub mod topic;
 
 pub use bus::Bus;
 pub use config::Config;
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};

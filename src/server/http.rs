@@ -134,7 +134,7 @@ fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError
 }
 
 async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    let bytes = match read_body(body, state.config.max_frame).await {
+    let bytes = match read_body(body, state.config().max_frame).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -68,7 +68,7 @@ where
     let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
     span.in_scope(|| tracing::debug!("connected"));
     let (sink, stream) = ws.split();
-    let heartbeat = state.config.heartbeat;
+    let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
     let mut reader = Reader {
         state,
@@ -95,7 +95,7 @@ impl Reader {
     where
         St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let heartbeat = self.state.config.heartbeat;
+        let heartbeat = self.state.config().heartbeat;
         let idle_limit = heartbeat * 2;
         let mut deadline = tokio::time::Instant::now() + idle_limit;
         loop {
@@ -152,7 +152,7 @@ impl Reader {
                     close::TOO_LARGE,
                     &format!(
                         "frame larger than max_frame ({} bytes)",
-                        self.state.config.max_frame
+                        self.state.config().max_frame
                     ),
                 );
             }
@@ -211,7 +211,7 @@ impl Reader {
             let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
             return self.send_error(id, ErrorCode::BadRequest, msg).await;
         }
-        let max = self.state.config.limits.max_pending_requests;
+        let max = self.state.config().limits.max_pending_requests;
         self.conn
             .inboxes
             .lock()
@@ -295,8 +295,8 @@ impl Reader {
         self.send(ServerFrame::Welcome(WelcomeFrame {
             session: session.id().to_string(),
             resumed,
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            max_frame: self.state.config.max_frame,
+            heartbeat_ms: self.state.config().heartbeat.as_millis() as u64,
+            max_frame: self.state.config().max_frame,
         }))
         .await;
         *self.conn.session.lock() = Some(session.clone());

@@ -73,7 +73,7 @@ pub(crate) async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
 
-    let max = state.config.limits.max_connections as u64;
+    let max = state.config().limits.max_connections as u64;
     let stats = state.bus.stats();
     if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
@@ -99,7 +99,7 @@ pub(crate) async fn upgrade(
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(socket_config(st.config.max_frame)),
+                    Some(socket_config(st.config().max_frame)),
                 )
                 .await;
                 st.metrics.connection_opened();

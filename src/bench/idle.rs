@@ -59,7 +59,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_after = plan.server_pid.and_then(rss_bytes);
-    let (server_cpu, tool_cpu) = cpu.stop();
+    let cpu = cpu.stop();
     report.connections = Some(clients.len());
     report.rss_before = rss_before;
     report.rss_after = rss_after;
@@ -68,8 +68,8 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     {
         report.rss_per_connection = Some(a.saturating_sub(b) as f64 / clients.len() as f64);
     }
-    report.server_cpu = server_cpu;
-    report.tool_cpu = tool_cpu;
+    report.server_cpu = cpu.server;
+    report.tool_cpu = cpu.tool;
     drop(clients);
     Ok(report)
 }

@@ -127,7 +127,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (server_cpu, tool_cpu) = cpu.stop();
+    let cpu = cpu.stop();
     shared.stop.cancel();
     for t in sub_tasks {
         let _ = t.await;
@@ -147,8 +147,12 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     if report.seconds > 0.0 {
         report.deliveries_per_sec = report.received as f64 / report.seconds;
     }
-    report.server_cpu = server_cpu;
-    report.tool_cpu = tool_cpu;
+    report.server_cpu = cpu.server;
+    report.tool_cpu = cpu.tool;
+    report.deliveries_per_server_cpu_sec = cpu
+        .server_seconds
+        .filter(|&s| s > 0.0)
+        .map(|s| report.received as f64 / s);
     if let Some(h) = &shared.hist {
         let h = h.borrow();
         let us = |ns: u64| ns as f64 / 1000.0;

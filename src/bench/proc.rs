@@ -41,17 +41,31 @@ impl CpuMeter {
         }
     }
 
-    /// `(server, tool)` CPU use since the start, as a fraction of one core.
-    pub fn stop(&self) -> (Option<f64>, Option<f64>) {
+    /// CPU use since the start.
+    pub fn stop(&self) -> CpuUse {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
-        let server = self
+        let server_seconds = self
             .server
-            .and_then(|(pid, s)| Some((cpu_seconds(&pid.to_string())? - s) / wall));
+            .and_then(|(pid, s)| Some(cpu_seconds(&pid.to_string())? - s));
         let tool = self
             .tool
             .and_then(|s| Some((cpu_seconds("self")? - s) / wall));
-        (server, tool)
+        CpuUse {
+            server: server_seconds.map(|s| s / wall),
+            server_seconds,
+            tool,
+        }
     }
+}
+
+/// What [`CpuMeter::stop`] measured.
+pub struct CpuUse {
+    /// The server's CPU use as a fraction of one core.
+    pub server: Option<f64>,
+    /// The server's CPU seconds.
+    pub server_seconds: Option<f64>,
+    /// The tool's CPU use as a fraction of one core.
+    pub tool: Option<f64>,
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub struct Report {
     /// CPU use during the measured interval, as a fraction of one core.
     pub server_cpu: Option<f64>,
     pub tool_cpu: Option<f64>,
+    /// Deliveries per second of server CPU time: the server's efficiency, which stays
+    /// comparable when other work on the machine takes part of the server's core.
+    pub deliveries_per_server_cpu_sec: Option<f64>,
     /// Errors seen by clients (a non-empty list means the figures are not to be trusted).
     pub errors: Vec<String>,
 }
@@ -79,6 +82,7 @@ impl Report {
             rss_per_connection: None,
             server_cpu: None,
             tool_cpu: None,
+            deliveries_per_server_cpu_sec: None,
             errors: Vec::new(),
         }
     }
@@ -138,6 +142,9 @@ impl Report {
         }
         if let Some(c) = self.server_cpu {
             let _ = writeln!(s, "  server CPU        {:.0}% of a core", c * 100.0);
+        }
+        if let Some(d) = self.deliveries_per_server_cpu_sec {
+            let _ = writeln!(s, "  per server CPU-s  {d:.0} deliveries");
         }
         if let Some(c) = self.tool_cpu {
             let _ = writeln!(s, "  load tool CPU     {:.0}% of a core", c * 100.0);

@@ -97,6 +97,12 @@ impl Results {
             .map(|r| r.deliveries_per_sec)
     }
 
+    fn efficiency(&self, t: Target, s: Scenario) -> Option<f64> {
+        self.get(t, s)
+            .filter(|r| r.errors.is_empty())
+            .and_then(|r| r.deliveries_per_server_cpu_sec)
+    }
+
     fn p(&self, t: Target, pick: fn(&super::Latency) -> f64) -> Option<f64> {
         self.get(t, Scenario::Latency)
             .filter(|r| r.errors.is_empty())
@@ -171,6 +177,16 @@ impl Results {
                 fmt_ratio(ratio(v[0], v[1])),
                 fmt_ratio(ratio(v[0], v[2])),
             );
+            let e: Vec<_> = TARGETS.iter().map(|&t| self.efficiency(t, sc)).collect();
+            let _ = writeln!(
+                s,
+                "| {what} | deliveries per server CPU-second | {} | {} | {} | {} | {} | |",
+                fmt_rate(e[0]),
+                fmt_rate(e[1]),
+                fmt_rate_or(e[2], sc, Target::Socketio),
+                fmt_ratio(ratio(e[0], e[1])),
+                fmt_ratio(ratio(e[0], e[2])),
+            );
         }
         let rate = |t| {
             self.get(t, Scenario::Latency)
@@ -228,8 +244,8 @@ impl Results {
         let _ = writeln!(
             s,
             "<details><summary>Every run</summary>\n\n\
-             | server | scenario | published | delivered | lost | time s | deliveries/s | server CPU | tool CPU | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|"
+             | server | scenario | published | delivered | lost | time s | deliveries/s | server CPU | per server CPU-s | tool CPU | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &self.0 {
             let pct = |c: Option<f64>| c.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or("–".into());
@@ -250,11 +266,12 @@ impl Results {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {published} | {delivered} | {lost} | {:.2} | {rate} | {} | {} | {} |",
+                "| {} | {} | {published} | {delivered} | {lost} | {:.2} | {rate} | {} | {} | {} | {} |",
                 r.target.label(),
                 r.scenario.name(),
                 r.seconds,
                 pct(r.server_cpu),
+                fmt_rate(r.deliveries_per_server_cpu_sec),
                 pct(r.tool_cpu),
                 if r.errors.is_empty() {
                     "–".to_string()

@@ -178,7 +178,7 @@ impl Writer {
         }
         let session = conn.session()?;
         self.batch.clear();
-        session.take(&mut self.batch, BATCH);
+        session.take_for(&conn.outbox, &mut self.batch, BATCH);
         if let Some((from_seq, to_seq)) = self.batch.gap {
             let gap = ServerFrame::Gap(GapFrame {
                 from_seq,

@@ -36,7 +36,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("cannot listen on {listen}: {e}");
+                tracing::error!("cannot start on {listen}: {e}");
                 return ExitCode::FAILURE;
             }
         };

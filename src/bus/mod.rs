@@ -8,6 +8,7 @@
 
 mod error;
 mod groups;
+mod persist;
 mod presence;
 mod publish;
 mod query;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use error::BusError;
+pub use persist::{MAX_IN_FLIGHT, PendingAck, Published};
 pub use publish::{PubAck, Publish};
 pub use query::{HistoryPage, PresenceList};
 pub use requests::INBOX_PREFIX;
@@ -31,7 +33,7 @@ pub use subscription::{Received, Subscription};
 use crate::config::{Config, TopicConfig};
 use crate::router::Router;
 use crate::session::{self, Registry, Session, SessionRef};
-use crate::store::{MemoryStore, TopicInfo};
+use crate::store::{MemoryStore, StoreError, TopicInfo};
 use crate::topic::{Pattern, Topic};
 use groups::{GroupRef, Groups, Pending};
 use presence::Presence;
@@ -64,6 +66,8 @@ struct Inner {
     inboxes: Inboxes,
     sessions: Registry,
     topics: MemoryStore,
+    /// The durable store of persisted topics (with a data directory).
+    durable: Option<persist::Persistence>,
     /// Topics holding a retained message: a new wildcard subscription looks only at these.
     retained: dashmap::DashSet<Topic>,
     stats: Stats,
@@ -100,7 +104,22 @@ pub struct TopicRow {
 }
 
 impl Bus {
+    /// A bus for `config`.
+    ///
+    /// # Panics
+    /// When `config.data_dir` is set and the durable store there cannot be opened; use
+    /// [`Bus::open`] to get that as an error.
     pub fn new(config: Config) -> Bus {
+        match Self::open(config) {
+            Ok(bus) => bus,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A bus for `config`, opening and recovering the durable store when `config.data_dir`
+    /// is set (every persisted topic's epoch, offset, history and retained message come
+    /// back before this returns).
+    pub fn open(config: Config) -> Result<Bus, StoreError> {
         let limits = session::Limits {
             buffer_messages: config.session.buffer_messages,
             buffer_bytes: config.session.buffer_bytes,
@@ -119,8 +138,19 @@ impl Bus {
                 .find(|(p, _)| p.matches(topic.as_str()))
                 .map_or_else(|| defaults.clone(), |(_, c)| c.clone())
         };
-        Bus {
-            inner: Arc::new(Inner {
+        let mut topics = MemoryStore::with_settings(Box::new(settings));
+        if config.data_dir.is_some() {
+            topics = topics.keep_persisted();
+        }
+        let retained = dashmap::DashSet::new();
+        let mut opened: Result<(), StoreError> = Ok(());
+        let inner = Arc::new_cyclic(|weak| {
+            let durable = persist::open(&config, &topics, &retained, weak.clone())
+                .unwrap_or_else(|e| {
+                    opened = Err(e);
+                    None
+                });
+            Inner {
                 config,
                 limits,
                 router: Router::new(),
@@ -130,11 +160,13 @@ impl Bus {
                 presence: Presence::default(),
                 inboxes: Inboxes::default(),
                 sessions: Registry::new(),
-                topics: MemoryStore::with_settings(Box::new(settings)),
-                retained: dashmap::DashSet::new(),
+                topics,
+                durable,
+                retained,
                 stats: Stats::default(),
-            }),
-        }
+            }
+        });
+        opened.map(|()| Bus { inner })
     }
 
     pub fn config(&self) -> &Config {

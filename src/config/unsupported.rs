@@ -15,7 +15,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "cluster",
     "limits.max_connections_per_ip",
     "limits.publish_rate",
-    "--data-dir",
     "--redis",
 ];
 

@@ -20,7 +20,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{AppState, web, ws};
-use crate::bus::{BusError, PubAck, Publish};
+use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
 
 /// Most messages in one `POST /v1/publish/batch`.
@@ -124,13 +124,21 @@ impl From<PubAck> for AckBody {
     }
 }
 
-fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError> {
-    state.bus.publish_as_client(Publish {
-        topic: &p.topic,
-        data: p.data,
-        msg_id: p.msg_id.as_deref(),
-        retain: p.retain,
-    })
+/// Publishes; on a persisted topic the answer waits until the message is durable.
+async fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError> {
+    submit_one(state, p).await?.ack().await
+}
+
+async fn submit_one(state: &AppState, p: &PublishBody<'_>) -> Result<Published, BusError> {
+    state
+        .bus
+        .submit_as_client(Publish {
+            topic: &p.topic,
+            data: p.data,
+            msg_id: p.msg_id.as_deref(),
+            retain: p.retain,
+        })
+        .await
 }
 
 async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
@@ -142,7 +150,7 @@ async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
         Ok(p) => p,
         Err(e) => return json_error(e),
     };
-    match publish_one(&state, &p) {
+    match publish_one(&state, &p).await {
         Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
         Err(e) => bus_error(&e),
     }
@@ -167,18 +175,26 @@ async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Respon
             ),
         );
     }
-    let results: Vec<serde_json::Value> = items
-        .iter()
-        .map(|raw| {
-            let r = serde_json::from_str::<PublishBody<'_>>(raw.get())
-                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
-                .and_then(|p| publish_one(&state, &p).map_err(|e| (e.code(), e.to_string())));
-            match r {
-                Ok(ack) => json!(AckBody::from(ack)),
-                Err((code, message)) => json!({"error": {"code": code, "message": message}}),
-            }
-        })
-        .collect();
+    // Everything is queued first, then awaited: a batch to a persisted topic shares fsyncs.
+    let mut submitted = Vec::with_capacity(items.len());
+    for raw in &items {
+        let r = match serde_json::from_str::<PublishBody<'_>>(raw.get()) {
+            Ok(p) => submit_one(&state, &p).await,
+            Err(e) => Err(BusError::BadRequest(e.to_string())),
+        };
+        submitted.push(r);
+    }
+    let mut results: Vec<serde_json::Value> = Vec::with_capacity(submitted.len());
+    for r in submitted {
+        let r = match r {
+            Ok(published) => published.ack().await,
+            Err(e) => Err(e),
+        };
+        results.push(match r {
+            Ok(ack) => json!(AckBody::from(ack)),
+            Err(e) => json!({"error": {"code": e.code(), "message": e.to_string()}}),
+        });
+    }
     axum::Json(results).into_response()
 }
 

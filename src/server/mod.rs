@@ -53,9 +53,14 @@ impl ShutdownHandle {
 }
 
 impl Server {
-    /// Binds the configured address (`127.0.0.1:0` picks a free port).
+    /// Opens the durable store (with a data directory) and binds the configured address
+    /// (`127.0.0.1:0` picks a free port).
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        Self::with_bus(Bus::new(config)).await
+        let bus = tokio::task::spawn_blocking(move || Bus::open(config))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+        Self::with_bus(bus).await
     }
 
     /// Binds a server around an existing bus (its config gives the address).
@@ -116,6 +121,7 @@ impl Server {
             );
         }
         maintenance.abort();
+        state.bus.flush_store().await;
         tracing::info!("stopped");
         result
     }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::super::AppState;
 use super::writer;
-use crate::bus::{Publish, SubOptions};
+use crate::bus::{PendingAck, PubAck, Publish, Published, SubOptions};
 use crate::protocol::{
     AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
     WelcomeFrame, close, decode,
@@ -181,6 +181,28 @@ impl Reader {
         if id.is_some() {
             self.send(ServerFrame::Ok(OkFrame { id, ..ok })).await;
         }
+    }
+
+    /// Answers a publish to a persisted topic once it is durable, without holding up the
+    /// reader: later frames (more publishes to batch with it) keep flowing meanwhile.
+    fn ack_when_durable(&self, id: Option<Id>, pending: PendingAck) {
+        let outbox = self.conn.outbox.clone();
+        let done = self.conn.done.clone();
+        tokio::spawn(async move {
+            let frame = match pending.durable().await {
+                Ok(_) if id.is_none() => return,
+                Ok(ack) => ServerFrame::Ok(OkFrame { id, ..pub_ok(&ack) }),
+                Err(e) => ServerFrame::Error(ErrorFrame {
+                    id,
+                    code: e.code(),
+                    message: e.to_string(),
+                }),
+            };
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = outbox.push_control(frame.encode()) => {}
+            }
+        });
     }
 
     /// `req`: publishes with a reply inbox and arms the timeout. The reply itself reaches
@@ -358,16 +380,9 @@ impl Reader {
                     msg_id: msg_id.as_deref(),
                     retain,
                 };
-                match bus.publish_as_client(p) {
-                    Ok(ack) => {
-                        let ok = OkFrame {
-                            offset: Some(ack.offset),
-                            epoch: Some(ack.epoch.to_string()),
-                            duplicate: Some(ack.duplicate),
-                            ..Default::default()
-                        };
-                        self.send_ok(id, ok).await
-                    }
+                match bus.submit_as_client(p).await {
+                    Ok(Published::Done(ack)) => self.send_ok(id, pub_ok(&ack)).await,
+                    Ok(Published::Pending(pending)) => self.ack_when_durable(id, pending),
                     Err(e) => self.send_error(id, e.code(), e.to_string()).await,
                 }
             }
@@ -408,5 +423,15 @@ impl Reader {
                 Err(e) => self.send_error(id, e.code(), e.to_string()).await,
             },
         }
+    }
+}
+
+/// The `ok` of a publish.
+fn pub_ok(ack: &PubAck) -> OkFrame {
+    OkFrame {
+        offset: Some(ack.offset),
+        epoch: Some(ack.epoch.to_string()),
+        duplicate: Some(ack.duplicate),
+        ..Default::default()
     }
 }

@@ -37,8 +37,23 @@ enum Msg<P> {
 /// The handle publishers queue writes on. Dropping it ends the thread after it has
 /// committed what was queued.
 pub struct Committer<P> {
-    tx: mpsc::Sender<Msg<P>>,
+    tx: Option<mpsc::Sender<Msg<P>>>,
     failed: Arc<OnceLock<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<P> Drop for Committer<P> {
+    /// Ends the thread and waits for it (it commits what is queued and closes the engine,
+    /// so the data directory can be opened again at once) — unless this is that thread,
+    /// which ends by itself once the channel is closed.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
 }
 
 impl<P> std::fmt::Debug for Committer<P> {
@@ -60,16 +75,22 @@ impl<P: Send + 'static> Committer<P> {
             rx,
             failed: failed.clone(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("herald-commit".into())
             .spawn(move || worker.run())?;
-        Ok(Committer { tx, failed })
+        Ok(Committer {
+            tx: Some(tx),
+            failed,
+            thread: Some(thread),
+        })
     }
 
     /// Queues a write. Fails at once when the store has failed or its thread is gone.
     pub fn submit(&self, write: Write, payload: P) -> Result<(), StoreError> {
         self.check()?;
         self.tx
+            .as_ref()
+            .ok_or_else(|| StoreError::Failed("the committer is closed".into()))?
             .send(Msg::Write(write, payload))
             .map_err(|_| StoreError::Failed("the commit thread has stopped".into()))
     }
@@ -85,7 +106,7 @@ impl<P: Send + 'static> Committer<P> {
     /// Waits until everything queued so far is durable (or failed).
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
+        if self.tx.as_ref().is_some_and(|t| t.send(Msg::Flush(tx)).is_ok()) {
             let _ = rx.await;
         }
     }

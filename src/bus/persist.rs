@@ -255,6 +255,14 @@ impl Bus {
         self.publish_inner(p, None, permit)?.ack().await
     }
 
+    /// Publishes, waiting only for room in the durable queue (not for the disk): the
+    /// returned [`Published`] can be awaited for the durable ack, or dropped. Any topic is
+    /// allowed, as with [`Bus::publish`].
+    pub async fn submit(&self, p: Publish<'_>) -> Result<Published, BusError> {
+        let permit = self.durable_permit(p.topic).await;
+        self.publish_inner(p, None, permit)
+    }
+
     /// Like [`Bus::publish_as_client`], but a publish to a persisted topic waits for room
     /// in the durable queue and returns a [`PendingAck`] to await for its `ok`.
     pub async fn submit_as_client(&self, p: Publish<'_>) -> Result<Published, BusError> {

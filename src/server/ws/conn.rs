@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::super::AppState;
-use super::writer;
+use super::{acks, writer};
 use crate::bus::{PendingAck, PubAck, Publish, Published, SubOptions};
 use crate::protocol::{
     AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
@@ -65,6 +65,7 @@ where
         state,
         conn: conn.clone(),
         span: span.clone(),
+        acks: None,
     };
     reader.read_loop(stream).instrument(span).await;
     // Let the writer finish its final words (it is bounded), then leave the session
@@ -79,6 +80,8 @@ struct Reader {
     state: Arc<AppState>,
     conn: Arc<Conn>,
     span: tracing::Span,
+    /// Publishes to persisted topics awaiting the disk (see `acks.rs`).
+    acks: Option<acks::AckQueue>,
 }
 
 impl Reader {
@@ -185,24 +188,12 @@ impl Reader {
 
     /// Answers a publish to a persisted topic once it is durable, without holding up the
     /// reader: later frames (more publishes to batch with it) keep flowing meanwhile.
-    fn ack_when_durable(&self, id: Option<Id>, pending: PendingAck) {
-        let outbox = self.conn.outbox.clone();
-        let done = self.conn.done.clone();
-        tokio::spawn(async move {
-            let frame = match pending.durable().await {
-                Ok(_) if id.is_none() => return,
-                Ok(ack) => ServerFrame::Ok(OkFrame { id, ..pub_ok(&ack) }),
-                Err(e) => ServerFrame::Error(ErrorFrame {
-                    id,
-                    code: e.code(),
-                    message: e.to_string(),
-                }),
-            };
-            tokio::select! {
-                _ = done.cancelled() => {}
-                _ = outbox.push_control(frame.encode()) => {}
-            }
-        });
+    async fn ack_when_durable(&mut self, id: Option<Id>, pending: PendingAck) {
+        let conn = &self.conn;
+        let acks = self
+            .acks
+            .get_or_insert_with(|| acks::spawn(conn.outbox.clone(), conn.done.clone()));
+        let _ = acks.send((id, pending)).await;
     }
 
     /// `req`: publishes with a reply inbox and arms the timeout. The reply itself reaches
@@ -382,7 +373,7 @@ impl Reader {
                 };
                 match bus.submit_as_client(p).await {
                     Ok(Published::Done(ack)) => self.send_ok(id, pub_ok(&ack)).await,
-                    Ok(Published::Pending(pending)) => self.ack_when_durable(id, pending),
+                    Ok(Published::Pending(pending)) => self.ack_when_durable(id, pending).await,
                     Err(e) => self.send_error(id, e.code(), e.to_string()).await,
                 }
             }
@@ -427,7 +418,7 @@ impl Reader {
 }
 
 /// The `ok` of a publish.
-fn pub_ok(ack: &PubAck) -> OkFrame {
+pub(super) fn pub_ok(ack: &PubAck) -> OkFrame {
     OkFrame {
         offset: Some(ack.offset),
         epoch: Some(ack.epoch.to_string()),

@@ -2,6 +2,7 @@
 //! tokio-tungstenite with buffers sized for 100k connections (tungstenite's defaults are
 //! 128 KiB each way; an idle Herald connection must cost a few KiB).
 
+mod acks;
 mod conn;
 mod writer;
 

@@ -14,7 +14,7 @@ fn main() {
     let topics: Vec<Topic> = (0..10).map(|i| Topic::parse(&format!("b/t{i}")).unwrap()).collect();
     let data = format!("\"{}\"", "x".repeat(98));
     let keep = Retention { history: std::env::var("H").ok().and_then(|v| v.parse().ok()).unwrap_or(1000), ttl: None };
-    for &batch in &[100usize, 1000, 10000] {
+    for &batch in &[1000usize, 2000, 4000, 10000] {
         let mut offs = vec![0u64; 10];
         let n = 200_000;
         let mut t_build = 0.0; let mut t_commit = 0.0;

@@ -6,6 +6,9 @@ use clap::Parser;
 use herald::cli::{Cli, Command, LogFormat, ServeArgs, run_config_command};
 use herald::server::Server;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -4,9 +4,10 @@
 //!
 //! Each queued write carries a payload `P` (for the bus: the event, its topic and whom to
 //! ack). After the batch is durable — or has failed — the payloads are handed to the
-//! `deliver` callback in queue order, still on this thread, so a topic's messages are
+//! `deliver` callback in queue order, on a second thread, so a topic's messages are
 //! delivered in offset order and nothing reaches a subscriber that a crash could still lose.
-//! Writes queued while the callback runs make up the next batch.
+//! The commit thread meanwhile starts the next batch: fan-out and acks of one batch overlap
+//! the fsync of the next.
 //!
 //! A failed commit leaves the engine's state unknown, so the committer fails for good: that
 //! batch and every later write is answered with the error (clients get `unavailable`) until
@@ -39,7 +40,13 @@ enum Msg<P> {
 pub struct Committer<P> {
     tx: Option<mpsc::Sender<Msg<P>>>,
     failed: Arc<OnceLock<String>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the commit thread hands the delivery thread.
+enum Done<P> {
+    Batch(Vec<P>, Result<(), StoreError>),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl<P> Drop for Committer<P> {
@@ -48,10 +55,10 @@ impl<P> Drop for Committer<P> {
     /// which ends by itself once the channel is closed.
     fn drop(&mut self) {
         drop(self.tx.take());
-        if let Some(t) = self.thread.take()
-            && t.thread().id() != std::thread::current().id()
-        {
-            let _ = t.join();
+        for t in self.threads.drain(..) {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -68,20 +75,24 @@ impl<P: Send + 'static> Committer<P> {
     /// Starts the committer thread.
     pub fn start(engine: Box<dyn Durable>, deliver: Deliver<P>) -> std::io::Result<Committer<P>> {
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
         let failed = Arc::new(OnceLock::new());
         let worker = Worker {
             engine,
-            deliver,
+            done: done_tx,
             rx,
             failed: failed.clone(),
         };
-        let thread = std::thread::Builder::new()
+        let committing = std::thread::Builder::new()
             .name("herald-commit".into())
             .spawn(move || worker.run())?;
+        let delivering = std::thread::Builder::new()
+            .name("herald-deliver".into())
+            .spawn(move || deliver_loop(done_rx, deliver))?;
         Ok(Committer {
             tx: Some(tx),
             failed,
-            thread: Some(thread),
+            threads: vec![committing, delivering],
         })
     }
 
@@ -103,7 +114,7 @@ impl<P: Send + 'static> Committer<P> {
         }
     }
 
-    /// Waits until everything queued so far is durable (or failed).
+    /// Waits until everything queued so far is durable (or failed) and delivered.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.as_ref().is_some_and(|t| t.send(Msg::Flush(tx)).is_ok()) {
@@ -112,9 +123,22 @@ impl<P: Send + 'static> Committer<P> {
     }
 }
 
+/// Hands each finished batch to `deliver`, in order; answers flushes after the batches
+/// before them are delivered.
+fn deliver_loop<P>(rx: mpsc::Receiver<Done<P>>, mut deliver: Deliver<P>) {
+    while let Ok(d) = rx.recv() {
+        match d {
+            Done::Batch(payloads, result) => deliver(payloads, result),
+            Done::Flush(f) => {
+                let _ = f.send(());
+            }
+        }
+    }
+}
+
 struct Worker<P> {
     engine: Box<dyn Durable>,
-    deliver: Deliver<P>,
+    done: mpsc::Sender<Done<P>>,
     rx: mpsc::Receiver<Msg<P>>,
     failed: Arc<OnceLock<String>>,
 }
@@ -147,16 +171,23 @@ impl<P> Worker<P> {
             if !writes.is_empty() {
                 let result = match self.failed.get() {
                     Some(why) => Err(StoreError::Failed(why.clone())),
-                    None => self.engine.commit(&writes),
+                    None => {
+                        let started = Instant::now();
+                        let r = self.engine.commit(&writes);
+                        tracing::trace!(batch = writes.len(), took = ?started.elapsed(), "commit");
+                        r
+                    }
                 };
                 if let Err(e) = &result {
                     self.fail(e);
                 }
                 writes.clear();
-                (self.deliver)(std::mem::take(&mut payloads), result);
+                let _ = self
+                    .done
+                    .send(Done::Batch(std::mem::take(&mut payloads), result));
             }
             for f in flushes.drain(..) {
-                let _ = f.send(());
+                let _ = self.done.send(Done::Flush(f));
             }
             if last_expire.elapsed() >= EXPIRE_EVERY && self.failed.get().is_none() {
                 last_expire = Instant::now();

@@ -83,7 +83,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -117,9 +122,7 @@ fn write_config(dir: &Path, persist: bool, history: usize) -> PathBuf {
     let path = dir.join("herald.toml");
     std::fs::write(
         &path,
-        format!(
-            "[[topics]]\npattern = \"bench/**\"\nhistory = {history}\npersist = {persist}\n"
-        ),
+        format!("[[topics]]\npattern = \"bench/**\"\nhistory = {history}\npersist = {persist}\n"),
     )
     .unwrap();
     path
@@ -132,7 +135,9 @@ async fn ws_publish(addr: &str, conns: usize, per_conn: usize, window: usize) ->
     let data = payload();
     let mut sockets = Vec::new();
     for _ in 0..conns {
-        let (ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("connect");
         sockets.push(ws);
     }
     let started = Instant::now();
@@ -286,9 +291,8 @@ async fn history_section() {
     let mut read = 0;
     let mut since = 0;
     while read < n {
-        let f = format!(
-            r#"{{"op":"history","id":1,"topic":"bench/h","since":{since},"limit":1000}}"#
-        );
+        let f =
+            format!(r#"{{"op":"history","id":1,"topic":"bench/h","since":{since},"limit":1000}}"#);
         ws.send(Message::text(f)).await.unwrap();
         let page: serde_json::Value = loop {
             if let Some(Ok(Message::Text(t))) = ws.next().await {
@@ -362,7 +366,10 @@ async fn restart_section() {
         let took = started.elapsed();
         let page = bus.history("bench/r9", None, Some(1)).unwrap();
         assert_eq!(page.messages[0].offset, per_topic as u64);
-        println!("  Bus::open (recovery in-process): {:.2} s", took.as_secs_f64());
+        println!(
+            "  Bus::open (recovery in-process): {:.2} s",
+            took.as_secs_f64()
+        );
         drop(bus);
     }
     let cfg = write_config(&dir, true, per_topic);

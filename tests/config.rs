@@ -602,7 +602,10 @@ fn unsupported_features_are_refused_with_their_line() {
     };
     if supported("--data-dir") {
         let c = args.load_config().unwrap();
-        assert_eq!(c.data_dir.as_deref(), Some(std::path::Path::new("/var/lib/herald")));
+        assert_eq!(
+            c.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/herald"))
+        );
     } else {
         let e = args.load_config().unwrap_err();
         assert!(

@@ -97,7 +97,10 @@ async fn history_all(bin: &Binary, topic: &str) -> (String, BTreeMap<u64, Value>
         }
         for m in msgs {
             let offset = m["offset"].as_u64().unwrap();
-            assert!(out.insert(offset, m.clone()).is_none(), "offset {offset} twice");
+            assert!(
+                out.insert(offset, m.clone()).is_none(),
+                "offset {offset} twice"
+            );
             since = offset;
         }
     }
@@ -267,11 +270,19 @@ async fn kill9_keeps_every_acked_message() {
             let m = history
                 .get(&a.offset)
                 .unwrap_or_else(|| panic!("acked offset {} of {topic} lost", a.offset));
-            assert_eq!(m["data"], json!({"c": a.conn, "k": a.k}), "{topic}@{}", a.offset);
+            assert_eq!(
+                m["data"],
+                json!({"c": a.conn, "k": a.k}),
+                "{topic}@{}",
+                a.offset
+            );
         }
         // Offsets are 1..=last without holes, and no message is stored twice.
         let last = *history.keys().last().unwrap();
-        assert_eq!(history.keys().copied().collect::<Vec<_>>(), (1..=last).collect::<Vec<_>>());
+        assert_eq!(
+            history.keys().copied().collect::<Vec<_>>(),
+            (1..=last).collect::<Vec<_>>()
+        );
         let mut seen = std::collections::HashSet::new();
         for m in history.values() {
             assert!(seen.insert(m["data"].to_string()), "stored twice: {m}");
@@ -303,7 +314,8 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
     c.hello().await;
     let mut epoch = Value::Null;
     for i in 1..=8 {
-        let f = json!({"op": "pub", "id": "p", "topic": "keep/a", "data": {"n": i}, "retain": i == 3});
+        let f =
+            json!({"op": "pub", "id": "p", "topic": "keep/a", "data": {"n": i}, "retain": i == 3});
         c.send(f).await;
         let ok = c.recv_op_id("p").await;
         assert_eq!(ok["offset"], i, "{ok}");
@@ -326,9 +338,7 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
     let bin = start(&data, &cfg);
     let mut c = Raw::connect(&bin.ws_url()).await;
     c.hello().await;
-    let h = c
-        .request(json!({"op": "history", "topic": "keep/a"}))
-        .await;
+    let h = c.request(json!({"op": "history", "topic": "keep/a"})).await;
     assert_eq!(h["epoch"], epoch);
     let offsets: Vec<u64> = h["messages"]
         .as_array()
@@ -339,8 +349,13 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
     assert_eq!(offsets, [4, 5, 6, 7, 8]);
     assert_eq!(h["messages"][4]["data"], json!({"n": 8}));
     // The retained message (offset 3, older than the history kept) comes back first.
-    let m = sub_then_msgs(&mut c, json!({"pattern": "keep/a"}), 1).await.remove(0);
-    assert_eq!((m["retained"].clone(), m["offset"].clone()), (json!(true), json!(3)));
+    let m = sub_then_msgs(&mut c, json!({"pattern": "keep/a"}), 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        (m["retained"].clone(), m["offset"].clone()),
+        (json!(true), json!(3))
+    );
     assert_eq!(m["data"], json!({"n": 3}));
     // `since` across the restart: same epoch, so recovered.
     let mut d = Raw::connect(&bin.ws_url()).await;
@@ -352,7 +367,10 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
     )
     .await;
     assert_eq!(
-        replay.iter().map(|m| m["offset"].as_u64().unwrap()).collect::<Vec<_>>(),
+        replay
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         [7, 8]
     );
     // Offsets continue; the retained message of keep/b is back.
@@ -361,15 +379,28 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
     // Both the live message (this connection subscribes) and the ack arrive.
     let (a, b) = (c.recv().await, c.recv().await);
     let (m, ok) = if a["op"] == "msg" { (a, b) } else { (b, a) };
-    assert_eq!((m["op"].clone(), m["offset"].clone()), (json!("msg"), json!(9)), "{m}");
-    assert_eq!((ok["offset"].clone(), ok["epoch"].clone()), (json!(9), epoch.clone()));
+    assert_eq!(
+        (m["op"].clone(), m["offset"].clone()),
+        (json!("msg"), json!(9)),
+        "{m}"
+    );
+    assert_eq!(
+        (ok["offset"].clone(), ok["epoch"].clone()),
+        (json!(9), epoch.clone())
+    );
     let mut e = Raw::connect(&bin.ws_url()).await;
     e.hello().await;
     let mut msgs = sub_then_msgs(&mut e, json!({"pattern": "keep/*"}), 2).await;
     let m = msgs.remove(0);
-    assert_eq!((m["topic"].clone(), m["retained"].clone()), (json!("keep/a"), json!(true)));
+    assert_eq!(
+        (m["topic"].clone(), m["retained"].clone()),
+        (json!("keep/a"), json!(true))
+    );
     let m = msgs.remove(0);
-    assert_eq!((m["topic"].clone(), m["data"].clone()), (json!("keep/b"), json!("x")));
+    assert_eq!(
+        (m["topic"].clone(), m["data"].clone()),
+        (json!("keep/b"), json!("x"))
+    );
     // A topic without `persist` lives in memory only: a new epoch, no history.
     let h = c.request(json!({"op": "history", "topic": "mem/a"})).await;
     assert_eq!(h["messages"], json!([]));
@@ -394,7 +425,10 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
     let disk = on_disk(&data);
     assert_eq!(disk["keep/a"].0, 9);
     assert_eq!(disk["keep/a"].2, [5, 6, 7, 8, 9]);
-    assert!(!disk.contains_key("mem/a"), "memory-only topics never reach the disk");
+    assert!(
+        !disk.contains_key("mem/a"),
+        "memory-only topics never reach the disk"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -420,14 +454,21 @@ async fn retention_by_count_frees_disk_space() {
     assert_eq!(last, 6000);
     // Pages of deleted messages are reused: 48 MB went through the file, which stays
     // smaller than a single round's 8 MB.
-    assert!(sizes.iter().all(|s| *s < 6 << 20), "file keeps growing: {sizes:?}");
+    assert!(
+        sizes.iter().all(|s| *s < 6 << 20),
+        "file keeps growing: {sizes:?}"
+    );
     stop(bin).await;
     let disk = on_disk(&data);
     assert_eq!(disk["big/a"].0, 6000);
     // Retention deletes whole chunks (one per topic per commit), so the disk may hold one
     // chunk more than the 10 messages kept; never the thousands published.
     let held = &disk["big/a"].2;
-    assert!(held.len() <= 10 + 100, "{} messages still on disk", held.len());
+    assert!(
+        held.len() <= 10 + 100,
+        "{} messages still on disk",
+        held.len()
+    );
     assert_eq!(held[held.len() - 10..], (5991..=6000).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -456,7 +497,10 @@ async fn retention_by_age_deletes_from_disk() {
     let mut c = Raw::connect(&bin.ws_url()).await;
     c.hello().await;
     let ok = c.publish("old/a", json!("new")).await;
-    assert_eq!((ok["offset"].clone(), ok["epoch"].clone()), (json!(21), epoch));
+    assert_eq!(
+        (ok["offset"].clone(), ok["epoch"].clone()),
+        (json!(21), epoch)
+    );
     stop(bin).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -468,11 +512,17 @@ async fn data_dir_in_use_is_refused() {
     let cfg = config_file(&dir, "[[topics]]\npattern = \"**\"\npersist = true\n");
     let bin = start(&data, &cfg);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("data directory"), "{text}");
     stop(bin).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -145,8 +145,8 @@ impl Bus {
         let retained = dashmap::DashSet::new();
         let mut opened: Result<(), StoreError> = Ok(());
         let inner = Arc::new_cyclic(|weak| {
-            let durable = persist::open(&config, &topics, &retained, weak.clone())
-                .unwrap_or_else(|e| {
+            let durable =
+                persist::open(&config, &topics, &retained, weak.clone()).unwrap_or_else(|e| {
                     opened = Err(e);
                     None
                 });

@@ -117,7 +117,11 @@ impl<P: Send + 'static> Committer<P> {
     /// Waits until everything queued so far is durable (or failed) and delivered.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.as_ref().is_some_and(|t| t.send(Msg::Flush(tx)).is_ok()) {
+        if self
+            .tx
+            .as_ref()
+            .is_some_and(|t| t.send(Msg::Flush(tx)).is_ok())
+        {
             let _ = rx.await;
         }
     }

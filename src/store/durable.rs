@@ -171,7 +171,10 @@ mod tests {
             assert_eq!(back.data_json(), ev.data_json());
             assert_eq!(back.msg_id, ev.msg_id);
             assert_eq!(back.reply_to, ev.reply_to);
-            assert_eq!(back.msg_frame(1, Default::default()), ev.msg_frame(1, Default::default()));
+            assert_eq!(
+                back.msg_frame(1, Default::default()),
+                ev.msg_frame(1, Default::default())
+            );
         }
         assert!(decode_record(&topic, 1, &epoch, &[1, 2, 3]).is_none());
         assert!(decode_record(&topic, 1, &epoch, &[0; 12]).is_none());

@@ -255,12 +255,18 @@ impl Durable for RedbStore {
         for row in topics.iter().map_err(engine)? {
             let (name, meta) = row.map_err(engine)?;
             let Some((id, last, epoch)) = Self::parse_meta(meta.value()) else {
-                tracing::warn!(topic = name.value(), "unreadable topic row in the store; skipped");
+                tracing::warn!(
+                    topic = name.value(),
+                    "unreadable topic row in the store; skipped"
+                );
                 continue;
             };
             self.next_id = self.next_id.max(id.saturating_add(1));
             let Ok(topic) = Topic::parse(name.value()) else {
-                tracing::warn!(topic = name.value(), "invalid topic name in the store; skipped");
+                tracing::warn!(
+                    topic = name.value(),
+                    "invalid topic name in the store; skipped"
+                );
                 continue;
             };
             let epoch: Arc<str> = epoch.into();
@@ -329,7 +335,10 @@ impl Durable for RedbStore {
         drop(txn);
         let trimmed = self.trim(None, now_ms)?;
         if trimmed > 0 {
-            tracing::info!(chunks = trimmed, "old messages removed from the store on start");
+            tracing::info!(
+                chunks = trimmed,
+                "old messages removed from the store on start"
+            );
         }
         Ok(out)
     }
@@ -393,9 +402,7 @@ impl Durable for RedbStore {
                         self.buf.clear();
                         self.buf.extend_from_slice(&ev.offset.to_le_bytes());
                         encode_record(ev, &mut self.buf);
-                        retained
-                            .insert(t.id, self.buf.as_slice())
-                            .map_err(engine)?;
+                        retained.insert(t.id, self.buf.as_slice()).map_err(engine)?;
                     }
                     Some(RetainOp::Clear) => {
                         retained.remove(t.id).map_err(engine)?;
@@ -444,5 +451,148 @@ impl Durable for RedbStore {
             return Ok(0);
         }
         self.trim(Some(&due), now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::{Event, EventParts};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "herald-redb-{name}-{}-{}",
+            std::process::id(),
+            crate::event::now_ms()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn write(
+        topic: &str,
+        offset: u64,
+        ts: u64,
+        keep: Retention,
+        retain: Option<RetainOp>,
+    ) -> Write {
+        let event = Event::new(
+            EventParts {
+                topic: Topic::parse(topic).unwrap(),
+                data: &format!("{{\"n\":{offset}}}"),
+                msg_id: Some("id"),
+                reply_to: None,
+            },
+            offset,
+            "ep".into(),
+            ts,
+        );
+        Write {
+            event: Arc::new(event),
+            retain,
+            keep,
+        }
+    }
+
+    fn all(_: &Topic) -> Option<Retention> {
+        Some(Retention {
+            history: usize::MAX,
+            ttl: None,
+        })
+    }
+
+    fn offsets(r: &Recovered) -> Vec<u64> {
+        r.history.iter().map(|e| e.offset).collect()
+    }
+
+    #[test]
+    fn chunks_are_trimmed_by_count_and_recovered_exactly() {
+        let dir = temp_dir("count");
+        let keep = Retention {
+            history: 3,
+            ttl: None,
+        };
+        let mut s = RedbStore::open(&dir).unwrap();
+        // Three commits of two messages each to `a`, one to `b` with a retained message.
+        for c in 0..3u64 {
+            let batch = vec![
+                write("a", 2 * c + 1, 10, keep, None),
+                write("b", c + 1, 10, keep, (c == 0).then_some(RetainOp::Set)),
+                write("a", 2 * c + 2, 10, keep, None),
+            ];
+            s.commit(&batch).unwrap();
+        }
+        // The chunk of offsets 1-2 is wholly beyond the last 3; 3-4 still holds offset 4.
+        let a = &s.topics[&Topic::parse("a").unwrap()];
+        assert_eq!(a.chunks.iter().map(|c| c.first).collect::<Vec<_>>(), [3, 5]);
+        drop(s);
+
+        let mut s = RedbStore::open(&dir).unwrap();
+        let mut got = s.recover(&all, 100).unwrap();
+        got.sort_by(|x, y| x.topic.as_str().cmp(y.topic.as_str()));
+        assert_eq!((got[0].offset, offsets(&got[0])), (6, vec![3, 4, 5, 6]));
+        assert_eq!(got[0].history[0].data_json(), r#"{"n":3}"#);
+        assert_eq!(got[0].history[0].msg_id.as_deref(), Some("id"));
+        assert_eq!(got[0].epoch.as_ref(), "ep");
+        assert_eq!(got[1].retained.as_ref().map(|e| e.offset), Some(1));
+        drop(s);
+
+        // With the configured limit, recovery returns exactly the last 3.
+        let mut s = RedbStore::open(&dir).unwrap();
+        let got = s.recover(&|_| Some(keep), 100).unwrap();
+        assert!(got.iter().all(|r| r.history.len() == 3));
+        // Clearing the retained message.
+        s.commit(&[write("b", 4, 10, keep, Some(RetainOp::Clear))])
+            .unwrap();
+        drop(s);
+        let mut s = RedbStore::open(&dir).unwrap();
+        let got = s.recover(&all, 100).unwrap();
+        assert!(got.iter().all(|r| r.retained.is_none()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn expire_deletes_chunks_older_than_the_ttl() {
+        let dir = temp_dir("age");
+        let keep = Retention {
+            history: 100,
+            ttl: Some(Duration::from_millis(1000)),
+        };
+        let mut s = RedbStore::open(&dir).unwrap();
+        s.commit(&[
+            write("a", 1, 1000, keep, None),
+            write("a", 2, 1500, keep, None),
+        ])
+        .unwrap();
+        s.commit(&[write("a", 3, 5000, keep, None)]).unwrap();
+        assert_eq!(
+            s.expire(2400).unwrap(),
+            0,
+            "the newest of the chunk is young"
+        );
+        assert_eq!(s.expire(2600).unwrap(), 1);
+        assert_eq!(s.expire(2600).unwrap(), 0);
+        drop(s);
+        let mut s = RedbStore::open(&dir).unwrap();
+        let got = s.recover(&all, 2600).unwrap();
+        assert_eq!((got[0].offset, offsets(&got[0])), (3, vec![3]));
+        // Recovery itself applies the TTL and trims what is past it.
+        drop(s);
+        let mut s = RedbStore::open(&dir).unwrap();
+        let got = s.recover(&|_| Some(keep), 6001).unwrap();
+        assert_eq!((got[0].offset, offsets(&got[0])), (3, vec![]));
+        assert!(s.topics.values().all(|t| t.chunks.is_empty()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = temp_dir("lock");
+        let _s = RedbStore::open(&dir).unwrap();
+        let e = RedbStore::open(&dir).unwrap_err();
+        assert!(e.to_string().contains("data directory"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -107,6 +107,18 @@ impl CharSet {
             .all(|&(lo, hi)| other.0.iter().any(|&(a, b)| a <= lo && hi <= b))
     }
 
+    /// Number of members.
+    fn len(&self) -> u32 {
+        self.0.iter().map(|&(lo, hi)| hi - lo + 1).sum()
+    }
+
+    /// The members (call only on small sets).
+    fn chars(&self) -> impl Iterator<Item = char> + '_ {
+        self.0
+            .iter()
+            .flat_map(|&(lo, hi)| (lo..=hi).filter_map(char::from_u32))
+    }
+
     fn is_single(&self, c: u32) -> bool {
         self.0 == [(c, c)]
     }
@@ -287,9 +299,9 @@ fn within(p: &Shape, a: &Shape, budget: &mut usize) -> bool {
                         && dp[at(i + 1, j + 1)]
                         && match &p.segs[i] {
                             Seg::Double => false,
-                            Seg::One(p_alts) => p_alts.iter().all(|v| {
-                                a_alts.iter().any(|w| glob_within(v, w, budget))
-                            }),
+                            Seg::One(p_alts) => {
+                                p_alts.iter().all(|v| covered(v, a_alts, SPLITS, budget))
+                            }
                         }
                 }
             };
@@ -297,6 +309,34 @@ fn within(p: &Shape, a: &Shape, budget: &mut usize) -> bool {
         }
     }
     dp[at(0, 0)]
+}
+
+/// Character classes of P at most this large may be split into their characters when no
+/// single alternative of A contains them (`[ab]` within `{a,b}`).
+const MAX_SPLIT_CLASS: u32 = 16;
+/// Classes split per alternative, at most.
+const SPLITS: u32 = 3;
+
+/// v ⊆ w₁ ∪ w₂ ∪ …: one wᵢ containing v, or else v's first small class split into its
+/// characters, each variant covered in turn.
+fn covered(v: &[Atom], ws: &[Vec<Atom>], splits: u32, budget: &mut usize) -> bool {
+    if ws.iter().any(|w| glob_within(v, w, budget)) {
+        return true;
+    }
+    if splits == 0 || *budget == 0 {
+        return false;
+    }
+    let Some((at, set)) = v.iter().enumerate().find_map(|(i, a)| match a {
+        Atom::Set(s) if s.len() <= MAX_SPLIT_CLASS => Some((i, s)),
+        _ => None,
+    }) else {
+        return false;
+    };
+    set.chars().all(|c| {
+        let mut variant = v.to_vec();
+        variant[at] = Atom::Lit(c);
+        covered(&variant, ws, splits - 1, budget)
+    })
 }
 
 /// v ⊆ w for alternation-free segment globs.

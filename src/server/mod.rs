@@ -6,6 +6,7 @@
 //! time to flush, then return.
 
 mod http;
+mod http_auth;
 mod web;
 mod ws;
 

@@ -283,8 +283,8 @@ async fn five_thousand_sockets_at_once() {
     assert!(stats["connections"].as_u64().unwrap() >= 5000, "{stats}");
     probe(&url).await;
     let now = report("5,000 sockets", b.child.id(), base);
-    // A few tens of KiB per idle connection at most.
-    assert!(now < base + 5000 * 64, "{now} KiB");
+    // Measured about 12 KiB per idle connection; allow 32.
+    assert!(now < base + 5000 * 32, "{now} KiB");
     // Everyone is still served: a message reaches all of them.
     let mut some = clients.split_off(4900);
     for c in &mut some {

@@ -36,7 +36,11 @@ fn claims(sub: &str, publish: &[&str], subscribe: &[&str]) -> Value {
 }
 
 fn hs256(claims: &Value) -> String {
-    sign(claims, Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()))
+    sign(
+        claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
 }
 
 fn sign(claims: &Value, alg: Algorithm, key: &EncodingKey) -> String {
@@ -121,7 +125,10 @@ async fn token_in_query_grants_exactly_its_permissions() {
     assert_forbidden(&try_pub(&mut c, "news/today").await, "pub news/today");
     // The anonymous grant does not add to a token's.
     assert_forbidden(&try_sub(&mut c, "public/x").await, "sub public/x");
-    server.bus.publish_json("chat/general", &json!("hi")).unwrap();
+    server
+        .bus
+        .publish_json("chat/general", &json!("hi"))
+        .unwrap();
     let m = c.recv_op("msg").await;
     assert_eq!(m["topic"], "chat/general");
 }
@@ -186,7 +193,12 @@ async fn refused_tokens_close_with_4001() {
     let tampered = {
         let t = hs256(&claims("mallory", &[], &[]));
         let parts: Vec<&str> = t.split('.').collect();
-        format!("{}.{}.{}", parts[0], b64(good.to_string().as_bytes()), parts[2])
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(good.to_string().as_bytes()),
+            parts[2]
+        )
     };
     let bad_pattern = hs256(&claims("mallory", &[], &["a//b"]));
     for (what, token) in [
@@ -234,10 +246,9 @@ async fn rs256_and_es256_tokens_verify_with_the_public_key() {
         assert_eq!(try_pub(&mut ok, "x/1").await["op"], "ok", "{alg:?}");
 
         // Signed by another key.
-        let other = EncodingKey::from_rsa_pem(
-            &std::fs::read(fixture("other_rsa_private.pem")).unwrap(),
-        )
-        .unwrap();
+        let other =
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("other_rsa_private.pem")).unwrap())
+                .unwrap();
         let mut c = connect_token(&server, &sign(&good, Algorithm::RS256, &other)).await;
         assert_refused(&mut c).await;
         // Algorithm confusion: an HMAC "signed" with the public key file's bytes.
@@ -283,7 +294,12 @@ async fn escalation_through_wildcards_and_system_topics_is_forbidden() {
     let token = hs256(&claims(
         "erin",
         &["chat/{a,b}"],
-        &["chat/{a,b}", "orders/eu/**", "$presence/chat/a", "files/[a-m]*"],
+        &[
+            "chat/{a,b}",
+            "orders/eu/**",
+            "$presence/chat/a",
+            "files/[a-m]*",
+        ],
     ));
     let mut c = connect_token(&server, &token).await;
     c.hello().await;
@@ -332,9 +348,7 @@ async fn escalation_through_wildcards_and_system_topics_is_forbidden() {
         .request(json!({"op": "req", "topic": "orders/eu/1", "data": 1}))
         .await;
     assert_forbidden(&e, "req outside publish");
-    let e = c
-        .request(json!({"op": "history", "topic": "chat/c"}))
-        .await;
+    let e = c.request(json!({"op": "history", "topic": "chat/c"})).await;
     assert_forbidden(&e, "history outside subscribe");
     let e = c
         .request(json!({"op": "presence", "topic": "news/x"}))
@@ -364,7 +378,10 @@ async fn nothing_outside_the_permissions_is_delivered_even_to_an_older_subscript
         server.bus.publish_json(topic, &json!(topic)).unwrap();
     }
     let first = c.recv_op("msg").await;
-    assert_eq!((first["topic"].clone(), first["seq"].clone()), (json!("feed/a"), json!(1)));
+    assert_eq!(
+        (first["topic"].clone(), first["seq"].clone()),
+        (json!("feed/a"), json!(1))
+    );
     let second = c.recv_op("msg").await;
     assert_eq!(
         (second["topic"].clone(), second["seq"].clone()),
@@ -395,8 +412,7 @@ async fn inboxes_cannot_be_subscribed_or_guessed() {
     let mut responder = connect_token(&server, &hs256(&claims("svc", &[], &["svc/echo"]))).await;
     responder.hello().await;
     assert_eq!(try_sub(&mut responder, "svc/echo").await["op"], "ok");
-    let mut requester =
-        connect_token(&server, &hs256(&claims("ivan", &["svc/**"], &[]))).await;
+    let mut requester = connect_token(&server, &hs256(&claims("ivan", &["svc/**"], &[]))).await;
     requester.hello().await;
     let mut snoop = connect_token(&server, &hs256(&claims("judy", &["**"], &["**"]))).await;
     snoop.hello().await;
@@ -467,18 +483,33 @@ async fn http_api_needs_keys_and_respects_token_permissions() {
     assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized", "{body}");
-    assert_eq!(status(publish(Some("wrong".into()), "a/b").await.unwrap()), 401);
-    assert_eq!(status(publish(Some("api-key-1".into()), "a/b").await.unwrap()), 200);
-    assert_eq!(status(publish(Some("admin-key-1".into()), "a/b").await.unwrap()), 200);
+    assert_eq!(
+        status(publish(Some("wrong".into()), "a/b").await.unwrap()),
+        401
+    );
+    assert_eq!(
+        status(publish(Some("api-key-1".into()), "a/b").await.unwrap()),
+        200
+    );
+    assert_eq!(
+        status(publish(Some("admin-key-1".into()), "a/b").await.unwrap()),
+        200
+    );
     let token = hs256(&claims("lee", &["a/**"], &["a/**"]));
-    assert_eq!(status(publish(Some(token.clone()), "a/b").await.unwrap()), 200);
+    assert_eq!(
+        status(publish(Some(token.clone()), "a/b").await.unwrap()),
+        200
+    );
     let r = publish(Some(token.clone()), "z/b").await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "forbidden", "{body}");
     let mut expired = claims("lee", &["a/**"], &[]);
     expired["exp"] = json!(now() - 5);
-    assert_eq!(status(publish(Some(hs256(&expired)), "a/b").await.unwrap()), 401);
+    assert_eq!(
+        status(publish(Some(hs256(&expired)), "a/b").await.unwrap()),
+        401
+    );
 
     // Batches check each item.
     let r: Value = h
@@ -559,10 +590,6 @@ async fn without_auth_everything_is_open_but_system_topics_keep_their_rules() {
     // A token is not needed, and not looked at.
     let mut c = Raw::connect(&format!("{}?token=whatever", server.ws_url())).await;
     c.hello().await;
-    let r = http()
-        .get(server.http("/v1/stats"))
-        .send()
-        .await
-        .unwrap();
+    let r = http().get(server.http("/v1/stats")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }

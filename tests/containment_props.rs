@@ -189,5 +189,8 @@ fn widened_grants_are_mostly_accepted() {
         }
     }
     // Widening sometimes narrows (`**` → `*`, `ab` → `[ab]`), so not all are accepted.
-    assert!(accepted > 150, "only {accepted} of 500 widened grants accepted");
+    assert!(
+        accepted > 150,
+        "only {accepted} of 500 widened grants accepted"
+    );
 }

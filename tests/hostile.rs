@@ -79,7 +79,9 @@ async fn slowloris_handshakes_are_cut_off() {
     let mut socks = Vec::new();
     for _ in 0..300 {
         let mut s = TcpStream::connect(b.addr).await.unwrap();
-        s.write_all(b"GET /ws HTTP/1.1\r\nHost: h\r\n").await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: h\r\n")
+            .await
+            .unwrap();
         socks.push(s);
     }
     // Drip one header byte per socket every 100 ms; the server must cut them all off.
@@ -98,7 +100,12 @@ async fn slowloris_handshakes_are_cut_off() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(open, 0, "slow handshakes still open after {:?}", started.elapsed());
+    assert_eq!(
+        open,
+        0,
+        "slow handshakes still open after {:?}",
+        started.elapsed()
+    );
     probe(&b.ws_url()).await;
     let now = report("slowloris x300", b.child.id(), base);
     assert!(now < base + 64 * 1024);
@@ -193,7 +200,11 @@ async fn invalid_utf8_and_deep_json_are_refused_without_harm() {
     // it; either way it answers, and does not recurse 10,000 deep.
     let a = deep.recv_op_id("d").await;
     assert!(a["op"] == "ok" || a["code"] == "bad_json", "{a}");
-    let nested_id = format!(r#"{{"op":"sub","id":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let nested_id = format!(
+        r#"{{"op":"sub","id":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     deep.send_text(&nested_id).await;
     let e = deep.recv_op("error").await;
     assert!(e["code"] == "bad_json" || e["code"] == "bad_request", "{e}");

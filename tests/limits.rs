@@ -46,7 +46,8 @@ async fn publish_rate_refuses_over_the_bucket_then_closes_4029() {
     assert_eq!(p.recv_op("pong").await["id"], 1);
     // A client that keeps going is closed.
     for i in 0..40 {
-        p.send(json!({"op": "pub", "topic": "r/x", "data": i})).await;
+        p.send(json!({"op": "pub", "topic": "r/x", "data": i}))
+            .await;
     }
     let (code, frames) = p.expect_close().await;
     assert_eq!(code, 4029, "{frames:?}");
@@ -114,7 +115,9 @@ async fn handshake_timeout_drops_silent_and_slow_clients() {
     let started = std::time::Instant::now();
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let drip = async {
         for _ in 0..20 {
             if slow.write_all(b"X").await.is_err() {

@@ -70,7 +70,9 @@ impl CharSet {
         } else {
             merged
         };
-        CharSet(set).without('/' as u32, '/' as u32).without(0xD800, 0xDFFF)
+        CharSet(set)
+            .without('/' as u32, '/' as u32)
+            .without(0xD800, 0xDFFF)
     }
 
     fn full() -> CharSet {
@@ -184,7 +186,9 @@ impl Shape {
         let mut out = vec![Vec::new()];
         for seg in &self.segs {
             match seg {
-                Seg::Double => out.iter_mut().for_each(|v: &mut Vec<Seg>| v.push(Seg::Double)),
+                Seg::Double => out
+                    .iter_mut()
+                    .for_each(|v: &mut Vec<Seg>| v.push(Seg::Double)),
                 Seg::One(alts) => {
                     if out.len().saturating_mul(alts.len()) > MAX_EXPANSIONS {
                         return None;

@@ -50,6 +50,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let HttpCaller(caller) = HttpCaller::from_request_parts(parts, state).await?;
-        caller.may_list().map(|()| Admin).map_err(|e| auth_error(&e))
+        caller
+            .may_list()
+            .map(|()| Admin)
+            .map_err(|e| auth_error(&e))
     }
 }

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 
-/// Open connections per client address, bounded by `limits.max_connections_per_ip`.
-#[derive(Debug)]
+/// Open connections per client address, bounded by `limits.max_connections_per_ip` (passed
+/// at each acquire, so that a configuration reload applies to the next connection).
+#[derive(Debug, Default)]
 pub struct PerIp {
-    max: usize,
     open: DashMap<IpAddr, usize>,
 }
 
@@ -22,17 +22,14 @@ pub struct IpSlot {
 }
 
 impl PerIp {
-    pub fn new(max: usize) -> Arc<PerIp> {
-        Arc::new(PerIp {
-            max,
-            open: DashMap::new(),
-        })
+    pub fn new() -> Arc<PerIp> {
+        Arc::new(PerIp::default())
     }
 
     /// Takes a slot for `ip`, or `None` when it already holds `max`.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let mut n = self.open.entry(ip).or_insert(0);
-        if *n >= self.max {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -113,15 +110,15 @@ mod tests {
 
     #[test]
     fn per_ip_slots_come_back() {
-        let p = PerIp::new(2);
+        let p = PerIp::new();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = p.acquire(ip).unwrap();
-        let b = p.acquire(ip).unwrap();
-        assert!(p.acquire(ip).is_none());
-        assert!(p.acquire("10.0.0.2".parse().unwrap()).is_some());
+        let a = p.acquire(ip, 2).unwrap();
+        let b = p.acquire(ip, 2).unwrap();
+        assert!(p.acquire(ip, 2).is_none());
+        assert!(p.acquire("10.0.0.2".parse().unwrap(), 2).is_some());
         drop(a);
         assert_eq!(p.count(ip), 1);
-        let _c = p.acquire(ip).unwrap();
+        let _c = p.acquire(ip, 2).unwrap();
         drop(b);
         drop(_c);
         assert_eq!(p.count(ip), 0);

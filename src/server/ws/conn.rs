@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use parking_lot::Mutex;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -40,7 +41,13 @@ pub(super) struct Conn {
     pub done: CancellationToken,
     /// The server's shutdown signal.
     pub shutdown: CancellationToken,
+    /// Where the writer counts what it writes.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
+/// connections of one session apart, nor name a connection before its `hello`.
+static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Conn {
     pub fn session(&self) -> Option<Arc<Session>> {
@@ -48,13 +55,17 @@ impl Conn {
     }
 }
 
-/// `token`: the credential of the upgrade request (`?token=` or `Authorization`), if any.
-pub(super) async fn run<S>(
+/// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
+/// returning a small future, so the setup's temporaries are not kept for the connection's
+/// lifetime (an idle connection's memory is mostly its futures). `token`: the credential of
+/// the upgrade request (`?token=` or `Authorization`), if any.
+pub(super) fn run<S>(
     state: Arc<AppState>,
-    ws: WebSocketStream<S>,
+    (sink, stream): (writer::Sink<S>, SplitStream<WebSocketStream<S>>),
     peer: SocketAddr,
     token: Option<String>,
-) where
+) -> impl std::future::Future<Output = ()> + Send
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(Conn {
@@ -63,28 +74,32 @@ pub(super) async fn run<S>(
         inboxes: Mutex::new(Vec::new()),
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     });
-    let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
-    let (sink, stream) = ws.split();
-    let heartbeat = state.config.heartbeat;
+    let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
+    span.in_scope(|| tracing::debug!("connected"));
+    let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
-    let guard = Guard::new(state.auth.anonymous(), state.config.limits.publish_rate);
+    let guard = Guard::new(state.auth.anonymous(), state.config().limits.publish_rate);
     let mut reader = Reader {
         state,
-        conn: conn.clone(),
+        conn,
         span: span.clone(),
         guard,
         expires: None,
     };
-    if let Some(t) = token {
-        reader.authenticate(&t).await;
-    }
-    reader.read_loop(stream).instrument(span).await;
-    // Let the writer finish its final words (it is bounded), then leave the session
-    // behind for a resume.
-    let _ = writer.await;
-    if let Some(s) = conn.session() {
-        s.detach(&conn.outbox);
+    async move {
+        if let Some(t) = token {
+            reader.authenticate(&t).await;
+        }
+        reader.read_loop(stream).instrument(span).await;
+        // Let the writer finish its final words (it is bounded), then leave the session
+        // behind for a resume.
+        let _ = writer.await;
+        if let Some(s) = reader.conn.session() {
+            s.detach(&reader.conn.outbox);
+        }
     }
 }
 
@@ -111,7 +126,7 @@ impl Reader {
     where
         St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let heartbeat = self.state.config.heartbeat;
+        let heartbeat = self.state.config().heartbeat;
         let idle_limit = heartbeat * 2;
         let mut deadline = tokio::time::Instant::now() + idle_limit;
         loop {
@@ -140,19 +155,13 @@ impl Reader {
             deadline = tokio::time::Instant::now() + idle_limit;
             match msg {
                 Message::Text(text) => {
-                    if !self.on_text(text.as_str()).await {
+                    // Boxed: an idle connection then only holds the small waiting state of
+                    // this loop, not the space the deepest frame handler needs.
+                    if !Box::pin(self.on_text(text.as_str())).await {
                         break;
                     }
                 }
-                Message::Binary(_) => {
-                    self.ensure_session().await;
-                    self.send_error(
-                        None,
-                        ErrorCode::BadFrame,
-                        "binary frames are not accepted: send JSON text frames",
-                    )
-                    .await;
-                }
+                Message::Binary(_) => Box::pin(self.on_binary()).await,
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
@@ -164,6 +173,16 @@ impl Reader {
         }
     }
 
+    async fn on_binary(&mut self) {
+        self.ensure_session().await;
+        self.send_error(
+            None,
+            ErrorCode::BadFrame,
+            "binary frames are not accepted: send JSON text frames",
+        )
+        .await;
+    }
+
     fn on_socket_error(&self, e: WsError) {
         match e {
             WsError::Capacity(c) => {
@@ -172,11 +191,15 @@ impl Reader {
                     close::TOO_LARGE,
                     &format!(
                         "frame larger than max_frame ({} bytes)",
-                        self.state.config.max_frame
+                        self.state.config().max_frame
                     ),
                 );
             }
             WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            // The peer vanished (no close frame): nobody is left to tell about a protocol error.
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => tracing::debug!("socket reset without a close frame"),
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "protocol error");
                 self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
@@ -198,6 +221,7 @@ impl Reader {
     }
 
     async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
+        self.state.metrics.error(code);
         self.send(ServerFrame::Error(ErrorFrame {
             id,
             code,
@@ -226,7 +250,7 @@ impl Reader {
             let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
             return self.send_error(id, ErrorCode::BadRequest, msg).await;
         }
-        let max = self.state.config.limits.max_pending_requests;
+        let max = self.state.config().limits.max_pending_requests;
         self.conn
             .inboxes
             .lock()
@@ -356,8 +380,8 @@ impl Reader {
         self.send(ServerFrame::Welcome(WelcomeFrame {
             session: session.id().to_string(),
             resumed,
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            max_frame: self.state.config.max_frame,
+            heartbeat_ms: self.state.config().heartbeat.as_millis() as u64,
+            max_frame: self.state.config().max_frame,
         }))
         .await;
         *self.conn.session.lock() = Some(session.clone());

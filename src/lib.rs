@@ -25,12 +25,16 @@
 //!
 //! The wire protocol is specified in `PROTOCOL.md`; [`protocol`] holds its frame types.
 
+pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -39,4 +43,4 @@ pub mod topic;
 
 pub use bus::Bus;
 pub use config::Config;
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};

@@ -18,7 +18,6 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::{Bus, BusError, Inner, PubAck, Publish};
-use crate::config::Config;
 use crate::event::Event;
 use crate::store::{
     Committer, Durable as _, MemoryStore, RedbStore, RetainOp, Retention, StoreError, TopicEntry,
@@ -99,12 +98,12 @@ impl Published {
 /// Opens the data directory's store, puts every persisted topic back into `topics`, and
 /// starts the committer, which delivers through `bus` once messages are durable.
 pub(super) fn open(
-    config: &Config,
+    dir: Option<&std::path::Path>,
     topics: &MemoryStore,
     retained: &dashmap::DashSet<Topic>,
     bus: Weak<Inner>,
 ) -> Result<Option<Persistence>, StoreError> {
-    let Some(dir) = &config.data_dir else {
+    let Some(dir) = dir else {
         return Ok(None);
     };
     let started = std::time::Instant::now();
@@ -151,7 +150,7 @@ impl Bus {
     pub(super) async fn durable_permit(&self, topic: &str) -> Option<OwnedSemaphorePermit> {
         let p = self.inner.durable.as_ref()?;
         let topic = Topic::parse(topic).ok()?;
-        if !self.inner.topics.entry(&topic).settings.persist {
+        if !self.inner.topics.entry(&topic).settings().persist {
             return None;
         }
         p.permits.clone().acquire_owned().await.ok()
@@ -162,7 +161,7 @@ impl Bus {
         self.inner
             .durable
             .as_ref()
-            .filter(|_| entry.settings.persist)
+            .filter(|_| entry.settings().persist)
     }
 
     /// Queues an event whose offset was just assigned (the topic lock is held by the
@@ -184,7 +183,7 @@ impl Bus {
         let write = crate::store::Write {
             event: event.clone(),
             retain,
-            keep: Retention::of(&entry.settings),
+            keep: Retention::of(&entry.settings()),
         };
         let held = Held {
             entry: entry.clone(),
@@ -214,9 +213,9 @@ impl Bus {
         // ack task woken by the first finds the rest ready instead of being woken per ack.
         let mut acks = Vec::with_capacity(batch.len());
         for h in batch {
-            let settings = &h.entry.settings;
+            let settings = h.entry.settings();
             let mut state = h.entry.lock();
-            state.remember(&h.event, settings);
+            state.remember(&h.event, &settings);
             match h.retain {
                 Some(RetainOp::Set) => {
                     state.retained = Some(h.event.clone());

@@ -5,7 +5,6 @@
 //! are read and parsed here).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::{AppState, web, ws};
 use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
@@ -37,6 +37,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/presence", get(presence))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(web::index))
@@ -141,8 +142,12 @@ async fn submit_one(state: &AppState, p: &PublishBody<'_>) -> Result<Published, 
         .await
 }
 
-async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    let bytes = match read_body(body, state.config.max_frame).await {
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(body, state.config().max_frame).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -150,13 +155,20 @@ async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
         Ok(p) => p,
         Err(e) => return json_error(e),
     };
+    if let Err(e) = caller.may_publish(&p.topic) {
+        return auth_error(&e);
+    }
     match publish_one(&state, &p).await {
         Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
         Err(e) => bus_error(&e),
     }
 }
 
-async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Response {
+async fn publish_batch(
+    State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
+    body: Body,
+) -> Response {
     let bytes = match read_body(body, MAX_BATCH_BODY).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -179,20 +191,25 @@ async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Respon
     let mut submitted = Vec::with_capacity(items.len());
     for raw in &items {
         let r = match serde_json::from_str::<PublishBody<'_>>(raw.get()) {
-            Ok(p) => submit_one(&state, &p).await,
-            Err(e) => Err(BusError::BadRequest(e.to_string())),
+            Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+            Ok(p) => match caller.may_publish(&p.topic) {
+                Err(e) => Err((e.code(), e.to_string())),
+                Ok(_) => submit_one(&state, &p)
+                    .await
+                    .map_err(|e| (e.code(), e.to_string())),
+            },
         };
         submitted.push(r);
     }
     let mut results: Vec<serde_json::Value> = Vec::with_capacity(submitted.len());
     for r in submitted {
         let r = match r {
-            Ok(published) => published.ack().await,
+            Ok(published) => published.ack().await.map_err(|e| (e.code(), e.to_string())),
             Err(e) => Err(e),
         };
         results.push(match r {
             Ok(ack) => json!(AckBody::from(ack)),
-            Err(e) => json!({"error": {"code": e.code(), "message": e.to_string()}}),
+            Err((code, message)) => json!({"error": {"code": code, "message": message}}),
         });
     }
     axum::Json(results).into_response()
@@ -205,6 +222,7 @@ struct TopicsQuery {
 
 async fn topics(
     State(state): State<Arc<AppState>>,
+    _: Admin,
     q: Result<Query<TopicsQuery>, QueryRejection>,
 ) -> Response {
     let pattern = match q {
@@ -233,6 +251,7 @@ struct HistoryQuery {
 /// `GET /v1/history?topic=&since=&limit=` → `{epoch, messages}`.
 async fn history(
     State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -245,6 +264,9 @@ async fn history(
             );
         }
     };
+    if let Err(e) = caller.may_read(&q.topic) {
+        return auth_error(&e);
+    }
     match state.bus.history(&q.topic, q.since, q.limit) {
         Ok(page) => {
             axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
@@ -261,6 +283,7 @@ struct PresenceQuery {
 /// `GET /v1/presence?topic=` → `{count, clients}`.
 async fn presence(
     State(state): State<Arc<AppState>>,
+    _: Admin,
     q: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -279,29 +302,22 @@ async fn presence(
     }
 }
 
-async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    let bus = &state.bus;
-    let s = bus.stats();
-    let (held, held_bytes, unsent) = bus.buffer_usage();
-    axum::Json(json!({
-        "uptime_ms": state.started.elapsed().as_millis() as u64,
-        "connections": s.connections.load(Ordering::Relaxed),
-        "sessions": bus.session_count(),
-        "subscriptions": bus.subscription_count(),
-        "topics": bus.topic_count(),
-        "published": s.published.load(Ordering::Relaxed),
-        "delivered": s.delivered.load(Ordering::Relaxed),
-        "dropped": s.dropped.load(Ordering::Relaxed),
-        "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
-        "duplicates": s.duplicates.load(Ordering::Relaxed),
-        "groups": bus.group_count(),
-        "unacked": bus.unacked_count(),
-        "redelivered": s.redelivered.load(Ordering::Relaxed),
-        "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
-        "pending_requests": bus.pending_requests(),
-        "buffer": {"messages": held, "bytes": held_bytes, "unsent": unsent},
-    }))
+async fn stats(State(state): State<Arc<AppState>>, _: Admin) -> Response {
+    axum::Json(crate::metrics::stats_json(
+        &state.bus,
+        &state.metrics,
+        &state.rates,
+    ))
     .into_response()
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics text).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.exporter.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -131,6 +131,15 @@ struct State {
     detached_at: Option<Instant>,
     /// Expired or removed: accepts nothing more.
     closed: bool,
+    /// What may be delivered at all (the connection's subscribe permissions).
+    filter: Option<Arc<dyn DeliveryFilter>>,
+}
+
+/// Decides whether a message may enter a session at all: the auth layer's defence in depth
+/// behind the subscribe-time check. Consulted under the session lock before a seq is
+/// assigned, so a refused message leaves no hole in the seq stream.
+pub trait DeliveryFilter: Send + Sync + std::fmt::Debug {
+    fn allows(&self, topic: &str) -> bool;
 }
 
 impl Session {
@@ -154,6 +163,7 @@ impl Session {
                 outbox: None,
                 detached_at: Some(Instant::now()),
                 closed: false,
+                filter: None,
             }),
             identity: Mutex::new(Arc::new(Identity::default())),
         }
@@ -179,6 +189,11 @@ impl Session {
         *self.identity.lock() = Arc::new(identity);
     }
 
+    /// Sets what may be delivered to this session from now on (`None`: anything).
+    pub fn set_filter(&self, filter: Option<Arc<dyn DeliveryFilter>>) {
+        self.state.lock().filter = filter;
+    }
+
     /// Whether one of the session's plain (non-group) subscriptions matches `topic`: a group
     /// delivery to a session that already gets the message is skipped (delivered once).
     pub fn matches_plain(&self, topic: &str) -> bool {
@@ -196,6 +211,11 @@ impl Session {
         let mut out = Pushed::default();
         let mut s = self.state.lock();
         if s.closed {
+            return out;
+        }
+        if let Some(f) = &s.filter
+            && !f.allows(event.topic.as_str())
+        {
             return out;
         }
         let seq = s.next_seq;
@@ -330,6 +350,12 @@ impl Session {
     /// Records a subscription. `Ok(true)` if new, `Ok(false)` if it already existed
     /// (subscribing twice is idempotent), `Err(limit)` over `max_subscriptions`.
     pub fn add_sub(&self, key: SubKey, pattern: Pattern) -> Result<bool, usize> {
+        self.add_sub_capped(key, pattern, self.limits.max_subscriptions)
+    }
+
+    /// [`Session::add_sub`] with the cap given: the server passes the one in effect now, which
+    /// a configuration reload may have changed since the session started.
+    pub fn add_sub_capped(&self, key: SubKey, pattern: Pattern, max: usize) -> Result<bool, usize> {
         let mut s = self.state.lock();
         if s.closed {
             return Ok(false);
@@ -337,8 +363,8 @@ impl Session {
         if s.subs.contains_key(&key) {
             return Ok(false);
         }
-        if s.subs.len() >= self.limits.max_subscriptions {
-            return Err(self.limits.max_subscriptions);
+        if s.subs.len() >= max {
+            return Err(max);
         }
         s.subs.insert(key, pattern);
         Ok(true)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use parking_lot::Mutex;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -16,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::super::AppState;
+use super::guard::{Guard, Verdict};
 use super::{acks, writer};
+use crate::auth::Access;
 use crate::bus::{PendingAck, PubAck, Publish, Published, SubOptions};
 use crate::protocol::{
     AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
@@ -38,7 +41,13 @@ pub(super) struct Conn {
     pub done: CancellationToken,
     /// The server's shutdown signal.
     pub shutdown: CancellationToken,
+    /// Where the writer counts what it writes.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
+/// connections of one session apart, nor name a connection before its `hello`.
+static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Conn {
     pub fn session(&self) -> Option<Arc<Session>> {
@@ -46,7 +55,16 @@ impl Conn {
     }
 }
 
-pub(super) async fn run<S>(state: Arc<AppState>, ws: WebSocketStream<S>, peer: SocketAddr)
+/// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
+/// returning a small future, so the setup's temporaries are not kept for the connection's
+/// lifetime (an idle connection's memory is mostly its futures). `token`: the credential of
+/// the upgrade request (`?token=` or `Authorization`), if any.
+pub(super) fn run<S>(
+    state: Arc<AppState>,
+    (sink, stream): (writer::Sink<S>, SplitStream<WebSocketStream<S>>),
+    peer: SocketAddr,
+    token: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -56,23 +74,33 @@ where
         inboxes: Mutex::new(Vec::new()),
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     });
-    let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
-    let (sink, stream) = ws.split();
-    let heartbeat = state.config.heartbeat;
+    let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
+    span.in_scope(|| tracing::debug!("connected"));
+    let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
+    let guard = Guard::new(state.auth.anonymous(), state.config().limits.publish_rate);
     let mut reader = Reader {
         state,
-        conn: conn.clone(),
+        conn,
         span: span.clone(),
+        guard,
+        expires: None,
         acks: None,
     };
-    reader.read_loop(stream).instrument(span).await;
-    // Let the writer finish its final words (it is bounded), then leave the session
-    // behind for a resume.
-    let _ = writer.await;
-    if let Some(s) = conn.session() {
-        s.detach(&conn.outbox);
+    async move {
+        if let Some(t) = token {
+            reader.authenticate(&t).await;
+        }
+        reader.read_loop(stream).instrument(span).await;
+        // Let the writer finish its final words (it is bounded), then leave the session
+        // behind for a resume.
+        let _ = writer.await;
+        if let Some(s) = reader.conn.session() {
+            s.detach(&reader.conn.outbox);
+        }
     }
 }
 
@@ -80,8 +108,20 @@ struct Reader {
     state: Arc<AppState>,
     conn: Arc<Conn>,
     span: tracing::Span,
+    /// Permissions and publish rate.
+    guard: Guard,
+    /// When the token expires: the connection closes with 4001 then.
+    expires: Option<tokio::time::Instant>,
     /// Publishes to persisted topics awaiting the disk (see `acks.rs`).
     acks: Option<acks::AckQueue>,
+}
+
+/// Waits until `at`, or forever.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Reader {
@@ -89,7 +129,7 @@ impl Reader {
     where
         St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let heartbeat = self.state.config.heartbeat;
+        let heartbeat = self.state.config().heartbeat;
         let idle_limit = heartbeat * 2;
         let mut deadline = tokio::time::Instant::now() + idle_limit;
         loop {
@@ -99,6 +139,10 @@ impl Reader {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::debug!("no frame for two heartbeats; closing");
                     self.close(close::NORMAL, "heartbeat timeout");
+                    break;
+                }
+                _ = until(self.expires) => {
+                    self.close(close::UNAUTHORIZED, "token expired");
                     break;
                 }
                 next = stream.next() => next,
@@ -114,19 +158,13 @@ impl Reader {
             deadline = tokio::time::Instant::now() + idle_limit;
             match msg {
                 Message::Text(text) => {
-                    if !self.on_text(text.as_str()).await {
+                    // Boxed: an idle connection then only holds the small waiting state of
+                    // this loop, not the space the deepest frame handler needs.
+                    if !Box::pin(self.on_text(text.as_str())).await {
                         break;
                     }
                 }
-                Message::Binary(_) => {
-                    self.ensure_session().await;
-                    self.send_error(
-                        None,
-                        ErrorCode::BadFrame,
-                        "binary frames are not accepted: send JSON text frames",
-                    )
-                    .await;
-                }
+                Message::Binary(_) => Box::pin(self.on_binary()).await,
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
@@ -138,6 +176,16 @@ impl Reader {
         }
     }
 
+    async fn on_binary(&mut self) {
+        self.ensure_session().await;
+        self.send_error(
+            None,
+            ErrorCode::BadFrame,
+            "binary frames are not accepted: send JSON text frames",
+        )
+        .await;
+    }
+
     fn on_socket_error(&self, e: WsError) {
         match e {
             WsError::Capacity(c) => {
@@ -146,11 +194,15 @@ impl Reader {
                     close::TOO_LARGE,
                     &format!(
                         "frame larger than max_frame ({} bytes)",
-                        self.state.config.max_frame
+                        self.state.config().max_frame
                     ),
                 );
             }
             WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            // The peer vanished (no close frame): nobody is left to tell about a protocol error.
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => tracing::debug!("socket reset without a close frame"),
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "protocol error");
                 self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
@@ -172,6 +224,7 @@ impl Reader {
     }
 
     async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
+        self.state.metrics.error(code);
         self.send(ServerFrame::Error(ErrorFrame {
             id,
             code,
@@ -210,7 +263,7 @@ impl Reader {
             let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
             return self.send_error(id, ErrorCode::BadRequest, msg).await;
         }
-        let max = self.state.config.limits.max_pending_requests;
+        let max = self.state.config().limits.max_pending_requests;
         self.conn
             .inboxes
             .lock()
@@ -247,6 +300,9 @@ impl Reader {
 
     /// Handles one text frame. Returns false when the connection should end.
     async fn on_text(&mut self, text: &str) -> bool {
+        if self.conn.outbox.is_closing() {
+            return false; // e.g. refused credentials: act on nothing more
+        }
         let frame = match decode(text) {
             Ok(f) => f,
             Err(DecodeError { code, message, id }) => {
@@ -256,7 +312,10 @@ impl Reader {
             }
         };
         if let ClientFrame::Hello {
-            session, last_seq, ..
+            session,
+            last_seq,
+            token,
+            ..
         } = &frame
         {
             if self.conn.session().is_some() {
@@ -267,6 +326,11 @@ impl Reader {
                 )
                 .await;
             } else {
+                if let Some(t) = token
+                    && !self.authenticate(t).await
+                {
+                    return false;
+                }
                 self.hello(session.as_deref(), *last_seq).await;
             }
             return true;
@@ -284,18 +348,53 @@ impl Reader {
         self.hello(None, None).await
     }
 
+    /// Verifies a token and makes its permissions the connection's. On failure: an
+    /// `unauthorized` error, then close 4001; returns false.
+    async fn authenticate(&mut self, token: &str) -> bool {
+        match self.state.auth.verify(token) {
+            Ok(access) => {
+                self.expires = access
+                    .time_left()
+                    .map(|left| tokio::time::Instant::now() + left);
+                self.guard.set_access(access);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "token refused");
+                self.send_error(None, e.code(), e.to_string()).await;
+                self.close(close::UNAUTHORIZED, &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Gives the session the connection's identity and delivery filter.
+    fn apply_access(&self, session: &Session, access: &Access) {
+        session.set_identity(access.identity());
+        session.set_filter(if access.subscribe.is_all() {
+            None
+        } else {
+            Some(Arc::new(access.subscribe.clone()))
+        });
+    }
+
     async fn hello(&mut self, resume: Option<&str>, last_seq: Option<u64>) -> Arc<Session> {
         let bus = &self.state.bus;
-        let found = resume.and_then(|id| bus.find_session(id));
+        let access = self.guard.access().clone();
+        // A session belongs to its user: another user's connection cannot resume it.
+        let found = resume
+            .and_then(|id| bus.find_session(id))
+            .filter(|s| s.identity().user == access.user);
         let resumed = found.is_some();
         let session = found.unwrap_or_else(|| bus.open_session());
+        self.apply_access(&session, &access);
         self.span.record("session", &**session.id());
         // `welcome` goes out before anything the session holds: queue it, then attach.
         self.send(ServerFrame::Welcome(WelcomeFrame {
             session: session.id().to_string(),
             resumed,
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            max_frame: self.state.config.max_frame,
+            heartbeat_ms: self.state.config().heartbeat.as_millis() as u64,
+            max_frame: self.state.config().max_frame,
         }))
         .await;
         *self.conn.session.lock() = Some(session.clone());
@@ -317,6 +416,18 @@ impl Reader {
 
     async fn handle(&mut self, frame: ClientFrame<'_>, session: &Arc<Session>) {
         let bus = self.state.bus.clone();
+        match self.guard.check(&frame) {
+            Verdict::Allow => {}
+            Verdict::Deny(code, message) => {
+                return self.send_error(frame.id().cloned(), code, message).await;
+            }
+            Verdict::Close(code, reason) => {
+                let id = frame.id().cloned();
+                self.send_error(id, ErrorCode::RateLimited, reason.clone())
+                    .await;
+                return self.close(code, &reason);
+            }
+        }
         match frame {
             ClientFrame::Hello { .. } => {}
             ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,

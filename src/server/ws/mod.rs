@@ -4,6 +4,7 @@
 
 mod acks;
 mod conn;
+mod guard;
 mod writer;
 
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use crate::protocol::{ErrorCode, SUBPROTOCOL};
 
 /// Bytes read from the socket at a time. Frames larger than this still arrive whole (the
 /// buffer grows up to `max_frame`), but idle connections hold only this much.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Writes are batched (`feed` many, `flush` once); tungstenite writes to the socket early
 /// only once this much is pending.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -66,6 +67,16 @@ pub(crate) async fn upgrade(
             "missing Sec-WebSocket-Key",
         );
     };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !state.auth.origin_allowed(origin) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this Origin may not open a WebSocket to this server",
+        );
+    }
+    let token = upgrade_token(&req);
+    let headers = req.headers();
     let accept = derive_accept_key(key.as_bytes());
     let subprotocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -74,16 +85,26 @@ pub(crate) async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
 
-    let max = state.config.limits.max_connections as u64;
+    let max = state.config().limits.max_connections as u64;
     let stats = state.bus.stats();
     if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.connection_rejected();
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "connection limit reached",
         );
     }
+    let per_ip_max = state.config().limits.max_connections_per_ip;
+    let Some(ip_slot) = state.per_ip.acquire(peer.ip(), per_ip_max) else {
+        stats.connections.fetch_sub(1, Ordering::AcqRel);
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many connections from this address",
+        );
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
         return error_response(
@@ -93,21 +114,33 @@ pub(crate) async fn upgrade(
         );
     };
     let st = state.clone();
-    state.tasks.spawn(async move {
+    let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(socket_config(st.config.max_frame)),
+                    Some(socket_config(st.config().max_frame)),
                 )
                 .await;
-                conn::run(st.clone(), ws, peer).await;
+                st.metrics.connection_opened();
+                // Split here and box the rest: the idle connection then holds only the
+                // connection's own small future, not the space of the stream, the upgrade
+                // and the handshake states.
+                Box::pin(conn::run(
+                    st.clone(),
+                    futures_util::StreamExt::split(ws),
+                    peer,
+                    token,
+                ))
+                .await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
         st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
-    });
+        drop(ip_slot);
+    };
+    state.tasks.spawn(fut);
 
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -135,4 +168,48 @@ fn is_upgrade(h: &HeaderMap) -> bool {
         })
     };
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// The credential of an upgrade request: `?token=…` or `Authorization: Bearer …` (browsers
+/// cannot set headers on a WebSocket, hence the query).
+fn upgrade_token(req: &Request<Body>) -> Option<String> {
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == "token" && !v.is_empty()).then(|| percent_decode(v))
+        })
+    });
+    from_query.or_else(|| bearer(req.headers()).map(str::to_owned))
+}
+
+/// The value of an `Authorization: Bearer …` header.
+pub(crate) fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Decodes `%XX` escapes (tokens are URL-safe already; this only undoes over-eager
+/// encoding). Invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -191,6 +191,11 @@ export declare class Bus {
   /** The last `welcome` frame. */
   readonly welcome: { session: string; resumed: boolean; heartbeat_ms: number; max_frame: number } | null;
 
+  /**
+   * Opens the first connection (what `connect` does). Subscribe before calling it (without
+   * awaiting) to catch what a resumed session replays first.
+   */
+  open(): Promise<void>;
   subscribe<T = Json>(pattern: string, handler: Handler<T>, options?: SubscribeOptions): Promise<Unsubscribe>;
   publish(topic: string, data: Json, options?: PublishOptions): Promise<PublishResult>;
   request<T = Json>(topic: string, data: Json, options?: RequestOptions): Promise<T>;

@@ -178,13 +178,13 @@ function subKey(pattern, group) {
  * `requestTimeoutMs`, `answerTimeoutMs`, `reconnect` (false: never reconnect).
  */
 export function connect(url, options = {}) {
-  const bus = new Bus(normalizeUrl(url), options);
-  return bus._start().then(() => bus);
+  const bus = new Bus(url, options);
+  return bus.open().then(() => bus);
 }
 
 export class Bus {
   constructor(url, options = {}) {
-    this.url = url;
+    this.url = normalizeUrl(url);
     this.options = { ...DEFAULTS, ...options };
     this._WS = options.WebSocket || globalThis.WebSocket;
     if (typeof this._WS !== "function") {
@@ -247,11 +247,18 @@ export class Bus {
 
   // ---- connection lifecycle --------------------------------------------------------------
 
-  _start() {
-    return new Promise((resolve, reject) => {
+  /**
+   * Opens the first connection; resolves once welcomed (see {@link connect}). Subscribing on a
+   * new `Bus` before `open()` (without awaiting) makes its handlers ready for the messages a
+   * resumed session replays first, e.g. after a page reload with a saved `session`/`lastSeq`.
+   */
+  open() {
+    if (this._opened) return this._opened;
+    this._opened = new Promise((resolve, reject) => {
       this._firstOpen = { resolve, reject };
       this._open();
     });
+    return this._opened;
   }
 
   async _open() {
@@ -662,12 +669,18 @@ export class Bus {
     });
   }
 
-  /** Sends `sub`; on a resubscription after a lost session, `since` replaces `rewind`. */
-  _sendSub(sub, again) {
+  /**
+   * Sends `sub`. On a resubscription after a lost session, an exact topic continues with
+   * `since` after the last offset seen instead of replaying `rewind` again; should the server
+   * refuse that, the plain subscription is sent (live messages matter more than the replay).
+   */
+  _sendSub(sub, again, plain = false) {
     const frame = { op: "sub", pattern: sub.pattern };
     if (sub.group) frame.group = sub.group;
     if (sub.ack) frame.ack = sub.ack;
-    if (!again) {
+    if (plain) {
+      // nothing more
+    } else if (!again) {
       if (sub.rewind !== undefined) frame.rewind = sub.rewind;
       if (sub.since) frame.since = sub.since;
     } else if (sub.lastOffsets.size === 1 && sub.lastOffsets.has(sub.pattern)) {
@@ -689,7 +702,10 @@ export class Bus {
         sub.waiters = [];
         for (const w of waiters) w.resolve();
       },
-      reject: (err) => this._subFailed(sub, err),
+      reject: (err) => {
+        if (again && frame.since && this._subs.get(sub.key) === sub) this._sendSub(sub, true, true);
+        else this._subFailed(sub, err);
+      },
       // The connection dropped before the answer: the subscription stays and is sent again
       // after reconnecting (`sub` is idempotent).
       onDisconnect: (code, message) => {

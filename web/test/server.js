@@ -85,6 +85,15 @@ export async function startProxy(port) {
   const proxy = {
     target: port,
     connections: 0,
+    /** When true, new connections are dropped at once (the server looks down). */
+    refuse: false,
+    /** Stops forwarding on the current connections, both ways, without closing them. */
+    freeze() {
+      for (const s of live) {
+        s.unpipe();
+        s.pause();
+      }
+    },
     cut() {
       const n = live.size;
       for (const s of live) s.destroy();
@@ -93,6 +102,10 @@ export async function startProxy(port) {
     },
   };
   const server = net.createServer((client) => {
+    if (proxy.refuse) {
+      client.destroy();
+      return;
+    }
     proxy.connections += 1;
     const upstream = net.connect(proxy.target, "127.0.0.1");
     live.add(client);

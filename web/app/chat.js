@@ -216,8 +216,10 @@ export function mountChat(root, getBus) {
   });
 
   $("chat-leave").addEventListener("click", () => leave());
+  // Closing the tab: say bye and unsubscribe now (the frames go out before the socket closes),
+  // so others see the leave at once rather than when the session expires.
   window.addEventListener("pagehide", () => {
-    if (room) room.bus.publish(room.roster, { type: "bye", session: room.bus.session, nick: room.nick }).catch(() => {});
+    if (room) leave();
   });
 
   return {

@@ -84,7 +84,11 @@ export function mountDashboard(root) {
         height: 200,
         series: [{}, ...series],
         axes: [axis, { ...axis, size: 52, values: (u, vals) => vals.map((v) => num(v)) }],
-        scales: { y: { range: (u, min, max) => [0, Math.max(rate ? 1 : 2, max * 1.1)] } },
+        scales: {
+          // At least a minute wide, so the first points do not stretch over an odd range.
+          x: { time: true, range: (u, min, max) => (max === null ? [Date.now() / 1000 - 60, Date.now() / 1000] : [Math.min(min, max - 60), max]) },
+          y: { range: (u, min, max) => [0, Math.max(rate ? 1 : 2, (max || 0) * 1.1)] },
+        },
         legend: { live: true },
         cursor: { drag: { x: false, y: false } },
       };

@@ -34,6 +34,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/publish", post(publish))
         .route("/v1/publish/batch", post(publish_batch))
         .route("/v1/topics", get(topics))
+        .route("/v1/history", get(history))
+        .route("/v1/presence", get(presence))
         .route("/v1/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -205,6 +207,62 @@ async fn topics(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    topic: String,
+    since: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/history?topic=&since=&limit=` → `{epoch, messages}`.
+async fn history(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &e.body_text(),
+            );
+        }
+    };
+    match state.bus.history(&q.topic, q.since, q.limit) {
+        Ok(page) => {
+            axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
+        }
+        Err(e) => bus_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PresenceQuery {
+    topic: String,
+}
+
+/// `GET /v1/presence?topic=` → `{count, clients}`.
+async fn presence(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<PresenceQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &e.body_text(),
+            );
+        }
+    };
+    match state.bus.presence(&q.topic) {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => bus_error(&e),
+    }
+}
+
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
     let bus = &state.bus;
     let s = bus.stats();
@@ -219,6 +277,12 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
         "delivered": s.delivered.load(Ordering::Relaxed),
         "dropped": s.dropped.load(Ordering::Relaxed),
         "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
+        "duplicates": s.duplicates.load(Ordering::Relaxed),
+        "groups": bus.group_count(),
+        "unacked": bus.unacked_count(),
+        "redelivered": s.redelivered.load(Ordering::Relaxed),
+        "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
+        "pending_requests": bus.pending_requests(),
         "buffer": {"messages": held, "bytes": held_bytes, "unsent": unsent},
     }))
     .into_response()

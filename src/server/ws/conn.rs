@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -16,17 +17,23 @@ use tracing::Instrument;
 
 use super::super::AppState;
 use super::writer;
-use crate::bus::{BusError, Publish};
+use crate::bus::{Publish, SubOptions};
 use crate::protocol::{
-    ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame, WelcomeFrame, close,
-    decode,
+    AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
+    WelcomeFrame, close, decode,
 };
 use crate::session::{Close, Outbox, Session};
+
+/// `req.timeout_ms` when absent, and its maximum (PROTOCOL.md §4).
+const REQUEST_TIMEOUT_DEFAULT_MS: u64 = 5_000;
+const REQUEST_TIMEOUT_MAX_MS: u64 = 60_000;
 
 /// State shared by the two halves of a connection.
 pub(super) struct Conn {
     pub outbox: Arc<Outbox>,
     session: Mutex<Option<Arc<Session>>>,
+    /// Reply inboxes of this connection's requests (pruned as they are answered).
+    inboxes: Mutex<Vec<Box<str>>>,
     /// Set when either half ends.
     pub done: CancellationToken,
     /// The server's shutdown signal.
@@ -46,6 +53,7 @@ where
     let conn = Arc::new(Conn {
         outbox: Arc::new(Outbox::new()),
         session: Mutex::new(None),
+        inboxes: Mutex::new(Vec::new()),
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
     });
@@ -175,6 +183,55 @@ impl Reader {
         }
     }
 
+    /// `req`: publishes with a reply inbox and arms the timeout. The reply itself reaches
+    /// the outbox from whoever publishes to the inbox (see `bus::requests`).
+    async fn request(
+        &mut self,
+        id: Option<Id>,
+        topic: &str,
+        data: &serde_json::value::RawValue,
+        timeout_ms: Option<u64>,
+    ) {
+        let timeout_ms = timeout_ms.unwrap_or(REQUEST_TIMEOUT_DEFAULT_MS);
+        if timeout_ms == 0 || timeout_ms > REQUEST_TIMEOUT_MAX_MS {
+            let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
+            return self.send_error(id, ErrorCode::BadRequest, msg).await;
+        }
+        let max = self.state.config.limits.max_pending_requests;
+        self.conn
+            .inboxes
+            .lock()
+            .retain(|i| self.state.bus.request_open(i));
+        if self.conn.inboxes.lock().len() >= max {
+            let msg = format!("at most {max} requests may wait for a reply at once");
+            return self.send_error(id, ErrorCode::RateLimited, msg).await;
+        }
+        let bus = self.state.bus.clone();
+        match bus.request(topic, data, self.conn.outbox.clone(), id.clone()) {
+            Ok(inbox) => {
+                self.conn.inboxes.lock().push(inbox.clone());
+                let outbox = self.conn.outbox.clone();
+                let done = self.conn.done.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = done.cancelled() => { bus.cancel_request(&inbox); }
+                        _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {
+                            if bus.cancel_request(&inbox) {
+                                let frame = ServerFrame::Error(ErrorFrame {
+                                    id,
+                                    code: ErrorCode::Timeout,
+                                    message: format!("no reply within {timeout_ms} ms"),
+                                });
+                                let _ = outbox.try_push_control(frame.encode());
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+        }
+    }
+
     /// Handles one text frame. Returns false when the connection should end.
     async fn on_text(&mut self, text: &str) -> bool {
         let frame = match decode(text) {
@@ -258,23 +315,17 @@ impl Reader {
                 rewind,
                 since,
             } => {
-                let unsupported = if ack.is_some() {
-                    Some("'ack'")
-                } else if rewind.is_some() {
-                    Some("'rewind'")
-                } else if since.is_some() {
-                    Some("'since'")
-                } else {
-                    None
+                let opts = SubOptions {
+                    group: group.as_deref(),
+                    manual_ack: ack == Some(AckMode::Manual),
+                    rewind,
+                    since: since.as_ref(),
                 };
-                let result = match unsupported {
-                    Some(what) => Err(BusError::NotSupported(what)),
-                    None => bus.subscribe_session(session, &pattern, group.as_deref()),
-                };
-                match result {
-                    Ok(_) => {
+                match bus.subscribe_with(session, &pattern, &opts) {
+                    Ok(outcome) => {
                         let ok = OkFrame {
                             pattern: Some(pattern.into_owned()),
+                            recovered: outcome.recovered,
                             ..Default::default()
                         };
                         self.send_ok(id, ok).await
@@ -320,19 +371,42 @@ impl Reader {
                     Err(e) => self.send_error(id, e.code(), e.to_string()).await,
                 }
             }
-            f @ (ClientFrame::Req { .. }
-            | ClientFrame::Ack { .. }
-            | ClientFrame::History { .. }
-            | ClientFrame::Presence { .. }) => {
-                let id = f.id().cloned();
-                let op = f.op();
-                self.send_error(
-                    id,
-                    ErrorCode::BadRequest,
-                    format!("'{op}' is not supported yet by this server"),
-                )
-                .await
+            ClientFrame::Req {
+                id,
+                topic,
+                data,
+                timeout_ms,
+            } => self.request(id, &topic, data, timeout_ms).await,
+            ClientFrame::Ack { seq } => {
+                bus.ack(session, seq);
             }
+            ClientFrame::History {
+                id,
+                topic,
+                since,
+                limit,
+            } => match bus.history(&topic, since, limit) {
+                Ok(page) => {
+                    let ok = OkFrame {
+                        epoch: Some(page.epoch.to_string()),
+                        messages: Some(page.rows()),
+                        ..Default::default()
+                    };
+                    self.send_ok(id, ok).await
+                }
+                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+            },
+            ClientFrame::Presence { id, topic } => match bus.presence(&topic) {
+                Ok(list) => {
+                    let ok = OkFrame {
+                        count: Some(list.count),
+                        clients: Some(list.clients),
+                        ..Default::default()
+                    };
+                    self.send_ok(id, ok).await
+                }
+                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+            },
         }
     }
 }

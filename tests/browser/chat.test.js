@@ -68,7 +68,7 @@ test("two pages chat in one room and see each other's messages and presence", as
   await bob.context().close();
 });
 
-test("the member list comes from the server's presence", { todo: "needs server support (issue 6/7): presence" }, async () => {
+test("the member list comes from the server's presence", async () => {
   const page = await newPage(browser);
   await join(page, server.http, "carol", "presence-room");
   // A client that never announces itself in the chat is still a member: presence knows it.
@@ -87,7 +87,7 @@ test("the member list comes from the server's presence", { todo: "needs server s
   }
 });
 
-test("joining a room shows its history", { todo: "needs server support (issue 6/7): history" }, async () => {
+test("joining a room shows its history", async () => {
   const hist = await startServer({ config: '[[topics]]\npattern = "chat/**"\nhistory = 100\n' });
   try {
     const first = await newPage(browser);

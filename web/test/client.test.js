@@ -156,7 +156,7 @@ describe("publish and subscribe", () => {
     assert.equal(typeof ack.offset, "number");
   });
 
-  test("msgId de-duplicates", { todo: "needs server support (issue 6/7): de-duplication" }, async () => {
+  test("msgId de-duplicates", async () => {
     const b = await bus();
     const got = [];
     await b.subscribe("dedup/t", (m) => got.push(m));

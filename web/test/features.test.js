@@ -1,6 +1,5 @@
 // History, retained messages, rewind/since, presence, request/reply and groups through
-// herald.js against the real server. Tests of what the server does not support yet are marked
-// `todo`: they run, and their failures are reported without failing the suite.
+// herald.js against the real server.
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
@@ -8,8 +7,6 @@ import { WebSocket } from "ws";
 
 import { connect } from "../herald.js";
 import { sleep, startProxy, startServer, until } from "./server.js";
-
-const NEEDS = (what) => ({ todo: `needs server support (issue 6/7): ${what}` });
 
 // Topics keep history, and group acks time out fast, on the servers these tests start.
 const CONFIG = `
@@ -48,7 +45,7 @@ after(async () => {
   }
 });
 
-test("history returns a topic's stored messages, after an offset, up to a limit", NEEDS("history"), async () => {
+test("history returns a topic's stored messages, after an offset, up to a limit", async () => {
   const b = await bus("config");
   const acks = [];
   for (let i = 1; i <= 5; i += 1) acks.push(await b.publish("hist/t", { n: i }, { msgId: `h${i}` }));
@@ -77,7 +74,7 @@ test("history on a server without it rejects with an error code (the chat degrad
   }
 });
 
-test("retained: a new subscription first gets each matching topic's last retained message", NEEDS("retained"), async () => {
+test("retained: a new subscription first gets each matching topic's last retained message", async () => {
   const p = await bus("plain");
   await p.publish("ret/a", "old a", { retain: true });
   await p.publish("ret/a", "a", { retain: true });
@@ -98,7 +95,7 @@ test("retained: a new subscription first gets each matching topic's last retaine
   assert.deepEqual(got2.filter((m) => m.retained).map((m) => m.topic), ["ret/b"]);
 });
 
-test("rewind replays the latest messages before live ones", NEEDS("rewind"), async () => {
+test("rewind replays the latest messages before live ones", async () => {
   const p = await bus("config");
   for (let i = 1; i <= 5; i += 1) await p.publish("rw/t", i);
   const s = await bus("config");
@@ -109,7 +106,7 @@ test("rewind replays the latest messages before live ones", NEEDS("rewind"), asy
   assert.deepEqual(got.map((m) => [m.data, !!m.replay]), [[3, true], [4, true], [5, true], [6, false]]);
 });
 
-test("since continues after an offset; recovered tells whether it could", NEEDS("since"), async () => {
+test("since continues after an offset; recovered tells whether it could", async () => {
   const p = await bus("config");
   const acks = [];
   for (let i = 1; i <= 4; i += 1) acks.push(await p.publish("since/t", i));
@@ -124,7 +121,7 @@ test("since continues after an offset; recovered tells whether it could", NEEDS(
   assert.equal(off2.recovered, false);
 });
 
-test("presence lists an exact topic's members and publishes joins and leaves", NEEDS("presence"), async () => {
+test("presence lists an exact topic's members and publishes joins and leaves", async () => {
   const a = await bus("plain");
   await a.subscribe("room/x", () => {});
   const watcher = await bus("plain");
@@ -150,7 +147,7 @@ test("presence lists an exact topic's members and publishes joins and leaves", N
   assert.equal((await watcher.presence("room/x")).count, 0);
 });
 
-test("request gets the first reply; no_responders and timeout reject", NEEDS("req/reply"), async () => {
+test("request gets the first reply; no_responders and timeout reject", async () => {
   const responder = await bus("plain");
   await responder.subscribe("svc/echo", (m) => {
     assert.match(m.reply_to, /^\$inbox\//);
@@ -164,7 +161,7 @@ test("request gets the first reply; no_responders and timeout reject", NEEDS("re
   await assert.rejects(r.request("svc/silent", 1, { timeoutMs: 200 }), (e) => e.code === "timeout");
 });
 
-test("a request waiting for its reply is rejected when the connection drops", NEEDS("req/reply"), async () => {
+test("a request waiting for its reply is rejected when the connection drops", async () => {
   const s = await server("plain");
   const proxy = await startProxy(s.port);
   try {
@@ -181,7 +178,7 @@ test("a request waiting for its reply is rejected when the connection drops", NE
   }
 });
 
-test("a group shares messages: each goes to exactly one member", NEEDS("groups"), async () => {
+test("a group shares messages: each goes to exactly one member", async () => {
   const w1 = await bus("plain");
   const w2 = await bus("plain");
   const got = { w1: [], w2: [] };
@@ -195,7 +192,7 @@ test("a group shares messages: each goes to exactly one member", NEEDS("groups")
   assert.ok(got.w1.length > 0 && got.w2.length > 0, "both members got work");
 });
 
-test("manual ack: an unacked message is redelivered to another member, then dead-lettered", NEEDS("groups/acks"), async () => {
+test("manual ack: an unacked message is redelivered to another member, then dead-lettered", async () => {
   const dlq = await bus("config");
   const dead = [];
   await dlq.subscribe("$dlq/jobs/**", (m) => dead.push(m.data));

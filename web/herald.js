@@ -163,6 +163,15 @@ function normalizeUrl(url) {
   return u.toString();
 }
 
+/**
+ * Stops listening to a socket we are done with. `onerror` stays a no-op: the `ws` package
+ * throws on an `error` event that nobody listens to (e.g. closing while still connecting).
+ */
+function detach(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  ws.onerror = () => {};
+}
+
 function subKey(pattern, group) {
   return group ? `${pattern}\u0000${group}` : pattern;
 }
@@ -203,7 +212,7 @@ export class Bus {
 
     this._nextId = 1;
     this._pending = new Map(); // id -> {resolve, reject, timer, kind, frame}
-    this._subs = new Map(); // key -> {pattern, group, ack, rewind, since, match, handlers:Set, confirmed, waiters, lastOffsets}
+    this._subs = new Map(); // key -> {pattern, group, ack, rewind, since, match, handlers:Set, confirmed, waiters, lastOffset}
     this._unsubQueue = new Map(); // key -> {pattern, group}: unsubscribes to send after reconnect
     this._queue = []; // publishes waiting for a socket: {frame, resolve, reject}
     this._listeners = new Map();
@@ -328,9 +337,7 @@ export class Bus {
     this.socket = null;
     this._stopHeartbeat();
     const wasOpen = this.state === "open";
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-    }
+    if (ws) detach(ws);
     this._failPending(CLIENT_CODES.DISCONNECTED, `connection lost (${code}${reason ? ` ${reason}` : ""})`);
     if (this.state === "closed") return;
     if (this._firstOpen) {
@@ -446,8 +453,7 @@ export class Bus {
     }
     this._failQueue(CLIENT_CODES.CLOSED, "bus closed");
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = null;
-      ws.onclose = null;
+      detach(ws);
       try {
         ws.close(1000, "bye");
       } catch {
@@ -523,7 +529,8 @@ export class Bus {
     const called = new Set();
     for (const sub of this._subs.values()) {
       if (!sub.match(msg.topic)) continue;
-      if (typeof msg.offset === "number" && msg.epoch !== undefined) sub.lastOffsets.set(msg.topic, { epoch: msg.epoch, offset: msg.offset });
+      // Only exact-topic subscriptions can continue `since` an offset (kept small on purpose).
+      if (sub.pattern === msg.topic && typeof msg.offset === "number" && msg.epoch !== undefined) sub.lastOffset = { epoch: msg.epoch, offset: msg.offset };
       for (const handler of sub.handlers) {
         if (called.has(handler)) continue;
         called.add(handler);
@@ -649,7 +656,7 @@ export class Bus {
         handlers: new Set(),
         confirmed: false,
         waiters: [],
-        lastOffsets: new Map(),
+        lastOffset: null,
         recovered: undefined,
       };
       this._subs.set(key, sub);
@@ -683,9 +690,9 @@ export class Bus {
     } else if (!again) {
       if (sub.rewind !== undefined) frame.rewind = sub.rewind;
       if (sub.since) frame.since = sub.since;
-    } else if (sub.lastOffsets.size === 1 && sub.lastOffsets.has(sub.pattern)) {
+    } else if (sub.lastOffset) {
       // An exact topic we have seen: continue after the last offset instead of replaying.
-      frame.since = sub.lastOffsets.get(sub.pattern);
+      frame.since = sub.lastOffset;
     }
     const id = this._nextId++;
     const timer = setTimeout(() => {

@@ -49,6 +49,14 @@ describe("connect", () => {
     await assert.rejects(connect(dead, { WebSocket }), (e) => e instanceof HeraldError && e.code === "connect_failed");
   });
 
+  test("close() while still connecting rejects open() with closed", async () => {
+    const b = new Bus(server.ws, { WebSocket });
+    const opening = b.open();
+    b.close();
+    await assert.rejects(opening, (e) => e.code === "closed");
+    assert.equal(b.state, "closed");
+  });
+
   test("needs a WebSocket implementation", () => {
     const saved = globalThis.WebSocket;
     try {

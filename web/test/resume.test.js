@@ -67,6 +67,16 @@ test("resumes after the socket is cut: nothing lost, nothing twice, in order", a
   assert.equal(got[20].seq, 21);
 });
 
+test("a token function is asked again for every connection", async () => {
+  let calls = 0;
+  const b = await bus({ token: async () => `t${++calls}` });
+  assert.equal(calls, 1);
+  const before = b.session;
+  proxy.cut();
+  await until(() => calls === 2 && b.connected, 5000, "the reconnect");
+  assert.equal(b.session, before, "resumed");
+});
+
 test("survives repeated cuts under a steady stream", async () => {
   const b = await bus();
   const got = [];

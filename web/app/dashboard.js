@@ -19,8 +19,8 @@ const TILES = [
   ["dropped", "dropped /s", (s, r) => r.dropped],
   ["held", "buffered messages", (s) => s.buffer?.messages],
   ["bytes", "buffered bytes", (s) => s.buffer?.bytes, bytes],
-  ["unsent", "unsent backlog", (s) => s.buffer?.unsent],
-  ["total-in", "published (total)", (s) => s.published],
+  ["unacked", "unacked (groups)", (s) => s.unacked],
+  ["requests", "pending requests", (s) => s.pending_requests],
   ["uptime", "uptime", (s) => s.uptime_ms, (ms) => uptime(ms)],
 ];
 
@@ -60,6 +60,8 @@ export function mountDashboard(root) {
     subscriptions: [],
     dropped: [],
     slow: [],
+    redelivered: [],
+    dead: [],
     held: [],
     unsent: [],
   };
@@ -97,7 +99,7 @@ export function mountDashboard(root) {
     charts = {
       rates: make("chart-rates", [line("in /s", "--c1"), line("out /s", "--c3")], true),
       conns: make("chart-conns", [line("connections", "--c1"), line("sessions", "--c3"), line("subscriptions", "--c5")]),
-      drops: make("chart-drops", [line("dropped /s", "--c2"), line("slow consumers /s", "--c4")], true),
+      drops: make("chart-drops", [line("dropped /s", "--c2"), line("slow consumers /s", "--c4"), line("redelivered /s", "--c5"), line("dead-lettered /s", "--c1")], true),
       buffers: make("chart-buffers", [line("held", "--c1"), line("unsent", "--c2")]),
     };
     const ro = new ResizeObserver(() => {
@@ -118,7 +120,7 @@ export function mountDashboard(root) {
     if (!charts) return;
     charts.rates.setData([data.t, data.in, data.out]);
     charts.conns.setData([data.t, data.connections, data.sessions, data.subscriptions]);
-    charts.drops.setData([data.t, data.dropped, data.slow]);
+    charts.drops.setData([data.t, data.dropped, data.slow, data.redelivered, data.dead]);
     charts.buffers.setData([data.t, data.held, data.unsent]);
   }
 
@@ -140,15 +142,18 @@ export function mountDashboard(root) {
       return;
     }
     const now = Date.now();
-    const rate = { published: null, delivered: null, dropped: null, slow: null };
+    const rate = { published: null, delivered: null, dropped: null, slow: null, redelivered: null, dead: null };
     if (prev) {
       const dt = (now - prev.at) / 1000;
-      const per = (key) => Math.max(0, (s[key] - prev.stats[key]) / dt);
+      // Counters only grow; a restarted server starts again from zero (so no negative rates).
+      const per = (key) => (typeof s[key] === "number" && typeof prev.stats[key] === "number" ? Math.max(0, (s[key] - prev.stats[key]) / dt) : null);
       if (dt > 0) {
         rate.published = per("published");
         rate.delivered = per("delivered");
         rate.dropped = per("dropped");
         rate.slow = per("slow_consumers");
+        rate.redelivered = per("redelivered");
+        rate.dead = per("dead_lettered");
       }
     }
     prev = { at: now, stats: s };
@@ -169,6 +174,8 @@ export function mountDashboard(root) {
       push("subscriptions", s.subscriptions);
       push("dropped", rate.dropped);
       push("slow", rate.slow);
+      push("redelivered", rate.redelivered);
+      push("dead", rate.dead);
       push("held", s.buffer?.messages ?? null);
       push("unsent", s.buffer?.unsent ?? null);
       draw();

@@ -24,6 +24,14 @@ async fn serves_the_client_and_the_app_modules() {
     assert_eq!(status, 200);
     assert!(ctype.contains("javascript"), "{ctype}");
     assert!(body.contains("export function connect"));
+    // A module imported cross-origin needs CORS.
+    let r = http()
+        .get(srv.http("/herald.js"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
 
     let (status, ctype, body) = get(&srv, "/herald.d.ts").await;
     assert_eq!(status, 200);

@@ -49,6 +49,8 @@ fn serve(path: &str) -> Response {
                 [
                     (header::CONTENT_TYPE, mime),
                     (header::CACHE_CONTROL, "no-cache".to_owned()),
+                    // Public files: pages on other origins may `import` /herald.js from here.
+                    (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_owned()),
                 ],
                 Body::from(file.data.into_owned()),
             )

@@ -148,7 +148,7 @@ export function mountChat(root, getBus) {
     try {
       const h = await bus.history(r.topic, { limit: HISTORY });
       for (const m of h.messages) renderMessage(m, true);
-      if (h.messages.length) line(`${h.messages.length} earlier message${h.messages.length === 1 ? "" : "s"}`);
+      if (h.messages.length) line(`↑ ${h.messages.length} earlier message${h.messages.length === 1 ? "" : "s"} from the room's history`);
     } catch (err) {
       line(`No history for this room (${err.code || err.message}).`);
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use parking_lot::Mutex;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -46,7 +47,14 @@ impl Conn {
     }
 }
 
-pub(super) async fn run<S>(state: Arc<AppState>, ws: WebSocketStream<S>, peer: SocketAddr)
+/// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
+/// returning a small future, so the setup's temporaries are not kept for the connection's
+/// lifetime (an idle connection's memory is mostly its futures).
+pub(super) fn run<S>(
+    state: Arc<AppState>,
+    (sink, stream): (writer::Sink<S>, SplitStream<WebSocketStream<S>>),
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -58,20 +66,21 @@ where
         shutdown: state.shutdown.clone(),
     });
     let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
-    let (sink, stream) = ws.split();
     let heartbeat = state.config.heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
     let mut reader = Reader {
         state,
-        conn: conn.clone(),
+        conn,
         span: span.clone(),
     };
-    reader.read_loop(stream).instrument(span).await;
-    // Let the writer finish its final words (it is bounded), then leave the session
-    // behind for a resume.
-    let _ = writer.await;
-    if let Some(s) = conn.session() {
-        s.detach(&conn.outbox);
+    async move {
+        reader.read_loop(stream).instrument(span).await;
+        // Let the writer finish its final words (it is bounded), then leave the session
+        // behind for a resume.
+        let _ = writer.await;
+        if let Some(s) = reader.conn.session() {
+            s.detach(&reader.conn.outbox);
+        }
     }
 }
 
@@ -111,19 +120,13 @@ impl Reader {
             deadline = tokio::time::Instant::now() + idle_limit;
             match msg {
                 Message::Text(text) => {
-                    if !self.on_text(text.as_str()).await {
+                    // Boxed: an idle connection then only holds the small waiting state of
+                    // this loop, not the space the deepest frame handler needs.
+                    if !Box::pin(self.on_text(text.as_str())).await {
                         break;
                     }
                 }
-                Message::Binary(_) => {
-                    self.ensure_session().await;
-                    self.send_error(
-                        None,
-                        ErrorCode::BadFrame,
-                        "binary frames are not accepted: send JSON text frames",
-                    )
-                    .await;
-                }
+                Message::Binary(_) => Box::pin(self.on_binary()).await,
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
@@ -133,6 +136,16 @@ impl Reader {
         if !self.conn.outbox.is_closing() {
             self.conn.done.cancel();
         }
+    }
+
+    async fn on_binary(&mut self) {
+        self.ensure_session().await;
+        self.send_error(
+            None,
+            ErrorCode::BadFrame,
+            "binary frames are not accepted: send JSON text frames",
+        )
+        .await;
     }
 
     fn on_socket_error(&self, e: WsError) {

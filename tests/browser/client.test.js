@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, newPage, startProxy, startServer } from "./harness.js";
+import { launch, newPage, screenshot, startProxy, startServer } from "./harness.js";
 
 let server;
 let proxy;
@@ -62,5 +62,6 @@ test("a page on another origin imports /herald.js and uses the bus", async () =>
   ]);
   assert.equal(result.sameSession, true);
   assert.equal(result.native, true);
+  await screenshot(page, "client-cross-origin");
   assert.deepEqual(page.errors, []);
 });

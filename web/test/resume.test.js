@@ -229,3 +229,34 @@ test("when the server lost the session (restart), the client subscribes again", 
   await until(() => got.length === 2);
   assert.deepEqual(got, ["before", "after"]);
 });
+
+test("what no longer fits the session's buffer is reported as a gap, then delivery goes on", async () => {
+  const small = await startServer({ config: "[session]\nbuffer_messages = 5\n" });
+  const cutter = await startProxy(small.port);
+  try {
+    const b = await connect(cutter.ws, { WebSocket, minDelayMs: 20, maxDelayMs: 200 });
+    open.push(b);
+    const got = [];
+    const gaps = [];
+    b.on("gap", (g) => gaps.push(g));
+    await b.subscribe("small/t", (m) => got.push(m));
+    await httpPublish(small.http, "small/t", 1);
+    await until(() => got.length === 1);
+
+    cutter.refuse = true;
+    cutter.cut();
+    await until(() => b.state === "reconnecting");
+    for (let i = 2; i <= 20; i += 1) await httpPublish(small.http, "small/t", i);
+    cutter.refuse = false;
+    await until(() => b.lastSeq === 20, 5000, "the resume");
+    await httpPublish(small.http, "small/t", 21);
+    await until(() => got.length && got[got.length - 1].data === 21, 5000, "live delivery after the gap");
+
+    // Seqs 2..20 were published while away; only the newest 5 fit: 2..15 are one gap.
+    assert.deepEqual(gaps, [{ from_seq: 2, to_seq: 15, reason: "overflow" }]);
+    assert.deepEqual(got.map((m) => [m.seq, m.data]), [[1, 1], [16, 16], [17, 17], [18, 18], [19, 19], [20, 20], [21, 21]]);
+  } finally {
+    await cutter.close();
+    await small.stop();
+  }
+});

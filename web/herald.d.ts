@@ -176,6 +176,8 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
   /** How long to wait for the server to answer any other call (15000). */
   answerTimeoutMs?: number;
+  /** From opening a socket to the server's `welcome` (10000); then the attempt counts as failed. */
+  connectTimeoutMs?: number;
 }
 
 export declare class Bus {

@@ -42,6 +42,7 @@ const DEFAULTS = {
   maxQueue: 1000, // publishes held while offline
   requestTimeoutMs: 5000, // `req` default, as the server's
   answerTimeoutMs: 15000, // how long to wait for any other answer (sub, pub, history, …)
+  connectTimeoutMs: 10000, // from opening a socket to `welcome`
 };
 
 /**
@@ -184,7 +185,8 @@ function subKey(pattern, group) {
  * `WebSocket` (a constructor, for Node 20 without a global one: e.g. the `ws` package),
  * `session` + `lastSeq` (resume a session from an earlier page load), `client` (sent in hello),
  * `minDelayMs`, `maxDelayMs` (reconnect backoff), `maxQueue` (offline publishes),
- * `requestTimeoutMs`, `answerTimeoutMs`, `reconnect` (false: never reconnect).
+ * `requestTimeoutMs`, `answerTimeoutMs`, `connectTimeoutMs`, `reconnect` (false: never
+ * reconnect).
  */
 export function connect(url, options = {}) {
   const bus = new Bus(url, options);
@@ -221,6 +223,7 @@ export class Bus {
     this._heartbeatTimer = null;
     this._lastHeard = 0;
     this._retryAfterMs = 0;
+    this._connectTimer = null;
   }
 
   // ---- events --------------------------------------------------------------------------
@@ -287,6 +290,18 @@ export class Bus {
       return;
     }
     this.socket = ws;
+    // A socket can hang while connecting (a silently dropped SYN, a stuck proxy): give up on
+    // it after connectTimeoutMs and count it as a failed attempt.
+    clearTimeout(this._connectTimer);
+    this._connectTimer = setTimeout(() => {
+      if (this.socket !== ws || this.state === "open" || this.state === "closed") return;
+      this._onSocketGone(ws, { code: 4000, reason: "connect timeout" });
+      try {
+        ws.close();
+      } catch {
+        /* never opened */
+      }
+    }, this.options.connectTimeoutMs);
     ws.onopen = () => {
       const hello = { op: "hello" };
       if (token) hello.token = token;
@@ -335,6 +350,7 @@ export class Bus {
   _onSocketGone(ws, { code, reason }) {
     if (ws && this.socket !== ws) return;
     this.socket = null;
+    clearTimeout(this._connectTimer);
     this._stopHeartbeat();
     const wasOpen = this.state === "open";
     if (ws) detach(ws);
@@ -368,6 +384,7 @@ export class Bus {
 
   _onWelcome(frame) {
     const previous = this.session;
+    clearTimeout(this._connectTimer);
     this.welcome = frame;
     this.session = frame.session;
     this._attempt = 0;
@@ -410,12 +427,12 @@ export class Bus {
       const quiet = Date.now() - this._lastHeard;
       if (quiet >= 2 * every + 1000) {
         const ws = this.socket;
+        this._onSocketGone(ws, { code: 4000, reason: "heartbeat timeout" });
         try {
           ws.close(4000, "heartbeat timeout");
         } catch {
           /* already closing */
         }
-        this._onSocketGone(ws, { code: 4000, reason: "heartbeat timeout" });
       } else if (quiet >= every) {
         this._send({ op: "ping" });
       }
@@ -439,6 +456,7 @@ export class Bus {
       }
     }
     this.state = "closed";
+    clearTimeout(this._connectTimer);
     if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
     this._stopHeartbeat();

@@ -49,6 +49,24 @@ describe("connect", () => {
     await assert.rejects(connect(dead, { WebSocket }), (e) => e instanceof HeraldError && e.code === "connect_failed");
   });
 
+  test("a connection that never completes times out as connect_failed", async () => {
+    const net = await import("node:net");
+    const held = [];
+    const silent = net.createServer((s) => held.push(s)); // accepts, never answers
+    await new Promise((r) => silent.listen(0, "127.0.0.1", r));
+    try {
+      const started = Date.now();
+      await assert.rejects(
+        connect(`ws://127.0.0.1:${silent.address().port}/ws`, { WebSocket, connectTimeoutMs: 300 }),
+        (e) => e.code === "connect_failed" && /connect timeout/.test(e.message),
+      );
+      assert.ok(Date.now() - started < 5000);
+    } finally {
+      held.forEach((s) => s.destroy());
+      silent.close();
+    }
+  });
+
   test("close() while still connecting rejects open() with closed", async () => {
     const b = new Bus(server.ws, { WebSocket });
     const opening = b.open();

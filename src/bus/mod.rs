@@ -28,9 +28,10 @@ pub use requests::INBOX_PREFIX;
 pub use subscribe::{SubOptions, SubOutcome};
 pub use subscription::{Received, Subscription};
 
-use crate::config::{Config, TopicConfig};
+use crate::config::{Config, ConfigError};
+use crate::reload::{Live, Reload, Settings};
 use crate::router::Router;
-use crate::session::{self, Registry, Session, SessionRef};
+use crate::session::{Registry, Session, SessionRef};
 use crate::store::{MemoryStore, TopicInfo};
 use crate::topic::{Pattern, Topic};
 use groups::{GroupRef, Groups, Pending};
@@ -51,8 +52,10 @@ pub struct Bus {
 }
 
 struct Inner {
-    config: Config,
-    limits: session::Limits,
+    /// The reloadable settings (see `crate::reload`): read through this handle, never cached.
+    live: Live<Settings>,
+    /// Serializes reloads (reads never wait for it).
+    reloading: parking_lot::Mutex<()>,
     /// Plain subscriptions.
     router: Router<SessionRef>,
     /// Queue groups: one entry per (pattern, group name), not per member.
@@ -101,28 +104,13 @@ pub struct TopicRow {
 
 impl Bus {
     pub fn new(config: Config) -> Bus {
-        let limits = session::Limits {
-            buffer_messages: config.session.buffer_messages,
-            buffer_bytes: config.session.buffer_bytes,
-            slow_consumer: config.session.slow_consumer,
-            max_subscriptions: config.limits.max_subscriptions,
-        };
-        let rules: Vec<(Pattern, Arc<TopicConfig>)> = config
-            .topics
-            .iter()
-            .filter_map(|t| Some((Pattern::parse(&t.pattern).ok()?, Arc::new(t.clone()))))
-            .collect();
-        let defaults = Arc::new(TopicConfig::default());
-        let settings = move |topic: &Topic| {
-            rules
-                .iter()
-                .find(|(p, _)| p.matches(topic.as_str()))
-                .map_or_else(|| defaults.clone(), |(_, c)| c.clone())
-        };
+        let live = Live::new(Settings::compile_lenient(config));
+        let rules = live.clone();
+        let settings = move |topic: &Topic| rules.load().topic(topic);
         Bus {
             inner: Arc::new(Inner {
-                config,
-                limits,
+                live,
+                reloading: parking_lot::Mutex::new(()),
                 router: Router::new(),
                 group_router: Router::new(),
                 groups: Groups::default(),
@@ -137,8 +125,26 @@ impl Bus {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in effect (it changes on reload: read it when needed, don't keep it).
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.live.load().config.clone()
+    }
+
+    /// The reloadable settings in effect.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner.live.get()
+    }
+
+    /// Replaces the settings with those of `wanted` while everything keeps running (see
+    /// `crate::reload` for what takes effect when). On an error nothing changes.
+    pub fn reload(&self, wanted: Config) -> Result<Reload, ConfigError> {
+        let _one_at_a_time = self.inner.reloading.lock();
+        let current = self.config();
+        let (settings, report) = crate::reload::plan(&current, wanted)?;
+        self.inner.live.store(settings);
+        // Topics already known resolve their `[[topics]]` settings again.
+        self.inner.topics.refresh_settings();
+        Ok(report)
     }
 
     pub fn stats(&self) -> &Stats {
@@ -158,7 +164,7 @@ impl Bus {
 
     /// A new registered session.
     pub fn open_session(&self) -> Arc<Session> {
-        let s = Arc::new(Session::new(self.inner.limits));
+        let s = Arc::new(Session::new(self.inner.live.load().session));
         self.inner.sessions.insert(s.clone());
         s
     }
@@ -180,7 +186,7 @@ impl Bus {
         let expired = self
             .inner
             .sessions
-            .take_expired(self.inner.config.session.ttl);
+            .take_expired(self.inner.live.load().config.session.ttl);
         for s in &expired {
             self.drop_session(s);
         }
@@ -192,16 +198,9 @@ impl Bus {
     /// Runs [`Bus::reap`] periodically until `cancel` fires.
     pub fn spawn_maintenance(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let bus = self.clone();
-        let shortest_ack_wait = self
-            .inner
-            .config
-            .topics
-            .iter()
-            .map(|t| t.ack_wait)
-            .chain([TopicConfig::default().ack_wait])
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        let every = (self.inner.config.session.ttl / 4)
+        let settings = self.settings();
+        let shortest_ack_wait = settings.shortest_ack_wait();
+        let every = (settings.config.session.ttl / 4)
             .min(shortest_ack_wait / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         tokio::spawn(async move {

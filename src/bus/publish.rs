@@ -160,7 +160,7 @@ impl Bus {
             });
         }
         let entry = self.inner.topics.entry(&topic);
-        let settings = entry.settings.clone();
+        let settings = entry.settings();
         let now = Instant::now();
         let mut state = entry.lock();
         if let Some(id) = p.msg_id
@@ -295,7 +295,7 @@ impl Bus {
                 .inner
                 .topics
                 .entry(&u.event.topic)
-                .settings
+                .settings()
                 .max_deliveries;
             let deliveries = match why {
                 Due::Expired => u.deliveries + 1,

@@ -45,7 +45,7 @@ impl Bus {
         }
         let entry = self.inner.topics.entry(&topic);
         let mut state = entry.lock();
-        state.trim_by_age(&entry.settings, crate::event::now_ms());
+        state.trim_by_age(&entry.settings(), crate::event::now_ms());
         let messages = match since {
             Some(after) => state.after(after, limit as usize),
             None => state.latest(limit as usize),

@@ -98,8 +98,10 @@ impl Bus {
             pattern: pattern.as_str().into(),
             group: opts.group.map(Into::into),
         };
+        // The cap in effect now: a reload that lowers it applies to the next `sub`.
+        let max_subs = self.inner.live.load().config.limits.max_subscriptions;
         if let Some(group) = opts.group {
-            return match session.add_sub(key, pattern.clone()) {
+            return match session.add_sub_capped(key, pattern.clone(), max_subs) {
                 Err(max) => Err(BusError::TooManySubscriptions(max)),
                 Ok(false) => Ok(SubOutcome::default()),
                 Ok(true) => {
@@ -117,7 +119,7 @@ impl Bus {
                 }
             };
         }
-        match session.add_sub(key, pattern.clone()) {
+        match session.add_sub_capped(key, pattern.clone(), max_subs) {
             Err(max) => return Err(BusError::TooManySubscriptions(max)),
             Ok(false) => return Ok(SubOutcome::default()),
             Ok(true) => {}
@@ -174,7 +176,7 @@ impl Bus {
         let mut recovered = None;
         let mut budget = entries
             .iter()
-            .map(|(_, e)| e.settings.max_rewind)
+            .map(|(_, e)| e.settings().max_rewind)
             .min()
             .unwrap_or(0);
         for ((_, entry), state) in entries.iter().zip(guards.iter_mut()) {
@@ -182,12 +184,12 @@ impl Bus {
                 let same_epoch = *state.epoch == *since.epoch;
                 recovered = Some(same_epoch && state.holds_after(since.offset));
                 let after = if same_epoch { since.offset } else { 0 };
-                let cap = entry.settings.max_rewind.min(budget);
+                let cap = entry.settings().max_rewind.min(budget);
                 let all = state.after(after, usize::MAX);
                 // When more is held than may be replayed, the newest go.
                 all[all.len().saturating_sub(cap)..].to_vec()
             } else if let Some(n) = opts.rewind {
-                let n = (n as usize).min(entry.settings.max_rewind).min(budget);
+                let n = (n as usize).min(entry.settings().max_rewind).min(budget);
                 state.latest(n)
             } else {
                 Vec::new()

@@ -5,7 +5,6 @@
 //! are read and parsed here).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -37,6 +36,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/presence", get(presence))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(web::index))
@@ -134,7 +134,7 @@ fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError
 }
 
 async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    let bytes = match read_body(body, state.config.max_frame).await {
+    let bytes = match read_body(body, state.config().max_frame).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -264,28 +264,21 @@ async fn presence(
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    let bus = &state.bus;
-    let s = bus.stats();
-    let (held, held_bytes, unsent) = bus.buffer_usage();
-    axum::Json(json!({
-        "uptime_ms": state.started.elapsed().as_millis() as u64,
-        "connections": s.connections.load(Ordering::Relaxed),
-        "sessions": bus.session_count(),
-        "subscriptions": bus.subscription_count(),
-        "topics": bus.topic_count(),
-        "published": s.published.load(Ordering::Relaxed),
-        "delivered": s.delivered.load(Ordering::Relaxed),
-        "dropped": s.dropped.load(Ordering::Relaxed),
-        "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
-        "duplicates": s.duplicates.load(Ordering::Relaxed),
-        "groups": bus.group_count(),
-        "unacked": bus.unacked_count(),
-        "redelivered": s.redelivered.load(Ordering::Relaxed),
-        "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
-        "pending_requests": bus.pending_requests(),
-        "buffer": {"messages": held, "bytes": held_bytes, "unsent": unsent},
-    }))
+    axum::Json(crate::metrics::stats_json(
+        &state.bus,
+        &state.metrics,
+        &state.rates,
+    ))
     .into_response()
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics text).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.exporter.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

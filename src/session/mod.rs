@@ -330,6 +330,12 @@ impl Session {
     /// Records a subscription. `Ok(true)` if new, `Ok(false)` if it already existed
     /// (subscribing twice is idempotent), `Err(limit)` over `max_subscriptions`.
     pub fn add_sub(&self, key: SubKey, pattern: Pattern) -> Result<bool, usize> {
+        self.add_sub_capped(key, pattern, self.limits.max_subscriptions)
+    }
+
+    /// [`Session::add_sub`] with the cap given: the server passes the one in effect now, which
+    /// a configuration reload may have changed since the session started.
+    pub fn add_sub_capped(&self, key: SubKey, pattern: Pattern, max: usize) -> Result<bool, usize> {
         let mut s = self.state.lock();
         if s.closed {
             return Ok(false);
@@ -337,8 +343,8 @@ impl Session {
         if s.subs.contains_key(&key) {
             return Ok(false);
         }
-        if s.subs.len() >= self.limits.max_subscriptions {
-            return Err(self.limits.max_subscriptions);
+        if s.subs.len() >= max {
+            return Err(max);
         }
         s.subs.insert(key, pattern);
         Ok(true)

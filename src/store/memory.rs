@@ -23,7 +23,8 @@ pub const DEDUP_MAX_IDS: usize = 100_000;
 #[derive(Debug)]
 pub struct TopicEntry {
     /// The `[[topics]]` settings that apply (first matching entry, or the defaults).
-    pub settings: Arc<TopicConfig>,
+    /// Swappable: a configuration reload re-resolves them ([`MemoryStore::refresh_settings`]).
+    settings: arc_swap::ArcSwap<TopicConfig>,
     state: Mutex<TopicState>,
 }
 
@@ -142,6 +143,11 @@ impl TopicEntry {
     pub fn lock(&self) -> MutexGuard<'_, TopicState> {
         self.state.lock()
     }
+
+    /// The `[[topics]]` settings in effect for this topic.
+    pub fn settings(&self) -> Arc<TopicConfig> {
+        self.settings.load_full()
+    }
 }
 
 /// A row of `GET /v1/topics`.
@@ -197,7 +203,7 @@ impl MemoryStore {
             .entry(topic.clone())
             .or_insert_with(|| {
                 Arc::new(TopicEntry {
-                    settings,
+                    settings: arc_swap::ArcSwap::new(settings),
                     state: Mutex::new(TopicState {
                         epoch: super::new_epoch(),
                         offset: 0,
@@ -210,6 +216,15 @@ impl MemoryStore {
             })
             .value()
             .clone()
+    }
+
+    /// Resolves every known topic's settings again (after a configuration reload); topics
+    /// met later resolve theirs when first used. History above a lowered `history` is trimmed
+    /// at the topic's next publish.
+    pub fn refresh_settings(&self) {
+        for e in self.topics.iter() {
+            e.value().settings.store((self.settings)(e.key()));
+        }
     }
 
     /// The entry of a topic that has been used, without creating one.
@@ -275,8 +290,9 @@ impl MemoryStore {
                 return true;
             }
             let mut s = e.lock();
-            s.trim_by_age(&e.settings, now_ms);
-            s.dedup.expire(e.settings.dedup_window, now);
+            let settings = e.settings();
+            s.trim_by_age(&settings, now_ms);
+            s.dedup.expire(settings.dedup_window, now);
             now.duration_since(s.last_publish) < idle
                 || !s.history.is_empty()
                 || s.retained.is_some()

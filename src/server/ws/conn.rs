@@ -39,7 +39,13 @@ pub(super) struct Conn {
     pub done: CancellationToken,
     /// The server's shutdown signal.
     pub shutdown: CancellationToken,
+    /// Where the writer counts what it writes.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
+/// connections of one session apart, nor name a connection before its `hello`.
+static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Conn {
     pub fn session(&self) -> Option<Arc<Session>> {
@@ -64,9 +70,12 @@ where
         inboxes: Mutex::new(Vec::new()),
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     });
-    let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
-    let heartbeat = state.config.heartbeat;
+    let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
+    span.in_scope(|| tracing::debug!("connected"));
+    let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
     let mut reader = Reader {
         state,
@@ -95,7 +104,7 @@ impl Reader {
     where
         St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let heartbeat = self.state.config.heartbeat;
+        let heartbeat = self.state.config().heartbeat;
         let idle_limit = heartbeat * 2;
         let mut deadline = tokio::time::Instant::now() + idle_limit;
         loop {
@@ -156,11 +165,15 @@ impl Reader {
                     close::TOO_LARGE,
                     &format!(
                         "frame larger than max_frame ({} bytes)",
-                        self.state.config.max_frame
+                        self.state.config().max_frame
                     ),
                 );
             }
             WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            // The peer vanished (no close frame): nobody is left to tell about a protocol error.
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => tracing::debug!("socket reset without a close frame"),
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "protocol error");
                 self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
@@ -182,6 +195,7 @@ impl Reader {
     }
 
     async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
+        self.state.metrics.error(code);
         self.send(ServerFrame::Error(ErrorFrame {
             id,
             code,
@@ -210,7 +224,7 @@ impl Reader {
             let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
             return self.send_error(id, ErrorCode::BadRequest, msg).await;
         }
-        let max = self.state.config.limits.max_pending_requests;
+        let max = self.state.config().limits.max_pending_requests;
         self.conn
             .inboxes
             .lock()
@@ -294,8 +308,8 @@ impl Reader {
         self.send(ServerFrame::Welcome(WelcomeFrame {
             session: session.id().to_string(),
             resumed,
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            max_frame: self.state.config.max_frame,
+            heartbeat_ms: self.state.config().heartbeat.as_millis() as u64,
+            max_frame: self.state.config().max_frame,
         }))
         .await;
         *self.conn.session.lock() = Some(session.clone());

@@ -73,10 +73,11 @@ pub(crate) async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
 
-    let max = state.config.limits.max_connections as u64;
+    let max = state.config().limits.max_connections as u64;
     let stats = state.bus.stats();
     if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.connection_rejected();
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
@@ -98,9 +99,10 @@ pub(crate) async fn upgrade(
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(socket_config(st.config.max_frame)),
+                    Some(socket_config(st.config().max_frame)),
                 )
                 .await;
+                st.metrics.connection_opened();
                 // Split here and box the rest: the idle connection then holds only the
                 // connection's own small future, not the space of the stream, the upgrade
                 // and the handshake states.

@@ -60,7 +60,8 @@ test("the dashboard shows non-zero rates while messages flow", async () => {
   assert.ok((await tile(page, "subscriptions")) >= 3);
   assert.ok((await tile(page, "held")) > 0, "sessions hold what they were sent, for resume");
   // The charts drew points, and the topics table lists the busy topics.
-  assert.equal(await page.$$eval(".uplot canvas", (n) => n.length), 4);
+  assert.equal(await page.$$eval(".uplot canvas", (n) => n.length), 5);
+  assert.ok((await tile(page, "p99")) >= 0, "latency from /v1/stats");
   await until(async () => (await page.textContent("#dash-topics")).includes("load/t"), 8000, "the topics table");
   await until(async () => /live/.test(await page.textContent("#dash-status")), 2000);
 

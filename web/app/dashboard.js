@@ -19,8 +19,8 @@ const TILES = [
   ["dropped", "dropped /s", (s, r) => r.dropped],
   ["held", "buffered messages", (s) => s.buffer?.messages],
   ["bytes", "buffered bytes", (s) => s.buffer?.bytes, bytes],
-  ["unacked", "unacked (groups)", (s) => s.unacked],
   ["requests", "pending requests", (s) => s.pending_requests],
+  ["p99", "p99 latency (ms)", (s) => s.latency_ms?.p99, (v) => ms(v)],
   ["uptime", "uptime", (s) => s.uptime_ms, (ms) => uptime(ms)],
 ];
 
@@ -32,6 +32,8 @@ function uptime(ms) {
   if (s < 172800) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
   return `${Math.floor(s / 86400)}d`;
 }
+
+const ms = (v) => (v < 10 ? v.toFixed(2) : num(v));
 
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
@@ -62,6 +64,9 @@ export function mountDashboard(root) {
     slow: [],
     redelivered: [],
     dead: [],
+    p50: [],
+    p90: [],
+    p99: [],
     held: [],
     unsent: [],
   };
@@ -101,6 +106,7 @@ export function mountDashboard(root) {
       conns: make("chart-conns", [line("connections", "--c1"), line("sessions", "--c3"), line("subscriptions", "--c5")]),
       drops: make("chart-drops", [line("dropped /s", "--c2"), line("slow consumers /s", "--c4"), line("redelivered /s", "--c5"), line("dead-lettered /s", "--c1")], true),
       buffers: make("chart-buffers", [line("held", "--c1"), line("unsent", "--c2")]),
+      latency: make("chart-latency", [line("p50", "--c3", ms), line("p90", "--c4", ms), line("p99", "--c2", ms)], true),
     };
     const ro = new ResizeObserver(() => {
       for (const [name, chart] of Object.entries(charts)) {
@@ -122,6 +128,7 @@ export function mountDashboard(root) {
     charts.conns.setData([data.t, data.connections, data.sessions, data.subscriptions]);
     charts.drops.setData([data.t, data.dropped, data.slow, data.redelivered, data.dead]);
     charts.buffers.setData([data.t, data.held, data.unsent]);
+    charts.latency.setData([data.t, data.p50, data.p90, data.p99]);
   }
 
   function headers() {
@@ -178,6 +185,9 @@ export function mountDashboard(root) {
       push("dead", rate.dead);
       push("held", s.buffer?.messages ?? null);
       push("unsent", s.buffer?.unsent ?? null);
+      push("p50", s.latency_ms?.p50 ?? null);
+      push("p90", s.latency_ms?.p90 ?? null);
+      push("p99", s.latency_ms?.p99 ?? null);
       draw();
     }
     if (polls++ % TOPICS_EVERY === 0) loadTopics();

@@ -35,6 +35,7 @@ impl Cli {
             None => Some(&self.serve),
             Some(Command::Serve(args)) => Some(args),
             Some(Command::Config(_)) => None,
+            Some(Command::Bench(_)) => None,
         }
     }
 }
@@ -46,6 +47,9 @@ pub enum Command {
     /// Configuration tools
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Load generator: Herald, NATS (WebSocket) and Socket.IO side by side (see BENCHMARKS.md)
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Subcommand, Debug)]

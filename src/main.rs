@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Config(cmd)) => ExitCode::from(run_config_command(&cmd).clamp(0, 255) as u8),
+        Some(Command::Bench(cmd)) => ExitCode::from(herald::bench::run(&cmd).clamp(0, 255) as u8),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }

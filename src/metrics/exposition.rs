@@ -193,7 +193,7 @@ impl Collector for HeraldCollector {
         gauge(
             e,
             "unsent_messages",
-            "Buffered messages not yet written to their socket.",
+            "Sequence numbers not yet written to their socket: buffered messages, and dropped ones a gap will cover.",
             unsent,
         )?;
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::{AppState, web, ws};
 use crate::bus::{BusError, PubAck, Publish};
 use crate::protocol::ErrorCode;
@@ -133,7 +134,11 @@ fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError
     })
 }
 
-async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
+    body: Body,
+) -> Response {
     let bytes = match read_body(body, state.config().max_frame).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -142,13 +147,20 @@ async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
         Ok(p) => p,
         Err(e) => return json_error(e),
     };
+    if let Err(e) = caller.may_publish(&p.topic) {
+        return auth_error(&e);
+    }
     match publish_one(&state, &p) {
         Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
         Err(e) => bus_error(&e),
     }
 }
 
-async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Response {
+async fn publish_batch(
+    State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
+    body: Body,
+) -> Response {
     let bytes = match read_body(body, MAX_BATCH_BODY).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -172,7 +184,12 @@ async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Respon
         .map(|raw| {
             let r = serde_json::from_str::<PublishBody<'_>>(raw.get())
                 .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
-                .and_then(|p| publish_one(&state, &p).map_err(|e| (e.code(), e.to_string())));
+                .and_then(|p| {
+                    caller
+                        .may_publish(&p.topic)
+                        .map_err(|e| (e.code(), e.to_string()))?;
+                    publish_one(&state, &p).map_err(|e| (e.code(), e.to_string()))
+                });
             match r {
                 Ok(ack) => json!(AckBody::from(ack)),
                 Err((code, message)) => json!({"error": {"code": code, "message": message}}),
@@ -189,6 +206,7 @@ struct TopicsQuery {
 
 async fn topics(
     State(state): State<Arc<AppState>>,
+    _: Admin,
     q: Result<Query<TopicsQuery>, QueryRejection>,
 ) -> Response {
     let pattern = match q {
@@ -217,6 +235,7 @@ struct HistoryQuery {
 /// `GET /v1/history?topic=&since=&limit=` → `{epoch, messages}`.
 async fn history(
     State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -229,6 +248,9 @@ async fn history(
             );
         }
     };
+    if let Err(e) = caller.may_read(&q.topic) {
+        return auth_error(&e);
+    }
     match state.bus.history(&q.topic, q.since, q.limit) {
         Ok(page) => {
             axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
@@ -245,6 +267,7 @@ struct PresenceQuery {
 /// `GET /v1/presence?topic=` → `{count, clients}`.
 async fn presence(
     State(state): State<Arc<AppState>>,
+    _: Admin,
     q: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -263,7 +286,7 @@ async fn presence(
     }
 }
 
-async fn stats(State(state): State<Arc<AppState>>) -> Response {
+async fn stats(State(state): State<Arc<AppState>>, _: Admin) -> Response {
     axum::Json(crate::metrics::stats_json(
         &state.bus,
         &state.metrics,

@@ -169,7 +169,6 @@ impl Writer {
     fn fill(&mut self, conn: &Conn) -> Option<Close> {
         conn.outbox.drain(&mut self.drained);
         for frame in self.drained.control.drain(..) {
-            self.tally.bytes(frame.len());
             self.queue.push_back((Message::text(frame), None));
         }
         if let Some(c) = self.drained.close.take() {
@@ -186,7 +185,6 @@ impl Writer {
             })
             .encode();
             conn.metrics.gap(from_seq, to_seq);
-            self.tally.bytes(gap.len());
             self.queue.push_back((Message::text(gap), None));
         }
         // Each frame is a slice of one shared buffer: one allocation per batch.
@@ -195,7 +193,6 @@ impl Writer {
             e.event.write_msg(e.seq, e.how, &mut self.buf);
             self.lens.push(self.buf.len() - before);
         }
-        self.tally.bytes(self.buf.len());
         let mut rest = self.buf.split().freeze();
         for (e, len) in self.batch.entries.iter().zip(self.lens.drain(..)) {
             let frame = rest.split_to(len);
@@ -218,6 +215,7 @@ impl Writer {
             let Some((msg, timed)) = self.queue.pop_front() else {
                 break;
             };
+            self.tally.bytes(msg.len());
             sink.start_send_unpin(msg).map_err(|_| ())?;
             if let Some(t) = timed {
                 self.unflushed.push(t);

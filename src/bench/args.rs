@@ -1,0 +1,253 @@
+//! The command line of `herald bench` and the run plan it resolves to.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::BenchError;
+use super::proto::Target;
+use super::ws::WsUrl;
+use crate::config::units::parse_duration;
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BenchCommand {
+    /// One publisher, N subscribers of one topic (default 100): deliveries per second
+    Fanout(RunArgs),
+    /// N publishers (default 100), one subscriber: deliveries per second
+    Fanin(RunArgs),
+    /// Publishers over many topics (default 1000), subscribers on a wildcard over all of them
+    Topics(RunArgs),
+    /// The fan-out shape at a fixed delivery rate (default 500000/s): p50/p99/p99.9 latency
+    Latency(RunArgs),
+    /// Many idle connections (default 10000) with one subscription each: server RSS per
+    /// connection (needs --server-pid)
+    Idle(RunArgs),
+    /// Writes the BENCHMARKS.md section and chart from the JSON results of a run
+    Report(ReportArgs),
+}
+
+/// The scenario of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Fanout,
+    Fanin,
+    Topics,
+    Latency,
+    Idle,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Fanout => "fanout",
+            Scenario::Fanin => "fanin",
+            Scenario::Topics => "topics",
+            Scenario::Latency => "latency",
+            Scenario::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The server's protocol
+    #[arg(long, value_enum, default_value = "herald")]
+    pub target: Target,
+    /// WebSocket URL [default: the target's URL in bench/peers/: ws://127.0.0.1:7400/ws for
+    /// Herald, ws://127.0.0.1:9222 for NATS, ws://127.0.0.1:9300/socket.io/… for Socket.IO]
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Subscriber connections [default: fanout/latency 100, fanin 1, topics 20]
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Publisher connections [default: fanout/latency 1, fanin 100, topics 4]
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Topics published to (topics scenario)
+    #[arg(long, default_value_t = 1000)]
+    pub topics: usize,
+    /// Message payload in bytes (a JSON string, quotes included; at least 18)
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// How long publishers publish
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub duration: Duration,
+    /// Latency scenario: deliveries per second (publish rate × subscribers)
+    #[arg(long, default_value_t = 500_000)]
+    pub rate: u64,
+    /// Latency scenario: samples of messages sent during this first part are not recorded
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub warmup: Duration,
+    /// Throughput scenarios: messages in flight per subscriber (published, not yet received).
+    /// Keep it under the server's per-subscriber buffer (Herald: 1024) for a lossless run.
+    #[arg(long, default_value_t = 512)]
+    pub window: u64,
+    /// After publishing ends, how long to wait for the last deliveries before counting loss
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub drain: Duration,
+    /// Idle scenario: connections to open (mind the open-file limits of both processes)
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Client sockets are spread over this many source addresses 127.0.0.1, 127.0.0.2, …
+    #[arg(long, default_value_t = 16)]
+    pub sources: u8,
+    /// The server's process id: its RSS and CPU time are read from /proc
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Also write the report as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// JSON results written by `herald bench … --json`
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+    /// The Markdown file whose section between `<!-- compare:begin -->` and
+    /// `<!-- compare:end -->` is replaced (created if missing)
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// Where to write the SVG chart (linked from the section by its file name)
+    #[arg(long, default_value = "bench/compare.svg")]
+    pub svg: PathBuf,
+    /// The date of the run as it should be printed
+    #[arg(long)]
+    pub date: Option<String>,
+    /// The exact command that produced the results
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Server versions and other facts, one line each
+    #[arg(long = "fact")]
+    pub facts: Vec<String>,
+    /// A Markdown file included at the end of the section (analysis written by hand)
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// A resolved run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub target: Target,
+    pub url: WsUrl,
+    pub url_text: String,
+    pub subscribers: usize,
+    pub publishers: usize,
+    /// Topic (or pattern) each subscriber subscribes to.
+    pub sub_topic: String,
+    /// Topics publishers cycle through.
+    pub pub_topics: Vec<String>,
+    pub size: usize,
+    pub duration: Duration,
+    /// Fixed deliveries per second (latency), or closed-loop (`None`).
+    pub rate: Option<u64>,
+    pub warmup: Duration,
+    pub window: u64,
+    pub drain: Duration,
+    pub connections: usize,
+    pub sources: u8,
+    pub server_pid: Option<u32>,
+}
+
+impl Plan {
+    /// The source address of the `i`-th client socket.
+    pub fn source(&self, i: usize) -> Option<IpAddr> {
+        let n = self.sources.max(1) as usize;
+        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % n) as u8)))
+    }
+}
+
+impl BenchCommand {
+    /// The scenario and its options, for every command but `report`.
+    pub fn run_args(&self) -> Option<(Scenario, &RunArgs)> {
+        Some(match self {
+            BenchCommand::Fanout(a) => (Scenario::Fanout, a),
+            BenchCommand::Fanin(a) => (Scenario::Fanin, a),
+            BenchCommand::Topics(a) => (Scenario::Topics, a),
+            BenchCommand::Latency(a) => (Scenario::Latency, a),
+            BenchCommand::Idle(a) => (Scenario::Idle, a),
+            BenchCommand::Report(_) => return None,
+        })
+    }
+}
+
+impl RunArgs {
+    /// Fills in the scenario's defaults and checks the options.
+    pub fn plan(&self, scenario: Scenario) -> Result<Plan, BenchError> {
+        let usage = |m: &str| Err(BenchError::Usage(m.into()));
+        let (subs, pubs) = match scenario {
+            Scenario::Fanout | Scenario::Latency => (100, 1),
+            Scenario::Fanin => (1, 100),
+            Scenario::Topics => (20, 4),
+            Scenario::Idle => (0, 0),
+        };
+        let subscribers = self.subscribers.unwrap_or(subs);
+        let publishers = self.publishers.unwrap_or(pubs);
+        if scenario != Scenario::Idle && (subscribers == 0 || publishers == 0) {
+            return usage("--subscribers and --publishers must be at least 1");
+        }
+        if self.size < 18 {
+            return usage("--size must be at least 18 bytes (the send time is written in it)");
+        }
+        if self.window == 0 {
+            return usage("--window must be at least 1");
+        }
+        if self.sources == 0 || self.sources > 250 {
+            return usage("--sources must be between 1 and 250");
+        }
+        if scenario == Scenario::Latency && self.rate < subscribers as u64 {
+            return usage("--rate must be at least the number of subscribers");
+        }
+        if scenario == Scenario::Idle && self.connections == 0 {
+            return usage("--connections must be at least 1");
+        }
+        let (sub_topic, pub_topics) = match scenario {
+            Scenario::Fanout | Scenario::Latency => {
+                ("bench/fanout".to_owned(), vec!["bench/fanout".to_owned()])
+            }
+            Scenario::Fanin => ("bench/fanin".to_owned(), vec!["bench/fanin".to_owned()]),
+            Scenario::Topics => {
+                if !self.target.has_wildcards() {
+                    return usage("the topics scenario needs wildcard subscriptions, which Socket.IO rooms do not have");
+                }
+                if self.topics == 0 {
+                    return usage("--topics must be at least 1");
+                }
+                let topics = (0..self.topics).map(|i| format!("bench/many/{i}")).collect();
+                ("bench/many/*".to_owned(), topics)
+            }
+            Scenario::Idle => ("bench/idle".to_owned(), Vec::new()),
+        };
+        let url_text = self
+            .url
+            .clone()
+            .unwrap_or_else(|| self.target.default_url().to_owned());
+        Ok(Plan {
+            scenario,
+            target: self.target,
+            url: WsUrl::parse(&url_text)?,
+            url_text,
+            subscribers,
+            publishers,
+            sub_topic,
+            pub_topics,
+            size: self.size,
+            duration: self.duration,
+            rate: (scenario == Scenario::Latency).then_some(self.rate),
+            warmup: self.warmup,
+            window: self.window,
+            drain: self.drain,
+            connections: self.connections,
+            sources: self.sources,
+            server_pid: self.server_pid,
+        })
+    }
+}

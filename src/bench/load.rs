@@ -1,0 +1,381 @@
+//! Throughput and latency runs: subscribers count (and time) what they receive, publishers
+//! publish closed-loop (a window of messages in flight) or at a fixed rate.
+//!
+//! Everything runs on one thread (a `LocalSet`), so the counters publishers read to keep
+//! their window are plain `Cell`s, updated by subscribers after each socket read.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::BenchError;
+use super::args::Plan;
+use super::proc::CpuMeter;
+use super::proto::Client;
+use super::report::{Latency, Report};
+
+/// Connections opened at once while setting up.
+const CONNECT_CONCURRENCY: usize = 32;
+/// Width of the send time written at the start of every payload (nanoseconds, zero-padded).
+const STAMP: usize = 16;
+/// Most messages a publisher writes at once.
+const MAX_BATCH: u64 = 64;
+/// Fixed-rate publishers wake this often.
+const TICK: Duration = Duration::from_millis(1);
+
+/// What all tasks of a run share.
+struct Shared {
+    epoch: Instant,
+    /// Deliveries per subscriber.
+    received: Vec<Cell<u64>>,
+    total_received: Cell<u64>,
+    /// Messages published, all publishers together.
+    published: Cell<u64>,
+    /// Fires after subscribers made progress (publishers wait on it for window room).
+    progress: Notify,
+    last_rx: Cell<Instant>,
+    /// Latency samples (nanoseconds), when the run measures latency.
+    hist: Option<RefCell<Histogram<u64>>>,
+    /// Messages sent before this (ns since `epoch`) are not sampled.
+    sample_from_ns: u64,
+    gaps: Cell<u64>,
+    errors: RefCell<Vec<String>>,
+    stop: CancellationToken,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn min_received(&self) -> u64 {
+        self.received.iter().map(Cell::get).min().unwrap_or(0)
+    }
+
+    fn fail(&self, who: &str, e: BenchError) {
+        let mut errors = self.errors.borrow_mut();
+        if errors.len() < 20 {
+            errors.push(format!("{who}: {e}"));
+        }
+        self.stop.cancel();
+    }
+}
+
+pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
+    let subscribers = connect_all(plan, 0, plan.subscribers).await?;
+    let mut subs = Vec::with_capacity(subscribers.len());
+    // Subscriptions are confirmed one connection at a time but concurrently.
+    let topic = plan.sub_topic.as_str();
+    let mut confirmed = futures_util::stream::iter(subscribers.into_iter().map(|mut c| async move {
+        c.subscribe(&[topic]).await.map(|()| c)
+    }))
+    .buffer_unordered(CONNECT_CONCURRENCY);
+    while let Some(c) = confirmed.next().await {
+        subs.push(c?);
+    }
+    drop(confirmed);
+    let pubs = connect_all(plan, plan.subscribers, plan.publishers).await?;
+
+    let epoch = Instant::now();
+    let latency = plan.rate.is_some();
+    let shared = Rc::new(Shared {
+        epoch,
+        received: (0..subs.len()).map(|_| Cell::new(0)).collect(),
+        total_received: Cell::new(0),
+        published: Cell::new(0),
+        progress: Notify::new(),
+        last_rx: Cell::new(epoch),
+        hist: latency.then(|| {
+            RefCell::new(
+                Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+            )
+        }),
+        sample_from_ns: plan.warmup.as_nanos() as u64,
+        gaps: Cell::new(0),
+        errors: RefCell::new(Vec::new()),
+        stop: CancellationToken::new(),
+    });
+    let cpu = CpuMeter::start(plan.server_pid);
+
+    let sub_tasks: Vec<_> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| tokio::task::spawn_local(subscriber(i, c, shared.clone())))
+        .collect();
+    let pub_tasks: Vec<_> = pubs
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| tokio::task::spawn_local(publisher(i, c, plan.clone(), shared.clone())))
+        .collect();
+    for t in pub_tasks {
+        let _ = t.await;
+    }
+    // Drain: wait for the last deliveries, but not forever.
+    let subscribers = shared.received.len() as u64;
+    loop {
+        let expected = shared.published.get() * subscribers;
+        if shared.total_received.get() >= expected || shared.stop.is_cancelled() {
+            break;
+        }
+        if shared.last_rx.get().elapsed() > plan.drain {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu = cpu.stop();
+    shared.stop.cancel();
+    for t in sub_tasks {
+        let _ = t.await;
+    }
+
+    let mut report = Report::new(plan);
+    report.published = shared.published.get();
+    report.expected = report.published * subscribers;
+    report.received = shared.total_received.get();
+    report.lost = report.expected.saturating_sub(report.received);
+    report.gap_reported = shared.gaps.get();
+    report.seconds = shared
+        .last_rx
+        .get()
+        .saturating_duration_since(epoch)
+        .as_secs_f64();
+    if report.seconds > 0.0 {
+        report.deliveries_per_sec = report.received as f64 / report.seconds;
+    }
+    report.server_cpu = cpu.server;
+    report.tool_cpu = cpu.tool;
+    report.deliveries_per_server_cpu_sec = cpu
+        .server_seconds
+        .filter(|&s| s > 0.0)
+        .map(|s| report.received as f64 / s);
+    if let Some(h) = &shared.hist {
+        let h = h.borrow();
+        let us = |ns: u64| ns as f64 / 1000.0;
+        report.latency = Some(Latency {
+            samples: h.len(),
+            p50_us: us(h.value_at_quantile(0.50)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        });
+    }
+    report.errors = shared.errors.take();
+    Ok(report)
+}
+
+/// Opens `n` connections; the `k`-th gets source address number `first + k`.
+async fn connect_all(plan: &Plan, first: usize, n: usize) -> Result<Vec<Client>, BenchError> {
+    let mut out = Vec::with_capacity(n);
+    let mut opening = futures_util::stream::iter((first..first + n).map(|i| {
+        let source = plan.source(i);
+        async move { Client::connect(plan.target, &plan.url, source).await }
+    }))
+    .buffered(CONNECT_CONCURRENCY);
+    while let Some(c) = opening.next().await {
+        out.push(c?);
+    }
+    Ok(out)
+}
+
+async fn subscriber(i: usize, mut c: Client, shared: Rc<Shared>) {
+    if let Err(e) = receive(i, &mut c, &shared).await {
+        if !shared.stop.is_cancelled() {
+            shared.fail(&format!("subscriber {i}"), e);
+        }
+    }
+}
+
+async fn receive(i: usize, c: &mut Client, shared: &Shared) -> Result<(), BenchError> {
+    let mut gaps_seen = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return Ok(()),
+            open = c.fill() => {
+                if !open? {
+                    return Err(BenchError::Closed("the server closed the connection".into()));
+                }
+            }
+        }
+        let n = match &shared.hist {
+            None => c.poll(|_| {})?,
+            Some(hist) => {
+                let now = shared.now_ns();
+                let mut hist = hist.borrow_mut();
+                c.poll(|payload| {
+                    if let Some(sent) = stamp(payload)
+                        && sent >= shared.sample_from_ns
+                    {
+                        let _ = hist.record(now.saturating_sub(sent).max(1));
+                    }
+                })?
+            }
+        };
+        if c.has_output() {
+            c.flush().await?;
+        }
+        let gaps = c.seen().gap_msgs;
+        if gaps != gaps_seen {
+            shared.gaps.set(shared.gaps.get() + gaps - gaps_seen);
+            gaps_seen = gaps;
+        }
+        if n > 0 {
+            let r = &shared.received[i];
+            r.set(r.get() + n);
+            shared.total_received.set(shared.total_received.get() + n);
+            shared.last_rx.set(Instant::now());
+            shared.progress.notify_waiters();
+        }
+    }
+}
+
+async fn publisher(p: usize, mut c: Client, plan: Plan, shared: Rc<Shared>) {
+    let result = match plan.rate {
+        Some(rate) => publish_at_rate(p, &mut c, &plan, rate, &shared).await,
+        None => publish_windowed(p, &mut c, &plan, &shared).await,
+    };
+    if let Err(e) = result
+        && !shared.stop.is_cancelled()
+    {
+        shared.fail(&format!("publisher {p}"), e);
+    }
+}
+
+/// A payload of `size` bytes: a JSON string whose first characters are the send time.
+fn payload_template(size: usize) -> Vec<u8> {
+    let mut p = vec![b'x'; size];
+    p[0] = b'"';
+    p[size - 1] = b'"';
+    p
+}
+
+fn write_stamp(payload: &mut [u8], ns: u64) {
+    let mut n = ns;
+    for b in payload[1..=STAMP].iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// The send time written at the start of a payload (after its opening quote).
+fn stamp(payload: &[u8]) -> Option<u64> {
+    let digits = payload.get(..STAMP)?;
+    let mut n = 0u64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(n)
+}
+
+/// Closed loop: publish whenever every subscriber has fewer than `window` messages in flight.
+async fn publish_windowed(
+    p: usize,
+    c: &mut Client,
+    plan: &Plan,
+    shared: &Shared,
+) -> Result<(), BenchError> {
+    let mut payload = payload_template(plan.size);
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let max_batch = (plan.window / (2 * plan.publishers as u64)).clamp(1, MAX_BATCH);
+    let topics = &plan.pub_topics;
+    let mut k = p;
+    let end = shared.epoch + plan.duration;
+    while Instant::now() < end && !shared.stop.is_cancelled() {
+        let progress = shared.progress.notified();
+        let in_flight = shared.published.get() - shared.min_received();
+        if in_flight >= plan.window {
+            tokio::select! {
+                _ = progress => {}
+                _ = tokio::time::sleep_until(end.into()) => {}
+                _ = shared.stop.cancelled() => {}
+            }
+            continue;
+        }
+        let n = (plan.window - in_flight).min(max_batch);
+        batch.clear();
+        write_stamp(&mut payload, shared.now_ns());
+        for _ in 0..n {
+            c.encode_publish(&topics[k % topics.len()], &payload, &mut batch);
+            k += plan.publishers;
+        }
+        shared.published.set(shared.published.get() + n);
+        c.send_batch(&batch).await?;
+        answer_pings(c).await?;
+    }
+    Ok(())
+}
+
+/// Open loop: `rate` deliveries per second in all, whatever the server does.
+async fn publish_at_rate(
+    p: usize,
+    c: &mut Client,
+    plan: &Plan,
+    rate: u64,
+    shared: &Shared,
+) -> Result<(), BenchError> {
+    let mut payload = payload_template(plan.size);
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let per_sec = rate as f64 / (plan.subscribers * plan.publishers) as f64;
+    let topics = &plan.pub_topics;
+    let mut k = p;
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.stop.cancelled() => return Ok(()),
+        }
+        let elapsed = shared.epoch.elapsed();
+        if elapsed >= plan.duration {
+            return Ok(());
+        }
+        let due = (elapsed.as_secs_f64() * per_sec) as u64;
+        if due <= sent {
+            continue;
+        }
+        batch.clear();
+        write_stamp(&mut payload, shared.now_ns());
+        for _ in sent..due {
+            c.encode_publish(&topics[k % topics.len()], &payload, &mut batch);
+            k += plan.publishers;
+        }
+        shared.published.set(shared.published.get() + (due - sent));
+        sent = due;
+        c.send_batch(&batch).await?;
+        answer_pings(c).await?;
+    }
+}
+
+/// Publishers read too: servers ping them, and errors arrive there.
+async fn answer_pings(c: &mut Client) -> Result<(), BenchError> {
+    if c.try_fill()? {
+        c.poll(|_| {})?;
+        c.flush().await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let mut p = payload_template(100);
+        write_stamp(&mut p, 1_234_567_890);
+        assert_eq!(p.len(), 100);
+        assert_eq!(stamp(&p[1..]), Some(1_234_567_890));
+        assert_eq!(p[0], b'"');
+        assert_eq!(p[99], b'"');
+        assert_eq!(stamp(b"xx"), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! `herald bench` against a real Herald server (the binary, on an ephemeral port): every
+//! scenario reports deliveries with zero loss, and `herald bench report` turns the results into
+//! the BENCHMARKS.md section and its chart. No timing is asserted: figures are for benchmarks.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Binary;
+use serde_json::Value;
+
+/// A scratch folder removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("herald-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `herald bench ARGS --json FILE`; returns the parsed report.
+fn bench(args: &[&str], json: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .expect("run herald bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "herald bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(report["errors"], serde_json::json!([]), "{stdout}");
+    report
+}
+
+fn assert_lossless(r: &Value, subscribers: u64) {
+    let published = r["published"].as_u64().unwrap();
+    assert!(published > 0, "nothing published: {r}");
+    assert_eq!(r["expected"].as_u64().unwrap(), published * subscribers);
+    assert_eq!(r["received"], r["expected"], "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["gap_reported"], 0, "{r}");
+    assert!(r["deliveries_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn every_scenario_delivers_without_loss_and_the_report_is_written() {
+    let server = Binary::spawn(&["--listen", "127.0.0.1:0"]);
+    let url = server.ws_url();
+    let pid = server.child.id().to_string();
+    let dir = Scratch::new("all");
+    let common = [
+        "--url",
+        url.as_str(),
+        "--server-pid",
+        pid.as_str(),
+        "--duration",
+        "300ms",
+        "--drain",
+        "10s",
+        "--sources",
+        "4",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        common.iter().copied().chain(extra.iter().copied()).collect()
+    };
+
+    let fanout = bench(
+        &[&["fanout"][..], &with(&["--subscribers", "8"])].concat(),
+        &dir.0.join("herald-fanout.json"),
+    );
+    assert_eq!(fanout["scenario"], "fanout");
+    assert_eq!(fanout["target"], "herald");
+    assert_lossless(&fanout, 8);
+    assert!(fanout["server_cpu"].as_f64().is_some(), "{fanout}");
+
+    let fanin = bench(
+        &[&["fanin"][..], &with(&["--publishers", "6"])].concat(),
+        &dir.0.join("herald-fanin.json"),
+    );
+    assert_lossless(&fanin, 1);
+
+    let topics = bench(
+        &[
+            &["topics"][..],
+            &with(&["--subscribers", "3", "--publishers", "2", "--topics", "50"]),
+        ]
+        .concat(),
+        &dir.0.join("herald-topics.json"),
+    );
+    assert_eq!(topics["topics"], 50);
+    assert_lossless(&topics, 3);
+
+    let latency = bench(
+        &[
+            &["latency"][..],
+            &with(&["--subscribers", "4", "--rate", "4000", "--warmup", "0s"]),
+        ]
+        .concat(),
+        &dir.0.join("herald-latency.json"),
+    );
+    assert_lossless(&latency, 4);
+    let l = &latency["latency"];
+    assert!(l["samples"].as_u64().unwrap() > 0, "{latency}");
+    assert!(l["p50_us"].as_f64().unwrap() <= l["p99_us"].as_f64().unwrap());
+    assert!(l["p99_us"].as_f64().unwrap() <= l["max_us"].as_f64().unwrap());
+
+    let idle = bench(
+        &[
+            "idle",
+            "--url",
+            &url,
+            "--server-pid",
+            &pid,
+            "--connections",
+            "40",
+            "--sources",
+            "4",
+        ],
+        &dir.0.join("herald-idle.json"),
+    );
+    assert_eq!(idle["connections"], 40);
+    assert!(idle["rss_after"].as_u64().unwrap() > 0, "{idle}");
+    assert!(idle["rss_per_connection"].as_f64().is_some(), "{idle}");
+
+    // The report: a section between the markers, the rest of the file kept, and a chart.
+    let md = dir.0.join("BENCHMARKS.md");
+    std::fs::write(
+        &md,
+        "# Benchmarks\n\nkept\n\n<!-- compare:begin -->\nold\n<!-- compare:end -->\n",
+    )
+    .unwrap();
+    let svg = dir.0.join("bench").join("compare.svg");
+    let results: Vec<PathBuf> = ["fanout", "fanin", "topics", "latency", "idle"]
+        .iter()
+        .map(|s| dir.0.join(format!("herald-{s}.json")))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["bench", "report"])
+        .args(&results)
+        .arg("--out")
+        .arg(&md)
+        .arg("--svg")
+        .arg(&svg)
+        .args(["--date", "today", "--fact", "a fact"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.starts_with("# Benchmarks\n\nkept\n"), "{text}");
+    assert!(!text.contains("\nold\n"), "{text}");
+    assert!(text.contains("| fan-out (1 pub → 8 subs, 100 B) |"), "{text}");
+    assert!(text.contains("- a fact"), "{text}");
+    assert!(text.contains("](bench/compare.svg)"), "{text}");
+    assert!(text.trim_end().ends_with("<!-- compare:end -->"), "{text}");
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("Herald"), "{chart}");
+}
+
+#[test]
+fn bad_options_are_refused_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["bench", "topics", "--target", "socketio"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wildcard"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["bench", "fanout", "--size", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--size"));
+
+    // Nothing listens on this port: a clear error, not a hang or a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["bench", "fanout", "--url", "ws://127.0.0.1:1/ws"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("herald bench:"));
+}

@@ -19,7 +19,7 @@ after(async () => {
 });
 
 async function join(page, base, nick, room) {
-  await page.goto(`${base}/#chat`);
+  await page.goto(base.includes("?") ? `${base}#chat` : `${base}/#chat`);
   await page.fill("#chat-nick", nick);
   await page.fill("#chat-room", room);
   await page.click("#chat-join-btn");
@@ -104,5 +104,35 @@ test("joining a room shows its history", async () => {
     await late.context().close();
   } finally {
     await hist.stop();
+  }
+});
+
+test("with [auth], a page without a token is refused and one with a token in its address chats", async () => {
+  const { createHmac } = await import("node:crypto");
+  const secret = "browser-secret";
+  const auth = await startServer({ config: `[auth]\nhs256_secret = "${secret}"\n` });
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "frank", exp: Math.floor(Date.now() / 1000) + 3600, publish: ["chat/**"], subscribe: ["chat/**", "$presence/chat/**"], info: { name: "Frank" } })}`;
+  const jwt = `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+  const page = await newPage(browser);
+  try {
+    // Without a token nothing is allowed: joining fails with a clear message.
+    page.on("dialog", (d) => d.dismiss());
+    await page.goto(`${auth.http}/#chat`);
+    await page.fill("#chat-nick", "frank");
+    await page.fill("#chat-room", "secure");
+    await page.click("#chat-join-btn");
+    await until(async () => /forbidden/.test(await page.textContent("#chat-log")), 5000, "the forbidden join");
+
+    const withToken = await newPage(browser);
+    await join(withToken, `${auth.http}/?token=${jwt}`, "frank", "secure");
+    await send(withToken, "signed in");
+    await until(async () => (await texts(withToken)).includes("frank: signed in"), 5000, "the message");
+    assert.deepEqual(await members(withToken), ["frank"]);
+    await screenshot(withToken, "chat-with-token");
+    await withToken.context().close();
+  } finally {
+    await page.context().close();
+    await auth.stop();
   }
 });

@@ -20,12 +20,26 @@ function showState(state, text) {
   indicator.textContent = text;
 }
 
+// A token for servers with [auth]: `?token=…` in the page URL, or the About tab's field; kept
+// for this tab only (sessionStorage) and read again before every connection.
+const fromUrl = new URLSearchParams(location.search).get("token");
+if (fromUrl) sessionStorage.setItem("herald.token", fromUrl);
+const tokenInput = $("token");
+tokenInput.value = sessionStorage.getItem("herald.token") || "";
+tokenInput.addEventListener("change", () => {
+  const t = tokenInput.value.trim();
+  if (t) sessionStorage.setItem("herald.token", t);
+  else sessionStorage.removeItem("herald.token");
+  $("token-note").textContent = "Saved: used from the next connection on (reload the page to reconnect now).";
+});
+const token = () => sessionStorage.getItem("herald.token") || undefined;
+
 let busPromise = null;
 /** The page's one connection, opened on first use; retried on the next use if it failed. */
 export function getBus() {
   if (!busPromise) {
     showState("connecting", "connecting…");
-    busPromise = connect(wsUrl, { client: { app: "herald-web" } }).then(
+    busPromise = connect(wsUrl, { token, client: { app: "herald-web" } }).then(
       (bus) => {
         showState("open", "connected");
         bus.on("open", (e) => showState("open", e.resumed ? "connected (resumed)" : "connected"));
@@ -38,7 +52,7 @@ export function getBus() {
       },
       (err) => {
         busPromise = null;
-        showState("error", "cannot connect");
+        showState("error", err.closeCode === 4001 ? "token refused" : "cannot connect");
         throw err;
       },
     );

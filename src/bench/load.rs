@@ -71,9 +71,11 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     let mut subs = Vec::with_capacity(subscribers.len());
     // Subscriptions are confirmed one connection at a time but concurrently.
     let topic = plan.sub_topic.as_str();
-    let mut confirmed = futures_util::stream::iter(subscribers.into_iter().map(|mut c| async move {
-        c.subscribe(&[topic]).await.map(|()| c)
-    }))
+    let mut confirmed = futures_util::stream::iter(
+        subscribers
+            .into_iter()
+            .map(|mut c| async move { c.subscribe(&[topic]).await.map(|()| c) }),
+    )
     .buffer_unordered(CONNECT_CONCURRENCY);
     while let Some(c) = confirmed.next().await {
         subs.push(c?);

@@ -27,8 +27,9 @@ pub fn write(args: &ReportArgs) -> Result<(), BenchError> {
     let mut reports = Vec::new();
     for path in &args.results {
         let text = std::fs::read_to_string(path)?;
-        let r: Report = serde_json::from_str(&text)
-            .map_err(|e| BenchError::Usage(format!("{}: not a bench result: {e}", path.display())))?;
+        let r: Report = serde_json::from_str(&text).map_err(|e| {
+            BenchError::Usage(format!("{}: not a bench result: {e}", path.display()))
+        })?;
         reports.push(r);
     }
     let results = Results(reports);
@@ -49,11 +50,7 @@ pub fn write(args: &ReportArgs) -> Result<(), BenchError> {
     std::fs::write(&args.svg, results.chart())?;
     let old = std::fs::read_to_string(&args.out).unwrap_or_default();
     std::fs::write(&args.out, splice(&old, &section))?;
-    println!(
-        "wrote {} and {}",
-        args.out.display(),
-        args.svg.display()
-    );
+    println!("wrote {} and {}", args.out.display(), args.svg.display());
     Ok(())
 }
 
@@ -195,7 +192,10 @@ impl Results {
                 .unwrap_or_default()
         };
         for (name, pick) in [
-            ("p50", (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64),
+            (
+                "p50",
+                (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64,
+            ),
             ("p99", |l| l.p99_us),
             ("p99.9", |l| l.p999_us),
         ] {
@@ -214,7 +214,10 @@ impl Results {
                 fmt_us(v[2]).to_string()
                     + &self
                         .get(Target::Socketio, Scenario::Latency)
-                        .filter(|r| r.target_rate != self.get(Target::Herald, Scenario::Latency).and_then(|h| h.target_rate))
+                        .filter(|r| r.target_rate
+                            != self
+                                .get(Target::Herald, Scenario::Latency)
+                                .and_then(|h| h.target_rate))
                         .and_then(|r| r.target_rate)
                         .map(|r| format!(" (at {}/s)", fmt_count(r as f64)))
                         .unwrap_or_default(),
@@ -226,7 +229,12 @@ impl Results {
         let conns = self
             .get(Target::Herald, Scenario::Idle)
             .and_then(|r| r.connections)
-            .map(|n| format!(" ({} connections, 1 subscription each)", fmt_count(n as f64)))
+            .map(|n| {
+                format!(
+                    " ({} connections, 1 subscription each)",
+                    fmt_count(n as f64)
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(
             s,
@@ -248,7 +256,10 @@ impl Results {
              |---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &self.0 {
-            let pct = |c: Option<f64>| c.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or("–".into());
+            let pct = |c: Option<f64>| {
+                c.map(|c| format!("{:.0}%", c * 100.0))
+                    .unwrap_or("–".into())
+            };
             let (published, delivered, lost, rate) = if r.scenario == Scenario::Idle {
                 (
                     "–".to_string(),
@@ -313,7 +324,10 @@ impl Results {
                         .unwrap_or_default()
                 ),
                 groups: [
-                    ("p50", (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64),
+                    (
+                        "p50",
+                        (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64,
+                    ),
                     ("p99", |l| l.p99_us),
                     ("p99.9", |l| l.p999_us),
                 ]
@@ -321,7 +335,11 @@ impl Results {
                 .map(|&(label, pick)| Group {
                     label: label.into(),
                     // Socket.IO runs at a lower rate; its latency is in the table, not here.
-                    values: vec![self.p(Target::Herald, pick), self.p(Target::Nats, pick), None],
+                    values: vec![
+                        self.p(Target::Herald, pick),
+                        self.p(Target::Nats, pick),
+                        None,
+                    ],
                 })
                 .collect(),
                 format: |v| format!("{v:.0}"),
@@ -356,7 +374,10 @@ fn shape(r: &Report) -> String {
             "{} topics, {} pub → {} subs on a wildcard, {} B",
             r.topics, r.publishers, r.subscribers, r.size
         ),
-        _ => format!("{} pub → {} subs, {} B", r.publishers, r.subscribers, r.size),
+        _ => format!(
+            "{} pub → {} subs, {} B",
+            r.publishers, r.subscribers, r.size
+        ),
     }
 }
 
@@ -448,7 +469,10 @@ mod tests {
     fn splice_replaces_only_the_section() {
         let old = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\nafter\n");
         let new = splice(&old, "new");
-        assert_eq!(new, format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"));
+        assert_eq!(
+            new,
+            format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n")
+        );
         assert!(splice("", "x").contains(&format!("{BEGIN}\nx\n{END}")));
         let appended = splice("# Mine\n", "x");
         assert!(appended.starts_with("# Mine\n"));

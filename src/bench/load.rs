@@ -185,10 +185,10 @@ async fn connect_all(plan: &Plan, first: usize, n: usize) -> Result<Vec<Client>,
 }
 
 async fn subscriber(i: usize, mut c: Client, shared: Rc<Shared>) {
-    if let Err(e) = receive(i, &mut c, &shared).await {
-        if !shared.stop.is_cancelled() {
-            shared.fail(&format!("subscriber {i}"), e);
-        }
+    if let Err(e) = receive(i, &mut c, &shared).await
+        && !shared.stop.is_cancelled()
+    {
+        shared.fail(&format!("subscriber {i}"), e);
     }
 }
 

@@ -264,6 +264,20 @@ impl Session {
     /// Moves up to `max` messages (and a gap, if any) past the cursor into `batch`.
     pub fn take(&self, batch: &mut Batch, max: usize) {
         let mut s = self.state.lock();
+        Self::take_locked(&mut s, batch, max);
+    }
+
+    /// [`Session::take`] for the connection whose outbox is `outbox`: takes nothing once
+    /// another connection has resumed the session, so that a writer about to stop cannot
+    /// take (and lose) messages meant for its successor.
+    pub fn take_for(&self, outbox: &Arc<Outbox>, batch: &mut Batch, max: usize) {
+        let mut s = self.state.lock();
+        if s.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox)) {
+            Self::take_locked(&mut s, batch, max);
+        }
+    }
+
+    fn take_locked(s: &mut State, batch: &mut Batch, max: usize) {
         let first = s.next_seq - s.buf.len() as u64;
         if s.sent + 1 < first {
             batch.gap = Some((s.sent + 1, first - 1));

@@ -137,13 +137,22 @@ where
                     lens.push(buf.len() - before);
                 }
                 let mut rest = buf.split().freeze();
-                for len in lens.drain(..) {
-                    let frame = rest.split_to(len);
-                    let msg = Message::Frame(Frame::message(frame, OpCode::Data(Data::Text), true));
-                    if guarded(conn, sink.feed(msg)).await.is_err() {
-                        return stop_reason(conn);
+                // One guard around the whole batch, not one per frame: a guard is a `select!`
+                // over three wakers, which cost more than buffering a frame (feeding only
+                // waits when the socket is full, and then the guard is what ends the wait).
+                let feed_all = async {
+                    for len in lens.drain(..) {
+                        let frame = rest.split_to(len);
+                        let msg =
+                            Message::Frame(Frame::message(frame, OpCode::Data(Data::Text), true));
+                        sink.feed(msg).await?;
                     }
+                    Ok::<(), tokio_tungstenite::tungstenite::Error>(())
+                };
+                if guarded(conn, feed_all).await.is_err() {
+                    return stop_reason(conn);
                 }
+                lens.clear();
                 wrote |= !batch.entries.is_empty();
             }
             if !wrote {

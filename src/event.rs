@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -25,6 +25,9 @@ pub struct Event {
     pub msg_id: Option<Box<str>>,
     /// Where a request's answer goes (`$inbox/…`).
     pub reply_to: Option<Box<str>>,
+    /// Monotonic time of the publish: writers measure publish-to-socket-write latency from
+    /// it (`crate::metrics`). `ts` is wall-clock time and may jump.
+    pub published: Instant,
     body: Bytes,
     data: Range<usize>,
 }
@@ -88,6 +91,7 @@ impl Event {
             ts,
             msg_id: parts.msg_id.map(Into::into),
             reply_to: parts.reply_to.map(Into::into),
+            published: Instant::now(),
             body: Bytes::from(body),
             data,
         }

@@ -31,7 +31,9 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -40,4 +42,4 @@ pub mod topic;
 
 pub use bus::Bus;
 pub use config::Config;
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};

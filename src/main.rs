@@ -41,6 +41,15 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Listen for SIGHUP before announcing the address: until then a SIGHUP would still
+        // have its default effect and end the process.
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => {
+                tokio::spawn(reload_on_sighup(hup, args.clone(), server.reload_handle()));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads are off"),
+        }
         tracing::info!("listening on http://{}", server.local_addr());
         let handle = server.shutdown_handle();
         tokio::spawn(async move {
@@ -65,6 +74,31 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// On every SIGHUP: loads the configuration again exactly as at start (file, then
+/// environment, then flags) and applies it; a file that does not load is logged and changes
+/// nothing.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    args: ServeArgs,
+    reload: herald::ReloadHandle,
+) {
+    while hup.recv().await.is_some() {
+        match &args.config {
+            Some(file) => {
+                tracing::info!(file = %file.display(), "SIGHUP: reloading the configuration")
+            }
+            None => tracing::info!("SIGHUP: no --config file; re-reading environment and flags"),
+        }
+        match args.load_config() {
+            Ok(config) => {
+                let _ = reload.reload(config);
+            }
+            Err(e) => reload.refused(&e),
+        }
     }
 }
 

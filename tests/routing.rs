@@ -47,7 +47,9 @@ async fn wildcard_table_end_to_end() {
         let mut c = srv.connect().await;
         c.hello().await;
         c.sub(pattern).await;
-        c.sub("test/end").await;
+        // A wildcard end marker: an exact subscription would join presence and publish
+        // to `$presence/test/end`, which the `$presence/**` row would then see.
+        c.sub("test/en[d]").await;
         for t in yes.iter().chain(no.iter()) {
             srv.bus.publish_json(t, &json!({"t": t})).unwrap();
         }

@@ -79,3 +79,44 @@ fn bad_config_is_refused_with_line() {
         "{err}"
     );
 }
+
+/// Shutdown drains: messages published before it are all written, then `bye`, then the
+/// close; and the server stops accepting connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_buffered_messages_before_bye() {
+    const N: u64 = 3000;
+    let mut cfg = config();
+    cfg.session.buffer_messages = N as usize;
+    let srv = TestServer::with_config(cfg).await;
+    let addr = srv.addr;
+    let mut c = srv.connect().await;
+    c.hello().await;
+    c.sub("drain").await;
+    let pad = "x".repeat(200);
+    for i in 1..=N {
+        srv.bus
+            .publish_json("drain", &json!({"n": i, "pad": pad}))
+            .unwrap();
+    }
+    let stopping = tokio::spawn(srv.stop());
+    let (code, frames) = c.expect_close().await;
+    assert_eq!(code, 1001);
+    let seqs: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["op"] == "msg")
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=N).collect();
+    assert!(
+        seqs == expected,
+        "every buffered message, in order: got {} messages, first wrong at index {:?}",
+        seqs.len(),
+        seqs.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    assert_eq!(frames.last().unwrap()["op"], "bye");
+    stopping.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

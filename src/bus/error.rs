@@ -17,6 +17,16 @@ pub enum BusError {
     TooManySubscriptions(usize),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("no subscriber matches '{0}'")]
+    NoResponders(String),
+    #[error("no reply within {0} ms")]
+    Timeout(u64),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0} is not supported yet")]
     NotSupported(&'static str),
 }
@@ -30,6 +40,11 @@ impl BusError {
             BusError::Forbidden(_) => ErrorCode::Forbidden,
             BusError::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             BusError::TooLarge(_) => ErrorCode::TooLarge,
+            BusError::RateLimited(_) => ErrorCode::RateLimited,
+            BusError::NoResponders(_) => ErrorCode::NoResponders,
+            BusError::Timeout(_) => ErrorCode::Timeout,
+            BusError::NotFound(_) => ErrorCode::NotFound,
+            BusError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -7,24 +7,36 @@
 //! never slowed by a subscriber; writers drain the buffers on their own tasks.
 
 mod error;
+mod groups;
+mod presence;
+mod publish;
+mod query;
+mod requests;
+mod subscribe;
 mod subscription;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 pub use error::BusError;
+pub use publish::{PubAck, Publish};
+pub use query::{HistoryPage, PresenceList};
+pub use requests::INBOX_PREFIX;
+pub use subscribe::{SubOptions, SubOutcome};
 pub use subscription::{Received, Subscription};
 
-use crate::config::Config;
-use crate::event::{Delivery, Event, EventParts, now_ms};
+use crate::config::{Config, ConfigError};
+use crate::reload::{Live, Reload, Settings};
 use crate::router::Router;
-use crate::session::{self, Registry, Session, SessionRef, SubKey};
+use crate::session::{Registry, Session, SessionRef};
 use crate::store::{MemoryStore, TopicInfo};
 use crate::topic::{Pattern, Topic};
+use groups::{GroupRef, Groups, Pending};
+use presence::Presence;
+use requests::Inboxes;
 
 /// Longest accepted `msg_id`.
 pub const MAX_MSG_ID: usize = 256;
@@ -40,11 +52,23 @@ pub struct Bus {
 }
 
 struct Inner {
-    config: Config,
-    limits: session::Limits,
+    /// The reloadable settings (see `crate::reload`): read through this handle, never cached.
+    live: Live<Settings>,
+    /// Serializes reloads (reads never wait for it).
+    reloading: parking_lot::Mutex<()>,
+    /// Plain subscriptions.
     router: Router<SessionRef>,
+    /// Queue groups: one entry per (pattern, group name), not per member.
+    group_router: Router<GroupRef>,
+    groups: Groups,
+    /// Manual-ack group messages awaiting their `ack`.
+    pending: Pending,
+    presence: Presence,
+    inboxes: Inboxes,
     sessions: Registry,
     topics: MemoryStore,
+    /// Topics holding a retained message: a new wildcard subscription looks only at these.
+    retained: dashmap::DashSet<Topic>,
     stats: Stats,
 }
 
@@ -59,26 +83,14 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Open WebSocket connections.
     pub connections: AtomicU64,
-}
-
-/// A publish as every transport hands it to the bus.
-#[derive(Debug, Clone, Copy)]
-pub struct Publish<'a> {
-    pub topic: &'a str,
-    /// Valid JSON.
-    pub data: &'a RawValue,
-    pub msg_id: Option<&'a str>,
-    pub retain: bool,
-}
-
-/// The answer to a publish (`ok {offset, epoch, duplicate}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PubAck {
-    pub offset: u64,
-    pub epoch: Arc<str>,
-    pub duplicate: bool,
-    /// Sessions the message was handed to.
-    pub delivered: usize,
+    /// Publishes answered `duplicate: true`.
+    pub duplicates: AtomicU64,
+    /// Group messages redelivered after `ack_wait`.
+    pub redelivered: AtomicU64,
+    /// Group messages sent to `$dlq/…` after `max_deliveries`.
+    pub dead_lettered: AtomicU64,
+    /// Requests answered, timed out, or without responders.
+    pub requests: AtomicU64,
 }
 
 /// A row of `GET /v1/topics`.
@@ -92,127 +104,51 @@ pub struct TopicRow {
 
 impl Bus {
     pub fn new(config: Config) -> Bus {
-        let limits = session::Limits {
-            buffer_messages: config.session.buffer_messages,
-            buffer_bytes: config.session.buffer_bytes,
-            slow_consumer: config.session.slow_consumer,
-            max_subscriptions: config.limits.max_subscriptions,
-        };
+        let live = Live::new(Settings::compile_lenient(config));
+        let rules = live.clone();
+        let settings = move |topic: &Topic| rules.load().topic(topic);
         Bus {
             inner: Arc::new(Inner {
-                config,
-                limits,
+                live,
+                reloading: parking_lot::Mutex::new(()),
                 router: Router::new(),
+                group_router: Router::new(),
+                groups: Groups::default(),
+                pending: Pending::default(),
+                presence: Presence::default(),
+                inboxes: Inboxes::default(),
                 sessions: Registry::new(),
-                topics: MemoryStore::new(),
+                topics: MemoryStore::with_settings(Box::new(settings)),
+                retained: dashmap::DashSet::new(),
                 stats: Stats::default(),
             }),
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in effect (it changes on reload: read it when needed, don't keep it).
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.live.load().config.clone()
+    }
+
+    /// The reloadable settings in effect.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner.live.get()
+    }
+
+    /// Replaces the settings with those of `wanted` while everything keeps running (see
+    /// `crate::reload` for what takes effect when). On an error nothing changes.
+    pub fn reload(&self, wanted: Config) -> Result<Reload, ConfigError> {
+        let _one_at_a_time = self.inner.reloading.lock();
+        let current = self.config();
+        let (settings, report) = crate::reload::plan(&current, wanted)?;
+        self.inner.live.store(settings);
+        // Topics already known resolve their `[[topics]]` settings again.
+        self.inner.topics.refresh_settings();
+        Ok(report)
     }
 
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
-    }
-
-    /// Publishes a message. Any topic is allowed, system topics included: this is the
-    /// embedder's own call. Transports use [`Bus::publish_as_client`].
-    pub fn publish(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
-        let topic = Topic::parse(p.topic)?;
-        if let Some(id) = p.msg_id
-            && id.len() > MAX_MSG_ID
-        {
-            return Err(BusError::BadRequest(format!(
-                "'msg_id' is longer than {MAX_MSG_ID} bytes"
-            )));
-        }
-        if p.retain {
-            return Err(BusError::NotSupported("'retain'"));
-        }
-        let entry = self.inner.topics.entry(&topic);
-        let mut state = entry.lock();
-        state.offset += 1;
-        state.last_publish = std::time::Instant::now();
-        let event = Arc::new(Event::new(
-            EventParts {
-                topic,
-                data: p.data.get(),
-                msg_id: p.msg_id,
-                reply_to: None,
-            },
-            state.offset,
-            state.epoch.clone(),
-            now_ms(),
-        ));
-        let delivered = self.fan_out(&event);
-        let ack = PubAck {
-            offset: state.offset,
-            epoch: state.epoch.clone(),
-            duplicate: false,
-            delivered,
-        };
-        drop(state);
-        let stats = &self.inner.stats;
-        stats.published.fetch_add(1, Ordering::Relaxed);
-        stats
-            .delivered
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        Ok(ack)
-    }
-
-    /// Publishes on behalf of a client: system topics (`$…`) are refused (PROTOCOL.md §1).
-    pub fn publish_as_client(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
-        if p.topic.starts_with('$') {
-            crate::topic::validate_topic(p.topic)?;
-            return Err(BusError::Forbidden(format!(
-                "clients may not publish to system topic '{}'",
-                p.topic
-            )));
-        }
-        self.publish(p)
-    }
-
-    /// Publishes any serializable value (embedded use).
-    pub fn publish_json<T: serde::Serialize>(
-        &self,
-        topic: &str,
-        data: &T,
-    ) -> Result<PubAck, BusError> {
-        let raw = serde_json::value::to_raw_value(data)
-            .map_err(|e| BusError::BadRequest(format!("data is not JSON: {e}")))?;
-        self.publish(Publish {
-            topic,
-            data: &raw,
-            msg_id: None,
-            retain: false,
-        })
-    }
-
-    fn fan_out(&self, event: &Arc<Event>) -> usize {
-        let targets = self.inner.router.matches(event.topic.as_str());
-        let mut dropped = 0u64;
-        let mut kicked = 0u64;
-        for s in targets.iter() {
-            let r = s.0.push(event, Delivery::LIVE);
-            dropped += u64::from(r.dropped_unsent);
-            kicked += u64::from(r.kicked);
-        }
-        if dropped > 0 {
-            self.inner
-                .stats
-                .dropped
-                .fetch_add(dropped, Ordering::Relaxed);
-        }
-        if kicked > 0 {
-            self.inner
-                .stats
-                .slow_consumers
-                .fetch_add(kicked, Ordering::Relaxed);
-        }
-        targets.len()
     }
 
     /// Subscribes from inside the process: a session of its own, drained by the returned
@@ -228,7 +164,7 @@ impl Bus {
 
     /// A new registered session.
     pub fn open_session(&self) -> Arc<Session> {
-        let s = Arc::new(Session::new(self.inner.limits));
+        let s = Arc::new(Session::new(self.inner.live.load().session));
         self.inner.sessions.insert(s.clone());
         s
     }
@@ -238,73 +174,23 @@ impl Bus {
         self.inner.sessions.get(id)
     }
 
-    /// Adds a subscription to a session. `Ok(true)` if new, `Ok(false)` if it existed.
-    pub fn subscribe_session(
-        &self,
-        session: &Arc<Session>,
-        pattern: &str,
-        group: Option<&str>,
-    ) -> Result<bool, BusError> {
-        let pattern = Pattern::parse(pattern)?;
-        if group.is_some() {
-            return Err(BusError::NotSupported("subscribing with a 'group'"));
-        }
-        let key = SubKey {
-            pattern: pattern.as_str().into(),
-            group: None,
-        };
-        match session.add_sub(key, pattern.clone()) {
-            Err(max) => Err(BusError::TooManySubscriptions(max)),
-            Ok(false) => Ok(false),
-            Ok(true) => {
-                self.inner
-                    .router
-                    .insert(&pattern, SessionRef(session.clone()));
-                Ok(true)
-            }
-        }
-    }
-
-    /// Removes a subscription (no error when it did not exist).
-    pub fn unsubscribe_session(
-        &self,
-        session: &Arc<Session>,
-        pattern: &str,
-        group: Option<&str>,
-    ) -> Result<(), BusError> {
-        let parsed = Pattern::parse(pattern)?;
-        let key = SubKey {
-            pattern: parsed.as_str().into(),
-            group: group.map(Into::into),
-        };
-        if let Some(p) = session.remove_sub(&key) {
-            self.inner.router.remove(&p, &SessionRef(session.clone()));
-        }
-        Ok(())
-    }
-
     /// Ends a session now: unregisters it, drops its subscriptions and frees its buffer.
     pub fn close_session(&self, session: &Arc<Session>) {
         self.inner.sessions.remove(session.id());
         self.drop_session(session);
     }
 
-    fn drop_session(&self, session: &Arc<Session>) {
-        let r = SessionRef(session.clone());
-        for (_, pattern) in session.close() {
-            self.inner.router.remove(&pattern, &r);
-        }
-    }
-
-    /// Expires sessions detached for longer than the TTL; returns how many.
+    /// Expires sessions detached for longer than the TTL, redelivers unacked group
+    /// messages past their `ack_wait`; returns how many sessions expired.
     pub fn reap(&self) -> usize {
         let expired = self
             .inner
             .sessions
-            .take_expired(self.inner.config.session.ttl);
+            .take_expired(self.inner.live.load().config.session.ttl);
         for s in &expired {
             self.drop_session(s);
         }
+        self.redeliver_due();
         self.inner.topics.forget_idle(TOPIC_IDLE);
         expired.len()
     }
@@ -312,7 +198,10 @@ impl Bus {
     /// Runs [`Bus::reap`] periodically until `cancel` fires.
     pub fn spawn_maintenance(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let bus = self.clone();
-        let every = (self.inner.config.session.ttl / 4)
+        let settings = self.settings();
+        let shortest_ack_wait = settings.shortest_ack_wait();
+        let every = (settings.config.session.ttl / 4)
+            .min(shortest_ack_wait / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -354,14 +243,29 @@ impl Bus {
         self.inner.sessions.len()
     }
 
-    /// Number of (pattern, session) subscriptions.
+    /// Number of (pattern, session) subscriptions, groups counted once each.
     pub fn subscription_count(&self) -> usize {
-        self.inner.router.len()
+        self.inner.router.len() + self.inner.group_router.len()
     }
 
     /// Number of known topics.
     pub fn topic_count(&self) -> usize {
         self.inner.topics.len()
+    }
+
+    /// Queue groups with at least one member.
+    pub fn group_count(&self) -> usize {
+        self.inner.groups.len()
+    }
+
+    /// Manual-ack group messages not acknowledged yet.
+    pub fn unacked_count(&self) -> usize {
+        self.inner.pending.len()
+    }
+
+    /// Requests waiting for a reply.
+    pub fn pending_requests(&self) -> usize {
+        self.inner.inboxes.len()
     }
 
     /// Buffer occupancy over all sessions: (messages held, bytes held, unsent messages).

@@ -28,8 +28,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::protocol::{ClientFrame, ErrorCode, Id, OkFrame};
-pub use crate::protocol::{GapFrame, MsgFrame};
+use crate::protocol::{AckMode, ClientFrame, ErrorCode, Id, OkFrame};
+pub use crate::protocol::{GapFrame, HistoryMessage, MsgFrame, PresenceClient, Since};
 use crate::topic::Pattern;
 
 /// What a subscription yields.
@@ -121,9 +121,29 @@ pub struct Client {
     cmd: mpsc::UnboundedSender<Command>,
 }
 
+/// What answers a request: `ok` (or `pong`), or a `req`'s `reply`.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Ok(OkFrame),
+    Reply(serde_json::Value),
+}
+
+/// Options of [`Client::subscribe_with`] (the optional fields of `sub`).
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Join a queue group: each message goes to one member.
+    pub group: Option<String>,
+    /// With a group: messages must be acked ([`Client::ack`]) or they are redelivered.
+    pub manual_ack: bool,
+    /// Replay the N latest messages of each matching topic first.
+    pub rewind: Option<u64>,
+    /// Replay everything after this offset (exact topics only).
+    pub since: Option<Since>,
+}
+
 pub(crate) struct Shared {
     subs: Mutex<Vec<LocalSub>>,
-    pending: Mutex<HashMap<i64, oneshot::Sender<Result<OkFrame, ClientError>>>>,
+    pending: Mutex<HashMap<i64, oneshot::Sender<Result<Answer, ClientError>>>>,
     next_id: AtomicI64,
     next_sub: AtomicU64,
     last_seq: AtomicU64,
@@ -137,6 +157,8 @@ pub(crate) struct Shared {
 struct LocalSub {
     key: u64,
     pattern: Pattern,
+    group: Option<String>,
+    manual_ack: bool,
     tx: mpsc::UnboundedSender<Delivery>,
 }
 
@@ -188,30 +210,115 @@ impl Client {
 
     /// Subscribes to a pattern; the returned stream gets every matching message.
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+            .await
+    }
+
+    /// Subscribes with options: a queue group (with manual acks), `rewind` or `since`.
+    /// Returns once the server confirmed; [`Subscription::recovered`] tells whether a
+    /// `since` replay was complete.
+    pub async fn subscribe_with(
+        &self,
+        pattern: &str,
+        opts: SubscribeOptions,
+    ) -> Result<Subscription, ClientError> {
         let parsed = Pattern::parse(pattern).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let key = self.shared.next_sub.fetch_add(1, Ordering::Relaxed);
         self.shared.subs.lock().push(LocalSub {
             key,
             pattern: parsed,
+            group: opts.group.clone(),
+            manual_ack: opts.manual_ack,
             tx,
         });
-        let sub = Subscription {
+        let mut sub = Subscription {
             rx,
             key,
             pattern: pattern.to_owned(),
+            group: opts.group.clone(),
+            recovered: None,
             client: self.clone(),
         };
-        self.request(|id| ClientFrame::Sub {
-            id: Some(id),
-            pattern: pattern.into(),
-            group: None,
-            ack: None,
-            rewind: None,
-            since: None,
-        })
-        .await?;
+        let ok = self
+            .request_ok(|id| ClientFrame::Sub {
+                id: Some(id),
+                pattern: pattern.into(),
+                group: opts.group.clone(),
+                ack: opts.manual_ack.then_some(AckMode::Manual),
+                rewind: opts.rewind,
+                since: opts.since.clone(),
+            })
+            .await?;
+        sub.recovered = ok.recovered;
         Ok(sub)
+    }
+
+    /// Acknowledges a message of a manual-ack group subscription.
+    pub fn ack(&self, seq: u64) -> Result<(), ClientError> {
+        self.send_frame(&ClientFrame::Ack { seq })
+    }
+
+    /// Sends a request to whoever subscribes to `topic` and waits for the first reply.
+    /// Fails with `no_responders` at once when nobody does, and with `timeout` after
+    /// `timeout` (at most 60 s).
+    pub async fn request<T: Serialize>(
+        &self,
+        topic: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        let raw = serde_json::value::to_raw_value(data)
+            .map_err(|e| ClientError::Invalid(format!("data is not JSON: {e}")))?;
+        let timeout_ms = timeout.as_millis().max(1) as u64;
+        let answer = self
+            .call(
+                |id| ClientFrame::Req {
+                    id: Some(id),
+                    topic: topic.into(),
+                    data: &raw,
+                    timeout_ms: Some(timeout_ms),
+                },
+                timeout + self.shared.options.request_timeout,
+            )
+            .await?;
+        match answer {
+            Answer::Reply(v) => Ok(v),
+            Answer::Ok(_) => Err(ClientError::Invalid("server answered 'ok' to 'req'".into())),
+        }
+    }
+
+    /// A topic's stored messages (oldest first) and its epoch: with `since`, the first
+    /// `limit` after that offset; without, the newest `limit`.
+    pub async fn history(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<(String, Vec<HistoryMessage>), ClientError> {
+        let ok = self
+            .request_ok(|id| ClientFrame::History {
+                id: Some(id),
+                topic: topic.into(),
+                since,
+                limit,
+            })
+            .await?;
+        Ok((
+            ok.epoch.unwrap_or_default(),
+            ok.messages.unwrap_or_default(),
+        ))
+    }
+
+    /// Who is subscribed to an exact topic.
+    pub async fn presence(&self, topic: &str) -> Result<Vec<PresenceClient>, ClientError> {
+        let ok = self
+            .request_ok(|id| ClientFrame::Presence {
+                id: Some(id),
+                topic: topic.into(),
+            })
+            .await?;
+        Ok(ok.clients.unwrap_or_default())
     }
 
     /// Publishes and waits for the server's `ok`.
@@ -233,7 +340,7 @@ impl Client {
         let raw = serde_json::value::to_raw_value(data)
             .map_err(|e| ClientError::Invalid(format!("data is not JSON: {e}")))?;
         let ok = self
-            .request(|id| ClientFrame::Pub {
+            .request_ok(|id| ClientFrame::Pub {
                 id: Some(id),
                 topic: topic.into(),
                 data: &raw,
@@ -265,7 +372,7 @@ impl Client {
 
     /// Round trip to the server.
     pub async fn ping(&self) -> Result<(), ClientError> {
-        self.request(|id| ClientFrame::Ping { id: Some(id) })
+        self.request_ok(|id| ClientFrame::Ping { id: Some(id) })
             .await
             .map(|_| ())
     }
@@ -289,10 +396,21 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
-    async fn request<'a>(
+    async fn request_ok<'a>(
         &self,
         make: impl FnOnce(Id) -> ClientFrame<'a>,
     ) -> Result<OkFrame, ClientError> {
+        match self.call(make, self.shared.options.request_timeout).await? {
+            Answer::Ok(ok) => Ok(ok),
+            Answer::Reply(_) => Err(ClientError::Invalid("unexpected 'reply'".into())),
+        }
+    }
+
+    async fn call<'a>(
+        &self,
+        make: impl FnOnce(Id) -> ClientFrame<'a>,
+        timeout: Duration,
+    ) -> Result<Answer, ClientError> {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shared.pending.lock().insert(n, tx);
@@ -300,7 +418,6 @@ impl Client {
             self.shared.pending.lock().remove(&n);
             return Err(e);
         }
-        let timeout = self.shared.options.request_timeout;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -317,6 +434,8 @@ pub struct Subscription {
     rx: mpsc::UnboundedReceiver<Delivery>,
     key: u64,
     pattern: String,
+    group: Option<String>,
+    recovered: Option<bool>,
     client: Client,
 }
 
@@ -339,6 +458,16 @@ impl Subscription {
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
+
+    /// With `since`: whether every message after the offset was replayed.
+    pub fn recovered(&self) -> Option<bool> {
+        self.recovered
+    }
+
+    /// Acknowledges a message of a manual-ack group subscription.
+    pub fn ack(&self, msg: &MsgFrame) -> Result<(), ClientError> {
+        self.client.ack(msg.seq)
+    }
 }
 
 impl futures_util::Stream for Subscription {
@@ -356,13 +485,14 @@ impl Drop for Subscription {
         let still_used = {
             let mut subs = self.client.shared.subs.lock();
             subs.retain(|s| s.key != self.key);
-            subs.iter().any(|s| s.pattern.as_str() == self.pattern)
+            subs.iter()
+                .any(|s| s.pattern.as_str() == self.pattern && s.group == self.group)
         };
         if !still_used {
             let _ = self.client.send_frame(&ClientFrame::Unsub {
                 id: None,
                 pattern: self.pattern.as_str().into(),
-                group: None,
+                group: self.group.clone(),
             });
         }
     }

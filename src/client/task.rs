@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{ClientError, ClientEvent, Command, Delivery, Shared};
+use super::{Answer, ClientError, ClientEvent, Command, Delivery, Shared};
 use crate::protocol::{ClientFrame, OkFrame, ServerFrame};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -61,19 +61,22 @@ pub(super) async fn open(url: &str, shared: &Arc<Shared>) -> Result<Ws, ClientEr
     *shared.session.lock() = Some(welcome.session.clone());
     if !welcome.resumed {
         shared.last_seq.store(0, Ordering::Release);
-        let patterns: Vec<String> = {
+        let subs: Vec<(String, Option<String>, bool)> = {
             let subs = shared.subs.lock();
-            let mut p: Vec<String> = subs.iter().map(|s| s.pattern.as_str().to_owned()).collect();
+            let mut p: Vec<(String, Option<String>, bool)> = subs
+                .iter()
+                .map(|s| (s.pattern.as_str().to_owned(), s.group.clone(), s.manual_ack))
+                .collect();
             p.sort();
             p.dedup();
             p
         };
-        for pattern in patterns {
+        for (pattern, group, manual) in subs {
             let sub = ClientFrame::Sub {
                 id: None,
                 pattern: pattern.into(),
-                group: None,
-                ack: None,
+                group,
+                ack: manual.then_some(crate::protocol::AckMode::Manual),
                 rewind: None,
                 since: None,
             };
@@ -224,14 +227,15 @@ fn dispatch(shared: &Shared, text: &str) {
             }
             let _ = shared.events.send(ClientEvent::Gap(g));
         }
-        ServerFrame::Ok(ok) => resolve(shared, ok.id.clone(), Ok(ok)),
+        ServerFrame::Ok(ok) => resolve(shared, ok.id.clone(), Ok(Answer::Ok(ok))),
+        ServerFrame::Reply { id, data } => resolve(shared, id, Ok(Answer::Reply(data))),
         ServerFrame::Pong { id } => resolve(
             shared,
             id.clone(),
-            Ok(OkFrame {
+            Ok(Answer::Ok(OkFrame {
                 id,
                 ..Default::default()
-            }),
+            })),
         ),
         ServerFrame::Error(e) => {
             if e.id.is_none() {
@@ -251,11 +255,11 @@ fn dispatch(shared: &Shared, text: &str) {
                 retry_ms: b.retry_ms,
             });
         }
-        ServerFrame::Welcome(_) | ServerFrame::Reply { .. } => {}
+        ServerFrame::Welcome(_) => {}
     }
 }
 
-fn resolve(shared: &Shared, id: Option<crate::protocol::Id>, r: Result<OkFrame, ClientError>) {
+fn resolve(shared: &Shared, id: Option<crate::protocol::Id>, r: Result<Answer, ClientError>) {
     if let Some(crate::protocol::Id::Num(n)) = id
         && let Some(tx) = shared.pending.lock().remove(&n)
     {

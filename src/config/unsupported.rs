@@ -13,10 +13,8 @@ use super::error::{ConfigError, Location, line_of};
 pub const UNSUPPORTED: &[&str] = &[
     "auth",
     "cluster",
-    "topics",
     "limits.max_connections_per_ip",
     "limits.publish_rate",
-    "limits.max_pending_requests",
     "--data-dir",
     "--redis",
 ];

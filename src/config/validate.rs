@@ -1,8 +1,8 @@
 //! Semantic checks: ranges and required contents that the types do not express. Each error
 //! carries the dotted key, which `Config::from_toml_str` turns into a line of the file.
 //!
-//! Topic pattern syntax is not checked here: it belongs to `crate::topic`, which the server
-//! applies when it compiles `[[topics]]` and `[auth.anonymous]` patterns.
+//! Pattern syntax is `crate::topic`'s: `[[topics]]` patterns are checked with it here, so that
+//! `herald config check` and a reload point at the line of a bad one.
 
 use std::time::Duration;
 
@@ -98,6 +98,10 @@ fn validate_auth(a: &AuthConfig) -> Result<(), ConfigError> {
 
 fn validate_topic(path: &str, t: &TopicConfig) -> Result<(), ConfigError> {
     not_empty(&format!("{path}.pattern"), &t.pattern)?;
+    if let Err(e) = crate::topic::Pattern::parse(&t.pattern) {
+        let key = format!("{path}.pattern");
+        return Err(ConfigError::invalid(&key, format!("`{key}`: {e}")));
+    }
     if let Some(ttl) = t.history_ttl {
         duration(&format!("{path}.history_ttl"), ttl)?;
         if ttl.is_zero() {

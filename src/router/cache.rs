@@ -1,6 +1,6 @@
 //! The bounded per-topic match cache.
 //!
-//! Sharded `RwLock<HashMap>`s keyed by a 64-bit keyed hash of the topic (SipHash with a
+//! Sharded `RwLock<HashMap>`s keyed by a 64-bit keyed hash of the topic (foldhash with a
 //! per-router random key, so clients cannot aim collisions at one bucket). A hit is: one
 //! hash of the topic, a shard *read* lock, an integer-keyed lookup, a string compare, a
 //! generation compare and an `Arc` clone. Nothing global is written on a hit.
@@ -12,7 +12,7 @@
 //! computed before a change can never be stored after it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -52,7 +52,7 @@ struct Entry<V> {
 struct Padded<T>(T);
 
 pub(crate) struct Cache<V> {
-    hasher: RandomState,
+    hasher: super::FastState,
     shards: Box<[Padded<RwLock<Shard<V>>>]>,
     per_shard: usize,
     generation: AtomicU64,
@@ -62,7 +62,7 @@ impl<V> Cache<V> {
     /// A cache holding about `capacity` topics (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
         Cache {
-            hasher: RandomState::new(),
+            hasher: super::FastState::default(),
             shards: (0..SHARDS)
                 .map(|_| Padded(RwLock::new(Shard::default())))
                 .collect(),

@@ -13,7 +13,7 @@ use super::subs::Subscribers;
 /// subscribers of exactly one pattern.
 #[derive(Debug)]
 pub(crate) struct Node<V> {
-    literal: HashMap<Box<str>, Node<V>>,
+    literal: HashMap<Box<str>, Node<V>, super::FastState>,
     star: Option<Box<Node<V>>>,
     double_star: Option<Box<Node<V>>>,
     /// Segments needing a glob, keyed by their source text. Scanned in order: this is the
@@ -26,7 +26,7 @@ pub(crate) struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
-            literal: HashMap::new(),
+            literal: HashMap::default(),
             star: None,
             double_star: None,
             globs: Vec::new(),

@@ -5,7 +5,6 @@
 //! are read and parsed here).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -34,7 +33,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/publish", post(publish))
         .route("/v1/publish/batch", post(publish_batch))
         .route("/v1/topics", get(topics))
+        .route("/v1/history", get(history))
+        .route("/v1/presence", get(presence))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(web::index))
@@ -132,7 +134,7 @@ fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError
 }
 
 async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    let bytes = match read_body(body, state.config.max_frame).await {
+    let bytes = match read_body(body, state.config().max_frame).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -205,23 +207,78 @@ async fn topics(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    topic: String,
+    since: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/history?topic=&since=&limit=` → `{epoch, messages}`.
+async fn history(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &e.body_text(),
+            );
+        }
+    };
+    match state.bus.history(&q.topic, q.since, q.limit) {
+        Ok(page) => {
+            axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
+        }
+        Err(e) => bus_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PresenceQuery {
+    topic: String,
+}
+
+/// `GET /v1/presence?topic=` → `{count, clients}`.
+async fn presence(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<PresenceQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &e.body_text(),
+            );
+        }
+    };
+    match state.bus.presence(&q.topic) {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(e) => bus_error(&e),
+    }
+}
+
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
-    let bus = &state.bus;
-    let s = bus.stats();
-    let (held, held_bytes, unsent) = bus.buffer_usage();
-    axum::Json(json!({
-        "uptime_ms": state.started.elapsed().as_millis() as u64,
-        "connections": s.connections.load(Ordering::Relaxed),
-        "sessions": bus.session_count(),
-        "subscriptions": bus.subscription_count(),
-        "topics": bus.topic_count(),
-        "published": s.published.load(Ordering::Relaxed),
-        "delivered": s.delivered.load(Ordering::Relaxed),
-        "dropped": s.dropped.load(Ordering::Relaxed),
-        "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
-        "buffer": {"messages": held, "bytes": held_bytes, "unsent": unsent},
-    }))
+    axum::Json(crate::metrics::stats_json(
+        &state.bus,
+        &state.metrics,
+        &state.rates,
+    ))
     .into_response()
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics text).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.exporter.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

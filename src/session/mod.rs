@@ -70,9 +70,23 @@ impl Batch {
     }
 }
 
+/// Where one seq stands in a session's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqState {
+    /// Written to the connection (or resent after a resume).
+    Sent,
+    /// In the buffer, not written yet.
+    Unsent,
+    /// No longer held and not known to be written (dropped from a full buffer, or the
+    /// session closed).
+    Gone,
+}
+
 /// Result of pushing a message into a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pushed {
+    /// The seq the message got (0 when the session is closed and took nothing).
+    pub seq: u64,
     /// Unsent messages dropped to make room (each becomes part of a `gap`).
     pub dropped_unsent: u32,
     /// The connection was told to close as a slow consumer.
@@ -89,6 +103,16 @@ pub struct Session {
     key: u64,
     limits: Limits,
     state: Mutex<State>,
+    /// Who the session belongs to (from the token), shown in presence.
+    identity: Mutex<Arc<Identity>>,
+}
+
+/// The user behind a session and what presence shows about them (PROTOCOL.md §7: the
+/// token's `sub` and `info` claims). Anonymous sessions have neither.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    pub user: Option<String>,
+    pub info: serde_json::Value,
 }
 
 #[derive(Debug)]
@@ -131,6 +155,7 @@ impl Session {
                 detached_at: Some(Instant::now()),
                 closed: false,
             }),
+            identity: Mutex::new(Arc::new(Identity::default())),
         }
     }
 
@@ -146,6 +171,24 @@ impl Session {
         &self.limits
     }
 
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity.lock().clone()
+    }
+
+    pub fn set_identity(&self, identity: Identity) {
+        *self.identity.lock() = Arc::new(identity);
+    }
+
+    /// Whether one of the session's plain (non-group) subscriptions matches `topic`: a group
+    /// delivery to a session that already gets the message is skipped (delivered once).
+    pub fn matches_plain(&self, topic: &str) -> bool {
+        self.state
+            .lock()
+            .subs
+            .iter()
+            .any(|(k, p)| k.group.is_none() && p.matches(topic))
+    }
+
     /// Appends a message. Never blocks and never fails: when the buffer is full the oldest
     /// message goes (PROTOCOL.md §3), and with `slow_consumer = "disconnect"` a connection
     /// whose unsent backlog is full is told to close with 4008.
@@ -157,6 +200,7 @@ impl Session {
         }
         let seq = s.next_seq;
         s.next_seq += 1;
+        out.seq = seq;
         let cost = event.cost();
         // Make room first, then append: with a full ring the new entry takes the very slot
         // the oldest one left, so the ring never grows past `buffer_messages` and a push
@@ -290,6 +334,12 @@ impl Session {
     /// Records a subscription. `Ok(true)` if new, `Ok(false)` if it already existed
     /// (subscribing twice is idempotent), `Err(limit)` over `max_subscriptions`.
     pub fn add_sub(&self, key: SubKey, pattern: Pattern) -> Result<bool, usize> {
+        self.add_sub_capped(key, pattern, self.limits.max_subscriptions)
+    }
+
+    /// [`Session::add_sub`] with the cap given: the server passes the one in effect now, which
+    /// a configuration reload may have changed since the session started.
+    pub fn add_sub_capped(&self, key: SubKey, pattern: Pattern, max: usize) -> Result<bool, usize> {
         let mut s = self.state.lock();
         if s.closed {
             return Ok(false);
@@ -297,8 +347,8 @@ impl Session {
         if s.subs.contains_key(&key) {
             return Ok(false);
         }
-        if s.subs.len() >= self.limits.max_subscriptions {
-            return Err(self.limits.max_subscriptions);
+        if s.subs.len() >= max {
+            return Err(max);
         }
         s.subs.insert(key, pattern);
         Ok(true)
@@ -330,6 +380,26 @@ impl Session {
             s.bytes,
             (s.next_seq - 1).saturating_sub(s.sent),
         )
+    }
+
+    /// Whether the unsent backlog is below the buffer caps (a group prefers such members).
+    pub fn has_room(&self) -> bool {
+        let s = self.state.lock();
+        let unsent = (s.next_seq - 1).saturating_sub(s.sent) as usize;
+        unsent < self.limits.buffer_messages / 2 && s.unsent_bytes < self.limits.buffer_bytes / 2
+    }
+
+    /// Whether `seq` reached the connection yet.
+    pub fn seq_state(&self, seq: u64) -> SeqState {
+        let s = self.state.lock();
+        let first = s.next_seq - s.buf.len() as u64;
+        if s.closed || seq < first {
+            SeqState::Gone
+        } else if seq <= s.sent {
+            SeqState::Sent
+        } else {
+            SeqState::Unsent
+        }
     }
 
     /// The last seq assigned.

@@ -6,7 +6,9 @@
 
 mod memory;
 
-pub use memory::{MemoryStore, TopicEntry, TopicInfo, TopicState};
+pub use memory::{
+    DEDUP_MAX_IDS, Dedup, MemoryStore, SettingsFn, TopicEntry, TopicInfo, TopicState,
+};
 
 /// A fresh epoch: 8 random base-36 characters. An epoch names one unbroken run of offsets;
 /// when a topic's state is lost (an in-memory restart, an idle topic forgotten) its next

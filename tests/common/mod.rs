@@ -239,6 +239,9 @@ impl Binary {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    // Logged before the address is handed over, so that a test that has the
+                    // address also sees the line.
+                    log.lock().unwrap().push(line.clone());
                     if let Some(i) = line.find("listening on http://") {
                         let rest = &line[i + "listening on http://".len()..];
                         let addr: String = rest
@@ -247,7 +250,6 @@ impl Binary {
                             .collect();
                         let _ = tx.send(addr);
                     }
-                    log.lock().unwrap().push(line);
                 }
             });
         }

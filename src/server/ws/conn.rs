@@ -6,8 +6,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use parking_lot::Mutex;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -16,22 +18,34 @@ use tracing::Instrument;
 
 use super::super::AppState;
 use super::writer;
-use crate::bus::{BusError, Publish};
+use crate::bus::{Publish, SubOptions};
 use crate::protocol::{
-    ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame, WelcomeFrame, close,
-    decode,
+    AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
+    WelcomeFrame, close, decode,
 };
 use crate::session::{Close, Outbox, Session};
+
+/// `req.timeout_ms` when absent, and its maximum (PROTOCOL.md §4).
+const REQUEST_TIMEOUT_DEFAULT_MS: u64 = 5_000;
+const REQUEST_TIMEOUT_MAX_MS: u64 = 60_000;
 
 /// State shared by the two halves of a connection.
 pub(super) struct Conn {
     pub outbox: Arc<Outbox>,
     session: Mutex<Option<Arc<Session>>>,
+    /// Reply inboxes of this connection's requests (pruned as they are answered).
+    inboxes: Mutex<Vec<Box<str>>>,
     /// Set when either half ends.
     pub done: CancellationToken,
     /// The server's shutdown signal.
     pub shutdown: CancellationToken,
+    /// Where the writer counts what it writes.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
+/// connections of one session apart, nor name a connection before its `hello`.
+static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Conn {
     pub fn session(&self) -> Option<Arc<Session>> {
@@ -39,31 +53,43 @@ impl Conn {
     }
 }
 
-pub(super) async fn run<S>(state: Arc<AppState>, ws: WebSocketStream<S>, peer: SocketAddr)
+/// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
+/// returning a small future, so the setup's temporaries are not kept for the connection's
+/// lifetime (an idle connection's memory is mostly its futures).
+pub(super) fn run<S>(
+    state: Arc<AppState>,
+    (sink, stream): (writer::Sink<S>, SplitStream<WebSocketStream<S>>),
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(Conn {
         outbox: Arc::new(Outbox::new()),
         session: Mutex::new(None),
+        inboxes: Mutex::new(Vec::new()),
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     });
-    let span = tracing::info_span!("conn", %peer, session = tracing::field::Empty);
-    let (sink, stream) = ws.split();
-    let heartbeat = state.config.heartbeat;
+    let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
+    span.in_scope(|| tracing::debug!("connected"));
+    let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
     let mut reader = Reader {
         state,
-        conn: conn.clone(),
+        conn,
         span: span.clone(),
     };
-    reader.read_loop(stream).instrument(span).await;
-    // Let the writer finish its final words (it is bounded), then leave the session
-    // behind for a resume.
-    let _ = writer.await;
-    if let Some(s) = conn.session() {
-        s.detach(&conn.outbox);
+    async move {
+        reader.read_loop(stream).instrument(span).await;
+        // Let the writer finish its final words (it is bounded), then leave the session
+        // behind for a resume.
+        let _ = writer.await;
+        if let Some(s) = reader.conn.session() {
+            s.detach(&reader.conn.outbox);
+        }
     }
 }
 
@@ -78,7 +104,7 @@ impl Reader {
     where
         St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let heartbeat = self.state.config.heartbeat;
+        let heartbeat = self.state.config().heartbeat;
         let idle_limit = heartbeat * 2;
         let mut deadline = tokio::time::Instant::now() + idle_limit;
         loop {
@@ -103,19 +129,13 @@ impl Reader {
             deadline = tokio::time::Instant::now() + idle_limit;
             match msg {
                 Message::Text(text) => {
-                    if !self.on_text(text.as_str()).await {
+                    // Boxed: an idle connection then only holds the small waiting state of
+                    // this loop, not the space the deepest frame handler needs.
+                    if !Box::pin(self.on_text(text.as_str())).await {
                         break;
                     }
                 }
-                Message::Binary(_) => {
-                    self.ensure_session().await;
-                    self.send_error(
-                        None,
-                        ErrorCode::BadFrame,
-                        "binary frames are not accepted: send JSON text frames",
-                    )
-                    .await;
-                }
+                Message::Binary(_) => Box::pin(self.on_binary()).await,
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
@@ -127,6 +147,16 @@ impl Reader {
         }
     }
 
+    async fn on_binary(&mut self) {
+        self.ensure_session().await;
+        self.send_error(
+            None,
+            ErrorCode::BadFrame,
+            "binary frames are not accepted: send JSON text frames",
+        )
+        .await;
+    }
+
     fn on_socket_error(&self, e: WsError) {
         match e {
             WsError::Capacity(c) => {
@@ -135,11 +165,15 @@ impl Reader {
                     close::TOO_LARGE,
                     &format!(
                         "frame larger than max_frame ({} bytes)",
-                        self.state.config.max_frame
+                        self.state.config().max_frame
                     ),
                 );
             }
             WsError::Utf8(_) => self.close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
+            // The peer vanished (no close frame): nobody is left to tell about a protocol error.
+            WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => tracing::debug!("socket reset without a close frame"),
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "protocol error");
                 self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
@@ -161,6 +195,7 @@ impl Reader {
     }
 
     async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
+        self.state.metrics.error(code);
         self.send(ServerFrame::Error(ErrorFrame {
             id,
             code,
@@ -172,6 +207,55 @@ impl Reader {
     async fn send_ok(&self, id: Option<Id>, ok: OkFrame) {
         if id.is_some() {
             self.send(ServerFrame::Ok(OkFrame { id, ..ok })).await;
+        }
+    }
+
+    /// `req`: publishes with a reply inbox and arms the timeout. The reply itself reaches
+    /// the outbox from whoever publishes to the inbox (see `bus::requests`).
+    async fn request(
+        &mut self,
+        id: Option<Id>,
+        topic: &str,
+        data: &serde_json::value::RawValue,
+        timeout_ms: Option<u64>,
+    ) {
+        let timeout_ms = timeout_ms.unwrap_or(REQUEST_TIMEOUT_DEFAULT_MS);
+        if timeout_ms == 0 || timeout_ms > REQUEST_TIMEOUT_MAX_MS {
+            let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
+            return self.send_error(id, ErrorCode::BadRequest, msg).await;
+        }
+        let max = self.state.config().limits.max_pending_requests;
+        self.conn
+            .inboxes
+            .lock()
+            .retain(|i| self.state.bus.request_open(i));
+        if self.conn.inboxes.lock().len() >= max {
+            let msg = format!("at most {max} requests may wait for a reply at once");
+            return self.send_error(id, ErrorCode::RateLimited, msg).await;
+        }
+        let bus = self.state.bus.clone();
+        match bus.request(topic, data, self.conn.outbox.clone(), id.clone()) {
+            Ok(inbox) => {
+                self.conn.inboxes.lock().push(inbox.clone());
+                let outbox = self.conn.outbox.clone();
+                let done = self.conn.done.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = done.cancelled() => { bus.cancel_request(&inbox); }
+                        _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {
+                            if bus.cancel_request(&inbox) {
+                                let frame = ServerFrame::Error(ErrorFrame {
+                                    id,
+                                    code: ErrorCode::Timeout,
+                                    message: format!("no reply within {timeout_ms} ms"),
+                                });
+                                let _ = outbox.try_push_control(frame.encode());
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => self.send_error(id, e.code(), e.to_string()).await,
         }
     }
 
@@ -224,8 +308,8 @@ impl Reader {
         self.send(ServerFrame::Welcome(WelcomeFrame {
             session: session.id().to_string(),
             resumed,
-            heartbeat_ms: self.state.config.heartbeat.as_millis() as u64,
-            max_frame: self.state.config.max_frame,
+            heartbeat_ms: self.state.config().heartbeat.as_millis() as u64,
+            max_frame: self.state.config().max_frame,
         }))
         .await;
         *self.conn.session.lock() = Some(session.clone());
@@ -258,23 +342,17 @@ impl Reader {
                 rewind,
                 since,
             } => {
-                let unsupported = if ack.is_some() {
-                    Some("'ack'")
-                } else if rewind.is_some() {
-                    Some("'rewind'")
-                } else if since.is_some() {
-                    Some("'since'")
-                } else {
-                    None
+                let opts = SubOptions {
+                    group: group.as_deref(),
+                    manual_ack: ack == Some(AckMode::Manual),
+                    rewind,
+                    since: since.as_ref(),
                 };
-                let result = match unsupported {
-                    Some(what) => Err(BusError::NotSupported(what)),
-                    None => bus.subscribe_session(session, &pattern, group.as_deref()),
-                };
-                match result {
-                    Ok(_) => {
+                match bus.subscribe_with(session, &pattern, &opts) {
+                    Ok(outcome) => {
                         let ok = OkFrame {
                             pattern: Some(pattern.into_owned()),
+                            recovered: outcome.recovered,
                             ..Default::default()
                         };
                         self.send_ok(id, ok).await
@@ -320,19 +398,42 @@ impl Reader {
                     Err(e) => self.send_error(id, e.code(), e.to_string()).await,
                 }
             }
-            f @ (ClientFrame::Req { .. }
-            | ClientFrame::Ack { .. }
-            | ClientFrame::History { .. }
-            | ClientFrame::Presence { .. }) => {
-                let id = f.id().cloned();
-                let op = f.op();
-                self.send_error(
-                    id,
-                    ErrorCode::BadRequest,
-                    format!("'{op}' is not supported yet by this server"),
-                )
-                .await
+            ClientFrame::Req {
+                id,
+                topic,
+                data,
+                timeout_ms,
+            } => self.request(id, &topic, data, timeout_ms).await,
+            ClientFrame::Ack { seq } => {
+                bus.ack(session, seq);
             }
+            ClientFrame::History {
+                id,
+                topic,
+                since,
+                limit,
+            } => match bus.history(&topic, since, limit) {
+                Ok(page) => {
+                    let ok = OkFrame {
+                        epoch: Some(page.epoch.to_string()),
+                        messages: Some(page.rows()),
+                        ..Default::default()
+                    };
+                    self.send_ok(id, ok).await
+                }
+                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+            },
+            ClientFrame::Presence { id, topic } => match bus.presence(&topic) {
+                Ok(list) => {
+                    let ok = OkFrame {
+                        count: Some(list.count),
+                        clients: Some(list.clients),
+                        ..Default::default()
+                    };
+                    self.send_ok(id, ok).await
+                }
+                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+            },
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::protocol::{ErrorCode, SUBPROTOCOL};
 
 /// Bytes read from the socket at a time. Frames larger than this still arrive whole (the
 /// buffer grows up to `max_frame`), but idle connections hold only this much.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Writes are batched (`feed` many, `flush` once); tungstenite writes to the socket early
 /// only once this much is pending.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -73,10 +73,11 @@ pub(crate) async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
 
-    let max = state.config.limits.max_connections as u64;
+    let max = state.config().limits.max_connections as u64;
     let stats = state.bus.stats();
     if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.connection_rejected();
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
@@ -92,21 +93,31 @@ pub(crate) async fn upgrade(
         );
     };
     let st = state.clone();
-    state.tasks.spawn(async move {
+    let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(socket_config(st.config.max_frame)),
+                    Some(socket_config(st.config().max_frame)),
                 )
                 .await;
-                conn::run(st.clone(), ws, peer).await;
+                st.metrics.connection_opened();
+                // Split here and box the rest: the idle connection then holds only the
+                // connection's own small future, not the space of the stream, the upgrade
+                // and the handshake states.
+                Box::pin(conn::run(
+                    st.clone(),
+                    futures_util::StreamExt::split(ws),
+                    peer,
+                ))
+                .await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
         st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
-    });
+    };
+    state.tasks.spawn(fut);
 
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

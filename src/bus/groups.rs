@@ -1,0 +1,268 @@
+//! Queue groups (PROTOCOL.md §5 "Groups and work queues"): each message goes to one member
+//! of each matching group, and with `ack: "manual"` it is redelivered until acked or sent
+//! to the dead-letter topic.
+//!
+//! A group is identified by its (pattern, name): members that subscribe to the same pattern
+//! under the same name share the work. The group, not each member, sits in the group
+//! router, so matching cost does not grow with the number of members.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::event::{Delivery, Event};
+use crate::session::{SeqState, Session};
+use crate::topic::Pattern;
+
+static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
+
+/// One member of a group: a session and how it acknowledges.
+#[derive(Debug, Clone)]
+struct Member {
+    session: Arc<Session>,
+    manual: bool,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    key: u64,
+    members: Mutex<Members>,
+}
+
+#[derive(Debug, Default)]
+struct Members {
+    list: Vec<Member>,
+    /// Round-robin cursor.
+    next: usize,
+}
+
+/// Where one group message went.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub session: Arc<Session>,
+    pub manual: bool,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            key: NEXT_GROUP.fetch_add(1, Ordering::Relaxed),
+            members: Mutex::new(Members::default()),
+        }
+    }
+
+    /// The next member in turn, preferring connected members with room in their buffer,
+    /// then any connected member, and `avoid` (the member that failed to ack) last.
+    pub fn pick(&self, avoid: Option<u64>) -> Option<Picked> {
+        let mut m = self.members.lock();
+        let n = m.list.len();
+        if n == 0 {
+            return None;
+        }
+        let start = m.next;
+        let mut fallback: Option<usize> = None;
+        for rank in [0u8, 1, 2, 3] {
+            for k in 0..n {
+                let i = (start + k) % n;
+                let member = &m.list[i];
+                if member.session.is_closed() {
+                    continue;
+                }
+                let avoided = avoid == Some(member.session.key());
+                let attached = member.session.is_attached();
+                let ok = match rank {
+                    0 => attached && !avoided && member.session.has_room(),
+                    1 => attached && !avoided,
+                    2 => attached,
+                    _ => !avoided,
+                };
+                if ok {
+                    m.next = (i + 1) % n;
+                    let p = &m.list[i];
+                    return Some(Picked {
+                        session: p.session.clone(),
+                        manual: p.manual,
+                    });
+                }
+                if fallback.is_none() {
+                    fallback = Some(i);
+                }
+            }
+        }
+        let i = fallback?;
+        m.next = (i + 1) % n;
+        Some(Picked {
+            session: m.list[i].session.clone(),
+            manual: m.list[i].manual,
+        })
+    }
+}
+
+/// The group router's handle for a group: identity by key.
+#[derive(Debug, Clone)]
+pub struct GroupRef(pub Arc<Group>);
+
+impl PartialEq for GroupRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+impl Eq for GroupRef {}
+impl std::hash::Hash for GroupRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.key);
+    }
+}
+
+/// All groups by (pattern, name).
+#[derive(Debug, Default)]
+pub struct Groups {
+    map: DashMap<(Arc<str>, Arc<str>), Arc<Group>>,
+}
+
+impl Groups {
+    /// Adds `session` to the group; returns the group when it was just created (the caller
+    /// puts it in the group router).
+    pub fn join(
+        &self,
+        pattern: &Pattern,
+        name: &str,
+        session: &Arc<Session>,
+        manual: bool,
+    ) -> Option<Arc<Group>> {
+        let key = (Arc::<str>::from(pattern.as_str()), Arc::<str>::from(name));
+        let mut created = None;
+        let entry = self.map.entry(key).or_insert_with(|| {
+            let g = Arc::new(Group::new());
+            created = Some(g.clone());
+            g
+        });
+        let mut m = entry.members.lock();
+        if !m.list.iter().any(|x| x.session.key() == session.key()) {
+            m.list.push(Member {
+                session: session.clone(),
+                manual,
+            });
+        }
+        created
+    }
+
+    /// Removes `session` from the group; returns the group when it became empty (the caller
+    /// takes it out of the group router).
+    pub fn leave(&self, pattern: &str, name: &str, session: &Session) -> Option<Arc<Group>> {
+        let key = (Arc::<str>::from(pattern), Arc::<str>::from(name));
+        let removed = self.map.remove_if(&key, |_, g| {
+            let mut m = g.members.lock();
+            m.list.retain(|x| x.session.key() != session.key());
+            m.list.is_empty()
+        });
+        removed.map(|(_, g)| g)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// A group message handed out with `ack: "manual"` and not acknowledged yet.
+///
+/// `ack_wait` runs from when the message is *written* to the member's socket, not from
+/// when it entered the member's buffer: a worker with a backlog is not punished for it.
+/// Until it is written, the message waits as long as its member stays connected.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    pub event: Arc<Event>,
+    pub group: Arc<Group>,
+    pub holder: Arc<Session>,
+    /// Deliveries so far, this one included (a delivery that never reached the socket
+    /// does not count).
+    pub deliveries: u32,
+    pub ack_wait: Duration,
+    /// While unsent: when it entered the buffer; once sent: when the wait ends.
+    pub deadline: Instant,
+    pub sent: bool,
+}
+
+/// Why an unacked message is handed to another member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Written but not acked within `ack_wait`.
+    Expired,
+    /// Never written: its member left or dropped it from a full buffer.
+    Undelivered,
+}
+
+/// Unacked messages by (session key, seq): `ack {seq}` comes from one session.
+#[derive(Debug, Default)]
+pub struct Pending {
+    map: DashMap<(u64, u64), Unacked>,
+}
+
+impl Pending {
+    pub fn insert(&self, seq: u64, u: Unacked) {
+        self.map.insert((u.holder.key(), seq), u);
+    }
+
+    /// Settles a message; false when nothing was waiting for that seq.
+    pub fn ack(&self, session: u64, seq: u64) -> bool {
+        self.map.remove(&(session, seq)).is_some()
+    }
+
+    /// Starts the wait of messages that were written since the last look, and removes and
+    /// returns those due for redelivery, oldest first.
+    pub fn take_due(&self, now: Instant) -> Vec<(Due, u64, Unacked)> {
+        let mut due = Vec::new();
+        for mut e in self.map.iter_mut() {
+            let seq = e.key().1;
+            let u = e.value_mut();
+            if u.sent {
+                if u.deadline <= now {
+                    due.push((*e.key(), Due::Expired));
+                }
+                continue;
+            }
+            match u.holder.seq_state(seq) {
+                SeqState::Sent => {
+                    u.sent = true;
+                    u.deadline = now + u.ack_wait;
+                }
+                SeqState::Unsent if u.holder.is_attached() => {}
+                SeqState::Unsent => {
+                    if u.deadline + u.ack_wait <= now {
+                        due.push((*e.key(), Due::Undelivered));
+                    }
+                }
+                SeqState::Gone => due.push((*e.key(), Due::Undelivered)),
+            }
+        }
+        let mut out: Vec<(Due, u64, Unacked)> = due
+            .into_iter()
+            .filter_map(|(k, why)| self.map.remove(&k).map(|(_, u)| (why, k.1, u)))
+            .collect();
+        out.sort_by_key(|(_, _, u)| u.event.offset);
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// How a group message was (re)delivered, for the msg frame.
+pub fn delivery(deliveries: u32) -> Delivery {
+    if deliveries > 1 {
+        Delivery {
+            redelivered: Some(deliveries),
+            ..Delivery::LIVE
+        }
+    } else {
+        Delivery::LIVE
+    }
+}

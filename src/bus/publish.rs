@@ -1,0 +1,363 @@
+//! Publishing: offsets, de-duplication, history, retained messages, fan-out to plain
+//! subscribers and groups, and the redelivery of unacked group messages.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use super::groups::{self, Due, Unacked};
+use super::requests::INBOX_PREFIX;
+use super::{Bus, BusError, MAX_MSG_ID};
+use crate::event::{Delivery, Event, EventParts, now_ms};
+use crate::protocol::Id;
+use crate::session::{Outbox, SeqState};
+use crate::topic::Topic;
+
+/// A publish as every transport hands it to the bus.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    /// Valid JSON.
+    pub data: &'a RawValue,
+    pub msg_id: Option<&'a str>,
+    pub retain: bool,
+}
+
+/// The answer to a publish (`ok {offset, epoch, duplicate}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubAck {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    pub duplicate: bool,
+    /// Sessions the message was handed to.
+    pub delivered: usize,
+}
+
+impl Bus {
+    /// Publishes a message. Any topic is allowed, system topics included: this is the
+    /// embedder's own call. Transports use [`Bus::publish_as_client`].
+    pub fn publish(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
+        self.publish_with_reply(p, None)
+    }
+
+    /// Publishes on behalf of a client: system topics (`$…`) are refused (PROTOCOL.md §1),
+    /// except reply inboxes (`$inbox/…`), which is how a responder answers a request.
+    pub fn publish_as_client(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
+        if p.topic.starts_with('$') {
+            crate::topic::validate_topic(p.topic)?;
+            if !p.topic.starts_with(INBOX_PREFIX) {
+                return Err(BusError::Forbidden(format!(
+                    "clients may not publish to system topic '{}'",
+                    p.topic
+                )));
+            }
+        }
+        self.publish(p)
+    }
+
+    /// Publishes any serializable value (embedded use).
+    pub fn publish_json<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        data: &T,
+    ) -> Result<PubAck, BusError> {
+        let raw = serde_json::value::to_raw_value(data)
+            .map_err(|e| BusError::BadRequest(format!("data is not JSON: {e}")))?;
+        self.publish(Publish {
+            topic,
+            data: &raw,
+            msg_id: None,
+            retain: false,
+        })
+    }
+
+    /// Sends a request: publishes `data` to `topic` with a fresh `reply_to` inbox whose
+    /// first reply reaches `outbox` as `reply {id}`. Fails with `no_responders` at once when
+    /// nobody subscribes to `topic`. Returns the inbox; the caller closes it on timeout with
+    /// [`Bus::cancel_request`].
+    pub fn request(
+        &self,
+        topic: &str,
+        data: &RawValue,
+        outbox: Arc<Outbox>,
+        id: Option<Id>,
+    ) -> Result<Box<str>, BusError> {
+        if topic.starts_with('$') {
+            crate::topic::validate_topic(topic)?;
+            return Err(BusError::Forbidden(format!(
+                "requests may not go to system topic '{topic}'"
+            )));
+        }
+        let inbox = self.inner.inboxes.open(outbox, id);
+        let p = Publish {
+            topic,
+            data,
+            msg_id: None,
+            retain: false,
+        };
+        match self.publish_with_reply(p, Some(&inbox)) {
+            Ok(ack) if ack.delivered > 0 => Ok(inbox),
+            Ok(_) => {
+                self.inner.inboxes.close(&inbox);
+                self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+                Err(BusError::NoResponders(topic.to_owned()))
+            }
+            Err(e) => {
+                self.inner.inboxes.close(&inbox);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a request is still waiting for its reply.
+    pub fn request_open(&self, inbox: &str) -> bool {
+        self.inner.inboxes.is_open(inbox)
+    }
+
+    /// Gives up on a request; true when it was still waiting (so it timed out).
+    pub fn cancel_request(&self, inbox: &str) -> bool {
+        let open = self.inner.inboxes.close(inbox);
+        if open {
+            self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        open
+    }
+
+    fn publish_with_reply(
+        &self,
+        p: Publish<'_>,
+        reply_to: Option<&str>,
+    ) -> Result<PubAck, BusError> {
+        let topic = Topic::parse(p.topic)?;
+        if let Some(id) = p.msg_id {
+            if id.len() > MAX_MSG_ID {
+                return Err(BusError::BadRequest(format!(
+                    "'msg_id' is longer than {MAX_MSG_ID} bytes"
+                )));
+            }
+            if id.is_empty() {
+                return Err(BusError::BadRequest("'msg_id' is empty".into()));
+            }
+        }
+        if topic.as_str().starts_with(INBOX_PREFIX) {
+            if p.retain {
+                return Err(BusError::BadRequest(
+                    "a reply to an inbox cannot be retained".into(),
+                ));
+            }
+            // A reply: straight to the requester, never through the router or history.
+            let answered = self.inner.inboxes.reply(topic.as_str(), p.data);
+            if answered {
+                self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(PubAck {
+                offset: 0,
+                epoch: "".into(),
+                duplicate: !answered,
+                delivered: usize::from(answered),
+            });
+        }
+        let entry = self.inner.topics.entry(&topic);
+        let settings = entry.settings();
+        let now = Instant::now();
+        let mut state = entry.lock();
+        if let Some(id) = p.msg_id
+            && let Some(offset) = state.dedup.check(id, settings.dedup_window, now)
+        {
+            let ack = PubAck {
+                offset,
+                epoch: state.epoch.clone(),
+                duplicate: true,
+                delivered: 0,
+            };
+            drop(state);
+            self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(ack);
+        }
+        state.offset += 1;
+        state.last_publish = now;
+        let event = Arc::new(Event::new(
+            EventParts {
+                topic: topic.clone(),
+                data: p.data.get(),
+                msg_id: p.msg_id,
+                reply_to,
+            },
+            state.offset,
+            state.epoch.clone(),
+            now_ms(),
+        ));
+        if let Some(id) = p.msg_id {
+            let offset = state.offset;
+            state.dedup.record(id, offset, now);
+        }
+        state.remember(&event, &settings);
+        if p.retain {
+            if p.data.get() == "null" {
+                state.retained = None;
+                self.inner.retained.remove(&topic);
+            } else {
+                state.retained = Some(event.clone());
+                self.inner.retained.insert(topic.clone());
+            }
+        }
+        let delivered = self.fan_out(&event, settings.ack_wait);
+        let ack = PubAck {
+            offset: state.offset,
+            epoch: state.epoch.clone(),
+            duplicate: false,
+            delivered,
+        };
+        drop(state);
+        let stats = &self.inner.stats;
+        stats.published.fetch_add(1, Ordering::Relaxed);
+        stats
+            .delivered
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        Ok(ack)
+    }
+
+    /// Hands `event` to every plain subscriber and to one member of each matching group.
+    /// Returns the number of sessions it went to.
+    fn fan_out(&self, event: &Arc<Event>, ack_wait: std::time::Duration) -> usize {
+        let topic = event.topic.as_str();
+        let targets = self.inner.router.matches(topic);
+        let mut dropped = 0u64;
+        let mut kicked = 0u64;
+        for s in targets.iter() {
+            let r = s.0.push(event, Delivery::LIVE);
+            dropped += u64::from(r.dropped_unsent);
+            kicked += u64::from(r.kicked);
+        }
+        let mut delivered = targets.len();
+        if !self.inner.group_router.is_empty() {
+            for g in self.inner.group_router.matches(topic).iter() {
+                let Some(picked) = g.0.pick(None) else {
+                    continue;
+                };
+                if picked.session.matches_plain(topic) {
+                    continue; // it already has the message
+                }
+                let r = picked.session.push(event, Delivery::LIVE);
+                dropped += u64::from(r.dropped_unsent);
+                kicked += u64::from(r.kicked);
+                delivered += 1;
+                if picked.manual && r.seq > 0 {
+                    self.inner.pending.insert(
+                        r.seq,
+                        Unacked {
+                            event: event.clone(),
+                            group: g.0.clone(),
+                            holder: picked.session.clone(),
+                            deliveries: 1,
+                            ack_wait,
+                            deadline: Instant::now(),
+                            sent: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.count_drops(dropped, kicked);
+        delivered
+    }
+
+    fn count_drops(&self, dropped: u64, kicked: u64) {
+        if dropped > 0 {
+            self.inner
+                .stats
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        if kicked > 0 {
+            self.inner
+                .stats
+                .slow_consumers
+                .fetch_add(kicked, Ordering::Relaxed);
+        }
+    }
+
+    /// Settles a manual-ack group message (`ack {seq}`); false when nothing awaited it.
+    pub fn ack(&self, session: &crate::session::Session, seq: u64) -> bool {
+        self.inner.pending.ack(session.key(), seq)
+    }
+
+    /// Redelivers group messages whose `ack_wait` passed, preferably to another member;
+    /// after `max_deliveries` they go to `$dlq/<topic>` instead.
+    pub(super) fn redeliver_due(&self) {
+        if self.inner.pending.is_empty() {
+            return;
+        }
+        for (why, seq, u) in self.inner.pending.take_due(Instant::now()) {
+            let max = self
+                .inner
+                .topics
+                .entry(&u.event.topic)
+                .settings()
+                .max_deliveries;
+            let deliveries = match why {
+                Due::Expired => u.deliveries + 1,
+                Due::Undelivered => u.deliveries,
+            };
+            if why == Due::Expired && u.deliveries >= max {
+                self.dead_letter(&u);
+                continue;
+            }
+            let Some(picked) = u.group.pick(Some(u.holder.key())) else {
+                self.dead_letter(&u);
+                continue;
+            };
+            if why == Due::Undelivered
+                && picked.session.key() == u.holder.key()
+                && u.holder.seq_state(seq) == SeqState::Unsent
+            {
+                // Its only member is away but may resume: keep it where it is.
+                self.inner.pending.insert(
+                    seq,
+                    Unacked {
+                        deadline: Instant::now(),
+                        ..u
+                    },
+                );
+                continue;
+            }
+            let r = picked.session.push(&u.event, groups::delivery(deliveries));
+            self.count_drops(u64::from(r.dropped_unsent), u64::from(r.kicked));
+            self.inner.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+            if picked.manual && r.seq > 0 {
+                self.inner.pending.insert(
+                    r.seq,
+                    Unacked {
+                        holder: picked.session.clone(),
+                        deliveries,
+                        deadline: Instant::now(),
+                        sent: false,
+                        ..u
+                    },
+                );
+            }
+        }
+    }
+
+    fn dead_letter(&self, u: &Unacked) {
+        let body = serde_json::json!({
+            "topic": u.event.topic.as_str(),
+            "data": serde_json::from_str::<serde_json::Value>(u.event.data_json())
+                .unwrap_or(serde_json::Value::Null),
+            "deliveries": u.deliveries,
+            "msg_id": u.event.msg_id.as_deref(),
+        });
+        let topic = format!("$dlq/{}", u.event.topic.as_str());
+        match self.publish_json(&topic, &body) {
+            Ok(_) => {
+                self.inner
+                    .stats
+                    .dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, %topic, "dead letter not published"),
+        }
+    }
+}

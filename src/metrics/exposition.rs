@@ -1,0 +1,313 @@
+//! `GET /metrics`: the OpenMetrics text exposition, through `prometheus-client`.
+//!
+//! Everything is read at scrape time by one [`Collector`]: the bus's counters and gauges and
+//! the socket side's [`Metrics`]. Nothing on the publish path knows Prometheus exists.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::{CLOSE_REASONS, ERROR_CODES, Kind, Metrics, Snapshot};
+use crate::bus::Bus;
+
+/// The `Content-Type` of [`Exporter::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Renders the exposition. Built once per server.
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Exporter")
+    }
+}
+
+impl Exporter {
+    pub fn new(bus: Bus, metrics: Arc<Metrics>) -> Exporter {
+        let mut registry = Registry::with_prefix("herald");
+        registry.register(
+            "build",
+            "Herald's version",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(HeraldCollector { bus, metrics }));
+        Exporter { registry }
+    }
+
+    /// The whole exposition, `# EOF` included.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+struct HeraldCollector {
+    bus: Bus,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for HeraldCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeraldCollector")
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let m = ConstCounter::new(v);
+    m.encode(e.encode_descriptor(name, help, None, m.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let m = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    m.encode(e.encode_descriptor(name, help, None, m.metric_type())?)
+}
+
+/// A counter family with one label whose values come from a fixed list.
+fn labeled_counter<'v>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'v str, u64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in values {
+        ConstCounter::new(n).encode(m.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+/// The latency histogram as `prometheus-client` encodes a classic histogram.
+struct Histogram(Snapshot);
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut e: MetricEncoder) -> fmt::Result {
+        let s = &self.0;
+        e.encode_histogram::<NoLabelSet>(
+            s.sum().as_secs_f64(),
+            s.count(),
+            &s.buckets_seconds(),
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for HeraldCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let (bus, m) = (&self.bus, &*self.metrics);
+        let s = bus.stats();
+        let e = &mut e;
+
+        gauge(
+            e,
+            "connections",
+            "Open WebSocket connections.",
+            s.connections.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "connections_opened",
+            "WebSocket connections accepted.",
+            m.connections_opened(),
+        )?;
+        counter(
+            e,
+            "connections_rejected",
+            "WebSocket upgrades refused at limits.max_connections.",
+            m.connections_rejected(),
+        )?;
+        labeled_counter(
+            e,
+            "connections_closed",
+            "WebSocket connections ended, by reason (peer: the client left or the socket failed).",
+            "reason",
+            CLOSE_REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (*r, m.connections_closed(i))),
+        )?;
+        gauge(
+            e,
+            "sessions",
+            "Live sessions, attached or waiting for a resume.",
+            bus.session_count() as u64,
+        )?;
+        gauge(
+            e,
+            "subscriptions",
+            "Subscriptions (a queue group counts once).",
+            bus.subscription_count() as u64,
+        )?;
+        gauge(e, "topics", "Known topics.", bus.topic_count() as u64)?;
+        gauge(
+            e,
+            "groups",
+            "Queue groups with at least one member.",
+            bus.group_count() as u64,
+        )?;
+        gauge(
+            e,
+            "unacked_messages",
+            "Manual-ack group messages awaiting their ack.",
+            bus.unacked_count() as u64,
+        )?;
+        gauge(
+            e,
+            "pending_requests",
+            "Requests waiting for a reply.",
+            bus.pending_requests() as u64,
+        )?;
+
+        let (held, held_bytes, unsent) = bus.buffer_usage();
+        gauge(
+            e,
+            "buffered_messages",
+            "Messages held in session buffers (unsent backlog and sent ones kept for resume).",
+            held as u64,
+        )?;
+        {
+            let g = ConstGauge::new(i64::try_from(held_bytes).unwrap_or(i64::MAX));
+            g.encode(e.encode_descriptor(
+                "buffered",
+                "Bytes held in session buffers.",
+                Some(&Unit::Bytes),
+                g.metric_type(),
+            )?)?;
+        }
+        gauge(
+            e,
+            "unsent_messages",
+            "Sequence numbers not yet written to their socket: buffered messages, and dropped ones a gap will cover.",
+            unsent,
+        )?;
+
+        counter(
+            e,
+            "published",
+            "Messages published (duplicates excluded).",
+            s.published.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "deliveries",
+            "Messages handed to session buffers.",
+            s.delivered.load(Ordering::Relaxed),
+        )?;
+        labeled_counter(
+            e,
+            "messages_written",
+            "msg frames written to sockets, by delivery kind.",
+            "kind",
+            Kind::ALL.iter().map(|k| (k.as_str(), m.written(*k))),
+        )?;
+        {
+            let c = ConstCounter::new(m.bytes_written());
+            c.encode(e.encode_descriptor(
+                "written",
+                "Bytes of frames written to sockets (before WebSocket framing).",
+                Some(&Unit::Bytes),
+                c.metric_type(),
+            )?)?;
+        }
+        counter(
+            e,
+            "dropped_messages",
+            "Unsent messages dropped from full session buffers.",
+            s.dropped.load(Ordering::Relaxed),
+        )?;
+        counter(e, "gaps", "gap frames sent.", m.gaps())?;
+        counter(
+            e,
+            "gap_messages",
+            "Sequence numbers covered by gap frames.",
+            m.gap_messages(),
+        )?;
+        counter(
+            e,
+            "slow_consumers",
+            "Connections closed with 4008 as slow consumers.",
+            s.slow_consumers.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "duplicates",
+            "Publishes answered duplicate: true.",
+            s.duplicates.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "redelivered",
+            "Group messages redelivered after ack_wait.",
+            s.redelivered.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "dead_lettered",
+            "Group messages sent to $dlq after max_deliveries.",
+            s.dead_lettered.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "requests",
+            "Requests answered, timed out or without responders.",
+            s.requests.load(Ordering::Relaxed),
+        )?;
+        labeled_counter(
+            e,
+            "error_frames",
+            "error frames sent to WebSocket clients, by code.",
+            "code",
+            ERROR_CODES.iter().map(|c| (c.as_str(), m.errors(*c))),
+        )?;
+        let (ok, failed) = m.reloads();
+        labeled_counter(
+            e,
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result.",
+            "result",
+            [("ok", ok), ("failed", failed)].into_iter(),
+        )?;
+        // The in-memory store cannot fail; a durable store or the cluster backplane reports
+        // its own health next to this one.
+        {
+            let mut g = e.encode_descriptor(
+                "store_up",
+                "Whether the message store answers (1) or not (0).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1i64).encode(g.encode_family(&[("backend", "memory")])?)?;
+        }
+        {
+            let g = ConstGauge::new(m.started_unix().as_secs_f64());
+            g.encode(e.encode_descriptor(
+                "start_time",
+                "When the server started, Unix time.",
+                Some(&Unit::Seconds),
+                g.metric_type(),
+            )?)?;
+        }
+        Histogram(m.latency.snapshot()).encode(e.encode_descriptor(
+            "publish_to_write",
+            "Time from a live message's publish to the flush of the socket write carrying it.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?)
+    }
+}

@@ -351,12 +351,16 @@ impl Results {
 }
 
 fn shape(r: &Report) -> String {
+    let subs = match r.subscribers {
+        1 => "1 sub".to_owned(),
+        n => format!("{n} subs"),
+    };
     match r.scenario {
         Scenario::Topics => format!(
-            "{} topics, {} pub → {} subs on a wildcard, {} B",
-            r.topics, r.publishers, r.subscribers, r.size
+            "{} topics, {} pub → {subs} on a wildcard, {} B",
+            r.topics, r.publishers, r.size
         ),
-        _ => format!("{} pub → {} subs, {} B", r.publishers, r.subscribers, r.size),
+        _ => format!("{} pub → {subs}, {} B", r.publishers, r.size),
     }
 }
 

@@ -77,7 +77,11 @@ fn every_scenario_delivers_without_loss_and_the_report_is_written() {
         "4",
     ];
     let with = |extra: &[&'static str]| -> Vec<&str> {
-        common.iter().copied().chain(extra.iter().copied()).collect()
+        common
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect()
     };
 
     let fanout = bench(
@@ -168,12 +172,18 @@ fn every_scenario_delivers_without_loss_and_the_report_is_written() {
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.starts_with("# Benchmarks\n\nkept\n"), "{text}");
     assert!(!text.contains("\nold\n"), "{text}");
-    assert!(text.contains("| fan-out (1 pub → 8 subs, 100 B) |"), "{text}");
+    assert!(
+        text.contains("| fan-out (1 pub → 8 subs, 100 B) |"),
+        "{text}"
+    );
     assert!(text.contains("- a fact"), "{text}");
     assert!(text.contains("](bench/compare.svg)"), "{text}");
     assert!(text.trim_end().ends_with("<!-- compare:end -->"), "{text}");
     let chart = std::fs::read_to_string(&svg).unwrap();
-    assert!(chart.starts_with("<svg") && chart.contains("Herald"), "{chart}");
+    assert!(
+        chart.starts_with("<svg") && chart.contains("Herald"),
+        "{chart}"
+    );
 }
 
 #[test]

@@ -216,12 +216,16 @@ impl RunArgs {
             Scenario::Fanin => ("bench/fanin".to_owned(), vec!["bench/fanin".to_owned()]),
             Scenario::Topics => {
                 if !self.target.has_wildcards() {
-                    return usage("the topics scenario needs wildcard subscriptions, which Socket.IO rooms do not have");
+                    return usage(
+                        "the topics scenario needs wildcard subscriptions, which Socket.IO rooms do not have",
+                    );
                 }
                 if self.topics == 0 {
                     return usage("--topics must be at least 1");
                 }
-                let topics = (0..self.topics).map(|i| format!("bench/many/{i}")).collect();
+                let topics = (0..self.topics)
+                    .map(|i| format!("bench/many/{i}"))
+                    .collect();
                 ("bench/many/*".to_owned(), topics)
             }
             Scenario::Idle => ("bench/idle".to_owned(), Vec::new()),

@@ -71,9 +71,11 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     let mut subs = Vec::with_capacity(subscribers.len());
     // Subscriptions are confirmed one connection at a time but concurrently.
     let topic = plan.sub_topic.as_str();
-    let mut confirmed = futures_util::stream::iter(subscribers.into_iter().map(|mut c| async move {
-        c.subscribe(&[topic]).await.map(|()| c)
-    }))
+    let mut confirmed = futures_util::stream::iter(
+        subscribers
+            .into_iter()
+            .map(|mut c| async move { c.subscribe(&[topic]).await.map(|()| c) }),
+    )
     .buffer_unordered(CONNECT_CONCURRENCY);
     while let Some(c) = confirmed.next().await {
         subs.push(c?);
@@ -183,10 +185,10 @@ async fn connect_all(plan: &Plan, first: usize, n: usize) -> Result<Vec<Client>,
 }
 
 async fn subscriber(i: usize, mut c: Client, shared: Rc<Shared>) {
-    if let Err(e) = receive(i, &mut c, &shared).await {
-        if !shared.stop.is_cancelled() {
-            shared.fail(&format!("subscriber {i}"), e);
-        }
+    if let Err(e) = receive(i, &mut c, &shared).await
+        && !shared.stop.is_cancelled()
+    {
+        shared.fail(&format!("subscriber {i}"), e);
     }
 }
 

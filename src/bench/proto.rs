@@ -17,7 +17,9 @@ use super::BenchError;
 use super::ws::{self, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WsConn, WsUrl};
 
 /// Which server the tool talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// Herald v1
@@ -112,8 +114,10 @@ impl Client {
         };
         match target {
             Target::Herald => {
-                c.send_text(br#"{"op":"hello","client":"herald-bench"}"#).await?;
-                c.expect(|f| f.starts_with(br#"{"op":"welcome""#), "welcome").await?;
+                c.send_text(br#"{"op":"hello","client":"herald-bench"}"#)
+                    .await?;
+                c.expect(|f| f.starts_with(br#"{"op":"welcome""#), "welcome")
+                    .await?;
             }
             Target::Nats => {
                 c.expect_nats_info().await?;
@@ -123,7 +127,8 @@ impl Client {
             Target::Socketio => {
                 c.expect(|f| f.starts_with(b"0{"), "Engine.IO open").await?;
                 c.send_text(b"40").await?;
-                c.expect(|f| f.starts_with(b"40"), "Socket.IO connect").await?;
+                c.expect(|f| f.starts_with(b"40"), "Socket.IO connect")
+                    .await?;
             }
         }
         Ok(c)

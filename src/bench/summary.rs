@@ -27,8 +27,9 @@ pub fn write(args: &ReportArgs) -> Result<(), BenchError> {
     let mut reports = Vec::new();
     for path in &args.results {
         let text = std::fs::read_to_string(path)?;
-        let r: Report = serde_json::from_str(&text)
-            .map_err(|e| BenchError::Usage(format!("{}: not a bench result: {e}", path.display())))?;
+        let r: Report = serde_json::from_str(&text).map_err(|e| {
+            BenchError::Usage(format!("{}: not a bench result: {e}", path.display()))
+        })?;
         reports.push(r);
     }
     let results = Results(reports);
@@ -49,11 +50,7 @@ pub fn write(args: &ReportArgs) -> Result<(), BenchError> {
     std::fs::write(&args.svg, results.chart())?;
     let old = std::fs::read_to_string(&args.out).unwrap_or_default();
     std::fs::write(&args.out, splice(&old, &section))?;
-    println!(
-        "wrote {} and {}",
-        args.out.display(),
-        args.svg.display()
-    );
+    println!("wrote {} and {}", args.out.display(), args.svg.display());
     Ok(())
 }
 
@@ -147,6 +144,7 @@ impl Results {
     }
 
     fn ratio_table(&self, s: &mut String) {
+        let mut footnotes = Vec::new();
         let _ = writeln!(
             s,
             "| scenario | measure | Herald | NATS | Socket.IO | Herald ÷ NATS | Herald ÷ Socket.IO | goal |"
@@ -195,7 +193,10 @@ impl Results {
                 .unwrap_or_default()
         };
         for (name, pick) in [
-            ("p50", (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64),
+            (
+                "p50",
+                (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64,
+            ),
             ("p99", |l| l.p99_us),
             ("p99.9", |l| l.p999_us),
         ] {
@@ -214,7 +215,10 @@ impl Results {
                 fmt_us(v[2]).to_string()
                     + &self
                         .get(Target::Socketio, Scenario::Latency)
-                        .filter(|r| r.target_rate != self.get(Target::Herald, Scenario::Latency).and_then(|h| h.target_rate))
+                        .filter(|r| r.target_rate
+                            != self
+                                .get(Target::Herald, Scenario::Latency)
+                                .and_then(|h| h.target_rate))
                         .and_then(|r| r.target_rate)
                         .map(|r| format!(" (at {}/s)", fmt_count(r as f64)))
                         .unwrap_or_default(),
@@ -222,11 +226,29 @@ impl Results {
                 fmt_ratio(ratio(v[0], v[2])),
             );
         }
+        let behind: Vec<&str> = TARGETS
+            .iter()
+            .filter(|&&t| self.get(t, Scenario::Latency).is_some_and(|r| r.lost > 0))
+            .map(|t| t.label())
+            .collect();
+        if !behind.is_empty() {
+            footnotes.push(format!(
+                "Latency: {} lost messages in the fixed-rate run, so it fell behind the rate \
+                 (its CPU share during the run is under “Every run”); that latency measures a \
+                 growing backlog more than the server's own delay.",
+                behind.join(", ")
+            ));
+        }
         let v: Vec<_> = TARGETS.iter().map(|&t| self.idle(t)).collect();
         let conns = self
             .get(Target::Herald, Scenario::Idle)
             .and_then(|r| r.connections)
-            .map(|n| format!(" ({} connections, 1 subscription each)", fmt_count(n as f64)))
+            .map(|n| {
+                format!(
+                    " ({} connections, 1 subscription each)",
+                    fmt_count(n as f64)
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(
             s,
@@ -238,6 +260,9 @@ impl Results {
             fmt_ratio(ratio(v[0], v[2])),
             goal_cell(v[0].map(|b| b <= IDLE_GOAL_BYTES), "≤ 8 KiB"),
         );
+        for f in footnotes {
+            let _ = writeln!(s, "\nNote: {f}");
+        }
     }
 
     fn detail_table(&self, s: &mut String) {
@@ -248,7 +273,10 @@ impl Results {
              |---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &self.0 {
-            let pct = |c: Option<f64>| c.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or("–".into());
+            let pct = |c: Option<f64>| {
+                c.map(|c| format!("{:.0}%", c * 100.0))
+                    .unwrap_or("–".into())
+            };
             let (published, delivered, lost, rate) = if r.scenario == Scenario::Idle {
                 (
                     "–".to_string(),
@@ -313,7 +341,10 @@ impl Results {
                         .unwrap_or_default()
                 ),
                 groups: [
-                    ("p50", (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64),
+                    (
+                        "p50",
+                        (|l: &super::Latency| l.p50_us) as fn(&super::Latency) -> f64,
+                    ),
                     ("p99", |l| l.p99_us),
                     ("p99.9", |l| l.p999_us),
                 ]
@@ -321,7 +352,11 @@ impl Results {
                 .map(|&(label, pick)| Group {
                     label: label.into(),
                     // Socket.IO runs at a lower rate; its latency is in the table, not here.
-                    values: vec![self.p(Target::Herald, pick), self.p(Target::Nats, pick), None],
+                    values: vec![
+                        self.p(Target::Herald, pick),
+                        self.p(Target::Nats, pick),
+                        None,
+                    ],
                 })
                 .collect(),
                 format: |v| format!("{v:.0}"),
@@ -452,7 +487,10 @@ mod tests {
     fn splice_replaces_only_the_section() {
         let old = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\nafter\n");
         let new = splice(&old, "new");
-        assert_eq!(new, format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"));
+        assert_eq!(
+            new,
+            format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n")
+        );
         assert!(splice("", "x").contains(&format!("{BEGIN}\nx\n{END}")));
         let appended = splice("# Mine\n", "x");
         assert!(appended.starts_with("# Mine\n"));

@@ -116,7 +116,9 @@ impl WsConn {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         let status = head.lines().next().unwrap_or_default();
         if !status.contains(" 101 ") {
-            return Err(BenchError::Handshake(format!("expected 101, got '{status}'")));
+            return Err(BenchError::Handshake(format!(
+                "expected 101, got '{status}'"
+            )));
         }
         let accept = derive_accept_key(key.as_bytes());
         let accepted = head.lines().any(|l| {
@@ -211,7 +213,8 @@ impl WsConn {
                 self.partial.clear();
                 self.partial_op = opcode;
             }
-            self.partial.extend_from_slice(&self.buf[begin..begin + len]);
+            self.partial
+                .extend_from_slice(&self.buf[begin..begin + len]);
             if fin {
                 break None;
             }
@@ -238,7 +241,9 @@ fn parse_header(b: &[u8]) -> Result<Option<(bool, u8, usize, usize)>, BenchError
     let fin = b[0] & 0x80 != 0;
     let opcode = b[0] & 0x0F;
     if b[1] & 0x80 != 0 {
-        return Err(BenchError::Protocol("the server sent a masked frame".into()));
+        return Err(BenchError::Protocol(
+            "the server sent a masked frame".into(),
+        ));
     }
     let (start, len) = match b[1] & 0x7F {
         126 => {

@@ -43,11 +43,7 @@ fn write_path(c: &mut Criterion) {
 fn scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("scrape");
     for sessions in [1_000usize, 100_000] {
-        let config = herald::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        };
-        let bus = Bus::new(config);
+        let bus = Bus::new(herald::Config::default());
         let mut keep = Vec::with_capacity(sessions);
         for i in 0..sessions {
             let s = bus.open_session();

@@ -71,7 +71,7 @@ pub struct ServeArgs {
     /// Configuration file (TOML)
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory of the durable store; absent: in memory [not supported yet]
+    /// Directory of the durable store (topics with `persist = true`); absent: in memory
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Redis URL for cluster mode [not supported yet]

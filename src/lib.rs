@@ -25,6 +25,7 @@
 //!
 //! The wire protocol is specified in `PROTOCOL.md`; [`protocol`] holds its frame types.
 
+pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod cli;

@@ -6,6 +6,9 @@ use clap::Parser;
 use herald::cli::{Cli, Command, LogFormat, ServeArgs, run_config_command};
 use herald::server::Server;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -37,7 +40,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("cannot listen on {listen}: {e}");
+                tracing::error!("cannot start on {listen}: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -8,6 +8,7 @@
 
 mod error;
 mod groups;
+mod persist;
 mod presence;
 mod publish;
 mod query;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use error::BusError;
+pub use persist::{MAX_IN_FLIGHT, PendingAck, Published};
 pub use publish::{PubAck, Publish};
 pub use query::{HistoryPage, PresenceList};
 pub use requests::INBOX_PREFIX;
@@ -32,7 +34,7 @@ use crate::config::{Config, ConfigError};
 use crate::reload::{Live, Reload, Settings};
 use crate::router::Router;
 use crate::session::{Registry, Session, SessionRef};
-use crate::store::{MemoryStore, TopicInfo};
+use crate::store::{MemoryStore, StoreError, TopicInfo};
 use crate::topic::{Pattern, Topic};
 use groups::{GroupRef, Groups, Pending};
 use presence::Presence;
@@ -67,6 +69,8 @@ struct Inner {
     inboxes: Inboxes,
     sessions: Registry,
     topics: MemoryStore,
+    /// The durable store of persisted topics (with a data directory).
+    durable: Option<persist::Persistence>,
     /// Topics holding a retained message: a new wildcard subscription looks only at these.
     retained: dashmap::DashSet<Topic>,
     stats: Stats,
@@ -103,12 +107,39 @@ pub struct TopicRow {
 }
 
 impl Bus {
+    /// A bus for `config`.
+    ///
+    /// # Panics
+    /// When `config.data_dir` is set and the durable store there cannot be opened; use
+    /// [`Bus::open`] to get that as an error.
     pub fn new(config: Config) -> Bus {
+        match Self::open(config) {
+            Ok(bus) => bus,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A bus for `config`, opening and recovering the durable store when `config.data_dir`
+    /// is set (every persisted topic's epoch, offset, history and retained message come
+    /// back before this returns).
+    pub fn open(config: Config) -> Result<Bus, StoreError> {
+        let durable_dir = config.data_dir.clone();
         let live = Live::new(Settings::compile_lenient(config));
         let rules = live.clone();
         let settings = move |topic: &Topic| rules.load().topic(topic);
-        Bus {
-            inner: Arc::new(Inner {
+        let mut topics = MemoryStore::with_settings(Box::new(settings));
+        if durable_dir.is_some() {
+            topics = topics.keep_persisted();
+        }
+        let retained = dashmap::DashSet::new();
+        let mut opened: Result<(), StoreError> = Ok(());
+        let inner = Arc::new_cyclic(|weak| {
+            let durable = persist::open(durable_dir.as_deref(), &topics, &retained, weak.clone())
+                .unwrap_or_else(|e| {
+                    opened = Err(e);
+                    None
+                });
+            Inner {
                 live,
                 reloading: parking_lot::Mutex::new(()),
                 router: Router::new(),
@@ -118,11 +149,13 @@ impl Bus {
                 presence: Presence::default(),
                 inboxes: Inboxes::default(),
                 sessions: Registry::new(),
-                topics: MemoryStore::with_settings(Box::new(settings)),
-                retained: dashmap::DashSet::new(),
+                topics,
+                durable,
+                retained,
                 stats: Stats::default(),
-            }),
-        }
+            }
+        });
+        opened.map(|()| Bus { inner })
     }
 
     /// The configuration in effect (it changes on reload: read it when needed, don't keep it).

@@ -8,11 +8,13 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use super::groups::{self, Due, Unacked};
+use super::persist::Published;
 use super::requests::INBOX_PREFIX;
 use super::{Bus, BusError, MAX_MSG_ID};
 use crate::event::{Delivery, Event, EventParts, now_ms};
 use crate::protocol::Id;
 use crate::session::{Outbox, SeqState};
+use crate::store::RetainOp;
 use crate::topic::Topic;
 
 /// A publish as every transport hands it to the bus.
@@ -38,23 +40,35 @@ pub struct PubAck {
 impl Bus {
     /// Publishes a message. Any topic is allowed, system topics included: this is the
     /// embedder's own call. Transports use [`Bus::publish_as_client`].
+    ///
+    /// On a persisted topic (with a data directory) the message is queued for the disk and
+    /// delivered once durable; the ack returned has its offset but `delivered: 0`. Use
+    /// [`Bus::publish_durable`] to wait for the disk.
     pub fn publish(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
         self.publish_with_reply(p, None)
     }
 
     /// Publishes on behalf of a client: system topics (`$…`) are refused (PROTOCOL.md §1),
     /// except reply inboxes (`$inbox/…`), which is how a responder answers a request.
+    ///
+    /// On a persisted topic the ack comes before the message is durable; transports that
+    /// must not ack earlier use [`Bus::submit_as_client`].
     pub fn publish_as_client(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
-        if p.topic.starts_with('$') {
-            crate::topic::validate_topic(p.topic)?;
-            if !p.topic.starts_with(INBOX_PREFIX) {
+        self.check_client_topic(p.topic)?;
+        self.publish(p)
+    }
+
+    /// Refuses system topics to clients, except reply inboxes.
+    pub(super) fn check_client_topic(&self, topic: &str) -> Result<(), BusError> {
+        if topic.starts_with('$') {
+            crate::topic::validate_topic(topic)?;
+            if !topic.starts_with(INBOX_PREFIX) {
                 return Err(BusError::Forbidden(format!(
-                    "clients may not publish to system topic '{}'",
-                    p.topic
+                    "clients may not publish to system topic '{topic}'"
                 )));
             }
         }
-        self.publish(p)
+        Ok(())
     }
 
     /// Publishes any serializable value (embedded use).
@@ -97,8 +111,13 @@ impl Bus {
             msg_id: None,
             retain: false,
         };
-        match self.publish_with_reply(p, Some(&inbox)) {
-            Ok(ack) if ack.delivered > 0 => Ok(inbox),
+        let result = self.publish_inner(p, Some(&inbox), None).map(|r| match r {
+            // Not delivered yet: whether anyone will get it is whether anyone matches now.
+            Published::Pending(_) => usize::from(self.has_subscribers(topic)),
+            Published::Done(ack) => ack.delivered,
+        });
+        match result {
+            Ok(delivered) if delivered > 0 => Ok(inbox),
             Ok(_) => {
                 self.inner.inboxes.close(&inbox);
                 self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -125,11 +144,29 @@ impl Bus {
         open
     }
 
+    /// Whether a plain subscription or a group matches `topic`.
+    fn has_subscribers(&self, topic: &str) -> bool {
+        !self.inner.router.matches(topic).is_empty()
+            || (!self.inner.group_router.is_empty()
+                && !self.inner.group_router.matches(topic).is_empty())
+    }
+
     fn publish_with_reply(
         &self,
         p: Publish<'_>,
         reply_to: Option<&str>,
     ) -> Result<PubAck, BusError> {
+        self.publish_inner(p, reply_to, None).map(Published::now)
+    }
+
+    /// The publish itself. `permit` is the room taken in the durable queue (when the topic
+    /// is persisted and the caller could wait for it).
+    pub(super) fn publish_inner(
+        &self,
+        p: Publish<'_>,
+        reply_to: Option<&str>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Published, BusError> {
         let topic = Topic::parse(p.topic)?;
         if let Some(id) = p.msg_id {
             if id.len() > MAX_MSG_ID {
@@ -152,12 +189,12 @@ impl Bus {
             if answered {
                 self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
             }
-            return Ok(PubAck {
+            return Ok(Published::Done(PubAck {
                 offset: 0,
                 epoch: "".into(),
                 duplicate: !answered,
                 delivered: usize::from(answered),
-            });
+            }));
         }
         let entry = self.inner.topics.entry(&topic);
         let settings = entry.settings();
@@ -174,7 +211,14 @@ impl Bus {
             };
             drop(state);
             self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(ack);
+            return Ok(Published::Done(ack));
+        }
+        let durable = self.persisted(&entry);
+        if let Some(d) = durable {
+            // Refuse before taking an offset that could then never be stored.
+            d.committer
+                .check()
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
         }
         state.offset += 1;
         state.last_publish = now;
@@ -192,6 +236,17 @@ impl Bus {
         if let Some(id) = p.msg_id {
             let offset = state.offset;
             state.dedup.record(id, offset, now);
+        }
+        if let Some(d) = durable {
+            let retain = p.retain.then(|| {
+                if p.data.get() == "null" {
+                    RetainOp::Clear
+                } else {
+                    RetainOp::Set
+                }
+            });
+            let pending = self.queue_durable(d, &entry, event, retain, permit)?;
+            return Ok(Published::Pending(pending));
         }
         state.remember(&event, &settings);
         if p.retain {
@@ -216,12 +271,12 @@ impl Bus {
         stats
             .delivered
             .fetch_add(delivered as u64, Ordering::Relaxed);
-        Ok(ack)
+        Ok(Published::Done(ack))
     }
 
     /// Hands `event` to every plain subscriber and to one member of each matching group.
     /// Returns the number of sessions it went to.
-    fn fan_out(&self, event: &Arc<Event>, ack_wait: std::time::Duration) -> usize {
+    pub(super) fn fan_out(&self, event: &Arc<Event>, ack_wait: std::time::Duration) -> usize {
         let topic = event.topic.as_str();
         let targets = self.inner.router.matches(topic);
         let mut dropped = 0u64;

@@ -83,6 +83,8 @@ pub struct LimitsConfig {
     /// Publishes per connection per second, bursts of twice that; 0: unlimited.
     pub publish_rate: u32,
     pub max_pending_requests: usize,
+    /// Time a new TCP connection gets to send its HTTP request headers (slowloris defence).
+    pub handshake_timeout: Duration,
 }
 
 /// `[auth]` (§7).
@@ -164,6 +166,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 10_000,
             publish_rate: 0,
             max_pending_requests: 100,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -35,6 +35,7 @@ const LIMITS_KEYS: &[&str] = &[
     "max_connections_per_ip",
     "publish_rate",
     "max_pending_requests",
+    "handshake_timeout",
 ];
 const AUTH_KEYS: &[&str] = &[
     "hs256_secret",
@@ -237,6 +238,9 @@ impl Reader<'_> {
         }
         if let Some(f) = self.field(t, "max_pending_requests") {
             l.max_pending_requests = f.integer()?;
+        }
+        if let Some(f) = self.field(t, "handshake_timeout") {
+            l.handshake_timeout = f.duration()?;
         }
         Ok(l)
     }

@@ -60,6 +60,10 @@ pub(super) fn to_toml(c: &Config) -> String {
             value == default,
         );
     }
+    out.key(
+        "handshake_timeout",
+        quote(&format_duration(l.handshake_timeout)),
+    );
 
     match &c.auth {
         None => out.absent(

@@ -103,7 +103,8 @@ fn validation_errors_fall_back_to_the_enclosing_table_line() {
 
 #[test]
 fn supported_list_is_consistent() {
-    assert!(!is_supported("auth"));
+    assert!(!is_supported("cluster"));
+    assert!(is_supported("auth"));
     assert!(is_supported("listen"));
     assert!(is_supported("limits.max_connections"));
     assert!(check_unsupported_flag("--listen", "HERALD_LISTEN").is_ok());

@@ -10,14 +10,7 @@ use super::error::{ConfigError, Location, line_of};
 
 /// Dotted paths of config-file keys (`auth` covers the whole `[auth]` table) and command-line
 /// flags (`--redis` also covers its environment variable) whose feature has not landed yet.
-pub const UNSUPPORTED: &[&str] = &[
-    "auth",
-    "cluster",
-    "limits.max_connections_per_ip",
-    "limits.publish_rate",
-    "--data-dir",
-    "--redis",
-];
+pub const UNSUPPORTED: &[&str] = &["cluster", "--redis"];
 
 /// Whether a dotted config key or a `--flag` is supported (not listed in [`UNSUPPORTED`]).
 pub fn is_supported(key: &str) -> bool {

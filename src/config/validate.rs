@@ -58,6 +58,13 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     at_least("limits.max_connections", l.max_connections, 1)?;
     at_least("limits.max_connections_per_ip", l.max_connections_per_ip, 1)?;
     at_least("limits.max_pending_requests", l.max_pending_requests, 1)?;
+    duration("limits.handshake_timeout", l.handshake_timeout)?;
+    if l.handshake_timeout < Duration::from_millis(10) {
+        return Err(ConfigError::invalid(
+            "limits.handshake_timeout",
+            "`limits.handshake_timeout` must be at least 10ms",
+        ));
+    }
     if let Some(auth) = &c.auth {
         validate_auth(auth)?;
     }

@@ -15,8 +15,10 @@
 //!   `buffer_bytes`, `slow_consumer`: sessions opened after the reload (a live session's
 //!   buffer is never resized under it).
 //! - `[[topics]]`: every topic, at its next publish or read (see `Bus::reload`).
-//! - `[auth]`: whatever the auth module compiles into [`Settings`] (see below).
-//! - `listen`, `heartbeat`, `max_frame`, `[cluster]`, the data directory: only at a restart.
+//! - `limits.max_connections_per_ip`, `limits.handshake_timeout`: the next connection;
+//!   `limits.publish_rate`: connections opened after the reload.
+//! - `listen`, `heartbeat`, `max_frame`, `[auth]`, `[cluster]`, the data directory: only at a
+//!   restart.
 //!   A reload that changes them logs each such change and keeps running with the old value.
 //!   (`heartbeat` and `max_frame` are read at several points of a connection's life, which
 //!   must agree with each other and with what `welcome` told the client.)
@@ -89,6 +91,8 @@ pub fn effective(current: &Config, wanted: &Config) -> Config {
         max_frame: current.max_frame,
         cluster: current.cluster.clone(),
         data_dir: current.data_dir.clone(),
+        // Compiled once at start (keys read from files, permissions compiled).
+        auth: current.auth.clone(),
         ..wanted.clone()
     }
 }

@@ -32,9 +32,9 @@ enum Matcher {
 }
 
 #[derive(Clone, Debug)]
-struct Class {
-    negated: bool,
-    ranges: Box<[(char, char)]>,
+pub(crate) struct Class {
+    pub(crate) negated: bool,
+    pub(crate) ranges: Box<[(char, char)]>,
 }
 
 impl Class {
@@ -43,8 +43,9 @@ impl Class {
     }
 }
 
+/// One parsed token of a segment glob (also read by `crate::auth::contain`).
 #[derive(Clone, Debug)]
-enum Tok {
+pub(crate) enum Tok {
     Lit(char),
     Any,
     Star,
@@ -97,6 +98,18 @@ impl Glob {
 
     pub(crate) fn source(&self) -> &str {
         &self.src
+    }
+
+    /// The token tree of a segment, exactly as [`Glob::compile`] parses it: the permission
+    /// containment check reasons over the same syntax the matcher runs.
+    pub(crate) fn tokens(seg: &str) -> Result<Vec<Tok>, PatternError> {
+        let mut p = Parser {
+            seg,
+            rest: "",
+            pattern: seg,
+            chars: seg.chars().peekable(),
+        };
+        p.sequence(0).map(|(toks, _)| toks)
     }
 
     pub(crate) fn matches(&self, s: &str) -> bool {

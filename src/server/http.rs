@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::{AppState, web, ws};
-use crate::bus::{BusError, PubAck, Publish};
+use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
 
 /// Most messages in one `POST /v1/publish/batch`.
@@ -124,16 +125,28 @@ impl From<PubAck> for AckBody {
     }
 }
 
-fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError> {
-    state.bus.publish_as_client(Publish {
-        topic: &p.topic,
-        data: p.data,
-        msg_id: p.msg_id.as_deref(),
-        retain: p.retain,
-    })
+/// Publishes; on a persisted topic the answer waits until the message is durable.
+async fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError> {
+    submit_one(state, p).await?.ack().await
 }
 
-async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
+async fn submit_one(state: &AppState, p: &PublishBody<'_>) -> Result<Published, BusError> {
+    state
+        .bus
+        .submit_as_client(Publish {
+            topic: &p.topic,
+            data: p.data,
+            msg_id: p.msg_id.as_deref(),
+            retain: p.retain,
+        })
+        .await
+}
+
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
+    body: Body,
+) -> Response {
     let bytes = match read_body(body, state.config().max_frame).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -142,13 +155,20 @@ async fn publish(State(state): State<Arc<AppState>>, body: Body) -> Response {
         Ok(p) => p,
         Err(e) => return json_error(e),
     };
-    match publish_one(&state, &p) {
+    if let Err(e) = caller.may_publish(&p.topic) {
+        return auth_error(&e);
+    }
+    match publish_one(&state, &p).await {
         Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
         Err(e) => bus_error(&e),
     }
 }
 
-async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Response {
+async fn publish_batch(
+    State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
+    body: Body,
+) -> Response {
     let bytes = match read_body(body, MAX_BATCH_BODY).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -167,18 +187,31 @@ async fn publish_batch(State(state): State<Arc<AppState>>, body: Body) -> Respon
             ),
         );
     }
-    let results: Vec<serde_json::Value> = items
-        .iter()
-        .map(|raw| {
-            let r = serde_json::from_str::<PublishBody<'_>>(raw.get())
-                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
-                .and_then(|p| publish_one(&state, &p).map_err(|e| (e.code(), e.to_string())));
-            match r {
-                Ok(ack) => json!(AckBody::from(ack)),
-                Err((code, message)) => json!({"error": {"code": code, "message": message}}),
-            }
-        })
-        .collect();
+    // Everything is queued first, then awaited: a batch to a persisted topic shares fsyncs.
+    let mut submitted = Vec::with_capacity(items.len());
+    for raw in &items {
+        let r = match serde_json::from_str::<PublishBody<'_>>(raw.get()) {
+            Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+            Ok(p) => match caller.may_publish(&p.topic) {
+                Err(e) => Err((e.code(), e.to_string())),
+                Ok(_) => submit_one(&state, &p)
+                    .await
+                    .map_err(|e| (e.code(), e.to_string())),
+            },
+        };
+        submitted.push(r);
+    }
+    let mut results: Vec<serde_json::Value> = Vec::with_capacity(submitted.len());
+    for r in submitted {
+        let r = match r {
+            Ok(published) => published.ack().await.map_err(|e| (e.code(), e.to_string())),
+            Err(e) => Err(e),
+        };
+        results.push(match r {
+            Ok(ack) => json!(AckBody::from(ack)),
+            Err((code, message)) => json!({"error": {"code": code, "message": message}}),
+        });
+    }
     axum::Json(results).into_response()
 }
 
@@ -189,6 +222,7 @@ struct TopicsQuery {
 
 async fn topics(
     State(state): State<Arc<AppState>>,
+    _: Admin,
     q: Result<Query<TopicsQuery>, QueryRejection>,
 ) -> Response {
     let pattern = match q {
@@ -217,6 +251,7 @@ struct HistoryQuery {
 /// `GET /v1/history?topic=&since=&limit=` → `{epoch, messages}`.
 async fn history(
     State(state): State<Arc<AppState>>,
+    HttpCaller(caller): HttpCaller,
     q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -229,6 +264,9 @@ async fn history(
             );
         }
     };
+    if let Err(e) = caller.may_read(&q.topic) {
+        return auth_error(&e);
+    }
     match state.bus.history(&q.topic, q.since, q.limit) {
         Ok(page) => {
             axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
@@ -245,6 +283,7 @@ struct PresenceQuery {
 /// `GET /v1/presence?topic=` → `{count, clients}`.
 async fn presence(
     State(state): State<Arc<AppState>>,
+    _: Admin,
     q: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> Response {
     let q = match q {
@@ -263,7 +302,7 @@ async fn presence(
     }
 }
 
-async fn stats(State(state): State<Arc<AppState>>) -> Response {
+async fn stats(State(state): State<Arc<AppState>>, _: Admin) -> Response {
     axum::Json(crate::metrics::stats_json(
         &state.bus,
         &state.metrics,

@@ -6,6 +6,7 @@
 //! time to flush, then return.
 
 mod http;
+mod http_auth;
 mod web;
 mod ws;
 
@@ -14,10 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
+use crate::auth::{Auth, PerIp};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Counters, Exporter, Metrics, RateMeter};
@@ -39,6 +45,10 @@ pub(crate) struct AppState {
     pub exporter: Exporter,
     /// Rates for `GET /v1/stats`.
     pub rates: Arc<RateMeter>,
+    /// Tokens, permissions, API keys, Origin allow-list (`[auth]`; changes need a restart).
+    pub auth: Auth,
+    /// WebSocket connections per client address.
+    pub per_ip: Arc<PerIp>,
 }
 
 impl AppState {
@@ -110,14 +120,31 @@ impl ReloadHandle {
 }
 
 impl Server {
-    /// Binds the configured address (`127.0.0.1:0` picks a free port).
+    /// Opens the durable store (with a data directory) and binds the configured address
+    /// (`127.0.0.1:0` picks a free port).
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        Self::with_bus(Bus::new(config)).await
+        let bus = tokio::task::spawn_blocking(move || Bus::open(config))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+        Self::with_bus(bus).await
     }
 
     /// Binds a server around an existing bus (its config gives the address).
     pub async fn with_bus(bus: Bus) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(bus.config().listen).await?;
+        let config = bus.config();
+        let auth = Auth::from_config(config.auth.as_ref())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        if !config.listen.ip().is_loopback() && !auth.is_enabled() {
+            tracing::warn!(
+                listen = %config.listen,
+                "SECURITY WARNING: listening on a non-loopback address without [auth]: \
+                 ANYONE who can reach this address may publish and subscribe to anything. \
+                 Configure [auth] (tokens, api_keys) or listen on 127.0.0.1."
+            );
+        }
+        let per_ip = PerIp::new();
+        let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::new());
         let rates = Arc::new(RateMeter::new(
@@ -132,6 +159,8 @@ impl Server {
                 tasks: TaskTracker::new(),
                 metrics,
                 rates,
+                per_ip,
+                auth,
             }),
             listener,
             local_addr,
@@ -172,21 +201,17 @@ impl Server {
             state.shutdown.clone(),
         );
         let app = http::router(state.clone());
-        let shutdown = state.shutdown.clone();
-        // TCP_NODELAY: a writer flushes each batch at once. With Nagle's algorithm a small
-        // flush waits for the ACK of the previous one, which a subscriber that never sends
-        // delays by up to 40 ms (delayed ACK): that was Herald's p99 at any fixed rate.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(
+        let http_conns = TaskTracker::new();
+        let result = accept_loop(
+            &state,
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
+            &http_conns,
         )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
-        let result = serve.into_future().await;
+        .await;
         // Stopped accepting. Connections see the same token, send `bye` and close.
         state.shutdown.cancel();
+        http_conns.close();
         state.tasks.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())
             .await
@@ -197,8 +222,10 @@ impl Server {
                 "drain timed out; dropping remaining connections"
             );
         }
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, http_conns.wait()).await;
         maintenance.abort();
         sampler.abort();
+        state.bus.flush_store().await;
         tracing::info!("stopped");
         result
     }
@@ -214,5 +241,60 @@ impl Server {
         let addr = self.local_addr;
         let handle = self.shutdown_handle();
         (addr, handle, tokio::spawn(self.run()))
+    }
+}
+
+/// Accepts TCP connections until shutdown and serves each with hyper's HTTP/1 server.
+///
+/// This is `axum::serve` plus a timer: every connection must send complete request
+/// headers within `limits.handshake_timeout` (hyper's `header_read_timeout`, which also
+/// covers a connection that sends nothing), so slow or silent clients cannot hold
+/// sockets and memory indefinitely. Upgraded WebSocket connections then follow their
+/// own heartbeat rules.
+async fn accept_loop(
+    state: &Arc<AppState>,
+    listener: TcpListener,
+    mut make: IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>,
+    conns: &TaskTracker,
+) -> std::io::Result<()> {
+    loop {
+        let accepted = tokio::select! {
+            _ = state.shutdown.cancelled() => return Ok(()),
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        // Read per connection: a reload applies to the next one.
+        let handshake = state.config().limits.handshake_timeout;
+        let Ok(svc) = make.call(peer).await;
+        let svc = TowerToHyperService::new(svc);
+        let shutdown = state.shutdown.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
     }
 }

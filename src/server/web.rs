@@ -14,6 +14,7 @@ use crate::protocol::ErrorCode;
 #[exclude = "node_modules/*"]
 #[exclude = "test/*"]
 #[exclude = "*.test.*"]
+#[exclude = "package-lock.json"]
 struct Assets;
 
 pub(crate) async fn index() -> Response {
@@ -35,11 +36,21 @@ pub(crate) async fn asset(Path(path): Path<String>) -> Response {
 fn serve(path: &str) -> Response {
     match Assets::get(path) {
         Some(file) => {
-            let mime = mime_guess::from_path(path).first_or_octet_stream();
+            // `.ts` would be guessed as an MPEG transport stream; `herald.d.ts` is text.
+            let mime = if path.ends_with(".ts") {
+                "text/plain; charset=utf-8".to_owned()
+            } else {
+                mime_guess::from_path(path)
+                    .first_or_octet_stream()
+                    .as_ref()
+                    .to_owned()
+            };
             (
                 [
-                    (header::CONTENT_TYPE, mime.as_ref().to_owned()),
+                    (header::CONTENT_TYPE, mime),
                     (header::CACHE_CONTROL, "no-cache".to_owned()),
+                    // Public files: pages on other origins may `import` /herald.js from here.
+                    (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_owned()),
                 ],
                 Body::from(file.data.into_owned()),
             )

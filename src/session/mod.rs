@@ -131,6 +131,15 @@ struct State {
     detached_at: Option<Instant>,
     /// Expired or removed: accepts nothing more.
     closed: bool,
+    /// What may be delivered at all (the connection's subscribe permissions).
+    filter: Option<Arc<dyn DeliveryFilter>>,
+}
+
+/// Decides whether a message may enter a session at all: the auth layer's defence in depth
+/// behind the subscribe-time check. Consulted under the session lock before a seq is
+/// assigned, so a refused message leaves no hole in the seq stream.
+pub trait DeliveryFilter: Send + Sync + std::fmt::Debug {
+    fn allows(&self, topic: &str) -> bool;
 }
 
 impl Session {
@@ -154,6 +163,7 @@ impl Session {
                 outbox: None,
                 detached_at: Some(Instant::now()),
                 closed: false,
+                filter: None,
             }),
             identity: Mutex::new(Arc::new(Identity::default())),
         }
@@ -179,6 +189,11 @@ impl Session {
         *self.identity.lock() = Arc::new(identity);
     }
 
+    /// Sets what may be delivered to this session from now on (`None`: anything).
+    pub fn set_filter(&self, filter: Option<Arc<dyn DeliveryFilter>>) {
+        self.state.lock().filter = filter;
+    }
+
     /// Whether one of the session's plain (non-group) subscriptions matches `topic`: a group
     /// delivery to a session that already gets the message is skipped (delivered once).
     pub fn matches_plain(&self, topic: &str) -> bool {
@@ -196,6 +211,11 @@ impl Session {
         let mut out = Pushed::default();
         let mut s = self.state.lock();
         if s.closed {
+            return out;
+        }
+        if let Some(f) = &s.filter
+            && !f.allows(event.topic.as_str())
+        {
             return out;
         }
         let seq = s.next_seq;
@@ -248,6 +268,20 @@ impl Session {
     /// Moves up to `max` messages (and a gap, if any) past the cursor into `batch`.
     pub fn take(&self, batch: &mut Batch, max: usize) {
         let mut s = self.state.lock();
+        Self::take_locked(&mut s, batch, max);
+    }
+
+    /// [`Session::take`] for the connection whose outbox is `outbox`: takes nothing once
+    /// another connection has resumed the session, so that a writer about to stop cannot
+    /// take (and lose) messages meant for its successor.
+    pub fn take_for(&self, outbox: &Arc<Outbox>, batch: &mut Batch, max: usize) {
+        let mut s = self.state.lock();
+        if s.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox)) {
+            Self::take_locked(&mut s, batch, max);
+        }
+    }
+
+    fn take_locked(s: &mut State, batch: &mut Batch, max: usize) {
         let first = s.next_seq - s.buf.len() as u64;
         if s.sent + 1 < first {
             batch.gap = Some((s.sent + 1, first - 1));

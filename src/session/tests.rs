@@ -194,3 +194,24 @@ fn idempotent_subscriptions_and_cap() {
     assert_eq!(s2.add_sub(key("c"), pat("c")), Err(2));
     assert!(s.subscriptions().is_empty());
 }
+
+/// A writer whose connection was superseded by a resume takes nothing: what it would take is
+/// its successor's to send.
+#[test]
+fn superseded_writer_takes_nothing() {
+    let s = Session::new(limits(16, SlowConsumer::DropOldest));
+    let old = Arc::new(Outbox::new());
+    let new = Arc::new(Outbox::new());
+    s.attach(old.clone(), None);
+    s.push(&event(1), Delivery::LIVE);
+    let mut b = Batch::default();
+    s.take_for(&old, &mut b, 10);
+    assert_eq!(b.entries.len(), 1);
+    s.attach(new.clone(), Some(1));
+    s.push(&event(2), Delivery::LIVE);
+    b.clear();
+    s.take_for(&old, &mut b, 10);
+    assert!(b.is_empty(), "the old connection must not take seq 2");
+    s.take_for(&new, &mut b, 10);
+    assert_eq!(b.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+}

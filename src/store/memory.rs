@@ -164,6 +164,9 @@ pub type SettingsFn = dyn Fn(&Topic) -> Arc<TopicConfig> + Send + Sync;
 pub struct MemoryStore {
     topics: DashMap<Topic, Arc<TopicEntry>>,
     settings: Box<SettingsFn>,
+    /// Persisted topics that have been published to are never forgotten: forgetting one
+    /// would start it a new epoch while its history is still on disk.
+    keep_persisted: bool,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -190,7 +193,38 @@ impl MemoryStore {
         MemoryStore {
             topics: DashMap::new(),
             settings,
+            keep_persisted: false,
         }
+    }
+
+    /// Marks this table as backed by a durable store (see the `keep_persisted` field).
+    pub fn keep_persisted(mut self) -> Self {
+        self.keep_persisted = true;
+        self
+    }
+
+    /// The settings that apply to `topic`.
+    pub fn settings_for(&self, topic: &Topic) -> Arc<TopicConfig> {
+        (self.settings)(topic)
+    }
+
+    /// Puts a topic recovered from the durable store back, with its epoch, offset, history
+    /// and retained message, before anything else uses it.
+    pub fn restore(&self, r: super::Recovered) -> Arc<TopicEntry> {
+        let settings = (self.settings)(&r.topic);
+        let entry = Arc::new(TopicEntry {
+            settings: arc_swap::ArcSwap::new(settings),
+            state: Mutex::new(TopicState {
+                epoch: r.epoch,
+                offset: r.offset,
+                last_publish: Instant::now(),
+                history: r.history.into(),
+                retained: r.retained,
+                dedup: Dedup::default(),
+            }),
+        });
+        self.topics.insert(r.topic, entry.clone());
+        entry
     }
 
     /// The topic's entry, created (offset 0, new epoch) on first use.
@@ -294,6 +328,7 @@ impl MemoryStore {
             s.trim_by_age(&settings, now_ms);
             s.dedup.expire(settings.dedup_window, now);
             now.duration_since(s.last_publish) < idle
+                || (self.keep_persisted && settings.persist && s.offset > 0)
                 || !s.history.is_empty()
                 || s.retained.is_some()
                 || !s.dedup.is_empty()

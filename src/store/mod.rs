@@ -1,14 +1,22 @@
-//! Per-topic offsets and epochs (PROTOCOL.md §5).
+//! Per-topic offsets, epochs, history and retained messages (PROTOCOL.md §5).
 //!
-//! Today the only store is in memory and holds no history; history, retained messages and a
-//! durable engine arrive behind a `Store` trait with the history issue. What exists now is
-//! the part every publish needs: a topic's `offset` counter and its `epoch`.
+//! Two layers. [`MemoryStore`] is the topic table every publish and every read goes
+//! through; without `--data-dir` it is all there is (the default). With a data directory,
+//! topics whose `[[topics]]` entry says `persist = true` are also written through a
+//! [`Durable`] engine ([`RedbStore`]) by the group-[`Committer`] before their messages are
+//! delivered, and recovered from it on start. See `durable.rs` for the contract.
 
+mod committer;
+mod durable;
 mod memory;
+mod redb_store;
 
+pub use committer::{Committer, Deliver, EXPIRE_EVERY, MAX_BATCH};
+pub use durable::{Durable, Recovered, RetainOp, Retention, StoreError, Write};
 pub use memory::{
     DEDUP_MAX_IDS, Dedup, MemoryStore, SettingsFn, TopicEntry, TopicInfo, TopicState,
 };
+pub use redb_store::{FILE_NAME, RedbStore};
 
 /// A fresh epoch: 8 random base-36 characters. An epoch names one unbroken run of offsets;
 /// when a topic's state is lost (an in-memory restart, an idle topic forgotten) its next

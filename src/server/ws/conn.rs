@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::super::AppState;
-use super::writer;
-use crate::bus::{Publish, SubOptions};
+use super::guard::{Guard, Verdict};
+use super::{acks, writer};
+use crate::auth::Access;
+use crate::bus::{PendingAck, PubAck, Publish, Published, SubOptions};
 use crate::protocol::{
     AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
     WelcomeFrame, close, decode,
@@ -55,11 +57,13 @@ impl Conn {
 
 /// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
 /// returning a small future, so the setup's temporaries are not kept for the connection's
-/// lifetime (an idle connection's memory is mostly its futures).
+/// lifetime (an idle connection's memory is mostly its futures). `token`: the credential of
+/// the upgrade request (`?token=` or `Authorization`), if any.
 pub(super) fn run<S>(
     state: Arc<AppState>,
     (sink, stream): (writer::Sink<S>, SplitStream<WebSocketStream<S>>),
     peer: SocketAddr,
+    token: Option<String>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -77,12 +81,19 @@ where
     span.in_scope(|| tracing::debug!("connected"));
     let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
+    let guard = Guard::new(state.auth.anonymous(), state.config().limits.publish_rate);
     let mut reader = Reader {
         state,
         conn,
         span: span.clone(),
+        guard,
+        expires: None,
+        acks: None,
     };
     async move {
+        if let Some(t) = token {
+            reader.authenticate(&t).await;
+        }
         reader.read_loop(stream).instrument(span).await;
         // Let the writer finish its final words (it is bounded), then leave the session
         // behind for a resume.
@@ -97,6 +108,20 @@ struct Reader {
     state: Arc<AppState>,
     conn: Arc<Conn>,
     span: tracing::Span,
+    /// Permissions and publish rate.
+    guard: Guard,
+    /// When the token expires: the connection closes with 4001 then.
+    expires: Option<tokio::time::Instant>,
+    /// Publishes to persisted topics awaiting the disk (see `acks.rs`).
+    acks: Option<acks::AckQueue>,
+}
+
+/// Waits until `at`, or forever.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Reader {
@@ -114,6 +139,10 @@ impl Reader {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::debug!("no frame for two heartbeats; closing");
                     self.close(close::NORMAL, "heartbeat timeout");
+                    break;
+                }
+                _ = until(self.expires) => {
+                    self.close(close::UNAUTHORIZED, "token expired");
                     break;
                 }
                 next = stream.next() => next,
@@ -210,6 +239,16 @@ impl Reader {
         }
     }
 
+    /// Answers a publish to a persisted topic once it is durable, without holding up the
+    /// reader: later frames (more publishes to batch with it) keep flowing meanwhile.
+    async fn ack_when_durable(&mut self, id: Option<Id>, pending: PendingAck) {
+        let conn = &self.conn;
+        let acks = self
+            .acks
+            .get_or_insert_with(|| acks::spawn(conn.outbox.clone(), conn.done.clone()));
+        let _ = acks.send((id, pending)).await;
+    }
+
     /// `req`: publishes with a reply inbox and arms the timeout. The reply itself reaches
     /// the outbox from whoever publishes to the inbox (see `bus::requests`).
     async fn request(
@@ -261,6 +300,9 @@ impl Reader {
 
     /// Handles one text frame. Returns false when the connection should end.
     async fn on_text(&mut self, text: &str) -> bool {
+        if self.conn.outbox.is_closing() {
+            return false; // e.g. refused credentials: act on nothing more
+        }
         let frame = match decode(text) {
             Ok(f) => f,
             Err(DecodeError { code, message, id }) => {
@@ -270,7 +312,10 @@ impl Reader {
             }
         };
         if let ClientFrame::Hello {
-            session, last_seq, ..
+            session,
+            last_seq,
+            token,
+            ..
         } = &frame
         {
             if self.conn.session().is_some() {
@@ -281,6 +326,11 @@ impl Reader {
                 )
                 .await;
             } else {
+                if let Some(t) = token
+                    && !self.authenticate(t).await
+                {
+                    return false;
+                }
                 self.hello(session.as_deref(), *last_seq).await;
             }
             return true;
@@ -298,11 +348,46 @@ impl Reader {
         self.hello(None, None).await
     }
 
+    /// Verifies a token and makes its permissions the connection's. On failure: an
+    /// `unauthorized` error, then close 4001; returns false.
+    async fn authenticate(&mut self, token: &str) -> bool {
+        match self.state.auth.verify(token) {
+            Ok(access) => {
+                self.expires = access
+                    .time_left()
+                    .map(|left| tokio::time::Instant::now() + left);
+                self.guard.set_access(access);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "token refused");
+                self.send_error(None, e.code(), e.to_string()).await;
+                self.close(close::UNAUTHORIZED, &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Gives the session the connection's identity and delivery filter.
+    fn apply_access(&self, session: &Session, access: &Access) {
+        session.set_identity(access.identity());
+        session.set_filter(if access.subscribe.is_all() {
+            None
+        } else {
+            Some(Arc::new(access.subscribe.clone()))
+        });
+    }
+
     async fn hello(&mut self, resume: Option<&str>, last_seq: Option<u64>) -> Arc<Session> {
         let bus = &self.state.bus;
-        let found = resume.and_then(|id| bus.find_session(id));
+        let access = self.guard.access().clone();
+        // A session belongs to its user: another user's connection cannot resume it.
+        let found = resume
+            .and_then(|id| bus.find_session(id))
+            .filter(|s| s.identity().user == access.user);
         let resumed = found.is_some();
         let session = found.unwrap_or_else(|| bus.open_session());
+        self.apply_access(&session, &access);
         self.span.record("session", &**session.id());
         // `welcome` goes out before anything the session holds: queue it, then attach.
         self.send(ServerFrame::Welcome(WelcomeFrame {
@@ -331,6 +416,18 @@ impl Reader {
 
     async fn handle(&mut self, frame: ClientFrame<'_>, session: &Arc<Session>) {
         let bus = self.state.bus.clone();
+        match self.guard.check(&frame) {
+            Verdict::Allow => {}
+            Verdict::Deny(code, message) => {
+                return self.send_error(frame.id().cloned(), code, message).await;
+            }
+            Verdict::Close(code, reason) => {
+                let id = frame.id().cloned();
+                self.send_error(id, ErrorCode::RateLimited, reason.clone())
+                    .await;
+                return self.close(code, &reason);
+            }
+        }
         match frame {
             ClientFrame::Hello { .. } => {}
             ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,
@@ -385,16 +482,9 @@ impl Reader {
                     msg_id: msg_id.as_deref(),
                     retain,
                 };
-                match bus.publish_as_client(p) {
-                    Ok(ack) => {
-                        let ok = OkFrame {
-                            offset: Some(ack.offset),
-                            epoch: Some(ack.epoch.to_string()),
-                            duplicate: Some(ack.duplicate),
-                            ..Default::default()
-                        };
-                        self.send_ok(id, ok).await
-                    }
+                match bus.submit_as_client(p).await {
+                    Ok(Published::Done(ack)) => self.send_ok(id, pub_ok(&ack)).await,
+                    Ok(Published::Pending(pending)) => self.ack_when_durable(id, pending).await,
                     Err(e) => self.send_error(id, e.code(), e.to_string()).await,
                 }
             }
@@ -435,5 +525,15 @@ impl Reader {
                 Err(e) => self.send_error(id, e.code(), e.to_string()).await,
             },
         }
+    }
+}
+
+/// The `ok` of a publish.
+pub(super) fn pub_ok(ack: &PubAck) -> OkFrame {
+    OkFrame {
+        offset: Some(ack.offset),
+        epoch: Some(ack.epoch.to_string()),
+        duplicate: Some(ack.duplicate),
+        ..Default::default()
     }
 }

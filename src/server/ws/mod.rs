@@ -2,7 +2,9 @@
 //! tokio-tungstenite with buffers sized for 100k connections (tungstenite's defaults are
 //! 128 KiB each way; an idle Herald connection must cost a few KiB).
 
+mod acks;
 mod conn;
+mod guard;
 mod writer;
 
 use std::net::SocketAddr;
@@ -65,6 +67,16 @@ pub(crate) async fn upgrade(
             "missing Sec-WebSocket-Key",
         );
     };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !state.auth.origin_allowed(origin) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this Origin may not open a WebSocket to this server",
+        );
+    }
+    let token = upgrade_token(&req);
+    let headers = req.headers();
     let accept = derive_accept_key(key.as_bytes());
     let subprotocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -84,6 +96,15 @@ pub(crate) async fn upgrade(
             "connection limit reached",
         );
     }
+    let per_ip_max = state.config().limits.max_connections_per_ip;
+    let Some(ip_slot) = state.per_ip.acquire(peer.ip(), per_ip_max) else {
+        stats.connections.fetch_sub(1, Ordering::AcqRel);
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many connections from this address",
+        );
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         stats.connections.fetch_sub(1, Ordering::AcqRel);
         return error_response(
@@ -110,12 +131,14 @@ pub(crate) async fn upgrade(
                     st.clone(),
                     futures_util::StreamExt::split(ws),
                     peer,
+                    token,
                 ))
                 .await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
         st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
+        drop(ip_slot);
     };
     state.tasks.spawn(fut);
 
@@ -145,4 +168,48 @@ fn is_upgrade(h: &HeaderMap) -> bool {
         })
     };
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// The credential of an upgrade request: `?token=…` or `Authorization: Bearer …` (browsers
+/// cannot set headers on a WebSocket, hence the query).
+fn upgrade_token(req: &Request<Body>) -> Option<String> {
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == "token" && !v.is_empty()).then(|| percent_decode(v))
+        })
+    });
+    from_query.or_else(|| bearer(req.headers()).map(str::to_owned))
+}
+
+/// The value of an `Authorization: Bearer …` header.
+pub(crate) fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Decodes `%XX` escapes (tokens are URL-safe already; this only undoes over-eager
+/// encoding). Invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

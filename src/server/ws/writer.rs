@@ -125,8 +125,10 @@ impl Writer {
             // Write everything pending, flushing after each batch, until nothing is left.
             loop {
                 if let Some(c) = self.fill(conn) {
-                    // What came before the close request still goes out, if it can.
-                    let _ = self.feed(sink, conn, false).await;
+                    // What came before the close request goes out if the socket takes it
+                    // now; a full socket (a slow consumer) is not waited for.
+                    let _ =
+                        tokio::time::timeout(Duration::ZERO, self.feed(sink, conn, false)).await;
                     return Stop::Close(c);
                 }
                 if self.queue.is_empty() {
@@ -176,7 +178,7 @@ impl Writer {
         }
         let session = conn.session()?;
         self.batch.clear();
-        session.take(&mut self.batch, BATCH);
+        session.take_for(&conn.outbox, &mut self.batch, BATCH);
         if let Some((from_seq, to_seq)) = self.batch.gap {
             let gap = ServerFrame::Gap(GapFrame {
                 from_seq,

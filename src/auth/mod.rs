@@ -1,0 +1,218 @@
+//! Who may connect, publish and subscribe (PROTOCOL.md §7): token verification, permission
+//! lists and their containment check, the HTTP API's keys, and per-client limits.
+//!
+//! Everything here is transport-agnostic: the WebSocket connection and the HTTP API ask
+//! [`Auth`] for an [`Access`] (from a token, or the anonymous one) and then ask the access
+//! what it allows.
+
+mod contain;
+mod keys;
+pub mod limits;
+mod perms;
+mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use keys::Caller;
+pub use limits::{IpSlot, PerIp, TokenBucket};
+pub use perms::{Grant, Perms};
+pub use token::MAX_TOKEN_BYTES;
+
+use crate::config::AuthConfig;
+use crate::protocol::ErrorCode;
+use crate::session::Identity;
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("token expired")]
+    Expired,
+    #[error("missing credentials: send 'Authorization: Bearer <key or token>'")]
+    MissingCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    /// The `[auth]` configuration cannot be used (unreadable key file, bad pattern).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl AuthError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Forbidden(_) => ErrorCode::Forbidden,
+            AuthError::Config(_) => ErrorCode::Internal,
+            _ => ErrorCode::Unauthorized,
+        }
+    }
+}
+
+/// What one client may do: from its token, or the anonymous permissions.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The token's `sub`; `None` for anonymous clients.
+    pub user: Option<String>,
+    /// The token's `info`, shown in presence.
+    pub info: serde_json::Value,
+    pub publish: Perms,
+    pub subscribe: Perms,
+    /// The token's `exp` (Unix seconds).
+    pub expires_at: Option<u64>,
+}
+
+impl Access {
+    /// Everything allowed (no `[auth]`).
+    pub fn open() -> Access {
+        Access {
+            user: None,
+            info: serde_json::Value::Null,
+            publish: Perms::All,
+            subscribe: Perms::All,
+            expires_at: None,
+        }
+    }
+
+    /// Time left before the token expires (zero if it already has); `None` without expiry.
+    pub fn time_left(&self) -> Option<Duration> {
+        let exp = self.expires_at?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(Duration::from_secs(exp).saturating_sub(now))
+    }
+
+    /// The session identity presence shows.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            user: self.user.clone(),
+            info: self.info.clone(),
+        }
+    }
+
+    /// Whether a client with this access may publish to `topic`. A reply to a request's
+    /// `$inbox/…` is always allowed: the inbox name itself is the capability, handed only to
+    /// whoever received the request.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        topic.starts_with(crate::bus::INBOX_PREFIX) || self.publish.allows_topic(topic)
+    }
+}
+
+/// The server's authentication settings, compiled from `[auth]`.
+pub struct Auth {
+    inner: Option<Enabled>,
+}
+
+struct Enabled {
+    verifier: token::Verifier,
+    keys: keys::Keys,
+    origins: Option<Vec<String>>,
+    anonymous: Arc<Access>,
+}
+
+impl Auth {
+    /// No `[auth]`: everyone may do everything.
+    pub fn disabled() -> Auth {
+        Auth { inner: None }
+    }
+
+    /// Compiles `[auth]`: reads the public key file and checks the anonymous patterns.
+    pub fn from_config(config: Option<&AuthConfig>) -> Result<Auth, AuthError> {
+        let Some(c) = config else {
+            return Ok(Auth::disabled());
+        };
+        let verifier =
+            token::Verifier::new(c.hs256_secret.as_deref(), c.public_key_file.as_deref())?;
+        let publish = Perms::parse(&c.anonymous.publish)
+            .map_err(|e| AuthError::Config(format!("auth.anonymous.publish: {e}")))?;
+        let subscribe = Perms::parse(&c.anonymous.subscribe)
+            .map_err(|e| AuthError::Config(format!("auth.anonymous.subscribe: {e}")))?;
+        Ok(Auth {
+            inner: Some(Enabled {
+                verifier,
+                keys: keys::Keys::new(&c.api_keys, &c.admin_keys),
+                origins: c.origins.clone(),
+                anonymous: Arc::new(Access {
+                    user: None,
+                    info: serde_json::Value::Null,
+                    publish,
+                    subscribe,
+                    expires_at: None,
+                }),
+            }),
+        })
+    }
+
+    /// Whether `[auth]` is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// What a client without a token may do.
+    pub fn anonymous(&self) -> Arc<Access> {
+        match &self.inner {
+            None => Arc::new(Access::open()),
+            Some(e) => e.anonymous.clone(),
+        }
+    }
+
+    /// Verifies a token and returns what it allows. Without `[auth]` a token is not
+    /// looked at: everything is allowed anyway.
+    pub fn verify(&self, token: &str) -> Result<Arc<Access>, AuthError> {
+        let Some(e) = &self.inner else {
+            return Ok(Arc::new(Access::open()));
+        };
+        if !e.verifier.has_keys() {
+            return Err(AuthError::InvalidToken(
+                "this server accepts no tokens (no hs256_secret or public_key_file)".into(),
+            ));
+        }
+        let claims = e.verifier.verify(token)?;
+        let bad = |which: &str, msg: String| {
+            AuthError::InvalidToken(format!("token claim '{which}': {msg}"))
+        };
+        Ok(Arc::new(Access {
+            user: claims.sub,
+            info: claims.info,
+            publish: Perms::parse(&claims.publish).map_err(|m| bad("publish", m))?,
+            subscribe: Perms::parse(&claims.subscribe).map_err(|m| bad("subscribe", m))?,
+            expires_at: Some(claims.exp),
+        }))
+    }
+
+    /// Whether a browser `Origin` may open a WebSocket. Clients that send no `Origin` (not
+    /// browsers) are not concerned: the allow-list protects users' browsers from other
+    /// sites, it is not an authentication.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let Some(allowed) = self.inner.as_ref().and_then(|e| e.origins.as_ref()) else {
+            return true;
+        };
+        let Some(origin) = origin else {
+            return true;
+        };
+        let origin = origin.trim_end_matches('/');
+        allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+
+    /// Who is calling the HTTP API, from its `Authorization: Bearer` value.
+    pub fn http_caller(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
+        let Some(e) = &self.inner else {
+            return Ok(Caller::Open);
+        };
+        let Some(credential) = bearer else {
+            return Err(AuthError::MissingCredentials);
+        };
+        if let Some(c) = e.keys.find(credential) {
+            return Ok(c);
+        }
+        if credential.matches('.').count() == 2 {
+            return self.verify(credential).map(Caller::Token);
+        }
+        Err(AuthError::InvalidToken(
+            "unknown API key (and not a token)".into(),
+        ))
+    }
+}

@@ -1,0 +1,280 @@
+//! Publishing to persisted topics: the path through the group committer.
+//!
+//! Under the topic lock the publish is checked for duplicates, given its offset, and queued
+//! on the committer — queueing under the lock keeps a topic's queue in offset order. The
+//! lock is then released and the publisher gets a [`PendingAck`]. Once the batch holding the
+//! message is durable, the committer thread takes the lock again to add the message to the
+//! history, set or clear the retained message, fan it out and complete the ack. So a
+//! subscriber never sees a message a crash could still lose, and an `ok` always means "on
+//! disk". Offsets of messages lost in a crash were never acked nor delivered; after the
+//! restart they are simply assigned again.
+//!
+//! Topics that are not persisted (or every topic, without `--data-dir`) keep the synchronous
+//! path of `publish.rs`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::{Bus, BusError, Inner, PubAck, Publish};
+use crate::event::Event;
+use crate::store::{
+    Committer, Durable as _, MemoryStore, RedbStore, RetainOp, Retention, StoreError, TopicEntry,
+};
+use crate::topic::Topic;
+
+/// Messages of persisted topics queued for the disk at most at once (over all
+/// publishers). Past it, WebSocket readers and HTTP handlers wait for room, so a publisher
+/// faster than the disk is slowed through TCP instead of growing the queue.
+pub const MAX_IN_FLIGHT: usize = 65_536;
+
+/// The durable store of a bus with a data directory.
+pub(super) struct Persistence {
+    pub committer: Committer<Held>,
+    pub permits: Arc<Semaphore>,
+}
+
+/// A message waiting for its batch to be durable.
+pub(super) struct Held {
+    entry: Arc<TopicEntry>,
+    event: Arc<Event>,
+    retain: Option<RetainOp>,
+    ack: oneshot::Sender<Result<PubAck, BusError>>,
+    /// Room in the queue, given back once the message is delivered.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The outcome of a publish: answered at once, or once durable.
+#[derive(Debug)]
+pub enum Published {
+    Done(PubAck),
+    Pending(PendingAck),
+}
+
+/// A publish to a persisted topic, queued for the disk with its offset assigned.
+#[derive(Debug)]
+pub struct PendingAck {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    rx: oneshot::Receiver<Result<PubAck, BusError>>,
+}
+
+impl PendingAck {
+    /// Resolves once the message is durable and delivered (or the store failed).
+    pub async fn durable(self) -> Result<PubAck, BusError> {
+        self.rx.await.unwrap_or_else(|_| {
+            Err(BusError::Unavailable(
+                "the durable store stopped before the message was written".into(),
+            ))
+        })
+    }
+}
+
+impl Published {
+    /// The ack, waiting for the disk when the topic is persisted.
+    pub async fn ack(self) -> Result<PubAck, BusError> {
+        match self {
+            Published::Done(a) => Ok(a),
+            Published::Pending(p) => p.durable().await,
+        }
+    }
+
+    /// The ack as far as it is known now: for a pending publish, its offset and epoch
+    /// (nothing delivered yet).
+    pub fn now(self) -> PubAck {
+        match self {
+            Published::Done(a) => a,
+            Published::Pending(p) => PubAck {
+                offset: p.offset,
+                epoch: p.epoch,
+                duplicate: false,
+                delivered: 0,
+            },
+        }
+    }
+}
+
+/// Opens the data directory's store, puts every persisted topic back into `topics`, and
+/// starts the committer, which delivers through `bus` once messages are durable.
+pub(super) fn open(
+    dir: Option<&std::path::Path>,
+    topics: &MemoryStore,
+    retained: &dashmap::DashSet<Topic>,
+    bus: Weak<Inner>,
+) -> Result<Option<Persistence>, StoreError> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let mut engine = RedbStore::open(dir)?;
+    let retention = |t: &Topic| {
+        let s = topics.settings_for(t);
+        s.persist.then(|| Retention::of(&s))
+    };
+    let recovered = engine.recover(&retention, crate::event::now_ms())?;
+    let (count, mut messages) = (recovered.len(), 0);
+    for r in recovered {
+        messages += r.history.len();
+        if r.retained.is_some() {
+            retained.insert(r.topic.clone());
+        }
+        topics.restore(r);
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        topics = count,
+        messages,
+        ms = started.elapsed().as_millis() as u64,
+        "durable store opened"
+    );
+    let deliver = Box::new(move |batch: Vec<Held>, result: Result<(), StoreError>| {
+        let Some(inner) = bus.upgrade() else {
+            return;
+        };
+        Bus { inner }.deliver_durable(batch, result);
+    });
+    let committer = Committer::start(Box::new(engine), deliver).map_err(|e| StoreError::Open {
+        path: dir.display().to_string(),
+        message: format!("cannot start the commit thread: {e}"),
+    })?;
+    Ok(Some(Persistence {
+        committer,
+        permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    }))
+}
+
+impl Bus {
+    /// Room in the durable queue when `topic` is persisted (waiting for it if the queue is
+    /// full); `None` otherwise.
+    pub(super) async fn durable_permit(&self, topic: &str) -> Option<OwnedSemaphorePermit> {
+        let p = self.inner.durable.as_ref()?;
+        let topic = Topic::parse(topic).ok()?;
+        if !self.inner.topics.entry(&topic).settings().persist {
+            return None;
+        }
+        p.permits.clone().acquire_owned().await.ok()
+    }
+
+    /// Whether `entry`'s messages go through the durable store.
+    pub(super) fn persisted(&self, entry: &TopicEntry) -> Option<&Persistence> {
+        self.inner
+            .durable
+            .as_ref()
+            .filter(|_| entry.settings().persist)
+    }
+
+    /// Queues an event whose offset was just assigned (the topic lock is held by the
+    /// caller, which keeps the queue in offset order).
+    pub(super) fn queue_durable(
+        &self,
+        p: &Persistence,
+        entry: &Arc<TopicEntry>,
+        event: Arc<Event>,
+        retain: Option<RetainOp>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<PendingAck, BusError> {
+        let (tx, rx) = oneshot::channel();
+        let pending = PendingAck {
+            offset: event.offset,
+            epoch: event.epoch.clone(),
+            rx,
+        };
+        let write = crate::store::Write {
+            event: event.clone(),
+            retain,
+            keep: Retention::of(&entry.settings()),
+        };
+        let held = Held {
+            entry: entry.clone(),
+            event,
+            retain,
+            ack: tx,
+            permit,
+        };
+        p.committer
+            .submit(write, held)
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(pending)
+    }
+
+    /// Runs on the committer thread after each batch: delivers and acks in queue order.
+    fn deliver_durable(&self, batch: Vec<Held>, result: Result<(), StoreError>) {
+        if let Err(e) = result {
+            for h in batch {
+                let _ = h.ack.send(Err(BusError::Unavailable(e.to_string())));
+            }
+            return;
+        }
+        let stats = &self.inner.stats;
+        let mut total = 0u64;
+        let n = batch.len() as u64;
+        // Acks go out after the whole batch is delivered, in one tight loop: a connection's
+        // ack task woken by the first finds the rest ready instead of being woken per ack.
+        let mut acks = Vec::with_capacity(batch.len());
+        for h in batch {
+            let settings = h.entry.settings();
+            let mut state = h.entry.lock();
+            state.remember(&h.event, &settings);
+            match h.retain {
+                Some(RetainOp::Set) => {
+                    state.retained = Some(h.event.clone());
+                    self.inner.retained.insert(h.event.topic.clone());
+                }
+                Some(RetainOp::Clear) => {
+                    state.retained = None;
+                    self.inner.retained.remove(&h.event.topic);
+                }
+                None => {}
+            }
+            let delivered = self.fan_out(&h.event, settings.ack_wait);
+            let epoch = state.epoch.clone();
+            drop(state);
+            total += delivered as u64;
+            let ack = PubAck {
+                offset: h.event.offset,
+                epoch,
+                duplicate: false,
+                delivered,
+            };
+            acks.push((h.ack, ack, h.permit));
+        }
+        for (tx, ack, permit) in acks {
+            let _ = tx.send(Ok(ack));
+            drop(permit);
+        }
+        stats.published.fetch_add(n, Ordering::Relaxed);
+        stats.delivered.fetch_add(total, Ordering::Relaxed);
+    }
+
+    /// Waits until every message queued for the durable store so far is on disk (no-op
+    /// without a data directory). Called on shutdown.
+    pub async fn flush_store(&self) {
+        if let Some(p) = &self.inner.durable {
+            p.committer.flush().await;
+        }
+    }
+
+    /// Publishes and waits until the message is durable when its topic is persisted (at
+    /// once otherwise). Any topic is allowed, as with [`Bus::publish`].
+    pub async fn publish_durable(&self, p: Publish<'_>) -> Result<PubAck, BusError> {
+        let permit = self.durable_permit(p.topic).await;
+        self.publish_inner(p, None, permit)?.ack().await
+    }
+
+    /// Publishes, waiting only for room in the durable queue (not for the disk): the
+    /// returned [`Published`] can be awaited for the durable ack, or dropped. Any topic is
+    /// allowed, as with [`Bus::publish`].
+    pub async fn submit(&self, p: Publish<'_>) -> Result<Published, BusError> {
+        let permit = self.durable_permit(p.topic).await;
+        self.publish_inner(p, None, permit)
+    }
+
+    /// Like [`Bus::publish_as_client`], but a publish to a persisted topic waits for room
+    /// in the durable queue and returns a [`PendingAck`] to await for its `ok`.
+    pub async fn submit_as_client(&self, p: Publish<'_>) -> Result<Published, BusError> {
+        self.check_client_topic(p.topic)?;
+        let permit = self.durable_permit(p.topic).await;
+        self.publish_inner(p, None, permit)
+    }
+}

@@ -1,0 +1,230 @@
+// The Chat: rooms are topics `chat/<room>`, with history on joining and a member list.
+//
+// Membership comes from the server's presence (`presence` op and `$presence/chat/<room>` join
+// and leave events); nicknames are the chat's own business, announced on a side topic
+// `chat/<room>/roster` (`hello` on joining, answered by `here` from everyone present, `bye` on
+// leaving). On a server without presence or history the chat still works: the member list is
+// built from the roster alone and the room starts empty.
+
+import { $, el, colorFor, errorText, stickToBottom, time } from "./ui.js";
+
+const HISTORY = 50;
+
+export function mountChat(root, getBus) {
+  const joinForm = $("chat-join");
+  const roomView = $("chat-room-view");
+  const log = $("chat-log");
+  const nickInput = $("chat-nick");
+  const roomInput = $("chat-room");
+  const text = $("chat-text");
+
+  nickInput.value = localStorage.getItem("herald.nick") || "";
+  roomInput.value = localStorage.getItem("herald.room") || "general";
+
+  let room = null; // the joined room's state, or null
+
+  function line(message, cls = "") {
+    stickToBottom(log, () => log.append(el("div", { class: `chat-sys ${cls}`, text: message })));
+  }
+
+  function nameOf(session, client) {
+    if (room.names.has(session)) return room.names.get(session);
+    if (client && client.info && typeof client.info === "object" && client.info.name) return String(client.info.name);
+    if (client && client.user) return String(client.user);
+    return `guest-${String(session).slice(-4)}`;
+  }
+
+  function renderMembers() {
+    const list = $("chat-members");
+    const mine = room.bus.session;
+    const items = [...room.members.entries()]
+      .map(([session, client]) => ({ session, name: nameOf(session, client) }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    list.replaceChildren(
+      ...items.map(({ session, name }) =>
+        el("li", { dataset: { session } }, el("span", { text: name, style: `color:${colorFor(name)}` }), session === mine ? el("span", { class: "muted small", text: "(you)" }) : null),
+      ),
+    );
+    $("chat-members-count").textContent = String(items.length);
+    $("chat-count").textContent = `${items.length} here`;
+  }
+
+  /** Inserts a chat message in offset order (history may arrive after live messages). */
+  function renderMessage(m, earlier) {
+    if (room.offsets.has(m.offset)) return;
+    room.offsets.add(m.offset);
+    const d = m.data && typeof m.data === "object" ? m.data : { text: String(m.data) };
+    const nick = String(d.nick || "anonymous");
+    if (d.session && d.nick && !room.names.has(d.session)) room.names.set(d.session, nick);
+    const node = el(
+      "div",
+      { class: `chat-msg${d.session && d.session === room.bus.session ? " mine" : ""}${earlier ? " earlier" : ""}`, dataset: { offset: m.offset } },
+      el("span", { class: "who", text: nick, style: `color:${colorFor(nick)}` }),
+      el("span", { class: "when", text: time(m.ts) }),
+      el("span", { class: "text", text: String(d.text ?? "") }),
+    );
+    stickToBottom(log, () => {
+      const later = [...log.querySelectorAll(".chat-msg")].find((n) => Number(n.dataset.offset) > m.offset);
+      if (later) log.insertBefore(node, later);
+      else log.append(node);
+    });
+  }
+
+  function onRoster(m) {
+    const d = m.data || {};
+    if (!d.session || d.session === room.bus.session) return;
+    const known = room.names.get(d.session);
+    if (d.nick) room.names.set(d.session, String(d.nick));
+    if (d.type === "hello") {
+      line(`${d.nick} joined`);
+      // Tell the newcomer who we are (they may have joined after our own hello).
+      room.bus.publish(room.roster, { type: "here", session: room.bus.session, nick: room.nick }).catch(() => {});
+    }
+    if (d.type === "bye") {
+      // With presence, the server's leave event says it (also for tabs closed without a bye).
+      if (!room.presence && room.members.delete(d.session)) line(`${known || d.nick} left`);
+    } else if (!room.presence) {
+      room.members.set(d.session, null);
+    }
+    renderMembers();
+  }
+
+  function onPresence(m) {
+    const e = m.data || {};
+    if (e.event === "join") room.members.set(e.session, { user: e.user, info: e.info });
+    if (e.event === "leave" && room.members.has(e.session)) {
+      const name = nameOf(e.session, room.members.get(e.session));
+      room.members.delete(e.session);
+      if (e.session !== room.bus.session) line(`${name} left`);
+    }
+    renderMembers();
+  }
+
+  async function loadPresence() {
+    const snapshot = await room.bus.presence(room.topic);
+    room.members = new Map(snapshot.clients.map((c) => [c.session, c]));
+    room.members.set(room.bus.session, room.members.get(room.bus.session) || null);
+    renderMembers();
+  }
+
+  async function join(nick, name) {
+    const bus = await getBus();
+    room = {
+      bus,
+      nick,
+      name,
+      topic: `chat/${name}`,
+      roster: `chat/${name}/roster`,
+      members: new Map([[bus.session, null]]),
+      names: new Map([[bus.session, nick]]),
+      offsets: new Set(),
+      presence: false,
+      unsubs: [],
+      off: [],
+    };
+    const r = room;
+    log.replaceChildren();
+    $("chat-title").textContent = `#${name}`;
+    joinForm.hidden = true;
+    roomView.hidden = false;
+    renderMembers();
+
+    r.unsubs.push(await bus.subscribe(r.topic, (m) => renderMessage(m, false)));
+    r.unsubs.push(await bus.subscribe(r.roster, onRoster));
+
+    const note = $("chat-members-note");
+    note.hidden = true;
+    try {
+      r.unsubs.push(await bus.subscribe(`$presence/${r.topic}`, onPresence));
+      r.presence = true;
+      await loadPresence();
+    } catch (err) {
+      r.presence = false;
+      note.textContent = `Presence is not available on this server (${err.code || err.message}); showing who announced themselves.`;
+      note.hidden = false;
+    }
+    await bus.publish(r.roster, { type: "hello", session: bus.session, nick });
+
+    try {
+      const h = await bus.history(r.topic, { limit: HISTORY });
+      for (const m of h.messages) renderMessage(m, true);
+      if (h.messages.length) line(`↑ ${h.messages.length} earlier message${h.messages.length === 1 ? "" : "s"} from the room's history`);
+    } catch (err) {
+      line(`No history for this room (${err.code || err.message}).`);
+    }
+    line(`You joined #${name} as ${nick}.`);
+
+    r.off.push(
+      bus.on("close", (e) => e.willReconnect && line("Connection lost, reconnecting…", "err")),
+      bus.on("open", async (e) => {
+        if (room !== r) return;
+        if (e.resumed) {
+          line("Reconnected: nothing was missed.");
+          return;
+        }
+        // A new session: the client subscribed again; announce ourselves and refresh.
+        line("Reconnected with a new session; some messages may have been missed.", "err");
+        r.members.delete(e.previousSession);
+        r.names.set(bus.session, r.nick);
+        bus.publish(r.roster, { type: "hello", session: bus.session, nick: r.nick }).catch(() => {});
+        if (r.presence) loadPresence().catch(() => {});
+        else r.members.set(bus.session, null);
+        renderMembers();
+      }),
+      bus.on("gap", (g) => line(`${g.to_seq - g.from_seq + 1} message(s) were lost (${g.reason}).`, "err")),
+    );
+    text.focus();
+  }
+
+  async function leave() {
+    const r = room;
+    if (!r) return;
+    room = null;
+    r.off.forEach((off) => off());
+    r.bus.publish(r.roster, { type: "bye", session: r.bus.session, nick: r.nick }).catch(() => {});
+    await Promise.allSettled(r.unsubs.map((u) => u()));
+    roomView.hidden = true;
+    joinForm.hidden = false;
+  }
+
+  joinForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const nick = nickInput.value.trim();
+    const name = roomInput.value.trim();
+    if (!nick || !/^[A-Za-z0-9_-]+$/.test(name)) return;
+    localStorage.setItem("herald.nick", nick);
+    localStorage.setItem("herald.room", name);
+    $("chat-join-btn").disabled = true;
+    try {
+      await join(nick, name);
+    } catch (err) {
+      await leave();
+      line(`Could not join: ${errorText(err)}`, "err");
+      joinForm.hidden = false;
+      alert(`Could not join: ${errorText(err)}`);
+    } finally {
+      $("chat-join-btn").disabled = false;
+    }
+  });
+
+  $("chat-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const value = text.value.trim();
+    if (!value || !room) return;
+    text.value = "";
+    room.bus.publish(room.topic, { nick: room.nick, text: value, session: room.bus.session }).catch((err) => line(`Not sent: ${errorText(err)}`, "err"));
+  });
+
+  $("chat-leave").addEventListener("click", () => leave());
+  // Closing the tab: say bye and unsubscribe now (the frames go out before the socket closes),
+  // so others see the leave at once rather than when the session expires.
+  window.addEventListener("pagehide", () => {
+    if (room) leave();
+  });
+
+  return {
+    visible(shown) {
+      if (shown && !room) (nickInput.value ? roomInput : nickInput).focus();
+    },
+  };
+}

@@ -1,0 +1,816 @@
+// Herald client for browsers and Node 20+: one ES module, no dependencies, no build step.
+//
+//   import { connect } from "/herald.js";
+//   const bus = await connect("ws://127.0.0.1:7400/ws");
+//   const unsubscribe = await bus.subscribe("chat/*", (msg) => console.log(msg.topic, msg.data));
+//   await bus.publish("chat/general", { text: "hi" });
+//
+// The wire contract is PROTOCOL.md. What this module adds on top of a raw socket:
+// - routing: the server delivers each message to a session once, however many of its patterns
+//   match; this module matches the topic against every local subscription and calls each
+//   distinct handler once;
+// - sessions: it tracks `seq`, reconnects with exponential backoff and jitter, resumes with
+//   `session` + `last_seq` (so nothing is lost within the server's session TTL and buffer), and
+//   subscribes again when the server could not resume;
+// - offline behaviour: publishes are queued (bounded) and sent after reconnecting; requests,
+//   history and presence calls that are waiting for an answer are rejected on disconnect.
+
+/** Client-side error codes, beside the server's (PROTOCOL.md §6). */
+export const CLIENT_CODES = Object.freeze({
+  DISCONNECTED: "disconnected", // the socket dropped before the answer came
+  CLOSED: "closed", // bus.close() was called
+  QUEUE_FULL: "queue_full", // too many publishes queued while offline
+  TIMEOUT: "timeout", // no answer in time
+  CONNECT_FAILED: "connect_failed", // the first connection could not be opened
+});
+
+/** An error from the server (`error` frame, `code` from PROTOCOL.md §6) or from this client. */
+export class HeraldError extends Error {
+  constructor(code, message, extra) {
+    super(message || code);
+    this.name = "HeraldError";
+    this.code = code;
+    if (extra) Object.assign(this, extra);
+  }
+}
+
+const OPEN = 1; // WebSocket.OPEN, the same in every implementation
+
+const DEFAULTS = {
+  minDelayMs: 250, // first reconnect delay (before jitter)
+  maxDelayMs: 15000, // backoff ceiling
+  maxQueue: 1000, // publishes held while offline
+  requestTimeoutMs: 5000, // `req` default, as the server's
+  answerTimeoutMs: 15000, // how long to wait for any other answer (sub, pub, history, …)
+  connectTimeoutMs: 10000, // from opening a socket to `welcome`
+};
+
+/**
+ * Reconnect delay for the given attempt (0-based): exponential from `minDelayMs`, capped at
+ * `maxDelayMs`, with "equal jitter" (half fixed, half random) so a server restart does not get
+ * every client back in the same millisecond while no client waits much less than the curve.
+ */
+export function backoffDelay(attempt, minDelayMs = DEFAULTS.minDelayMs, maxDelayMs = DEFAULTS.maxDelayMs, random = Math.random) {
+  const exp = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(attempt, 30));
+  return Math.round(exp / 2 + random() * (exp / 2));
+}
+
+// ------------------------------------------------------------------------------------------
+// Patterns (PROTOCOL.md §1), matched locally to route messages to handlers.
+
+const REGEX_SYNTAX = /[\\^$.*+?()[\]{}|]/g; // `/` needs no escape in RegExp()
+
+/**
+ * Compiles a pattern into a predicate `topic => boolean` with the protocol's glob rules:
+ * `*` and `?` stay inside a segment, `**` as a whole segment spans zero or more segments,
+ * `[…]`/`[!…]` classes, `{a,b}` alternatives, and a pattern whose first segment does not start
+ * with `$` never matches a system topic. Validation is the server's job; this is only routing.
+ */
+export function compilePattern(pattern) {
+  const p = String(pattern);
+  let re = "";
+  let depth = 0; // inside `{…}`
+  for (let i = 0; i < p.length; ) {
+    const c = p[i];
+    if (c === "*" && p[i + 1] === "*" && (i === 0 || p[i - 1] === "/") && (i + 2 === p.length || p[i + 2] === "/")) {
+      if (i === 0 && i + 2 === p.length) {
+        re += ".*";
+        i += 2;
+      } else if (i + 2 === p.length) {
+        re = re.slice(0, -1) + "(?:/.*)?"; // `a/**`: drop the `/` just written; matches `a` too
+        i += 2;
+      } else {
+        re += "(?:.*/)?"; // `**/`: zero or more whole segments
+        i += 3;
+      }
+    } else if (c === "*") {
+      re += "[^/]*";
+      i += p[i + 1] === "*" ? 2 : 1;
+    } else if (c === "?") {
+      re += "[^/]";
+      i += 1;
+    } else if (c === "[") {
+      const end = classEnd(p, i);
+      if (end < 0) {
+        re += "\\[";
+        i += 1;
+        continue;
+      }
+      let body = p.slice(i + 1, end);
+      const negated = body[0] === "!";
+      if (negated) body = body.slice(1);
+      body = body.replace(/[\\[\]^/]/g, "\\$&");
+      re += negated ? `[^${body}/]` : `(?:(?!/)[${body}])`;
+      i = end + 1;
+    } else if (c === "{") {
+      re += "(?:";
+      depth += 1;
+      i += 1;
+    } else if (c === "}" && depth > 0) {
+      re += ")";
+      depth -= 1;
+      i += 1;
+    } else if (c === "," && depth > 0) {
+      re += "|";
+      i += 1;
+    } else if (c === "\\" && i + 1 < p.length) {
+      re += p[i + 1].replace(REGEX_SYNTAX, "\\$&");
+      i += 2;
+    } else {
+      re += c.replace(REGEX_SYNTAX, "\\$&");
+      i += 1;
+    }
+  }
+  let regex;
+  try {
+    regex = new RegExp(`^${re}$`, "u");
+  } catch {
+    return () => false; // a pattern the server would refuse anyway
+  }
+  const system = p.startsWith("$");
+  return (topic) => (system || !topic.startsWith("$")) && regex.test(topic);
+}
+
+/** Index of the `]` closing the class that opens at `start`, or -1. A `]` first is literal. */
+function classEnd(p, start) {
+  let i = start + 1;
+  if (p[i] === "!") i += 1;
+  if (p[i] === "]") i += 1;
+  for (; i < p.length; i += 1) if (p[i] === "]") return i;
+  return -1;
+}
+
+/** Whether `topic` matches `pattern` (see {@link compilePattern}). */
+export function matchPattern(pattern, topic) {
+  return compilePattern(pattern)(topic);
+}
+
+// ------------------------------------------------------------------------------------------
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !loc.host) throw new TypeError("connect(url): a URL is needed outside a web page");
+  return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
+}
+
+/** Accepts ws(s)://, http(s):// (→ ws(s)://…/ws when no path) and, in a page, relative URLs. */
+function normalizeUrl(url) {
+  if (url == null || url === "") return defaultUrl();
+  const base = globalThis.location && globalThis.location.href ? globalThis.location.href : undefined;
+  const u = new URL(String(url), base);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  if (u.protocol === "https:") u.protocol = "wss:";
+  if (u.pathname === "/" && !String(url).endsWith("/")) u.pathname = "/ws";
+  return u.toString();
+}
+
+/**
+ * Stops listening to a socket we are done with. `onerror` stays a no-op: the `ws` package
+ * throws on an `error` event that nobody listens to (e.g. closing while still connecting).
+ */
+function detach(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  ws.onerror = () => {};
+}
+
+function subKey(pattern, group) {
+  return group ? `${pattern}\u0000${group}` : pattern;
+}
+
+/**
+ * Opens a connection and resolves with a {@link Bus} once the server said `welcome`.
+ * Rejects when the first connection cannot be opened (later drops reconnect on their own).
+ *
+ * options: `token` (string, or a function returning one, called before every connection),
+ * `WebSocket` (a constructor, for Node 20 without a global one: e.g. the `ws` package),
+ * `session` + `lastSeq` (resume a session from an earlier page load), `client` (sent in hello),
+ * `minDelayMs`, `maxDelayMs` (reconnect backoff), `maxQueue` (offline publishes),
+ * `requestTimeoutMs`, `answerTimeoutMs`, `connectTimeoutMs`, `reconnect` (false: never
+ * reconnect).
+ */
+export function connect(url, options = {}) {
+  const bus = new Bus(url, options);
+  return bus.open().then(() => bus);
+}
+
+export class Bus {
+  constructor(url, options = {}) {
+    this.url = normalizeUrl(url);
+    this.options = { ...DEFAULTS, ...options };
+    this._WS = options.WebSocket || globalThis.WebSocket;
+    if (typeof this._WS !== "function") {
+      throw new TypeError("no WebSocket: pass options.WebSocket (in Node 20, e.g. the `ws` package)");
+    }
+    /** Current WebSocket, or null between connections. */
+    this.socket = null;
+    /** Server session id (kept across reconnects while the server resumes it). */
+    this.session = options.session || null;
+    /** Highest `seq` seen (or covered by a `gap`): what a resume asks to continue after. */
+    this.lastSeq = options.session ? options.lastSeq || 0 : 0;
+    /** `connecting` | `open` | `reconnecting` | `closed`. */
+    this.state = "connecting";
+    /** The last `welcome` frame. */
+    this.welcome = null;
+
+    this._nextId = 1;
+    this._pending = new Map(); // id -> {resolve, reject, timer, kind, frame}
+    this._subs = new Map(); // key -> {pattern, group, ack, rewind, since, match, handlers:Set, confirmed, waiters, lastOffset}
+    this._unsubQueue = new Map(); // key -> {pattern, group}: unsubscribes to send after reconnect
+    this._queue = []; // publishes waiting for a socket: {frame, resolve, reject}
+    this._listeners = new Map();
+    this._attempt = 0;
+    this._reconnectTimer = null;
+    this._heartbeatTimer = null;
+    this._lastHeard = 0;
+    this._retryAfterMs = 0;
+    this._connectTimer = null;
+  }
+
+  // ---- events --------------------------------------------------------------------------
+
+  /** Listens to `open`, `close`, `resumed`, `gap`, `error`; returns a function that stops. */
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    const set = this._listeners.get(event);
+    if (set) set.delete(fn);
+  }
+
+  _emit(event, payload) {
+    const set = this._listeners.get(event);
+    if (!set || set.size === 0) return;
+    for (const fn of [...set]) {
+      try {
+        fn(payload);
+      } catch (e) {
+        if (event !== "error") this._emit("error", e);
+      }
+    }
+  }
+
+  /** True while a socket is open and welcomed. */
+  get connected() {
+    return this.state === "open";
+  }
+
+  // ---- connection lifecycle --------------------------------------------------------------
+
+  /**
+   * Opens the first connection; resolves once welcomed (see {@link connect}). Subscribing on a
+   * new `Bus` before `open()` (without awaiting) makes its handlers ready for the messages a
+   * resumed session replays first, e.g. after a page reload with a saved `session`/`lastSeq`.
+   */
+  open() {
+    if (this._opened) return this._opened;
+    this._opened = new Promise((resolve, reject) => {
+      this._firstOpen = { resolve, reject };
+      this._open();
+    });
+    return this._opened;
+  }
+
+  async _open() {
+    let token = this.options.token;
+    try {
+      if (typeof token === "function") token = await token();
+    } catch (e) {
+      this._onSocketGone(null, { code: 4001, reason: `token: ${e && e.message ? e.message : e}` });
+      return;
+    }
+    if (this.state === "closed") return;
+    let ws;
+    try {
+      ws = new this._WS(this.url, "herald.v1");
+    } catch (e) {
+      this._onSocketGone(null, { code: 1006, reason: String(e && e.message ? e.message : e) });
+      return;
+    }
+    this.socket = ws;
+    // A socket can hang while connecting (a silently dropped SYN, a stuck proxy): give up on
+    // it after connectTimeoutMs and count it as a failed attempt.
+    clearTimeout(this._connectTimer);
+    this._connectTimer = setTimeout(() => {
+      if (this.socket !== ws || this.state === "open" || this.state === "closed") return;
+      this._onSocketGone(ws, { code: 4000, reason: "connect timeout" });
+      try {
+        ws.close();
+      } catch {
+        /* never opened */
+      }
+    }, this.options.connectTimeoutMs);
+    ws.onopen = () => {
+      const hello = { op: "hello" };
+      if (token) hello.token = token;
+      if (this.session) {
+        hello.session = this.session;
+        hello.last_seq = this.lastSeq;
+      }
+      if (this.options.client !== undefined) hello.client = this.options.client;
+      this._sendRaw(ws, hello);
+    };
+    ws.onmessage = (ev) => {
+      if (this.socket !== ws) return;
+      this._lastHeard = Date.now();
+      if (typeof ev.data !== "string") return; // the server only sends text frames
+      let frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch {
+        this._emit("error", new HeraldError("bad_json", "server sent a frame that is not JSON"));
+        return;
+      }
+      this._onFrame(frame);
+    };
+    ws.onerror = () => {
+      // Always followed by `close`, which carries what can be known.
+    };
+    ws.onclose = (ev) => this._onSocketGone(ws, { code: ev.code, reason: ev.reason });
+  }
+
+  _sendRaw(ws, frame) {
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch (e) {
+      this._emit("error", e);
+      return false;
+    }
+  }
+
+  /** Sends a frame on the current welcomed socket; false when offline. */
+  _send(frame) {
+    return this.state === "open" && this._sendRaw(this.socket, frame);
+  }
+
+  _onSocketGone(ws, { code, reason }) {
+    if (ws && this.socket !== ws) return;
+    this.socket = null;
+    clearTimeout(this._connectTimer);
+    this._stopHeartbeat();
+    const wasOpen = this.state === "open";
+    if (ws) detach(ws);
+    this._failPending(CLIENT_CODES.DISCONNECTED, `connection lost (${code}${reason ? ` ${reason}` : ""})`);
+    if (this.state === "closed") return;
+    if (this._firstOpen) {
+      const first = this._firstOpen;
+      this._firstOpen = null;
+      this.state = "closed";
+      first.reject(new HeraldError(CLIENT_CODES.CONNECT_FAILED, `could not connect to ${this.url} (${code}${reason ? ` ${reason}` : ""})`, { closeCode: code }));
+      return;
+    }
+    // 1008: another connection took over this session (e.g. the same page in another tab)
+    // 4001: the token was refused or expired; retrying with the same token cannot help.
+    const fatal = code === 1008 || (code === 4001 && typeof this.options.token !== "function");
+    const willReconnect = this.options.reconnect !== false && !fatal;
+    this.state = willReconnect ? "reconnecting" : "closed";
+    if (wasOpen || !willReconnect) this._emit("close", { code, reason, willReconnect });
+    if (willReconnect) {
+      const delay = Math.max(this._retryAfterMs, backoffDelay(this._attempt, this.options.minDelayMs, this.options.maxDelayMs));
+      this._retryAfterMs = 0;
+      this._attempt += 1;
+      this._reconnectTimer = setTimeout(() => {
+        this._reconnectTimer = null;
+        this._open();
+      }, delay);
+    } else {
+      this._failQueue(CLIENT_CODES.CLOSED, "connection closed and will not reconnect");
+    }
+  }
+
+  _onWelcome(frame) {
+    const previous = this.session;
+    clearTimeout(this._connectTimer);
+    this.welcome = frame;
+    this.session = frame.session;
+    this._attempt = 0;
+    if (!frame.resumed) this.lastSeq = 0;
+    this.state = "open";
+    this._startHeartbeat(frame.heartbeat_ms);
+    if (frame.resumed) {
+      // The server kept our subscriptions; send what we could not while offline.
+      for (const [key, u] of this._unsubQueue) {
+        this._send({ op: "unsub", pattern: u.pattern, ...(u.group ? { group: u.group } : {}) });
+        this._unsubQueue.delete(key);
+      }
+      for (const sub of this._subs.values()) if (!sub.confirmed) this._sendSub(sub, false);
+    } else {
+      this._unsubQueue.clear();
+      for (const sub of this._subs.values()) this._sendSub(sub, sub.confirmed);
+    }
+    // Queued publishes go after the subscriptions so the server handles them in that order.
+    const queued = this._queue;
+    this._queue = [];
+    for (const q of queued) this._sendPub(q);
+    if (this._firstOpen) {
+      const first = this._firstOpen;
+      this._firstOpen = null;
+      first.resolve();
+    }
+    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous };
+    this._emit("open", info);
+    if (frame.resumed) this._emit("resumed", info);
+  }
+
+  _startHeartbeat(heartbeatMs) {
+    this._stopHeartbeat();
+    const every = Math.max(1000, Number(heartbeatMs) || 25000);
+    this._lastHeard = Date.now();
+    // The server's pings are WebSocket control frames that page scripts never see, so the
+    // client checks liveness itself: a `ping` when quiet, and a reconnect when nothing at all
+    // came back for two intervals (a half-open TCP connection never fires `close`).
+    this._heartbeatTimer = setInterval(() => {
+      const quiet = Date.now() - this._lastHeard;
+      if (quiet >= 2 * every + 1000) {
+        const ws = this.socket;
+        this._onSocketGone(ws, { code: 4000, reason: "heartbeat timeout" });
+        try {
+          ws.close(4000, "heartbeat timeout");
+        } catch {
+          /* already closing */
+        }
+      } else if (quiet >= every) {
+        this._send({ op: "ping" });
+      }
+    }, every);
+    if (this._heartbeatTimer.unref) this._heartbeatTimer.unref();
+  }
+
+  _stopHeartbeat() {
+    if (this._heartbeatTimer) clearInterval(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+  }
+
+  /** Closes the connection for good: leaves every subscription, rejects what is pending. */
+  close() {
+    if (this.state === "closed") return;
+    const ws = this.socket;
+    if (this.state === "open") {
+      // Unsubscribing makes presence leaves immediate instead of waiting for the session TTL.
+      for (const sub of this._subs.values()) {
+        this._send({ op: "unsub", pattern: sub.pattern, ...(sub.group ? { group: sub.group } : {}) });
+      }
+    }
+    this.state = "closed";
+    clearTimeout(this._connectTimer);
+    if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = null;
+    this._stopHeartbeat();
+    this.socket = null;
+    const subs = [...this._subs.values()];
+    this._subs.clear();
+    this._failPending(CLIENT_CODES.CLOSED, "bus closed");
+    for (const sub of subs) {
+      const waiters = sub.waiters;
+      sub.waiters = [];
+      for (const w of waiters) w.reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
+    }
+    this._failQueue(CLIENT_CODES.CLOSED, "bus closed");
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(1000, "bye");
+      } catch {
+        /* already closed */
+      }
+    }
+    if (this._firstOpen) {
+      const first = this._firstOpen;
+      this._firstOpen = null;
+      first.reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
+    }
+    this._emit("close", { code: 1000, reason: "closed by client", willReconnect: false });
+  }
+
+  // ---- incoming frames -------------------------------------------------------------------
+
+  _onFrame(frame) {
+    switch (frame.op) {
+      case "welcome":
+        this._onWelcome(frame);
+        break;
+      case "msg":
+        this._onMsg(frame);
+        break;
+      case "gap":
+        if (typeof frame.to_seq === "number" && frame.to_seq > this.lastSeq) this.lastSeq = frame.to_seq;
+        this._emit("gap", { from_seq: frame.from_seq, to_seq: frame.to_seq, reason: frame.reason });
+        break;
+      case "ok":
+      case "reply":
+      case "pong":
+        this._answer(frame, null);
+        break;
+      case "error": {
+        const err = new HeraldError(frame.code, frame.message, { id: frame.id });
+        if (!this._answer(frame, err)) this._emit("error", err);
+        break;
+      }
+      case "bye":
+        // The server is going away and says when to come back: reconnect no sooner.
+        this._retryAfterMs = Number(frame.retry_ms) || 0;
+        break;
+      default:
+        break; // newer server frames are ignored, as the protocol asks of unknown fields
+    }
+  }
+
+  /** Settles the pending request the frame answers; false if none waits for it. */
+  _answer(frame, err) {
+    if (frame.id === undefined || frame.id === null) return false;
+    const p = this._pending.get(frame.id);
+    if (!p) return false;
+    this._pending.delete(frame.id);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(frame);
+    return true;
+  }
+
+  _onMsg(frame) {
+    if (typeof frame.seq === "number") {
+      if (frame.seq <= this.lastSeq) return; // already seen (a resume may replay the edge)
+      this.lastSeq = frame.seq;
+    }
+    const msg = frame;
+    delete msg.op;
+    if (msg.reply_to) {
+      const to = msg.reply_to;
+      Object.defineProperty(msg, "reply", { value: (data) => this.publish(to, data), enumerable: false });
+    }
+    const seq = msg.seq;
+    Object.defineProperty(msg, "ack", { value: () => this.ack(seq), enumerable: false });
+    const called = new Set();
+    for (const sub of this._subs.values()) {
+      if (!sub.match(msg.topic)) continue;
+      // Only exact-topic subscriptions can continue `since` an offset (kept small on purpose).
+      if (sub.pattern === msg.topic && typeof msg.offset === "number" && msg.epoch !== undefined) sub.lastOffset = { epoch: msg.epoch, offset: msg.offset };
+      for (const handler of sub.handlers) {
+        if (called.has(handler)) continue;
+        called.add(handler);
+        try {
+          handler(msg);
+        } catch (e) {
+          this._emit("error", e);
+        }
+      }
+    }
+  }
+
+  // ---- requests --------------------------------------------------------------------------
+
+  /** Sends `frame` with a fresh id and resolves with the answer frame. */
+  _call(frame, timeoutMs = this.options.answerTimeoutMs) {
+    return new Promise((resolve, reject) => {
+      if (this.state === "closed") return reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
+      if (this.state !== "open") return reject(new HeraldError(CLIENT_CODES.DISCONNECTED, `not connected: '${frame.op}' needs a connection`));
+      const id = this._nextId++;
+      const timer = setTimeout(() => {
+        if (this._pending.delete(id)) reject(new HeraldError(CLIENT_CODES.TIMEOUT, `no answer to '${frame.op}' within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pending.set(id, { resolve, reject, timer, frame });
+      if (!this._send({ ...frame, id })) {
+        this._pending.delete(id);
+        clearTimeout(timer);
+        reject(new HeraldError(CLIENT_CODES.DISCONNECTED, "not connected"));
+      }
+    });
+  }
+
+  _failPending(code, message) {
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      if (p.onDisconnect) p.onDisconnect(code, message);
+      else p.reject(new HeraldError(code, message));
+    }
+  }
+
+  _failQueue(code, message) {
+    const queued = this._queue;
+    this._queue = [];
+    for (const q of queued) q.reject(new HeraldError(code, message));
+  }
+
+  /**
+   * Publishes `data` (any JSON) to `topic`. Resolves with `{offset, epoch, duplicate}` once the
+   * server stored and routed it. While offline the publish waits in a bounded queue and goes
+   * out after reconnecting; if the connection drops after it was sent but before the answer,
+   * it is sent again when it has a `msgId` (the server's de-duplication makes that safe), and
+   * rejected with `disconnected` otherwise (it may or may not have been published).
+   */
+  publish(topic, data, opts = {}) {
+    return new Promise((resolve, reject) => {
+      if (this.state === "closed") return reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
+      const frame = { op: "pub", topic, data: data === undefined ? null : data };
+      if (opts.msgId !== undefined) frame.msg_id = String(opts.msgId);
+      if (opts.retain) frame.retain = true;
+      const q = { frame, resolve, reject };
+      if (this.state === "open") this._sendPub(q);
+      else this._enqueue(q);
+    });
+  }
+
+  _enqueue(q) {
+    if (this._queue.length >= this.options.maxQueue) {
+      q.reject(new HeraldError(CLIENT_CODES.QUEUE_FULL, `offline publish queue is full (${this.options.maxQueue})`));
+      return;
+    }
+    this._queue.push(q);
+  }
+
+  _sendPub(q) {
+    const id = this._nextId++;
+    const timeoutMs = this.options.answerTimeoutMs;
+    const timer = setTimeout(() => {
+      if (this._pending.delete(id)) q.reject(new HeraldError(CLIENT_CODES.TIMEOUT, `no answer to 'pub' within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const entry = {
+      timer,
+      frame: q.frame,
+      resolve: (ok) => q.resolve({ offset: ok.offset, epoch: ok.epoch, duplicate: !!ok.duplicate }),
+      reject: q.reject,
+      onDisconnect: (code, message) => {
+        if (code === CLIENT_CODES.DISCONNECTED && q.frame.msg_id !== undefined) this._enqueue(q);
+        else q.reject(new HeraldError(code, message));
+      },
+    };
+    this._pending.set(id, entry);
+    if (!this._send({ ...q.frame, id })) {
+      this._pending.delete(id);
+      clearTimeout(timer);
+      this._enqueue(q);
+    }
+  }
+
+  /**
+   * Subscribes `handler` to `pattern`; resolves, once the server confirmed, with a function
+   * that unsubscribes (and has `pattern` and `recovered` properties). The handler gets the
+   * whole message: `{topic, data, seq, offset, epoch, ts, msg_id?, reply_to?, retained?,
+   * replay?, redelivered?, deliveries?}` plus `msg.ack()` and, for requests, `msg.reply(data)`.
+   * Options: `group`, `ack` ("auto" | "manual", with a group), `rewind` (N latest per topic),
+   * `since` ({epoch, offset}, exact topic). Subscribing while offline waits for the connection.
+   */
+  subscribe(pattern, handler, opts = {}) {
+    if (typeof handler !== "function") return Promise.reject(new TypeError("subscribe(pattern, handler): handler must be a function"));
+    if (this.state === "closed") return Promise.reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
+    const key = subKey(pattern, opts.group);
+    let sub = this._subs.get(key);
+    const fresh = !sub;
+    if (!sub) {
+      sub = {
+        key,
+        pattern,
+        group: opts.group,
+        ack: opts.ack,
+        rewind: opts.rewind,
+        since: opts.since,
+        match: compilePattern(pattern),
+        handlers: new Set(),
+        confirmed: false,
+        waiters: [],
+        lastOffset: null,
+        recovered: undefined,
+      };
+      this._subs.set(key, sub);
+      this._unsubQueue.delete(key);
+    }
+    sub.handlers.add(handler);
+    const unsubscribe = () => this._unsubscribe(key, handler);
+    unsubscribe.pattern = pattern;
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        unsubscribe.recovered = sub.recovered;
+        resolve(unsubscribe);
+      };
+      if (!fresh && sub.confirmed) return done();
+      sub.waiters.push({ resolve: done, reject, handler });
+      if (fresh && this.state === "open") this._sendSub(sub, false);
+    });
+  }
+
+  /**
+   * Sends `sub`. On a resubscription after a lost session, an exact topic continues with
+   * `since` after the last offset seen instead of replaying `rewind` again; should the server
+   * refuse that, the plain subscription is sent (live messages matter more than the replay).
+   */
+  _sendSub(sub, again, plain = false) {
+    const frame = { op: "sub", pattern: sub.pattern };
+    if (sub.group) frame.group = sub.group;
+    if (sub.ack) frame.ack = sub.ack;
+    if (plain) {
+      // nothing more
+    } else if (!again) {
+      if (sub.rewind !== undefined) frame.rewind = sub.rewind;
+      if (sub.since) frame.since = sub.since;
+    } else if (sub.lastOffset) {
+      // An exact topic we have seen: continue after the last offset instead of replaying.
+      frame.since = sub.lastOffset;
+    }
+    const id = this._nextId++;
+    const timer = setTimeout(() => {
+      if (this._pending.delete(id)) this._subFailed(sub, new HeraldError(CLIENT_CODES.TIMEOUT, `no answer to 'sub' within ${this.options.answerTimeoutMs} ms`));
+    }, this.options.answerTimeoutMs);
+    this._pending.set(id, {
+      timer,
+      frame,
+      resolve: (ok) => {
+        if (this._subs.get(sub.key) !== sub) return;
+        sub.confirmed = true;
+        if (ok.recovered !== undefined) sub.recovered = ok.recovered;
+        const waiters = sub.waiters;
+        sub.waiters = [];
+        for (const w of waiters) w.resolve();
+      },
+      reject: (err) => {
+        if (again && frame.since && this._subs.get(sub.key) === sub) this._sendSub(sub, true, true);
+        else this._subFailed(sub, err);
+      },
+      // The connection dropped before the answer: the subscription stays and is sent again
+      // after reconnecting (`sub` is idempotent).
+      onDisconnect: (code, message) => {
+        if (code === CLIENT_CODES.CLOSED) this._subFailed(sub, new HeraldError(code, message));
+      },
+    });
+    this._send({ ...frame, id });
+  }
+
+  _subFailed(sub, err) {
+    if (sub.confirmed) {
+      // A resubscription was refused (e.g. permissions changed with a new token).
+      this._emit("error", err);
+      return;
+    }
+    if (this._subs.get(sub.key) === sub) this._subs.delete(sub.key);
+    const waiters = sub.waiters;
+    sub.waiters = [];
+    for (const w of waiters) w.reject(err);
+  }
+
+  _unsubscribe(key, handler) {
+    const sub = this._subs.get(key);
+    if (!sub || !sub.handlers.delete(handler)) return Promise.resolve();
+    if (sub.handlers.size > 0) return Promise.resolve();
+    this._subs.delete(key);
+    const frame = { op: "unsub", pattern: sub.pattern };
+    if (sub.group) frame.group = sub.group;
+    if (this.state === "open") {
+      return this._call(frame).then(
+        () => undefined,
+        (err) => {
+          if (err.code === CLIENT_CODES.DISCONNECTED) this._unsubQueue.set(key, { pattern: sub.pattern, group: sub.group });
+          else if (err.code !== CLIENT_CODES.CLOSED) throw err;
+        },
+      );
+    }
+    if (this.state !== "closed") this._unsubQueue.set(key, { pattern: sub.pattern, group: sub.group });
+    return Promise.resolve();
+  }
+
+  /** Acknowledges a message of a `ack: "manual"` group subscription (also `msg.ack()`). */
+  ack(seq) {
+    this._send({ op: "ack", seq });
+  }
+
+  /**
+   * Sends a request and resolves with the reply's `data`. Rejects with `no_responders` (nobody
+   * subscribed), `timeout`, or `disconnected` (the connection dropped while waiting, or there
+   * was none: requests are not queued).
+   */
+  async request(topic, data, opts = {}) {
+    const timeoutMs = opts.timeoutMs ?? this.options.requestTimeoutMs;
+    const frame = { op: "req", topic, data: data === undefined ? null : data, timeout_ms: timeoutMs };
+    // The server answers `timeout` itself; the local timer only covers a lost answer.
+    const reply = await this._call(frame, timeoutMs + 2000);
+    return reply.data;
+  }
+
+  /** A topic's stored messages: `{epoch, messages: [{offset, topic, data, ts, msg_id?}]}`. */
+  async history(topic, opts = {}) {
+    const frame = { op: "history", topic };
+    if (opts.since !== undefined) frame.since = opts.since;
+    if (opts.limit !== undefined) frame.limit = opts.limit;
+    const ok = await this._call(frame);
+    return { epoch: ok.epoch, messages: ok.messages || [] };
+  }
+
+  /** Who is subscribed to an exact topic: `{count, clients: [{session, user, info}]}`. */
+  async presence(topic) {
+    const ok = await this._call({ op: "presence", topic });
+    return { count: ok.count, clients: ok.clients || [] };
+  }
+
+  /** Round trip to the server in milliseconds. */
+  async ping() {
+    const start = Date.now();
+    await this._call({ op: "ping" });
+    return Date.now() - start;
+  }
+}
+
+export default connect;

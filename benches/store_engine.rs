@@ -32,7 +32,7 @@ fn main() {
         ttl: None,
     };
     for &batch in &[1000usize, 2000, 4000, 10000] {
-        let mut offs = vec![0u64; 10];
+        let mut offs = [0u64; 10];
         let n = 200_000;
         let mut t_build = 0.0;
         let mut t_commit = 0.0;

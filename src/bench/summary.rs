@@ -441,7 +441,7 @@ fn fmt_us(v: Option<f64>) -> String {
 }
 
 fn fmt_kib(v: Option<f64>) -> String {
-    v.map(|b| format!("{:.1} KiB", b / 1024.0))
+    v.map(|b| format!("{:.2} KiB", b / 1024.0))
         .unwrap_or_else(|| "–".into())
 }
 

@@ -342,3 +342,92 @@ fn config_check_and_show_from_the_command_line() {
     let (code, _, err) = herald(&["config", "check", example.to_str().unwrap()]);
     assert_eq!((code, err.as_str()), (0, ""));
 }
+
+async fn http_publish(bin: &Binary, key: &str, topic: &str, data: Value) -> u16 {
+    http()
+        .post(http_url(bin, "/v1/publish"))
+        .bearer_auth(key)
+        .json(&json!({"topic": topic, "data": data}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Rotating API keys and widening anonymous permissions by SIGHUP: open connections stay
+/// up, the new keys work at once and the old ones no longer do, and connections opened after
+/// the reload get the new permissions.
+#[tokio::test]
+async fn reload_applies_new_keys_and_permissions() {
+    let auth = |key: &str, subscribe: &str| {
+        format!(
+            "[auth]\nhs256_secret = \"s3cret\"\napi_keys = [\"{key}\"]\n\
+             [auth.anonymous]\nsubscribe = [{subscribe}]\n"
+        )
+    };
+    let file = temp_file("auth.toml", &auth("key-1", "\"public/**\""));
+    let bin = start(&file);
+    let mut a = Raw::connect(&bin.ws_url()).await;
+    a.hello().await;
+    a.sub("public/news").await;
+    assert_eq!(try_sub(&mut a, "private/x").await["code"], "forbidden");
+    assert_eq!(
+        http_publish(&bin, "key-1", "public/news", json!(1)).await,
+        200
+    );
+    assert_eq!(
+        http_publish(&bin, "key-2", "public/news", json!(0)).await,
+        401
+    );
+
+    std::fs::write(&file, auth("key-2", "\"public/**\", \"private/**\"")).unwrap();
+    let lines = sighup(&bin).await;
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["key"] == "auth.api_keys" && v["fields"]["new"] == "(hidden)"),
+        "the change is logged without the key: {lines:#?}"
+    );
+    assert!(
+        !bin.log.lock().unwrap().iter().any(|l| l.contains("key-2")),
+        "keys never reach the log"
+    );
+    assert_eq!(
+        http_publish(&bin, "key-1", "public/news", json!(0)).await,
+        401
+    );
+    assert_eq!(
+        http_publish(&bin, "key-2", "public/news", json!(2)).await,
+        200
+    );
+    // The open connection lived through the reload and still receives.
+    assert_eq!(a.recv_op("msg").await["data"], 1);
+    assert_eq!(a.recv_op("msg").await["data"], 2);
+    // A connection opened now has the new anonymous permissions.
+    let mut b = Raw::connect(&bin.ws_url()).await;
+    b.hello().await;
+    assert_eq!(try_sub(&mut b, "private/x").await["op"], "ok");
+
+    // An [auth] that does not compile changes nothing.
+    std::fs::write(
+        &file,
+        "[auth]\npublic_key_file = \"/nonexistent/key.pem\"\napi_keys = [\"key-3\"]\n",
+    )
+    .unwrap();
+    let lines = sighup(&bin).await;
+    assert!(
+        lines
+            .iter()
+            .any(|v| message(v).starts_with("configuration not reloaded")),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        http_publish(&bin, "key-2", "public/news", json!(3)).await,
+        200
+    );
+    assert_eq!(
+        http_publish(&bin, "key-3", "public/news", json!(0)).await,
+        401
+    );
+}

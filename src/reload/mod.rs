@@ -17,8 +17,11 @@
 //! - `[[topics]]`: every topic, at its next publish or read (see `Bus::reload`).
 //! - `limits.max_connections_per_ip`, `limits.handshake_timeout`: the next connection;
 //!   `limits.publish_rate`: connections opened after the reload.
-//! - `listen`, `heartbeat`, `max_frame`, `[auth]`, `[cluster]`, the data directory: only at a
-//!   restart.
+//! - `[auth]` (through `server::ReloadHandle`, which compiles it first): API keys and admin
+//!   keys from the next HTTP request, token keys from the next `hello`, anonymous permissions
+//!   and the Origin allow-list from the next connection. An open connection keeps the access
+//!   it was granted (a token's until it expires).
+//! - `listen`, `heartbeat`, `max_frame`, `[cluster]`, the data directory: only at a restart.
 //!   A reload that changes them logs each such change and keeps running with the old value.
 //!   (`heartbeat` and `max_frame` are read at several points of a connection's life, which
 //!   must agree with each other and with what `welcome` told the client.)
@@ -91,8 +94,6 @@ pub fn effective(current: &Config, wanted: &Config) -> Config {
         max_frame: current.max_frame,
         cluster: current.cluster.clone(),
         data_dir: current.data_dir.clone(),
-        // Compiled once at start (keys read from files, permissions compiled).
-        auth: current.auth.clone(),
         ..wanted.clone()
     }
 }

@@ -36,6 +36,7 @@ impl FromRequestParts<Arc<AppState>> for HttpCaller {
         let bearer = super::ws::bearer(&parts.headers);
         state
             .auth
+            .load()
             .http_caller(bearer)
             .map(HttpCaller)
             .map_err(|e| auth_error(&e))

@@ -27,7 +27,7 @@ use crate::auth::{Auth, PerIp};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Counters, Exporter, Metrics, RateMeter};
-use crate::reload::Reload;
+use crate::reload::{Live, Reload};
 
 /// How long connections get to say goodbye and flush on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,8 +45,9 @@ pub(crate) struct AppState {
     pub exporter: Exporter,
     /// Rates for `GET /v1/stats`.
     pub rates: Arc<RateMeter>,
-    /// Tokens, permissions, API keys, Origin allow-list (`[auth]`; changes need a restart).
-    pub auth: Auth,
+    /// Tokens, permissions, API keys, Origin allow-list (`[auth]`), replaced whole by a
+    /// reload: read it per check, never keep it.
+    pub auth: Live<Auth>,
     /// WebSocket connections per client address.
     pub per_ip: Arc<PerIp>,
 }
@@ -79,6 +80,7 @@ impl ShutdownHandle {
 #[derive(Clone)]
 pub struct ReloadHandle {
     bus: Bus,
+    auth: Live<Auth>,
     metrics: Arc<Metrics>,
 }
 
@@ -86,8 +88,24 @@ impl ReloadHandle {
     /// Validates `config` and applies what can change at run time (see `crate::reload`),
     /// logging each change; on an error logs it and keeps the configuration in effect.
     pub fn reload(&self, config: Config) -> Result<Reload, ConfigError> {
+        // `[auth]` is compiled (key files read, patterns checked) before anything changes.
+        let auth = match Auth::from_config(config.auth.as_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                let e = ConfigError::invalid("auth", e.to_string());
+                self.refused(&e);
+                return Err(e);
+            }
+        };
+        let listen = config.listen;
         match self.bus.reload(config) {
             Ok(report) => {
+                if !auth.is_enabled() && !listen.ip().is_loopback() {
+                    tracing::warn!("SECURITY WARNING: [auth] removed on a non-loopback address");
+                }
+                // New API keys and anonymous permissions apply to the next HTTP request and
+                // the next connection; tokens are verified with the new keys from now on.
+                self.auth.store(auth);
                 self.metrics.reload(true);
                 for c in &report.applied {
                     tracing::info!(key = %c.key, old = %c.old, new = %c.new, "config changed");
@@ -160,7 +178,7 @@ impl Server {
                 metrics,
                 rates,
                 per_ip,
-                auth,
+                auth: Live::new(auth),
             }),
             listener,
             local_addr,
@@ -184,6 +202,7 @@ impl Server {
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
             bus: self.state.bus.clone(),
+            auth: self.state.auth.clone(),
             metrics: self.state.metrics.clone(),
         }
     }

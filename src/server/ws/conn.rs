@@ -81,7 +81,10 @@ where
     span.in_scope(|| tracing::debug!("connected"));
     let heartbeat = state.config().heartbeat;
     let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
-    let guard = Guard::new(state.auth.anonymous(), state.config().limits.publish_rate);
+    let guard = Guard::new(
+        state.auth.load().anonymous(),
+        state.config().limits.publish_rate,
+    );
     let mut reader = Reader {
         state,
         conn,
@@ -351,7 +354,7 @@ impl Reader {
     /// Verifies a token and makes its permissions the connection's. On failure: an
     /// `unauthorized` error, then close 4001; returns false.
     async fn authenticate(&mut self, token: &str) -> bool {
-        match self.state.auth.verify(token) {
+        match self.state.auth.load().verify(token) {
             Ok(access) => {
                 self.expires = access
                     .time_left()

@@ -68,7 +68,7 @@ pub(crate) async fn upgrade(
         );
     };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !state.auth.origin_allowed(origin) {
+    if !state.auth.load().origin_allowed(origin) {
         return error_response(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Herald side by side with nats-server (WebSocket listener) and Socket.IO 4, in one run.
 #
-#   bench/compare.sh            full run (about 5 minutes): writes the section of BENCHMARKS.md
+#   bench/compare.sh            full run (about 3 minutes after the build): writes the section of BENCHMARKS.md
 #                               between <!-- compare:begin --> and <!-- compare:end -->, and
 #                               bench/compare.svg
-#   bench/compare.sh --quick    smoke run (about 1 minute): same scenarios, shorter and smaller;
+#   bench/compare.sh --quick    smoke run (under 1 minute after the build): same scenarios, shorter and smaller;
 #                               writes target/bench-compare/BENCHMARKS.md instead
 #
 # Installs what is missing (nats-server from apt, socket.io from npm into bench/peers/), builds

@@ -117,6 +117,9 @@ section_redis() {
 }
 
 section_rust() {
+  # tests/examples.rs runs the example programs as a user would; `cargo test` only builds
+  # them as test harnesses, so build the plain binaries first.
+  cargo build --examples
   cargo test --all-targets --no-fail-fast
 }
 

@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
     if topic_ok {
         let router: Router<u8> = Router::new();
         router.insert(&pattern, 1);
-        assert_eq!(router.matches(t).len() == 1, matched, "router vs matches: {p} / {t}");
+        assert_eq!(
+            router.matches(t).len() == 1,
+            matched,
+            "router vs matches: {p} / {t}"
+        );
     }
     if let Ok(grant) = grant {
         let perms = Perms::parse(&[grant.as_str()]).expect("valid grant");

@@ -144,6 +144,7 @@ impl Results {
     }
 
     fn ratio_table(&self, s: &mut String) {
+        let mut footnotes = Vec::new();
         let _ = writeln!(
             s,
             "| scenario | measure | Herald | NATS | Socket.IO | Herald ÷ NATS | Herald ÷ Socket.IO | goal |"
@@ -225,6 +226,19 @@ impl Results {
                 fmt_ratio(ratio(v[0], v[2])),
             );
         }
+        let behind: Vec<&str> = TARGETS
+            .iter()
+            .filter(|&&t| self.get(t, Scenario::Latency).is_some_and(|r| r.lost > 0))
+            .map(|t| t.label())
+            .collect();
+        if !behind.is_empty() {
+            footnotes.push(format!(
+                "Latency: {} lost messages in the fixed-rate run, so it fell behind the rate \
+                 (its CPU share during the run is under “Every run”); that latency measures a \
+                 growing backlog more than the server's own delay.",
+                behind.join(", ")
+            ));
+        }
         let v: Vec<_> = TARGETS.iter().map(|&t| self.idle(t)).collect();
         let conns = self
             .get(Target::Herald, Scenario::Idle)
@@ -246,6 +260,9 @@ impl Results {
             fmt_ratio(ratio(v[0], v[2])),
             goal_cell(v[0].map(|b| b <= IDLE_GOAL_BYTES), "≤ 8 KiB"),
         );
+        for f in footnotes {
+            let _ = writeln!(s, "\nNote: {f}");
+        }
     }
 
     fn detail_table(&self, s: &mut String) {
@@ -369,15 +386,16 @@ impl Results {
 }
 
 fn shape(r: &Report) -> String {
+    let subs = match r.subscribers {
+        1 => "1 sub".to_owned(),
+        n => format!("{n} subs"),
+    };
     match r.scenario {
         Scenario::Topics => format!(
-            "{} topics, {} pub → {} subs on a wildcard, {} B",
-            r.topics, r.publishers, r.subscribers, r.size
+            "{} topics, {} pub → {subs} on a wildcard, {} B",
+            r.topics, r.publishers, r.size
         ),
-        _ => format!(
-            "{} pub → {} subs, {} B",
-            r.publishers, r.subscribers, r.size
-        ),
+        _ => format!("{} pub → {subs}, {} B", r.publishers, r.size),
     }
 }
 
@@ -423,7 +441,7 @@ fn fmt_us(v: Option<f64>) -> String {
 }
 
 fn fmt_kib(v: Option<f64>) -> String {
-    v.map(|b| format!("{:.1} KiB", b / 1024.0))
+    v.map(|b| format!("{:.2} KiB", b / 1024.0))
         .unwrap_or_else(|| "–".into())
 }
 

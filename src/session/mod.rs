@@ -222,15 +222,12 @@ impl Session {
         s.next_seq += 1;
         out.seq = seq;
         let cost = event.cost();
-        s.buf.push_back(Entry {
-            seq,
-            event: event.clone(),
-            how,
-        });
-        s.bytes += cost;
-        s.unsent_bytes += cost;
-        while s.buf.len() > self.limits.buffer_messages
-            || (s.bytes > self.limits.buffer_bytes && s.buf.len() > 1)
+        // Make room first, then append: with a full ring the new entry takes the very slot
+        // the oldest one left, so the ring never grows past `buffer_messages` and a push
+        // touches one cache line of it instead of two (at 100+ subscribers per message the
+        // rings do not fit in cache, and these misses were the top cost of fan-out).
+        while s.buf.len() >= self.limits.buffer_messages
+            || (s.bytes + cost > self.limits.buffer_bytes && !s.buf.is_empty())
         {
             let Some(old) = s.buf.pop_front() else { break };
             let c = old.event.cost();
@@ -240,6 +237,13 @@ impl Session {
                 out.dropped_unsent += 1;
             }
         }
+        s.buf.push_back(Entry {
+            seq,
+            event: event.clone(),
+            how,
+        });
+        s.bytes += cost;
+        s.unsent_bytes += cost;
         if self.limits.slow_consumer == SlowConsumer::Disconnect
             && let Some(ob) = &s.outbox
         {

@@ -74,7 +74,7 @@ pub struct ServeArgs {
     /// Directory of the durable store (topics with `persist = true`); absent: in memory
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Redis URL for cluster mode [not supported yet]
+    /// Redis URL for cluster mode: nodes sharing it share one topic space
     #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// Log output format

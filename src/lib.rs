@@ -30,6 +30,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod metrics;

@@ -224,13 +224,8 @@ fn full_schema_parses_when_unsupported_features_are_allowed() {
             redis: "redis://127.0.0.1:6379".into()
         })
     );
-    // The same file through the normal path: the first unsupported key, by line, is refused.
-    let cluster_line = FULL.lines().position(|l| l == "[cluster]").unwrap() + 1;
-    assert_err(
-        &err(FULL),
-        cluster_line,
-        &["`[cluster]` is not supported yet"],
-    );
+    // Every feature has landed: the same file loads through the normal path.
+    assert_eq!(Config::from_toml_str(FULL).unwrap(), c);
 }
 
 #[test]
@@ -264,7 +259,8 @@ fn example_file_loads_and_documents_every_key() {
         ..TopicConfig::default()
     };
     assert_eq!(full.topics[0], defaults);
-    assert!(Config::from_toml_str(&uncommented).is_err());
+    // Every feature has landed: the normal path loads it too.
+    assert_eq!(Config::from_toml_str(&uncommented).unwrap(), full);
 
     // Every key of the schema appears in the example.
     for key in [
@@ -619,11 +615,16 @@ fn unsupported_features_are_refused_with_their_line() {
         redis: Some("redis://127.0.0.1".into()),
         ..ServeArgs::default()
     };
+    let c = args.load_config().unwrap();
+    assert_eq!(c.cluster.unwrap().redis, "redis://127.0.0.1");
+    // A data directory and cluster mode exclude each other.
+    let args = ServeArgs {
+        redis: Some("redis://127.0.0.1".into()),
+        data_dir: Some("/var/lib/herald".into()),
+        ..ServeArgs::default()
+    };
     let e = args.load_config().unwrap_err();
-    assert!(
-        e.to_string().contains("--redis is not supported yet"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("cannot be combined"), "{e}");
 }
 
 #[test]
@@ -773,13 +774,13 @@ fn config_commands_print_and_exit() {
     assert_eq!((code, errs.as_str()), (0, ""));
     assert_eq!(out, format!("ok: {}\n", good.display()));
 
-    let bad = temp_file("check-bad.toml", "\n[cluster]\nredis = \"redis://x\"\n");
+    let bad = temp_file("check-bad.toml", "\n[cluster]\nredis = \"http://x\"\n");
     let (code, out, errs) = run(&ConfigCommand::Check { file: bad.clone() });
     assert_eq!((code, out.as_str()), (1, ""));
     assert_eq!(
         errs,
         format!(
-            "error: {}: line 2: `[cluster]` is not supported yet\n",
+            "error: {}: line 3: `cluster.redis` must be a redis:// or rediss:// URL (found \"http://x\")\n",
             bad.display()
         )
     );
@@ -853,14 +854,11 @@ fn precedence_flag_over_env_over_file() {
         let cli = Cli::try_parse_from(["herald", "--log-format", "text"]).unwrap();
         assert_eq!(cli.serve_args().unwrap().log_format, LogFormat::Text);
 
-        // Unsupported features are refused from the environment too.
+        // Cluster mode from the environment.
         unsafe { std::env::set_var("HERALD_REDIS", "redis://127.0.0.1:6379") };
         let cli = Cli::try_parse_from(["herald"]).unwrap();
-        let e = cli.serve_args().unwrap().load_config().unwrap_err();
-        assert!(
-            e.to_string().contains("--redis is not supported yet"),
-            "{e}"
-        );
+        let c = cli.serve_args().unwrap().load_config().unwrap();
+        assert_eq!(c.cluster.unwrap().redis, "redis://127.0.0.1:6379");
         unsafe { std::env::remove_var("HERALD_REDIS") };
     });
     unsafe {

@@ -48,3 +48,9 @@ impl BusError {
         }
     }
 }
+
+impl From<crate::cluster::ClusterError> for BusError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        BusError::Unavailable(e.to_string())
+    }
+}

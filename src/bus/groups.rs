@@ -29,6 +29,9 @@ struct Member {
 #[derive(Debug)]
 pub struct Group {
     key: u64,
+    /// The group's identity across the cluster: its pattern and name.
+    pub pattern: Arc<str>,
+    pub name: Arc<str>,
     members: Mutex<Members>,
 }
 
@@ -47,9 +50,11 @@ pub struct Picked {
 }
 
 impl Group {
-    fn new() -> Group {
+    fn new(pattern: Arc<str>, name: Arc<str>) -> Group {
         Group {
             key: NEXT_GROUP.fetch_add(1, Ordering::Relaxed),
+            pattern,
+            name,
             members: Mutex::new(Members::default()),
         }
     }
@@ -135,8 +140,8 @@ impl Groups {
     ) -> Option<Arc<Group>> {
         let key = (Arc::<str>::from(pattern.as_str()), Arc::<str>::from(name));
         let mut created = None;
-        let entry = self.map.entry(key).or_insert_with(|| {
-            let g = Arc::new(Group::new());
+        let entry = self.map.entry(key.clone()).or_insert_with(|| {
+            let g = Arc::new(Group::new(key.0, key.1));
             created = Some(g.clone());
             g
         });

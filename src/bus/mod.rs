@@ -12,6 +12,7 @@ mod persist;
 mod presence;
 mod publish;
 mod query;
+mod remote;
 mod requests;
 mod subscribe;
 mod subscription;
@@ -73,6 +74,10 @@ struct Inner {
     durable: Option<persist::Persistence>,
     /// Topics holding a retained message: a new wildcard subscription looks only at these.
     retained: dashmap::DashSet<Topic>,
+    /// Cluster mode (`--redis`).
+    remote: Option<remote::Remote>,
+    /// Cluster mode: topics this node recorded in Redis's topic set already.
+    noted: dashmap::DashSet<Arc<str>>,
     stats: Stats,
 }
 
@@ -124,6 +129,12 @@ impl Bus {
     /// back before this returns).
     pub fn open(config: Config) -> Result<Bus, StoreError> {
         let durable_dir = config.data_dir.clone();
+        let redis = config.cluster.as_ref().map(|c| c.redis.clone());
+        if redis.is_some() && tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::Cluster(
+                "cluster mode needs a Tokio runtime: open the bus inside one".into(),
+            ));
+        }
         let live = Live::new(Settings::compile_lenient(config));
         let rules = live.clone();
         let settings = move |topic: &Topic| rules.load().topic(topic);
@@ -139,6 +150,15 @@ impl Bus {
                     opened = Err(e);
                     None
                 });
+            let remote = redis.as_deref().and_then(|url| {
+                remote::start(url)
+                    .map_err(|e| opened = Err(StoreError::Cluster(e.to_string())))
+                    .ok()
+            });
+            let inboxes = match &remote {
+                Some(r) => Inboxes::for_node(r.cluster.node().into()),
+                None => Inboxes::default(),
+            };
             Inner {
                 live,
                 reloading: parking_lot::Mutex::new(()),
@@ -147,15 +167,21 @@ impl Bus {
                 groups: Groups::default(),
                 pending: Pending::default(),
                 presence: Presence::default(),
-                inboxes: Inboxes::default(),
+                inboxes,
                 sessions: Registry::new(),
                 topics,
                 durable,
                 retained,
+                remote,
+                noted: dashmap::DashSet::new(),
                 stats: Stats::default(),
             }
         });
-        opened.map(|()| Bus { inner })
+        let bus = opened.map(|()| Bus { inner })?;
+        if let Some(r) = &bus.inner.remote {
+            r.run(&bus);
+        }
+        Ok(bus)
     }
 
     /// The configuration in effect (it changes on reload: read it when needed, don't keep it).

@@ -61,6 +61,15 @@ pub struct PendingAck {
 }
 
 impl PendingAck {
+    /// A publish whose offset is known only with its answer (cluster mode).
+    pub(super) fn waiting(rx: oneshot::Receiver<Result<PubAck, BusError>>) -> PendingAck {
+        PendingAck {
+            offset: 0,
+            epoch: "".into(),
+            rx,
+        }
+    }
+
     /// Resolves once the message is durable and delivered (or the store failed).
     pub async fn durable(self) -> Result<PubAck, BusError> {
         self.rx.await.unwrap_or_else(|_| {
@@ -147,7 +156,11 @@ pub(super) fn open(
 impl Bus {
     /// Room in the durable queue when `topic` is persisted (waiting for it if the queue is
     /// full); `None` otherwise.
+    /// In cluster mode: room in the queue of publishes for Redis.
     pub(super) async fn durable_permit(&self, topic: &str) -> Option<OwnedSemaphorePermit> {
+        if self.inner.remote.is_some() {
+            return self.remote_permit().await;
+        }
         let p = self.inner.durable.as_ref()?;
         let topic = Topic::parse(topic).ok()?;
         if !self.inner.topics.entry(&topic).settings().persist {

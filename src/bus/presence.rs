@@ -48,6 +48,14 @@ impl Presence {
         gone
     }
 
+    /// Every topic with its members (for the cluster's presence refresh).
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Vec<Member>)> {
+        self.topics
+            .iter()
+            .map(|e| (e.key().clone(), e.value().values().cloned().collect()))
+            .collect()
+    }
+
     /// The members of `topic`, ordered by session id.
     pub fn members(&self, topic: &str) -> Vec<Member> {
         let mut v: Vec<Member> = self

@@ -104,7 +104,10 @@ impl Bus {
                 "requests may not go to system topic '{topic}'"
             )));
         }
-        let inbox = self.inner.inboxes.open(outbox, id);
+        let inbox = self.inner.inboxes.open(outbox.clone(), id.clone());
+        if self.remote().is_some() {
+            return self.request_remote(topic, data, inbox, outbox, id);
+        }
         let p = Publish {
             topic,
             data,
@@ -130,6 +133,51 @@ impl Bus {
         }
     }
 
+    /// A request in cluster mode: whether anyone listens is known only from Redis's
+    /// answer, so `no_responders` (or a failed publish) reaches the requester as an error
+    /// frame once it comes.
+    fn request_remote(
+        &self,
+        topic: &str,
+        data: &RawValue,
+        inbox: Box<str>,
+        outbox: Arc<crate::session::Outbox>,
+        id: Option<Id>,
+    ) -> Result<Box<str>, BusError> {
+        let p = Publish {
+            topic,
+            data,
+            msg_id: None,
+            retain: false,
+        };
+        let published = match self.publish_inner(p, Some(&inbox), None) {
+            Ok(p) => p,
+            Err(e) => {
+                self.inner.inboxes.close(&inbox);
+                return Err(e);
+            }
+        };
+        let bus = self.clone();
+        let (name, topic) = (inbox.clone(), topic.to_owned());
+        tokio::spawn(async move {
+            let failed = match published.ack().await {
+                Ok(ack) if ack.delivered == 0 => BusError::NoResponders(topic),
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            if bus.inner.inboxes.close(&name) {
+                bus.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let frame = crate::protocol::ServerFrame::Error(crate::protocol::ErrorFrame {
+                    id,
+                    code: failed.code(),
+                    message: failed.to_string(),
+                });
+                let _ = outbox.try_push_control(frame.encode());
+            }
+        });
+        Ok(inbox)
+    }
+
     /// Whether a request is still waiting for its reply.
     pub fn request_open(&self, inbox: &str) -> bool {
         self.inner.inboxes.is_open(inbox)
@@ -145,7 +193,7 @@ impl Bus {
     }
 
     /// Whether a plain subscription or a group matches `topic`.
-    fn has_subscribers(&self, topic: &str) -> bool {
+    pub(super) fn has_subscribers(&self, topic: &str) -> bool {
         !self.inner.router.matches(topic).is_empty()
             || (!self.inner.group_router.is_empty()
                 && !self.inner.group_router.matches(topic).is_empty())
@@ -186,6 +234,9 @@ impl Bus {
             }
             // A reply: straight to the requester, never through the router or history.
             let answered = self.inner.inboxes.reply(topic.as_str(), p.data);
+            if !answered && let Some(sent) = self.reply_remote(topic.as_str(), p.data.get()) {
+                return Ok(sent);
+            }
             if answered {
                 self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
             }
@@ -195,6 +246,9 @@ impl Bus {
                 duplicate: !answered,
                 delivered: usize::from(answered),
             }));
+        }
+        if let Some(remote) = self.remote() {
+            return self.publish_remote(remote, &topic, p, reply_to, permit);
         }
         let entry = self.inner.topics.entry(&topic);
         let settings = entry.settings();
@@ -277,8 +331,18 @@ impl Bus {
     /// Hands `event` to every plain subscriber and to one member of each matching group.
     /// Returns the number of sessions it went to.
     pub(super) fn fan_out(&self, event: &Arc<Event>, ack_wait: std::time::Duration) -> usize {
-        let topic = event.topic.as_str();
-        let targets = self.inner.router.matches(topic);
+        let mut delivered = self.fan_out_plain(event);
+        if !self.inner.group_router.is_empty() {
+            for g in self.inner.group_router.matches(event.topic.as_str()).iter() {
+                delivered += usize::from(self.deliver_to_group(&g.0, event, ack_wait));
+            }
+        }
+        delivered
+    }
+
+    /// Hands `event` to every plain subscriber; returns how many.
+    pub(super) fn fan_out_plain(&self, event: &Arc<Event>) -> usize {
+        let targets = self.inner.router.matches(event.topic.as_str());
         let mut dropped = 0u64;
         let mut kicked = 0u64;
         for s in targets.iter() {
@@ -286,37 +350,41 @@ impl Bus {
             dropped += u64::from(r.dropped_unsent);
             kicked += u64::from(r.kicked);
         }
-        let mut delivered = targets.len();
-        if !self.inner.group_router.is_empty() {
-            for g in self.inner.group_router.matches(topic).iter() {
-                let Some(picked) = g.0.pick(None) else {
-                    continue;
-                };
-                if picked.session.matches_plain(topic) {
-                    continue; // it already has the message
-                }
-                let r = picked.session.push(event, Delivery::LIVE);
-                dropped += u64::from(r.dropped_unsent);
-                kicked += u64::from(r.kicked);
-                delivered += 1;
-                if picked.manual && r.seq > 0 {
-                    self.inner.pending.insert(
-                        r.seq,
-                        Unacked {
-                            event: event.clone(),
-                            group: g.0.clone(),
-                            holder: picked.session.clone(),
-                            deliveries: 1,
-                            ack_wait,
-                            deadline: Instant::now(),
-                            sent: false,
-                        },
-                    );
-                }
-            }
-        }
         self.count_drops(dropped, kicked);
-        delivered
+        targets.len()
+    }
+
+    /// Hands `event` to one member of group `g`; false when it has no member to take it
+    /// (or the member picked already has it as a plain subscriber).
+    pub(super) fn deliver_to_group(
+        &self,
+        g: &Arc<groups::Group>,
+        event: &Arc<Event>,
+        ack_wait: std::time::Duration,
+    ) -> bool {
+        let Some(picked) = g.pick(None) else {
+            return false;
+        };
+        if picked.session.matches_plain(event.topic.as_str()) {
+            return false; // it already has the message
+        }
+        let r = picked.session.push(event, Delivery::LIVE);
+        self.count_drops(u64::from(r.dropped_unsent), u64::from(r.kicked));
+        if picked.manual && r.seq > 0 {
+            self.inner.pending.insert(
+                r.seq,
+                Unacked {
+                    event: event.clone(),
+                    group: g.clone(),
+                    holder: picked.session.clone(),
+                    deliveries: 1,
+                    ack_wait,
+                    deadline: Instant::now(),
+                    sent: false,
+                },
+            );
+        }
+        true
     }
 
     fn count_drops(&self, dropped: u64, kicked: u64) {

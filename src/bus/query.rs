@@ -36,13 +36,7 @@ impl Bus {
         since: Option<u64>,
         limit: Option<u64>,
     ) -> Result<HistoryPage, BusError> {
-        let topic = Topic::parse(topic)?;
-        let limit = limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
-        if limit == 0 || limit > HISTORY_LIMIT_MAX {
-            return Err(BusError::BadRequest(format!(
-                "'limit' must be 1 to {HISTORY_LIMIT_MAX}"
-            )));
-        }
+        let (topic, limit) = check_history(topic, limit)?;
         let entry = self.inner.topics.entry(&topic);
         let mut state = entry.lock();
         state.trim_by_age(&entry.settings(), crate::event::now_ms());
@@ -75,6 +69,18 @@ impl Bus {
             clients,
         })
     }
+}
+
+/// A `history` call's topic and limit, checked.
+pub(super) fn check_history(topic: &str, limit: Option<u64>) -> Result<(Topic, u64), BusError> {
+    let topic = Topic::parse(topic)?;
+    let limit = limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(BusError::BadRequest(format!(
+            "'limit' must be 1 to {HISTORY_LIMIT_MAX}"
+        )));
+    }
+    Ok((topic, limit))
 }
 
 impl HistoryPage {

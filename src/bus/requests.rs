@@ -25,15 +25,37 @@ struct Waiting {
 #[derive(Debug, Default)]
 pub struct Inboxes {
     map: DashMap<Box<str>, Waiting>,
+    /// In cluster mode, the node id leading every inbox name (`$inbox/<node>.<random>`),
+    /// so a responder on another node knows where to send the reply.
+    node: Option<Arc<str>>,
+}
+
+/// The node an inbox belongs to, in cluster mode.
+pub fn node_of(inbox: &str) -> Option<&str> {
+    inbox
+        .strip_prefix(INBOX_PREFIX)?
+        .split_once('.')
+        .map(|(n, _)| n)
 }
 
 impl Inboxes {
+    /// Inboxes named after `node` (cluster mode).
+    pub fn for_node(node: Arc<str>) -> Inboxes {
+        Inboxes {
+            map: DashMap::new(),
+            node: Some(node),
+        }
+    }
+
     /// A fresh inbox topic whose reply goes to `outbox` as `reply {id}`.
     pub fn open(&self, outbox: Arc<Outbox>, id: Option<Id>) -> Box<str> {
         loop {
             let a: u64 = rand::random();
             let b: u64 = rand::random();
-            let name: Box<str> = format!("{INBOX_PREFIX}{a:016x}{b:016x}").into();
+            let name: Box<str> = match &self.node {
+                Some(node) => format!("{INBOX_PREFIX}{node}.{a:016x}{b:016x}").into(),
+                None => format!("{INBOX_PREFIX}{a:016x}{b:016x}").into(),
+            };
             if let dashmap::Entry::Vacant(v) = self.map.entry(name.clone()) {
                 v.insert(Waiting { outbox, id });
                 return name;

@@ -112,6 +112,7 @@ impl Bus {
                     {
                         self.inner.group_router.insert(&pattern, super::GroupRef(g));
                     }
+                    self.watch_remote(&pattern, true);
                     Ok(SubOutcome {
                         new: true,
                         recovered: None,
@@ -125,7 +126,9 @@ impl Bus {
             Ok(true) => {}
         }
         let recovered = self.attach_plain(session, &pattern, opts);
+        self.watch_remote(&pattern, true);
         if pattern.is_exact() && self.inner.presence.join(pattern.as_str(), session) {
+            self.presence_remote(pattern.as_str(), session, true);
             self.announce(pattern.as_str(), session, "join");
         }
         Ok(SubOutcome {
@@ -251,6 +254,7 @@ impl Bus {
 
     /// Takes one of a session's subscriptions out of the router, its group or presence.
     fn forget_sub(&self, session: &Arc<Session>, key: &SubKey, pattern: &Pattern) {
+        self.watch_remote(pattern, false);
         match &key.group {
             Some(group) => {
                 if let Some(g) = self.inner.groups.leave(&key.pattern, group, session) {
@@ -264,6 +268,7 @@ impl Bus {
                 if pattern.is_exact()
                     && let Some(m) = self.inner.presence.leave(pattern.as_str(), session)
                 {
+                    self.presence_remote(pattern.as_str(), session, false);
                     self.announce_member(pattern.as_str(), &m, "leave");
                 }
             }

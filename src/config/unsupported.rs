@@ -10,7 +10,7 @@ use super::error::{ConfigError, Location, line_of};
 
 /// Dotted paths of config-file keys (`auth` covers the whole `[auth]` table) and command-line
 /// flags (`--redis` also covers its environment variable) whose feature has not landed yet.
-pub const UNSUPPORTED: &[&str] = &["cluster", "--redis"];
+pub const UNSUPPORTED: &[&str] = &[];
 
 /// Whether a dotted config key or a `--flag` is supported (not listed in [`UNSUPPORTED`]).
 pub fn is_supported(key: &str) -> bool {

@@ -72,6 +72,14 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         validate_topic(&format!("topics[{i}]"), topic)?;
     }
     if let Some(cluster) = &c.cluster {
+        if c.data_dir.is_some() {
+            return Err(ConfigError::invalid(
+                "cluster.redis",
+                "a data directory and cluster mode cannot be combined: in cluster mode \
+                 history lives in Redis"
+                    .to_owned(),
+            ));
+        }
         let url = cluster.redis.trim();
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(ConfigError::invalid(

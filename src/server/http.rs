@@ -267,7 +267,7 @@ async fn history(
     if let Err(e) = caller.may_read(&q.topic) {
         return auth_error(&e);
     }
-    match state.bus.history(&q.topic, q.since, q.limit) {
+    match state.bus.history_async(&q.topic, q.since, q.limit).await {
         Ok(page) => {
             axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
         }
@@ -296,7 +296,7 @@ async fn presence(
             );
         }
     };
-    match state.bus.presence(&q.topic) {
+    match state.bus.presence_async(&q.topic).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => bus_error(&e),
     }
@@ -330,6 +330,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "shutting down",
+        );
+    }
+    if !state.bus.is_ready() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "not connected to Redis",
         );
     }
     axum::Json(json!({"status": "ready"})).into_response()

@@ -95,6 +95,9 @@ pub enum StoreError {
     Engine(String),
     #[error("the durable store failed earlier ({0}); persisted topics are unavailable")]
     Failed(String),
+    /// Cluster mode could not start (a bad Redis URL).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A stored message: `ts` (u64 LE), `msg_id` and `reply_to` (u16 LE length, 0 for none,

@@ -448,7 +448,7 @@ impl Reader {
                     rewind,
                     since: since.as_ref(),
                 };
-                match bus.subscribe_with(session, &pattern, &opts) {
+                match bus.subscribe_async(session, &pattern, &opts).await {
                     Ok(outcome) => {
                         let ok = OkFrame {
                             pattern: Some(pattern.into_owned()),
@@ -505,7 +505,7 @@ impl Reader {
                 topic,
                 since,
                 limit,
-            } => match bus.history(&topic, since, limit) {
+            } => match bus.history_async(&topic, since, limit).await {
                 Ok(page) => {
                     let ok = OkFrame {
                         epoch: Some(page.epoch.to_string()),
@@ -516,7 +516,7 @@ impl Reader {
                 }
                 Err(e) => self.send_error(id, e.code(), e.to_string()).await,
             },
-            ClientFrame::Presence { id, topic } => match bus.presence(&topic) {
+            ClientFrame::Presence { id, topic } => match bus.presence_async(&topic).await {
                 Ok(list) => {
                     let ok = OkFrame {
                         count: Some(list.count),

@@ -1,0 +1,195 @@
+//! The message record Herald keeps in Redis: the payload of a channel message, a history
+//! stream entry and a retained message are the same string, built by the publish script:
+//!
+//! ```text
+//! <retain n|r|c> <offset> <ts> <epoch> <len msg_id> <len reply_to> <msg_id><reply_to><data>
+//! ```
+//!
+//! A short space-separated header (epochs never hold spaces) and then the raw bytes, so the
+//! JSON data is neither escaped nor parsed again on the way through Redis.
+
+use std::sync::Arc;
+
+use crate::event::{Event, EventParts};
+use crate::topic::Topic;
+
+/// What a message does to its topic's retained message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    None,
+    Set,
+    Clear,
+}
+
+impl Retain {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Retain::None => "n",
+            Retain::Set => "r",
+            Retain::Clear => "c",
+        }
+    }
+}
+
+/// A message as read back from Redis.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub retain: Retain,
+    pub event: Arc<Event>,
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed record in Redis: {0}")]
+pub struct Malformed(&'static str);
+
+/// Reads a record of `topic`.
+pub fn decode(topic: &Topic, bytes: &[u8]) -> Result<Record, Malformed> {
+    let mut rest = bytes;
+    let mut field = |what: &'static str| -> Result<&[u8], Malformed> {
+        let end = memchr::memchr(b' ', rest).ok_or(Malformed(what))?;
+        let (f, r) = rest.split_at(end);
+        rest = &r[1..];
+        Ok(f)
+    };
+    let retain = match field("retain flag")? {
+        b"n" => Retain::None,
+        b"r" => Retain::Set,
+        b"c" => Retain::Clear,
+        _ => return Err(Malformed("retain flag")),
+    };
+    let offset = number(field("offset")?).ok_or(Malformed("offset"))?;
+    let ts = number(field("ts")?).ok_or(Malformed("ts"))?;
+    let epoch = std::str::from_utf8(field("epoch")?).map_err(|_| Malformed("epoch"))?;
+    let epoch: Arc<str> = epoch.into();
+    let id_len = number(field("msg_id length")?).ok_or(Malformed("msg_id length"))? as usize;
+    let reply_len = number(field("reply_to length")?).ok_or(Malformed("reply_to length"))? as usize;
+    if rest.len() < id_len + reply_len {
+        return Err(Malformed("truncated"));
+    }
+    let (id, rest) = rest.split_at(id_len);
+    let (reply, data) = rest.split_at(reply_len);
+    let id = text(id, "msg_id")?;
+    let reply = text(reply, "reply_to")?;
+    let data = text(data, "data")?;
+    let event = Event::new(
+        EventParts {
+            topic: topic.clone(),
+            data,
+            msg_id: (!id.is_empty()).then_some(id),
+            reply_to: (!reply.is_empty()).then_some(reply),
+        },
+        offset,
+        epoch,
+        ts,
+    );
+    Ok(Record {
+        retain,
+        event: Arc::new(event),
+    })
+}
+
+fn text<'a>(b: &'a [u8], what: &'static str) -> Result<&'a str, Malformed> {
+    std::str::from_utf8(b).map_err(|_| Malformed(what))
+}
+
+fn number(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// The publish script. Atomically: de-duplicates by `msg_id`, takes the topic's epoch
+/// (creating it on first use), assigns the next offset, appends to the history stream
+/// (trimmed by count, and by age from the oldest end), sets or clears the retained message
+/// and publishes on the topic's channel.
+///
+/// KEYS: offset, epoch, history, retained, dedup (the offset key again without a msg_id).
+/// ARGV: channel, data, msg_id, reply_to, retain flag, history count, dedup window ms,
+/// epoch candidate, ts ms, history ttl ms (0: none).
+/// Returns `{new 0|1, offset, epoch, receivers}`.
+pub const PUBLISH_SCRIPT: &str = r#"
+local msgid = ARGV[3]
+local dedup = msgid ~= '' and tonumber(ARGV[7]) > 0
+local ep = redis.call('GET', KEYS[2])
+if dedup and ep then
+  local prev = redis.call('GET', KEYS[5])
+  if prev then return {0, tonumber(prev), ep, 0} end
+end
+if not ep then
+  ep = ARGV[8]
+  redis.call('SET', KEYS[2], ep)
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+end
+local off = redis.call('INCR', KEYS[1])
+if dedup then redis.call('SET', KEYS[5], off, 'PX', ARGV[7]) end
+local p = ARGV[5] .. ' ' .. off .. ' ' .. ARGV[9] .. ' ' .. ep .. ' ' .. #msgid .. ' ' .. #ARGV[4] .. ' ' .. msgid .. ARGV[4] .. ARGV[2]
+local keep = tonumber(ARGV[6])
+if keep > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', keep, off .. '-0', 'p', p)
+  local ttl = tonumber(ARGV[10])
+  if ttl > 0 then
+    local cutoff = tonumber(ARGV[9]) - ttl
+    for _ = 1, 64 do
+      local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+      if #first == 0 then break end
+      local _, _, ts = string.find(first[1][2][2], '^%S+ %S+ (%d+)')
+      if tonumber(ts) >= cutoff then break end
+      redis.call('XDEL', KEYS[3], first[1][1])
+    end
+  end
+else
+  redis.call('DEL', KEYS[3])
+end
+if ARGV[5] == 'r' then
+  redis.call('SET', KEYS[4], p)
+elseif ARGV[5] == 'c' then
+  redis.call('DEL', KEYS[4])
+end
+local n = redis.call('PUBLISH', ARGV[1], p)
+return {1, off, ep, n}
+"#;
+
+/// Removes presence members whose expiry passed. KEYS: presence zset, presence info hash.
+/// ARGV: now ms. Returns the removed members' `{session, info}` pairs, flattened; a member is
+/// returned by exactly one caller however many nodes reap at once.
+pub const REAP_PRESENCE_SCRIPT: &str = r#"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, s in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], s)
+  local info = redis.call('HGET', KEYS[2], s)
+  redis.call('HDEL', KEYS[2], s)
+  table.insert(out, s)
+  table.insert(out, info or '{}')
+end
+return out
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_record() {
+        let t = Topic::parse("a/b").unwrap();
+        let r = decode(&t, b"r 7 1700 ep1 2 0 id{\"x\": 1}").unwrap();
+        assert_eq!(r.retain, Retain::Set);
+        assert_eq!(r.event.offset, 7);
+        assert_eq!(r.event.ts, 1700);
+        assert_eq!(&*r.event.epoch, "ep1");
+        assert_eq!(r.event.msg_id.as_deref(), Some("id"));
+        assert_eq!(r.event.data_json(), "{\"x\": 1}");
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        let t = Topic::parse("a").unwrap();
+        for bad in [
+            &b""[..],
+            b"x 1 2 e 0 0 1",
+            b"n 1 2 e 5 0 ab",
+            b"n one 2 e 0 0 1",
+        ] {
+            assert!(decode(&t, bad).is_err(), "{:?}", bad);
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! Cluster mode (`--redis`) with a real `redis-server` and three real `herald` nodes on
+//! loopback: cross-node fan-out, cluster-wide offsets and history, groups that deliver once
+//! across nodes, presence, request-reply and de-duplication across nodes, a node killed
+//! with its clients catching up elsewhere, and Redis restarted under load.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Binary, Raw, WAIT, http};
+use serde_json::{Value, json};
+
+/// A `redis-server` of our own on a free port, with an append-only file synced on every
+/// write, so a restart keeps every acknowledged publish.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("herald-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis {
+            port,
+            dir,
+            child: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir.to_str().unwrap(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed (./scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills Redis at once (no shutdown save: only the append-only file survives).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_file(name: &str, body: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("herald-cluster-{}-{name}.toml", std::process::id()));
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+const CONFIG: &str = r#"
+[session]
+ttl = "5s"
+
+[[topics]]
+pattern = "**"
+history = 5000
+dedup_window = "60s"
+"#;
+
+fn node(redis: &Redis, config: &std::path::Path) -> Binary {
+    Binary::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        &redis.url(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+}
+
+/// Waits until `/readyz` says the node is connected to Redis.
+async fn ready(b: &Binary) {
+    let url = format!("http://{}/readyz", b.addr);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = http().get(&url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn nodes(redis: &Redis, n: usize) -> Vec<Binary> {
+    let config = config_file("nodes", CONFIG);
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let b = node(redis, &config);
+        ready(&b).await;
+        v.push(b);
+    }
+    v
+}
+
+async fn client(b: &Binary) -> Raw {
+    let mut c = Raw::connect(&b.ws_url()).await;
+    c.hello().await;
+    c
+}
+
+/// Collects `msg` frames until `n` arrived.
+async fn take_msgs(c: &mut Raw, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Some(v) = c.recv_within(WAIT).await else {
+            panic!(
+                "{} of {n} messages arrived; last: {:?}",
+                out.len(),
+                out.last()
+            );
+        };
+        if v["op"] == "msg" {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Sends a `sub` with id "s" and returns its `ok` and the messages that came before it
+/// (a replay is pushed before the answer).
+async fn sub_replay(c: &mut Raw, sub: Value) -> (Value, Vec<Value>) {
+    c.send(sub).await;
+    let mut before = Vec::new();
+    loop {
+        let v = c.recv().await;
+        if v["op"] == "msg" {
+            before.push(v);
+        } else if v["id"] == "s" {
+            return (v, before);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_fanout_offsets_and_history() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3).await;
+    let mut subs = Vec::new();
+    for b in &n {
+        let mut c = client(b).await;
+        c.sub("news/**").await;
+        subs.push(c);
+    }
+    // Publishers on two nodes write to the same topic: offsets are cluster-wide.
+    let mut p1 = client(&n[0]).await;
+    let mut p2 = client(&n[1]).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..150 {
+        for p in [&mut p1, &mut p2] {
+            let ok = p.publish("news/a", json!({"i": i})).await;
+            assert_eq!(ok["duplicate"], false);
+            assert!(acked.insert(ok["offset"].as_u64().unwrap()), "{ok}");
+        }
+    }
+    assert_eq!(acked, (1..=300).collect::<BTreeSet<u64>>());
+    for c in &mut subs {
+        let msgs = take_msgs(c, 300).await;
+        let offsets: Vec<u64> = msgs.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+        assert_eq!(
+            offsets,
+            (1..=300).collect::<Vec<u64>>(),
+            "in offset order, once each"
+        );
+        let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
+    }
+    // History is the same from every node (it lives in Redis).
+    let mut pages = Vec::new();
+    for b in &n {
+        let url = format!("http://{}/v1/history?topic=news/a&limit=1000", b.addr);
+        let page: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(page["messages"].as_array().unwrap().len(), 300, "{page}");
+        pages.push(page);
+    }
+    assert!(pages.windows(2).all(|w| w[0] == w[1]));
+    // `since` replays from Redis on a node that never saw the topic.
+    let mut late = client(&n[2]).await;
+    let epoch = pages[0]["epoch"].as_str().unwrap();
+    let sub = json!({"op": "sub", "id": "s", "pattern": "news/a",
+        "since": {"epoch": epoch, "offset": 290}});
+    let (ok, mut msgs) = sub_replay(&mut late, sub).await;
+    assert_eq!(ok["recovered"], true, "{ok}");
+    let more = 10 - msgs.len();
+    msgs.extend(take_msgs(&mut late, more).await);
+    assert_eq!(msgs[0]["offset"], 291);
+    assert_eq!(msgs[9]["offset"], 300);
+    // Retained messages reach a new subscriber on any node.
+    p1.send(json!({"op": "pub", "id": "r", "topic": "cfg/x", "data": {"v": 1}, "retain": true}))
+        .await;
+    assert_eq!(p1.recv_op_id("r").await["op"], "ok");
+    let mut r = client(&n[2]).await;
+    let (_, m) = sub_replay(&mut r, json!({"op": "sub", "id": "s", "pattern": "cfg/*"})).await;
+    assert_eq!(m[0]["data"], json!({"v": 1}));
+    assert_eq!(m[0]["retained"], true, "{}", m[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_deliver_once_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3).await;
+    let mut workers = Vec::new();
+    for b in &n {
+        for _ in 0..2 {
+            let mut c = client(b).await;
+            c.send(json!({"op": "sub", "id": "s", "pattern": "jobs/*", "group": "w"}))
+                .await;
+            assert_eq!(c.recv_op_id("s").await["op"], "ok");
+            workers.push(c);
+        }
+    }
+    let mut p = client(&n[0]).await;
+    const JOBS: u64 = 600;
+    for i in 0..JOBS {
+        p.send(json!({"op": "pub", "topic": "jobs/a", "data": i}))
+            .await;
+    }
+    let ok = p.publish("jobs/a", json!("last")).await;
+    assert_eq!(ok["offset"], JOBS + 1);
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut per_node = [0usize; 3];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < (JOBS + 1) as usize && Instant::now() < deadline {
+        for (i, w) in workers.iter_mut().enumerate() {
+            while let Some(v) = w.recv_within(Duration::from_millis(20)).await {
+                if v["op"] == "msg" {
+                    *seen.entry(v["offset"].as_u64().unwrap()).or_default() += 1;
+                    per_node[i / 2] += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), (JOBS + 1) as usize, "every job delivered");
+    assert!(seen.values().all(|&c| c == 1), "no job delivered twice");
+    assert!(
+        per_node.iter().filter(|&&c| c > 0).count() >= 2,
+        "work spread over nodes: {per_node:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_requests_and_dedup_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3).await;
+    // Presence: a member on node 0 is listed by node 2, and its join is announced there.
+    let mut watcher = client(&n[2]).await;
+    watcher.sub("$presence/room/1").await;
+    let mut member = client(&n[0]).await;
+    member.sub("room/1").await;
+    let join = take_msgs(&mut watcher, 1).await.remove(0);
+    assert_eq!(join["data"]["event"], "join", "{join}");
+    let url = format!("http://{}/v1/presence?topic=room/1", n[2].addr);
+    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["count"], 1, "{list}");
+    member
+        .send(json!({"op": "unsub", "id": "u", "pattern": "room/1"}))
+        .await;
+    member.recv_op_id("u").await;
+    let leave = take_msgs(&mut watcher, 1).await.remove(0);
+    assert_eq!(leave["data"]["event"], "leave", "{leave}");
+    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["count"], 0, "{list}");
+
+    // Request-reply: requester on node 0, responder on node 1.
+    let mut responder = client(&n[1]).await;
+    responder.sub("rpc/echo").await;
+    let mut requester = client(&n[0]).await;
+    requester
+        .send(json!({"op": "req", "id": "q", "topic": "rpc/echo", "data": {"x": 7}, "timeout_ms": 5000}))
+        .await;
+    let m = take_msgs(&mut responder, 1).await.remove(0);
+    let inbox = m["reply_to"].as_str().unwrap().to_owned();
+    responder
+        .send(json!({"op": "pub", "id": "a", "topic": inbox, "data": {"echo": 7}}))
+        .await;
+    assert_eq!(responder.recv_op_id("a").await["op"], "ok");
+    let reply = requester.recv_op("reply").await;
+    assert_eq!(reply["id"], "q");
+    assert_eq!(reply["data"], json!({"echo": 7}));
+    // Nobody anywhere listens: no_responders.
+    let e = requester
+        .request(json!({"op": "req", "topic": "rpc/nobody", "data": 1}))
+        .await;
+    assert_eq!(e["code"], "no_responders", "{e}");
+
+    // De-duplication goes through Redis: the same msg_id on two nodes is one message.
+    let mut a = client(&n[0]).await;
+    let mut b = client(&n[1]).await;
+    a.send(json!({"op": "pub", "id": "d", "topic": "pay/1", "data": 1, "msg_id": "m-1"}))
+        .await;
+    let first = a.recv_op_id("d").await;
+    b.send(json!({"op": "pub", "id": "d", "topic": "pay/1", "data": 1, "msg_id": "m-1"}))
+        .await;
+    let second = b.recv_op_id("d").await;
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(second["duplicate"], true, "{second}");
+    assert_eq!(first["offset"], second["offset"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_clients_catch_up_on_another_node() {
+    let redis = Redis::start();
+    let mut n = nodes(&redis, 3).await;
+    let mut sub = client(&n[0]).await;
+    sub.sub("feed/x").await;
+    let mut publisher = client(&n[1]).await;
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        let ok = publisher.publish("feed/x", json!(i)).await;
+        acked.push(ok["offset"].as_u64().unwrap());
+    }
+    let msgs = take_msgs(&mut sub, 100).await;
+    let epoch = msgs[0]["epoch"].as_str().unwrap().to_owned();
+    let last_seen = msgs[99]["offset"].as_u64().unwrap();
+    // The subscriber's node dies; publishing goes on.
+    n[0].signal("KILL");
+    n[0].wait(WAIT);
+    for i in 100..200 {
+        let ok = publisher.publish("feed/x", json!(i)).await;
+        acked.push(ok["offset"].as_u64().unwrap());
+    }
+    // The client reconnects to another node and catches up with `since`.
+    let mut again = client(&n[2]).await;
+    let sub = json!({"op": "sub", "id": "s", "pattern": "feed/x",
+        "since": {"epoch": epoch, "offset": last_seen}});
+    let (ok, mut rest) = sub_replay(&mut again, sub).await;
+    assert_eq!(ok["recovered"], true, "{ok}");
+    for i in 200..250 {
+        let ok = publisher.publish("feed/x", json!(i)).await;
+        acked.push(ok["offset"].as_u64().unwrap());
+    }
+    let more = 150 - rest.len();
+    rest.extend(take_msgs(&mut again, more).await);
+    let got: Vec<u64> = msgs
+        .iter()
+        .chain(&rest)
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, acked, "every acked message, once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_gives_unavailable_and_loses_no_acked_message() {
+    let mut redis = Redis::start();
+    let n = nodes(&redis, 2).await;
+    let mut sub = client(&n[1]).await;
+    sub.sub("orders/*").await;
+    let mut publisher = client(&n[0]).await;
+    let mut acked = BTreeSet::new();
+    let mut refused = 0;
+    let mut i = 0u64;
+    // Publish, kill Redis midway, keep trying, start it again, keep publishing.
+    let started = Instant::now();
+    let mut restarted = false;
+    let mut killed = false;
+    let mut after_restart = 0;
+    while after_restart < 50 {
+        publisher
+            .send(json!({"op": "pub", "id": i.to_string(), "topic": "orders/eu", "data": i, "msg_id": format!("o-{i}")}))
+            .await;
+        let answer = publisher.recv_op_id(&i.to_string()).await;
+        if answer["op"] == "ok" {
+            assert_eq!(answer["duplicate"], false);
+            acked.insert(answer["offset"].as_u64().unwrap());
+            after_restart += usize::from(restarted);
+        } else {
+            assert_eq!(answer["code"], "unavailable", "{answer}");
+            refused += 1;
+        }
+        i += 1;
+        if !killed && acked.len() >= 50 {
+            redis.kill();
+            killed = true;
+            // While Redis is away the node says it is not ready.
+            let url = format!("http://{}/readyz", n[0].addr);
+            let deadline = Instant::now() + WAIT;
+            while http().get(&url).send().await.unwrap().status() == 200 {
+                assert!(Instant::now() < deadline, "readyz stayed 200 without redis");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else if killed && !restarted && refused >= 5 {
+            redis.launch();
+            restarted = true;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+    }
+    assert!(refused >= 5, "publishes during the outage were refused");
+    // Every acked publish is in the history and reached the subscriber on the other node.
+    let url = format!(
+        "http://{}/v1/history?topic=orders/eu&since=0&limit=1000",
+        n[1].addr
+    );
+    let page: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let stored: BTreeSet<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert!(
+        acked.is_subset(&stored),
+        "acked but not stored: {:?}",
+        acked.difference(&stored).collect::<Vec<_>>()
+    );
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !acked.is_subset(&got) {
+        assert!(
+            Instant::now() < deadline,
+            "missing {:?}; log of the subscriber's node: {:#?}",
+            acked.difference(&got).collect::<Vec<_>>(),
+            n[1].log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| !l.contains("conn{"))
+                .collect::<Vec<_>>()
+        );
+        if let Some(v) = sub.recv_within(Duration::from_millis(200)).await
+            && v["op"] == "msg"
+        {
+            assert!(
+                got.insert(v["offset"].as_u64().unwrap()),
+                "delivered twice: {v}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_redis_url_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--listen", "127.0.0.1:0", "--redis", "http://nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("redis:// or rediss://"), "{err}");
+}

@@ -484,3 +484,34 @@ async fn a_bad_redis_url_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("redis:// or rediss://"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_presence_members_leave() {
+    let redis = Redis::start();
+    let mut n = nodes(&redis, 2).await;
+    let mut watcher = client(&n[1]).await;
+    watcher.sub("$presence/room/z").await;
+    let mut member = client(&n[0]).await;
+    member.sub("room/z").await;
+    let join = take_msgs(&mut watcher, 1).await.remove(0);
+    assert_eq!(join["data"]["event"], "join", "{join}");
+    let url = format!("http://{}/v1/presence?topic=room/z", n[1].addr);
+    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["count"], 1, "{list}");
+    // The member's node dies without a word: its members expire and someone announces it.
+    n[0].signal("KILL");
+    n[0].wait(WAIT);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let leave = loop {
+        assert!(Instant::now() < deadline, "no leave for the dead node's member");
+        if let Some(v) = watcher.recv_within(Duration::from_secs(1)).await
+            && v["op"] == "msg"
+        {
+            break v;
+        }
+    };
+    assert_eq!(leave["data"]["event"], "leave", "{leave}");
+    assert_eq!(leave["data"]["session"], join["data"]["session"]);
+    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["count"], 0, "{list}");
+}

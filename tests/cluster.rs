@@ -503,7 +503,10 @@ async fn a_dead_nodes_presence_members_leave() {
     n[0].wait(WAIT);
     let deadline = Instant::now() + Duration::from_secs(40);
     let leave = loop {
-        assert!(Instant::now() < deadline, "no leave for the dead node's member");
+        assert!(
+            Instant::now() < deadline,
+            "no leave for the dead node's member"
+        );
         if let Some(v) = watcher.recv_within(Duration::from_secs(1)).await
             && v["op"] == "msg"
         {

@@ -111,7 +111,8 @@ struct Writer {
     unflushed: Vec<(Delivery, Instant)>,
     /// The last seq put into `out`.
     last_seq: u64,
-    tally: WriteTally,
+    /// Payload bytes of the frames in `out` (the written-bytes metric).
+    payload_bytes: usize,
 }
 
 impl Writer {
@@ -145,6 +146,7 @@ impl Writer {
             }
             if self.out.capacity() < KEEP_BELOW {
                 self.out = Vec::new();
+                self.unflushed = Vec::new();
             }
         }
     }
@@ -191,7 +193,7 @@ impl Writer {
             out,
             unflushed,
             last_seq,
-            tally,
+            payload_bytes,
             ..
         } = self;
         let start = out.len();
@@ -207,7 +209,7 @@ impl Writer {
             unflushed.push((how, event.published));
             *last_seq = seq;
         });
-        tally.bytes(bytes);
+        *payload_bytes += bytes;
         if let Some((from_seq, to_seq)) = taken.gap {
             // The gap goes before the messages (rare: move them behind it).
             let gap = ServerFrame::Gap(GapFrame {
@@ -226,7 +228,7 @@ impl Writer {
 
     /// Appends a text frame.
     fn text(&mut self, payload: &[u8]) {
-        self.tally.bytes(payload.len());
+        self.payload_bytes += payload.len();
         self.frame(OP_TEXT, payload);
     }
 
@@ -273,14 +275,17 @@ impl Writer {
         if self.out.capacity() > KEEP_AT_MOST {
             self.out = Vec::new();
         }
+        // A local, not a field: it is not kept across an `.await`, so idle writers do not
+        // carry its ~250 bytes of histogram.
+        let mut tally = WriteTally::default();
+        tally.bytes(std::mem::take(&mut self.payload_bytes));
         if !self.unflushed.is_empty() {
             let now = Instant::now();
             for (how, published) in self.unflushed.drain(..) {
-                self.tally
-                    .message(how, now.saturating_duration_since(published));
+                tally.message(how, now.saturating_duration_since(published));
             }
         }
-        conn.metrics.record_writes(&mut self.tally);
+        conn.metrics.record_writes(&mut tally);
         Ok(())
     }
 }

@@ -108,32 +108,58 @@ impl Event {
         self.body.len() + std::mem::size_of::<Event>()
     }
 
-    /// Appends the complete `msg` frame for one recipient to `out`.
-    pub fn write_msg(&self, seq: u64, how: Delivery, out: &mut BytesMut) {
-        out.reserve(self.body.len() + 64);
-        out.put_slice(b"{\"op\":\"msg\",\"seq\":");
+    /// Appends the complete `msg` frame for one recipient to `out`: exactly
+    /// [`Event::msg_len`] bytes.
+    pub fn write_msg(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
+        out.put_slice(MSG_HEAD);
         out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
         out.put_u8(b',');
         if how.retained {
-            out.put_slice(b"\"retained\":true,");
+            out.put_slice(RETAINED);
         }
         if how.replay {
-            out.put_slice(b"\"replay\":true,");
+            out.put_slice(REPLAY);
         }
         if let Some(n) = how.redelivered {
-            out.put_slice(b"\"redelivered\":true,\"deliveries\":");
+            out.put_slice(REDELIVERED);
             out.put_slice(itoa::Buffer::new().format(n).as_bytes());
             out.put_u8(b',');
         }
         out.put_slice(&self.body);
     }
 
+    /// The length of the `msg` frame [`Event::write_msg`] writes, computed without writing
+    /// it (a WebSocket frame header, which holds the length, goes before it).
+    pub fn msg_len(&self, seq: u64, how: Delivery) -> usize {
+        let mut n = MSG_HEAD.len() + decimal_len(seq) + 1 + self.body.len();
+        if how.retained {
+            n += RETAINED.len();
+        }
+        if how.replay {
+            n += REPLAY.len();
+        }
+        if let Some(d) = how.redelivered {
+            n += REDELIVERED.len() + decimal_len(u64::from(d)) + 1;
+        }
+        n
+    }
+
     /// The `msg` frame for one recipient as a standalone string (tests, embedded users).
     pub fn msg_frame(&self, seq: u64, how: Delivery) -> String {
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(self.msg_len(seq, how));
         self.write_msg(seq, how, &mut out);
         String::from_utf8(out.to_vec()).unwrap_or_default()
     }
+}
+
+const MSG_HEAD: &[u8] = b"{\"op\":\"msg\",\"seq\":";
+const RETAINED: &[u8] = b"\"retained\":true,";
+const REPLAY: &[u8] = b"\"replay\":true,";
+const REDELIVERED: &[u8] = b"\"redelivered\":true,\"deliveries\":";
+
+/// Digits of `n` in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// Current time in Unix milliseconds.
@@ -188,6 +214,29 @@ mod tests {
             },
         );
         let m: MsgFrame = serde_json::from_str(&again).unwrap();
+        for (seq, how) in [
+            (0, Delivery::LIVE),
+            (9, Delivery::LIVE),
+            (10, Delivery::LIVE),
+            (u64::MAX, Delivery::LIVE),
+            (
+                43,
+                Delivery {
+                    retained: true,
+                    replay: true,
+                    redelivered: Some(2),
+                },
+            ),
+            (
+                7,
+                Delivery {
+                    redelivered: Some(u32::MAX),
+                    ..Delivery::LIVE
+                },
+            ),
+        ] {
+            assert_eq!(ev.msg_len(seq, how), ev.msg_frame(seq, how).len());
+        }
         assert!(m.retained && m.replay && m.redelivered);
         assert_eq!(m.deliveries, Some(2));
     }

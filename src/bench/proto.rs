@@ -373,7 +373,9 @@ impl Client {
         let mut n = 0;
         loop {
             let rest = &self.stream[self.stream_pos..];
-            let Some(eol) = memmem::find(rest, b"\r\n") else {
+            // `memchr` needs no searcher built per call (`memmem::find` builds one, which
+            // cost the tool more than the parsing itself).
+            let Some(eol) = crlf(rest) else {
                 break;
             };
             let line = &rest[..eol];
@@ -422,9 +424,28 @@ impl Client {
     }
 }
 
+/// Position of the first `\r\n` in `b`.
+fn crlf(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\r', &b[from..]) {
+        let at = from + i;
+        match b.get(at + 1) {
+            Some(b'\n') => return Some(at),
+            Some(_) => from = at + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// The searcher for `,"data":`, built once: building one per frame (`memmem::find`) was
+/// the largest cost of the tool in Herald runs.
+static DATA_FIELD: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(br#","data":"#));
+
 /// The payload of a Herald `msg` frame: what follows `"data":"`.
 fn herald_payload(frame: &[u8]) -> &[u8] {
-    match memmem::find(frame, br#","data":"#) {
+    match DATA_FIELD.find(frame) {
         Some(i) => {
             let p = &frame[i + 8..];
             p.strip_prefix(b"\"").unwrap_or(p)
@@ -467,6 +488,14 @@ fn close_reason(payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_finds_the_line_end() {
+        assert_eq!(crlf(b"PING\r\n"), Some(4));
+        assert_eq!(crlf(b"a\rb\r\n"), Some(3));
+        assert_eq!(crlf(b"abc\r"), None);
+        assert_eq!(crlf(b""), None);
+    }
 
     #[test]
     fn herald_payload_starts_after_the_quote() {

@@ -1,15 +1,16 @@
 //! One WebSocket connection: its reader loop (this task) and its writer task.
 //!
 //! The reader decodes frames and answers them through the outbox; the writer (see
-//! [`super::writer`]) is the only one that touches the socket's sending half. Either half
-//! ending cancels `done`, which ends the other.
+//! [`super::writer`]) is the only one that touches the socket's sending half, and also
+//! sends the pongs and the close reply the reader asks for. Either half ending cancels
+//! `done`, which ends the other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use parking_lot::Mutex;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -43,6 +44,15 @@ pub(super) struct Conn {
     pub shutdown: CancellationToken,
     /// Where the writer counts what it writes.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The peer's last ping, for the writer to answer, and the payload of the peer's close
+    /// frame, for the writer to echo (RFC 6455 §5.5): tungstenite does not write.
+    replies: Mutex<Replies>,
+}
+
+#[derive(Default)]
+struct Replies {
+    pong: Option<Bytes>,
+    close: Option<Bytes>,
 }
 
 /// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
@@ -53,19 +63,30 @@ impl Conn {
     pub fn session(&self) -> Option<Arc<Session>> {
         self.session.lock().clone()
     }
+
+    /// The payload of the pong owed to the peer, if any.
+    pub fn take_pong(&self) -> Option<Bytes> {
+        self.replies.lock().pong.take()
+    }
+
+    /// The payload of the close frame to echo to the peer, if it sent one.
+    pub fn take_peer_close(&self) -> Option<Bytes> {
+        self.replies.lock().close.take()
+    }
 }
 
 /// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
 /// returning a small future, so the setup's temporaries are not kept for the connection's
 /// lifetime (an idle connection's memory is mostly its futures). `token`: the credential of
 /// the upgrade request (`?token=` or `Authorization`), if any.
-pub(super) fn run<S>(
+pub(super) fn run<W, S>(
     state: Arc<AppState>,
-    (sink, stream): (writer::Sink<S>, SplitStream<WebSocketStream<S>>),
+    (sink, stream): (W, WebSocketStream<S>),
     peer: SocketAddr,
     token: Option<String>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(Conn {
@@ -75,6 +96,7 @@ where
         done: CancellationToken::new(),
         shutdown: state.shutdown.clone(),
         metrics: state.metrics.clone(),
+        replies: Mutex::new(Replies::default()),
     });
     let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("conn", id, %peer, session = tracing::field::Empty);
@@ -93,11 +115,15 @@ where
         expires: None,
         acks: None,
     };
+    // The stream (tungstenite's state, a few hundred bytes) lives in this future's captures
+    // and is lent to the read loop: moved into it, it would take its space twice (a moved-out
+    // capture keeps its slot), which showed as ~1 KiB more per idle connection.
+    let mut stream = stream;
     async move {
         if let Some(t) = token {
             reader.authenticate(&t).await;
         }
-        reader.read_loop(stream).instrument(span).await;
+        reader.read_loop(&mut stream).instrument(span).await;
         // Let the writer finish its final words (it is bounded), then leave the session
         // behind for a resume.
         let _ = writer.await;
@@ -128,7 +154,7 @@ async fn until(at: Option<tokio::time::Instant>) {
 }
 
 impl Reader {
-    async fn read_loop<St>(&mut self, mut stream: St)
+    async fn read_loop<St>(&mut self, stream: &mut St)
     where
         St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
@@ -168,8 +194,21 @@ impl Reader {
                     }
                 }
                 Message::Binary(_) => Box::pin(self.on_binary()).await,
-                Message::Close(_) => break,
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Close(frame) => {
+                    // tungstenite replaced a code not allowed on the wire already.
+                    let mut echo = Vec::new();
+                    if let Some(f) = frame {
+                        echo.extend_from_slice(&u16::from(f.code).to_be_bytes());
+                        echo.extend_from_slice(f.reason.as_bytes());
+                    }
+                    self.conn.replies.lock().close = Some(echo.into());
+                    break;
+                }
+                Message::Ping(payload) => {
+                    self.conn.replies.lock().pong = Some(payload);
+                    self.conn.outbox.wake();
+                }
+                Message::Pong(_) | Message::Frame(_) => {}
             }
         }
         // A requested close is the writer's to send; it ends the connection when done.

@@ -1,6 +1,10 @@
 //! `GET /ws`: the WebSocket upgrade, done by hand on hyper so that the connection runs on
 //! tokio-tungstenite with buffers sized for 100k connections (tungstenite's defaults are
 //! 128 KiB each way; an idle Herald connection must cost a few KiB).
+//!
+//! tungstenite only reads: the socket is split, tungstenite gets the reading half (its
+//! writes, automatic pongs and close replies, go nowhere: see [`ReadOnly`]), and the
+//! connection's writer encodes every frame it sends itself (see [`writer`]).
 
 mod acks;
 mod conn;
@@ -8,13 +12,16 @@ mod guard;
 mod writer;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -26,14 +33,11 @@ use crate::protocol::{ErrorCode, SUBPROTOCOL};
 /// Bytes read from the socket at a time. Frames larger than this still arrive whole (the
 /// buffer grows up to `max_frame`), but idle connections hold only this much.
 const READ_BUFFER: usize = 1024;
-/// Writes are batched (`feed` many, `flush` once); tungstenite writes to the socket early
-/// only once this much is pending.
-const WRITE_BUFFER: usize = 16 * 1024;
 
 pub(crate) fn socket_config(max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
+        .write_buffer_size(0)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
@@ -117,23 +121,17 @@ pub(crate) async fn upgrade(
     let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                let (read, write) = tokio::io::split(TokioIo::new(upgraded));
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    ReadOnly(read),
                     Role::Server,
                     Some(socket_config(st.config().max_frame)),
                 )
                 .await;
                 st.metrics.connection_opened();
-                // Split here and box the rest: the idle connection then holds only the
-                // connection's own small future, not the space of the stream, the upgrade
-                // and the handshake states.
-                Box::pin(conn::run(
-                    st.clone(),
-                    futures_util::StreamExt::split(ws),
-                    peer,
-                    token,
-                ))
-                .await;
+                // Box the rest: the idle connection then holds only the connection's own
+                // small future, not the space of the upgrade and the handshake states.
+                Box::pin(conn::run(st.clone(), (write, ws), peer, token)).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
@@ -157,6 +155,38 @@ pub(crate) async fn upgrade(
         );
     }
     res
+}
+
+/// The reading half of a connection's socket, as tungstenite's stream. tungstenite writes
+/// only what it sends on its own, a pong or a close reply; those bytes are dropped here, and
+/// the connection's reader has the writer send them instead (the writer alone owns the
+/// sending half, so that frames never interleave).
+pub(crate) struct ReadOnly<R>(pub R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for ReadOnly<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<R: Unpin> AsyncWrite for ReadOnly<R> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {

@@ -1,40 +1,49 @@
 //! The writer task of a connection: drains control frames and the session's messages into
-//! the socket in batches (`feed` many, `flush` once).
+//! the socket in batches, one `write` per batch.
 //!
-//! Message frames are assembled from the event's shared body into one buffer per batch and
-//! sent as raw text frames, so nothing is re-validated or re-encoded per recipient.
+//! The writer owns the sending half of the TCP stream; tungstenite only reads (see
+//! [`super::ReadOnly`]). Server frames are unmasked, so a WebSocket frame is a 2–10-byte
+//! header and the payload: each round's frames (control frames, a gap, up to [`BATCH`]
+//! messages) are encoded straight into one buffer, a `msg` straight from the session's ring
+//! (the per-recipient head `{"op":"msg","seq":N,` and the event's shared body), and the
+//! buffer goes to the socket in as few `write`s as it takes. No frame is copied twice and
+//! nothing is allocated per message.
 //!
-//! Frames wait in a queue until the sink has room for them (`poll_ready`, then
-//! `start_send`), so a write interrupted by shutdown loses nothing: on shutdown the writer
-//! goes on from where it stopped, writes every message published before the shutdown, and
-//! only then says `bye` (PROTOCOL.md §6, bounded by [`FAREWELL`]).
+//! A round's bytes stay in the buffer until the socket has taken all of them, and how far
+//! the socket got is kept, so a write interrupted (by a close request or shutdown) loses
+//! nothing and never cuts a frame: on shutdown the writer goes on from where it stopped,
+//! writes every message published before the shutdown, and only then says `bye`
+//! (PROTOCOL.md §6, bounded by [`FAREWELL`]).
 
-use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures_util::stream::SplitSink;
-use futures_util::{FutureExt, SinkExt};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use futures_util::FutureExt;
+use tokio::io::AsyncWrite;
 
 use super::conn::Conn;
 use crate::event::Delivery;
 use crate::metrics::WriteTally;
 use crate::protocol::{ByeFrame, GapFrame, GapReason, ServerFrame, close};
-use crate::session::{Batch, Close, Drained};
+use crate::session::{Close, Drained};
 
 /// Messages taken from the session per round (bounded so control frames are not starved).
 const BATCH: usize = 256;
 /// How long the shutdown flush, and then the final words (`bye`, a close frame), may each
 /// take before the socket is dropped.
 const FAREWELL: Duration = Duration::from_secs(2);
+/// A write buffer up to this size is freed when the writer goes idle (cheap to get again,
+/// and idle connections are many); a larger one, a busy connection's, is kept for reuse.
+const KEEP_BELOW: usize = 4 * 1024;
+/// A write buffer grown past this (a large replay) is freed after its round.
+const KEEP_AT_MOST: usize = 256 * 1024;
 
-pub(super) type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
 
 /// Why the writer stopped writing.
 enum Stop {
@@ -46,9 +55,9 @@ enum Stop {
     Gone,
 }
 
-pub(super) async fn run<S>(mut sink: Sink<S>, conn: Arc<Conn>, heartbeat: Duration)
+pub(super) async fn run<W>(mut sink: W, conn: Arc<Conn>, heartbeat: Duration)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut w = Writer::default();
     let stop = w.pump(&mut sink, &conn, heartbeat).await;
@@ -60,58 +69,56 @@ where
     if let Stop::Shutdown = stop {
         let _ = tokio::time::timeout(FAREWELL, w.flush_for_shutdown(&mut sink, &conn)).await;
     }
-    let farewell = async {
-        match stop {
-            Stop::Shutdown => {
-                let bye = ServerFrame::Bye(ByeFrame {
-                    reason: "shutdown".into(),
-                    retry_ms: 1000,
-                });
-                let _ = sink.feed(Message::text(bye.encode())).await;
-                let _ = sink.send(close_msg(close::SHUTDOWN, "shutdown")).await;
+    match stop {
+        Stop::Shutdown => {
+            let bye = ServerFrame::Bye(ByeFrame {
+                reason: "shutdown".into(),
+                retry_ms: 1000,
+            });
+            w.text(bye.encode().as_bytes());
+            w.close(close::SHUTDOWN, "shutdown");
+        }
+        Stop::Close(c) => {
+            if let Some(words) = c.last_words {
+                w.text(words.as_bytes());
             }
-            Stop::Close(c) => {
-                if let Some(words) = c.last_words {
-                    let _ = sink.feed(Message::text(words)).await;
-                }
-                let _ = sink.send(close_msg(c.code, &c.reason)).await;
-            }
-            // Flush a close reply tungstenite may have queued after the peer's close.
-            Stop::Gone => {
-                let _ = sink.flush().await;
+            w.close(c.code, &c.reason);
+        }
+        // The peer's close frame is answered with its own code and reason (RFC 6455 §5.5.1).
+        Stop::Gone => {
+            if let Some(echo) = conn.take_peer_close() {
+                w.frame(OP_CLOSE, &echo);
             }
         }
+    }
+    let farewell = async {
+        let _ = w.write_out(&mut sink, &conn, true).await;
+        let _ = std::future::poll_fn(|cx| Pin::new(&mut sink).poll_flush(cx)).await;
     };
     let _ = tokio::time::timeout(FAREWELL, farewell).await;
     conn.done.cancel();
 }
 
-fn close_msg(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }))
-}
-
-/// A writer's reusable buffers (nothing is allocated per round once they have grown).
+/// A writer's reusable buffers (nothing is allocated per message; the write buffer is
+/// reused from round to round while the connection is busy).
 #[derive(Default)]
 struct Writer {
     drained: Drained,
-    batch: Batch,
-    buf: BytesMut,
-    lens: Vec<usize>,
-    /// Frames built but not yet accepted by the sink, in order; a `msg` carries what its
-    /// latency observation needs.
-    queue: VecDeque<(Message, Option<(Delivery, Instant)>)>,
-    /// `msg`s accepted by the sink since the last flush.
+    /// Encoded frames of the current round; `out[written..]` is not in the socket yet.
+    out: Vec<u8>,
+    written: usize,
+    /// The `msg`s of the current round, for their latency observations.
     unflushed: Vec<(Delivery, Instant)>,
-    tally: WriteTally,
+    /// The last seq put into `out`.
+    last_seq: u64,
+    /// Payload bytes of the frames in `out` (the written-bytes metric).
+    payload_bytes: usize,
 }
 
 impl Writer {
-    async fn pump<S>(&mut self, sink: &mut Sink<S>, conn: &Conn, heartbeat: Duration) -> Stop
+    async fn pump<W>(&mut self, sink: &mut W, conn: &Conn, heartbeat: Duration) -> Stop
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        W: AsyncWrite + Unpin,
     {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         loop {
@@ -120,66 +127,91 @@ impl Writer {
                 _ = conn.shutdown.cancelled() => return Stop::Shutdown,
                 _ = conn.done.cancelled() => return Stop::Gone,
                 _ = conn.outbox.woken() => {}
-                _ = ping.tick() => self.queue.push_back((Message::Ping(Default::default()), None)),
+                _ = ping.tick() => self.frame(OP_PING, &[]),
             }
-            // Write everything pending, flushing after each batch, until nothing is left.
+            // Write everything pending, one round at a time, until nothing is left.
             loop {
                 if let Some(c) = self.fill(conn) {
                     // What came before the close request goes out if the socket takes it
                     // now; a full socket (a slow consumer) is not waited for.
-                    let _ =
-                        tokio::time::timeout(Duration::ZERO, self.feed(sink, conn, false)).await;
+                    let _ = self.write_out(sink, conn, false).now_or_never();
                     return Stop::Close(c);
                 }
-                if self.queue.is_empty() {
+                if self.out.is_empty() {
                     break;
                 }
-                if self.feed(sink, conn, false).await.is_err()
-                    || self.flush(sink, conn, false).await.is_err()
-                {
+                if self.write_out(sink, conn, false).await.is_err() {
                     return stop_reason(conn);
                 }
+            }
+            if self.out.capacity() < KEEP_BELOW {
+                self.out = Vec::new();
+                self.unflushed = Vec::new();
             }
         }
     }
 
-    /// On shutdown: writes what is still queued and every message the session held when the
+    /// On shutdown: writes what is still pending and every message the session held when the
     /// shutdown came (publishers may still be running; later messages are not waited for).
-    async fn flush_for_shutdown<S>(&mut self, sink: &mut Sink<S>, conn: &Conn)
+    async fn flush_for_shutdown<W>(&mut self, sink: &mut W, conn: &Conn)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        W: AsyncWrite + Unpin,
     {
         let last = conn.session().map_or(0, |s| s.last_seq());
         loop {
             let _ = self.fill(conn);
-            if self.queue.is_empty() {
+            if self.out.is_empty() {
                 return;
             }
-            if self.feed(sink, conn, true).await.is_err()
-                || self.flush(sink, conn, true).await.is_err()
-            {
+            if self.write_out(sink, conn, true).await.is_err() {
                 return;
             }
-            if self.batch.entries.last().is_some_and(|e| e.seq >= last) {
+            if self.last_seq >= last {
                 return;
             }
         }
     }
 
-    /// Queues the next round: control frames, then a gap and up to [`BATCH`] messages.
-    /// Returns a requested close (nothing of the session is queued then).
+    /// Encodes the next round after what is still pending: control frames, then a gap and
+    /// up to [`BATCH`] messages. Returns a requested close (nothing of the session is taken
+    /// then).
     fn fill(&mut self, conn: &Conn) -> Option<Close> {
         conn.outbox.drain(&mut self.drained);
-        for frame in self.drained.control.drain(..) {
-            self.queue.push_back((Message::text(frame), None));
+        let mut control = std::mem::take(&mut self.drained.control);
+        for frame in control.drain(..) {
+            self.text(frame.as_bytes());
+        }
+        self.drained.control = control;
+        if let Some(pong) = conn.take_pong() {
+            self.frame(OP_PONG, &pong);
         }
         if let Some(c) = self.drained.close.take() {
             return Some(c);
         }
         let session = conn.session()?;
-        self.batch.clear();
-        session.take_for(&conn.outbox, &mut self.batch, BATCH);
-        if let Some((from_seq, to_seq)) = self.batch.gap {
+        let Writer {
+            out,
+            unflushed,
+            last_seq,
+            payload_bytes,
+            ..
+        } = self;
+        let start = out.len();
+        let mut bytes = 0;
+        let taken = session.take_each(&conn.outbox, BATCH, |seq, event, how| {
+            let len = event.msg_len(seq, how);
+            out.reserve(len + 4);
+            header(out, OP_TEXT, len);
+            let before = out.len();
+            event.write_msg(seq, how, out);
+            debug_assert_eq!(out.len() - before, len);
+            bytes += len;
+            unflushed.push((how, event.published));
+            *last_seq = seq;
+        });
+        *payload_bytes += bytes;
+        if let Some((from_seq, to_seq)) = taken.gap {
+            // The gap goes before the messages (rare: move them behind it).
             let gap = ServerFrame::Gap(GapFrame {
                 from_seq,
                 to_seq,
@@ -187,68 +219,106 @@ impl Writer {
             })
             .encode();
             conn.metrics.gap(from_seq, to_seq);
-            self.queue.push_back((Message::text(gap), None));
-        }
-        // Each frame is a slice of one shared buffer: one allocation per batch.
-        for e in &self.batch.entries {
-            let before = self.buf.len();
-            e.event.write_msg(e.seq, e.how, &mut self.buf);
-            self.lens.push(self.buf.len() - before);
-        }
-        let mut rest = self.buf.split().freeze();
-        for (e, len) in self.batch.entries.iter().zip(self.lens.drain(..)) {
-            let frame = rest.split_to(len);
-            let msg = Message::Frame(Frame::message(frame, OpCode::Data(Data::Text), true));
-            self.queue
-                .push_back((msg, Some((e.how, e.event.published))));
+            let msgs = self.out.split_off(start);
+            self.text(gap.as_bytes());
+            self.out.extend_from_slice(&msgs);
         }
         None
     }
 
-    /// Hands the queued frames to the sink. A frame leaves the queue only once the sink has
-    /// accepted it, so an interrupted feed can be resumed without a loss.
-    async fn feed<S>(&mut self, sink: &mut Sink<S>, conn: &Conn, draining: bool) -> Result<(), ()>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        while !self.queue.is_empty() {
-            // Usually the sink has room at once: take it without building the guard (three
-            // waker futures and a `select!` per frame showed in fan-out profiles). Only a
-            // sink that must wait is guarded; polling it again there replaces the no-op waker.
-            let ready = std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never();
-            match ready {
-                Some(r) => r.map_err(|_| ())?,
-                None => {
-                    let ready = std::future::poll_fn(|cx| sink.poll_ready_unpin(cx));
-                    guarded(conn, ready, draining).await?;
-                }
-            }
-            let Some((msg, timed)) = self.queue.pop_front() else {
-                break;
-            };
-            self.tally.bytes(msg.len());
-            sink.start_send_unpin(msg).map_err(|_| ())?;
-            if let Some(t) = timed {
-                self.unflushed.push(t);
-            }
-        }
-        Ok(())
+    /// Appends a text frame.
+    fn text(&mut self, payload: &[u8]) {
+        self.payload_bytes += payload.len();
+        self.frame(OP_TEXT, payload);
     }
 
-    /// Flushes the socket, then counts what it carried: one latency observation per message,
-    /// one clock read per batch, the shared counters touched once.
-    async fn flush<S>(&mut self, sink: &mut Sink<S>, conn: &Conn, draining: bool) -> Result<(), ()>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        guarded(conn, sink.flush(), draining).await?;
-        let now = Instant::now();
-        for (how, published) in self.unflushed.drain(..) {
-            self.tally
-                .message(how, now.saturating_duration_since(published));
+    /// Appends a final, unmasked frame.
+    fn frame(&mut self, opcode: u8, payload: &[u8]) {
+        header(&mut self.out, opcode, payload.len());
+        self.out.extend_from_slice(payload);
+    }
+
+    /// Appends a close frame: the code and up to 123 bytes of the reason (a control frame's
+    /// payload is at most 125 bytes), cut at a character boundary.
+    fn close(&mut self, code: u16, reason: &str) {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
         }
-        conn.metrics.record_writes(&mut self.tally);
+        let mut payload = [0u8; 125];
+        payload[..2].copy_from_slice(&code.to_be_bytes());
+        payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
+        self.frame(OP_CLOSE, &payload[..2 + end]);
+    }
+
+    /// Writes the pending bytes to the socket, then counts what they carried: one latency
+    /// observation per message, one clock read per round, the shared counters touched once.
+    /// Resumable: an interrupted write keeps its place.
+    async fn write_out<W>(&mut self, sink: &mut W, conn: &Conn, draining: bool) -> Result<(), ()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        {
+            let Writer { out, written, .. } = self;
+            let mut write = std::pin::pin!(std::future::poll_fn(|cx| {
+                write_all(Pin::new(&mut *sink), cx, out, written)
+            }));
+            // Usually the socket takes it all at once: no guard (three waker futures and a
+            // `select!`) then. Only a write that must wait is guarded.
+            match write.as_mut().now_or_never() {
+                Some(r) => r.map_err(|_| ())?,
+                None => guarded(conn, write, draining).await?,
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        if self.out.capacity() > KEEP_AT_MOST {
+            self.out = Vec::new();
+        }
+        // A local, not a field: it is not kept across an `.await`, so idle writers do not
+        // carry its ~250 bytes of histogram.
+        let mut tally = WriteTally::default();
+        tally.bytes(std::mem::take(&mut self.payload_bytes));
+        if !self.unflushed.is_empty() {
+            let now = Instant::now();
+            for (how, published) in self.unflushed.drain(..) {
+                tally.message(how, now.saturating_duration_since(published));
+            }
+        }
+        conn.metrics.record_writes(&mut tally);
         Ok(())
+    }
+}
+
+/// Writes `out[*written..]`, advancing `written` as the socket takes bytes.
+fn write_all<W: AsyncWrite>(
+    mut sink: Pin<&mut W>,
+    cx: &mut Context<'_>,
+    out: &[u8],
+    written: &mut usize,
+) -> Poll<std::io::Result<()>> {
+    while *written < out.len() {
+        match sink.as_mut().poll_write(cx, &out[*written..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => *written += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Appends the header of a final, unmasked frame with a payload of `len` bytes.
+fn header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    let b0 = 0x80 | opcode;
+    if len < 126 {
+        out.extend_from_slice(&[b0, len as u8]);
+    } else if len <= usize::from(u16::MAX) {
+        let [hi, lo] = (len as u16).to_be_bytes();
+        out.extend_from_slice(&[b0, 126, hi, lo]);
+    } else {
+        out.extend_from_slice(&[b0, 127]);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
     }
 }
 

@@ -400,8 +400,9 @@ fn main() {
         if wants("publish") {
             publish_section().await;
         }
-        // Part of `publish`; `inproc` runs it alone.
-        if wants("publish") || wants("inproc") {
+        // Part of `publish` (not against a server started by hand); `inproc` runs it alone.
+        if (wants("publish") && std::env::var_os("HERALD_BENCH_ADDR").is_none()) || wants("inproc")
+        {
             inproc_section().await;
         }
         if wants("history") {

@@ -88,15 +88,17 @@ impl Ticket {
     /// error when the batch failed.
     pub async fn wait(&self) -> Result<u32, StoreError> {
         loop {
-            // Registered before the check: a completion in between still wakes us.
-            let notified = self.batch.notify.notified();
             if let Some(outcome) = self.batch.outcome.get() {
                 return match outcome {
                     Ok(v) => Ok(v.get(self.index as usize).copied().unwrap_or(0)),
                     Err(e) => Err(e.clone()),
                 };
             }
-            notified.await;
+            // Registered before the second check: a completion in between still wakes us.
+            let notified = self.batch.notify.notified();
+            if self.batch.outcome.get().is_none() {
+                notified.await;
+            }
         }
     }
 }
@@ -275,6 +277,9 @@ fn deliver_loop<P>(rx: mpsc::Receiver<Done<P>>, mut deliver: Deliver<P>) {
     }
 }
 
+/// A batch to commit (if any) and the flushes to answer after it.
+type Taken<P> = (Option<Pending<P>>, Vec<tokio::sync::oneshot::Sender<()>>);
+
 struct Worker<P> {
     engine: Box<dyn Durable>,
     done: mpsc::Sender<Done<P>>,
@@ -284,11 +289,7 @@ struct Worker<P> {
 impl<P> Worker<P> {
     /// The next batch to commit and the flushes queued with it, waiting at most until the
     /// next expiry pass is due; `None` once the queue is closed and empty.
-    #[allow(clippy::type_complexity)]
-    fn take(
-        &self,
-        last_expire: Instant,
-    ) -> Option<(Option<Pending<P>>, Vec<tokio::sync::oneshot::Sender<()>>)> {
+    fn take(&self, last_expire: Instant) -> Option<Taken<P>> {
         let mut q = self.shared.queue.lock();
         loop {
             if let Some(full) = q.full.pop_front() {
@@ -410,7 +411,9 @@ mod tests {
         }
     }
 
-    fn start(fail_at: usize) -> (Committer<u64>, Arc<Mutex<Vec<u64>>>, Arc<Mutex<Vec<u64>>>) {
+    type Log = Arc<Mutex<Vec<u64>>>;
+
+    fn start(fail_at: usize) -> (Committer<u64>, Log, Log) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let d = delivered.clone();

@@ -4,6 +4,7 @@
 //! cargo bench --bench durable                       # everything, defaults below
 //! HERALD_BENCH_MSGS=200000 cargo bench --bench durable -- publish
 //! cargo bench --bench durable -- restart            # one section: publish | history | restart
+//! cargo bench --bench durable -- inproc             # only the in-process part of publish
 //! ```
 //!
 //! - **publish**: the release binary with `--data-dir` on a temp directory; C WebSocket
@@ -225,8 +226,13 @@ async fn publish_section() {
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
 
-    // In-process: the committer and the engine without sockets or JSON parsing.
+/// In-process: the committer and the engine without sockets or JSON parsing.
+async fn inproc_section() {
+    let total = env_usize("HERALD_BENCH_MSGS", 500_000);
+    let conns = env_usize("HERALD_BENCH_CONNS", 10);
+    let per_conn = total / conns;
     let dir = temp_dir("publish-inproc");
     let config = Config {
         topics: topics(1000),
@@ -393,6 +399,11 @@ fn main() {
     rt.block_on(async {
         if wants("publish") {
             publish_section().await;
+        }
+        // Part of `publish` (not against a server started by hand); `inproc` runs it alone.
+        if (wants("publish") && std::env::var_os("HERALD_BENCH_ADDR").is_none()) || wants("inproc")
+        {
+            inproc_section().await;
         }
         if wants("history") {
             history_section().await;

@@ -15,12 +15,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Bus, BusError, Inner, PubAck, Publish};
+use crate::config::TopicConfig;
 use crate::event::Event;
 use crate::store::{
-    Committer, Durable as _, MemoryStore, RedbStore, RetainOp, Retention, StoreError, TopicEntry,
+    Committer, Durable as _, MemoryStore, RedbStore, RetainOp, Retention, StoreError, Ticket,
+    TopicEntry, Write,
 };
 use crate::topic::Topic;
 
@@ -35,14 +37,12 @@ pub(super) struct Persistence {
     pub permits: Arc<Semaphore>,
 }
 
-/// A message waiting for its batch to be durable.
+/// What a message waiting for its batch to be durable needs besides its event (which
+/// travels in the store's [`crate::store::Write`]).
 pub(super) struct Held {
     entry: Arc<TopicEntry>,
-    event: Arc<Event>,
-    retain: Option<RetainOp>,
-    ack: oneshot::Sender<Result<PubAck, BusError>>,
     /// Room in the queue, given back once the message is delivered.
-    permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// The outcome of a publish: answered at once, or once durable.
@@ -57,7 +57,7 @@ pub enum Published {
 pub struct PendingAck {
     pub offset: u64,
     pub epoch: Arc<str>,
-    rx: oneshot::Receiver<Result<PubAck, BusError>>,
+    ticket: Ticket,
 }
 
 impl PendingAck {
@@ -72,11 +72,15 @@ impl PendingAck {
 
     /// Resolves once the message is durable and delivered (or the store failed).
     pub async fn durable(self) -> Result<PubAck, BusError> {
-        self.rx.await.unwrap_or_else(|_| {
-            Err(BusError::Unavailable(
-                "the durable store stopped before the message was written".into(),
-            ))
-        })
+        match self.ticket.wait().await {
+            Ok(delivered) => Ok(PubAck {
+                offset: self.offset,
+                epoch: self.epoch,
+                duplicate: false,
+                delivered: delivered as usize,
+            }),
+            Err(e) => Err(BusError::Unavailable(e.to_string())),
+        }
     }
 }
 
@@ -137,12 +141,17 @@ pub(super) fn open(
         ms = started.elapsed().as_millis() as u64,
         "durable store opened"
     );
-    let deliver = Box::new(move |batch: Vec<Held>, result: Result<(), StoreError>| {
-        let Some(inner) = bus.upgrade() else {
-            return;
-        };
-        Bus { inner }.deliver_durable(batch, result);
-    });
+    let deliver = Box::new(
+        move |writes: Vec<Write>, held: Vec<Held>, result: &Result<(), StoreError>| {
+            let Some(inner) = bus.upgrade() else {
+                return Vec::new();
+            };
+            if result.is_err() {
+                return Vec::new();
+            }
+            Bus { inner }.deliver_durable(writes, held)
+        },
+    );
     let committer = Committer::start(Box::new(engine), deliver).map_err(|e| StoreError::Open {
         path: dir.display().to_string(),
         message: format!("cannot start the commit thread: {e}"),
@@ -162,6 +171,11 @@ impl Bus {
             return self.remote_permit().await;
         }
         let p = self.inner.durable.as_ref()?;
+        // While there is room, take it without looking the topic up: a publish to a topic
+        // that is not persisted gives it back at once (`publish_inner` drops it).
+        if let Ok(permit) = p.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
         let topic = Topic::parse(topic).ok()?;
         if !self.inner.topics.entry(&topic).settings().persist {
             return None;
@@ -169,12 +183,9 @@ impl Bus {
         p.permits.clone().acquire_owned().await.ok()
     }
 
-    /// Whether `entry`'s messages go through the durable store.
-    pub(super) fn persisted(&self, entry: &TopicEntry) -> Option<&Persistence> {
-        self.inner
-            .durable
-            .as_ref()
-            .filter(|_| entry.settings().persist)
+    /// Whether messages of a topic with these settings go through the durable store.
+    pub(super) fn persisted(&self, settings: &TopicConfig) -> Option<&Persistence> {
+        self.inner.durable.as_ref().filter(|_| settings.persist)
     }
 
     /// Queues an event whose offset was just assigned (the topic lock is held by the
@@ -183,81 +194,74 @@ impl Bus {
         &self,
         p: &Persistence,
         entry: &Arc<TopicEntry>,
+        settings: &TopicConfig,
         event: Arc<Event>,
         retain: Option<RetainOp>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<PendingAck, BusError> {
-        let (tx, rx) = oneshot::channel();
-        let pending = PendingAck {
-            offset: event.offset,
-            epoch: event.epoch.clone(),
-            rx,
-        };
-        let write = crate::store::Write {
-            event: event.clone(),
+        let (offset, epoch) = (event.offset, event.epoch.clone());
+        let write = Write {
+            event,
             retain,
-            keep: Retention::of(&entry.settings()),
+            keep: Retention::of(settings),
         };
         let held = Held {
             entry: entry.clone(),
-            event,
-            retain,
-            ack: tx,
-            permit,
+            _permit: permit,
         };
-        p.committer
+        let ticket = p
+            .committer
             .submit(write, held)
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(pending)
+        Ok(PendingAck {
+            offset,
+            epoch,
+            ticket,
+        })
     }
 
-    /// Runs on the committer thread after each batch: delivers and acks in queue order.
-    fn deliver_durable(&self, batch: Vec<Held>, result: Result<(), StoreError>) {
-        if let Err(e) = result {
-            for h in batch {
-                let _ = h.ack.send(Err(BusError::Unavailable(e.to_string())));
-            }
-            return;
-        }
+    /// Runs on the delivery thread after each durable batch: adds each message to its
+    /// topic's history, sets or clears the retained message and fans it out, in queue
+    /// order. Returns how many sessions each message went to; the committer then completes
+    /// the whole batch's acks at once, and the permits (dropped with `held`) make room.
+    fn deliver_durable(&self, writes: Vec<Write>, held: Vec<Held>) -> Vec<u32> {
         let stats = &self.inner.stats;
         let mut total = 0u64;
-        let n = batch.len() as u64;
-        // Acks go out after the whole batch is delivered, in one tight loop: a connection's
-        // ack task woken by the first finds the rest ready instead of being woken per ack.
-        let mut acks = Vec::with_capacity(batch.len());
-        for h in batch {
-            let settings = h.entry.settings();
+        let mut counts = Vec::with_capacity(writes.len());
+        // Consecutive messages of one topic share its settings.
+        let mut current: Option<(&Arc<TopicEntry>, Arc<TopicConfig>)> = None;
+        for (w, h) in writes.iter().zip(&held) {
+            if !current
+                .as_ref()
+                .is_some_and(|(e, _)| Arc::ptr_eq(e, &h.entry))
+            {
+                current = Some((&h.entry, h.entry.settings()));
+            }
+            let Some((_, s)) = &current else { continue };
+            let event = &w.event;
             let mut state = h.entry.lock();
-            state.remember(&h.event, &settings);
-            match h.retain {
+            state.remember(event, s);
+            match w.retain {
                 Some(RetainOp::Set) => {
-                    state.retained = Some(h.event.clone());
-                    self.inner.retained.insert(h.event.topic.clone());
+                    state.retained = Some(event.clone());
+                    self.inner.retained.insert(event.topic.clone());
                 }
                 Some(RetainOp::Clear) => {
                     state.retained = None;
-                    self.inner.retained.remove(&h.event.topic);
+                    self.inner.retained.remove(&event.topic);
                 }
                 None => {}
             }
-            let delivered = self.fan_out(&h.event, settings.ack_wait);
-            let epoch = state.epoch.clone();
+            let delivered = self.fan_out(event, s.ack_wait);
             drop(state);
             total += delivered as u64;
-            let ack = PubAck {
-                offset: h.event.offset,
-                epoch,
-                duplicate: false,
-                delivered,
-            };
-            acks.push((h.ack, ack, h.permit));
+            counts.push(delivered as u32);
         }
-        for (tx, ack, permit) in acks {
-            let _ = tx.send(Ok(ack));
-            drop(permit);
-        }
-        stats.published.fetch_add(n, Ordering::Relaxed);
+        stats
+            .published
+            .fetch_add(writes.len() as u64, Ordering::Relaxed);
         stats.delivered.fetch_add(total, Ordering::Relaxed);
+        counts
     }
 
     /// Waits until every message queued for the durable store so far is on disk (no-op

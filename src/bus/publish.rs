@@ -267,7 +267,7 @@ impl Bus {
             self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(Published::Done(ack));
         }
-        let durable = self.persisted(&entry);
+        let durable = self.persisted(&settings);
         if let Some(d) = durable {
             // Refuse before taking an offset that could then never be stored.
             d.committer
@@ -299,7 +299,7 @@ impl Bus {
                     RetainOp::Set
                 }
             });
-            let pending = self.queue_durable(d, &entry, event, retain, permit)?;
+            let pending = self.queue_durable(d, &entry, &settings, event, retain, permit)?;
             return Ok(Published::Pending(pending));
         }
         state.remember(&event, &settings);

@@ -94,7 +94,7 @@ impl TopicDisk {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
-    topics: HashMap<Topic, TopicDisk>,
+    topics: HashMap<Topic, TopicDisk, foldhash::fast::RandomState>,
     next_id: u32,
     /// Reused encoding buffer.
     buf: Vec<u8>,
@@ -163,7 +163,7 @@ impl RedbStore {
         Ok(RedbStore {
             db,
             path,
-            topics: HashMap::new(),
+            topics: HashMap::default(),
             next_id: 0,
             buf: Vec::with_capacity(256),
             dirty: Vec::new(),
@@ -354,16 +354,16 @@ impl Durable for RedbStore {
             let mut retained = txn.open_table(RETAINED).map_err(engine)?;
             for w in batch {
                 let ev = &w.event;
-                if !self.topics.contains_key(&ev.topic) {
-                    let id = self.next_id;
-                    self.next_id = id
-                        .checked_add(1)
-                        .ok_or_else(|| StoreError::Engine("too many topics".into()))?;
-                    let t = TopicDisk::new(id, ev.epoch.clone(), ev.offset - 1, w.keep);
-                    self.topics.insert(ev.topic.clone(), t);
-                }
-                let Some(t) = self.topics.get_mut(&ev.topic) else {
-                    continue;
+                let t = match self.topics.get_mut(&ev.topic) {
+                    Some(t) => t,
+                    None => {
+                        let id = self.next_id;
+                        self.next_id = id
+                            .checked_add(1)
+                            .ok_or_else(|| StoreError::Engine("too many topics".into()))?;
+                        let t = TopicDisk::new(id, ev.epoch.clone(), ev.offset - 1, w.keep);
+                        self.topics.entry(ev.topic.clone()).or_insert(t)
+                    }
                 };
                 if *t.epoch != *ev.epoch {
                     // The topic restarted under a new epoch: its old messages are another

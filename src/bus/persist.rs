@@ -57,22 +57,43 @@ pub enum Published {
 pub struct PendingAck {
     pub offset: u64,
     pub epoch: Arc<str>,
-    ticket: Ticket,
+    wait: Wait,
+}
+
+/// What a pending publish waits on.
+#[derive(Debug)]
+enum Wait {
+    /// Its place in a durable batch.
+    Ticket(Ticket),
+    /// Redis's answer (cluster mode), with the offset in it.
+    Answer(tokio::sync::oneshot::Receiver<Result<PubAck, BusError>>),
 }
 
 impl PendingAck {
     /// A publish whose offset is known only with its answer (cluster mode).
-    pub(super) fn waiting(rx: oneshot::Receiver<Result<PubAck, BusError>>) -> PendingAck {
+    pub(super) fn waiting(
+        rx: tokio::sync::oneshot::Receiver<Result<PubAck, BusError>>,
+    ) -> PendingAck {
         PendingAck {
             offset: 0,
             epoch: "".into(),
-            rx,
+            wait: Wait::Answer(rx),
         }
     }
 
     /// Resolves once the message is durable and delivered (or the store failed).
     pub async fn durable(self) -> Result<PubAck, BusError> {
-        match self.ticket.wait().await {
+        let ticket = match self.wait {
+            Wait::Ticket(t) => t,
+            Wait::Answer(rx) => {
+                return rx.await.unwrap_or_else(|_| {
+                    Err(BusError::Unavailable(
+                        "shut down before Redis answered".into(),
+                    ))
+                });
+            }
+        };
+        match ticket.wait().await {
             Ok(delivered) => Ok(PubAck {
                 offset: self.offset,
                 epoch: self.epoch,
@@ -216,7 +237,7 @@ impl Bus {
         Ok(PendingAck {
             offset,
             epoch,
-            ticket,
+            wait: Wait::Ticket(ticket),
         })
     }
 

@@ -127,6 +127,8 @@ where
         // Let the writer finish its final words (it is bounded), then leave the session
         // behind for a resume.
         let _ = writer.await;
+        // Boxed: only a closing connection pays for this state.
+        Box::pin(linger(&mut stream)).await;
         if let Some(s) = reader.conn.session() {
             s.detach(&reader.conn.outbox);
         }
@@ -151,6 +153,28 @@ async fn until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Longest wait for the peer's answer to a close we sent.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// After a close we started, reads (and drops) what the peer still sends until its close
+/// frame or the end of the stream, bounded by [`CLOSE_LINGER`]. Dropping the socket at once
+/// would answer a peer still writing (a pong, its close reply) with a reset, and its close
+/// frame could be lost to it (RFC 6455 §7.1.1: the server closes the TCP connection after the
+/// close handshake). When the peer closed first or the socket failed, this returns at once.
+async fn linger<St>(stream: &mut St)
+where
+    St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 impl Reader {

@@ -268,18 +268,21 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
                 None => one.iter().cloned().collect(),
             };
         }
-        if total <= SMALL_MERGE {
+        let mut all = found.iter().flatten().flat_map(|s| s.iter());
+        if total <= SMALL_MERGE
+            && let Some(first) = all.next()
+        {
             // Deduplicate references on the stack, then clone each value once straight
-            // into the result (an exact-size iterator: one allocation).
-            let mut refs: [Option<&V>; SMALL_MERGE] = [None; SMALL_MERGE];
-            let mut n = 0;
-            for v in found.iter().flatten().flat_map(|s| s.iter()) {
-                if !refs[..n].contains(&Some(v)) {
-                    refs[n] = Some(v);
+            // into the result (a slice iterator, exact size: one allocation).
+            let mut refs: [&V; SMALL_MERGE] = [first; SMALL_MERGE];
+            let mut n = 1;
+            for v in all {
+                if !refs[..n].contains(&v) {
+                    refs[n] = v;
                     n += 1;
                 }
             }
-            return refs[..n].iter().flatten().map(|v| (*v).clone()).collect();
+            return refs[..n].iter().map(|v| (*v).clone()).collect();
         }
         let mut out: Vec<V> = Vec::with_capacity(total);
         let mut seen: HashSet<&V> = HashSet::with_capacity(total);

@@ -10,19 +10,17 @@ use std::hash::Hash;
 /// change).
 const SMALL_MAX: usize = 16;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
+// Boxing the set keeps this enum at 32 bytes (a bare `HashSet` is 48): it sits in every
+// trie node and exact-map bucket, while large sets are rare.
+#[allow(clippy::box_collection)]
 pub(crate) enum Subscribers<V> {
+    #[default]
     Zero,
     One(V),
     /// Two to `SMALL_MAX`, except transiently after removals from `Large`.
     Small(Vec<V>),
     Large(Box<HashSet<V>>),
-}
-
-impl<V> Default for Subscribers<V> {
-    fn default() -> Self {
-        Subscribers::Zero
-    }
 }
 
 impl<V: Eq + Hash> Subscribers<V> {

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use herald::router::Router;
 use herald::topic::Pattern;
 
@@ -85,13 +85,60 @@ fn pattern(rng: &mut Rng, tenants: usize) -> String {
     }
 }
 
+/// Topics packed back to back in one buffer. A published topic has just been read off the
+/// socket, so it is hot in the CPU cache when the router sees it; 64k separately allocated
+/// `String`s read in turn would instead add a cache miss per match (at 1M subscriptions the
+/// index evicts them) that no real publish pays. Read in order, one buffer streams through
+/// the hardware prefetcher.
+struct Topics {
+    text: String,
+    spans: Vec<(u32, u32)>,
+}
+
+impl Topics {
+    fn new<S: AsRef<str>>(topics: impl IntoIterator<Item = S>) -> Self {
+        let mut t = Topics {
+            text: String::new(),
+            spans: Vec::new(),
+        };
+        for s in topics {
+            let start = t.text.len() as u32;
+            t.text.push_str(s.as_ref());
+            t.spans.push((start, t.text.len() as u32));
+        }
+        t
+    }
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+    fn get(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        &self.text[a as usize..b as usize]
+    }
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+    /// Cycles through topics `range`, one per call.
+    fn cycle<'a>(&'a self, range: std::ops::Range<usize>) -> impl FnMut() -> &'a str {
+        let mut i = range.start;
+        move || {
+            i = if i + 1 >= range.end {
+                range.start
+            } else {
+                i + 1
+            };
+            self.get(i)
+        }
+    }
+}
+
 struct Fixture {
     label: &'static str,
     router: Router<u64>,
     /// Distinct topics, many more than the cache holds.
-    cold: Vec<String>,
+    cold: Topics,
     /// A few hundred topics that stay cached.
-    hot: Vec<String>,
+    hot: Topics,
     /// Patterns for churn, not in the router.
     churn_exact: Vec<Pattern>,
     churn_wild: Vec<Pattern>,
@@ -126,7 +173,8 @@ fn build(label: &'static str, n: usize) -> Fixture {
         })
         .collect();
     cold.dedup();
-    let hot = cold.iter().take(256).cloned().collect();
+    let hot = Topics::new(&cold[..256]);
+    let cold = Topics::new(&cold);
     let churn_exact = (0..1024)
         .map(|i| Pattern::parse(&format!("churn/{i}/x")).expect("valid"))
         .collect();
@@ -179,7 +227,7 @@ fn matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("match_cold");
     for f in fixtures() {
         g.bench_with_input(BenchmarkId::from_parameter(f.label), f, |b, f| {
-            let mut next = cycle(&f.cold);
+            let mut next = f.cold.cycle(0..f.cold.len());
             b.iter(|| black_box(f.router.matches_uncached(next())))
         });
     }
@@ -188,7 +236,7 @@ fn matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("match_miss");
     for f in fixtures() {
         g.bench_with_input(BenchmarkId::from_parameter(f.label), f, |b, f| {
-            let mut next = cycle(&f.cold);
+            let mut next = f.cold.cycle(0..f.cold.len());
             b.iter(|| black_box(f.router.matches(next())))
         });
     }
@@ -196,11 +244,11 @@ fn matching(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("match_cached");
     for f in fixtures() {
-        for t in &f.hot {
+        for t in f.hot.iter() {
             f.router.matches(t);
         }
         g.bench_with_input(BenchmarkId::from_parameter(f.label), f, |b, f| {
-            let mut next = cycle(&f.hot);
+            let mut next = f.hot.cycle(0..f.hot.len());
             b.iter(|| black_box(f.router.matches(next())))
         });
     }
@@ -211,7 +259,7 @@ fn matching(c: &mut Criterion) {
 /// does one match. With no global lock on the hit path this stays near the 1-thread figure.
 fn contended(c: &mut Criterion) {
     let f = &fixtures()[1];
-    for t in &f.hot {
+    for t in f.hot.iter() {
         f.router.matches(t);
     }
     let mut g = c.benchmark_group("match_cached_2threads");
@@ -222,14 +270,14 @@ fn contended(c: &mut Criterion) {
                 let start = start.clone();
                 std::thread::spawn(move || {
                     let f = &fixtures()[1];
-                    let mut next = cycle(&f.hot[128..]);
+                    let mut next = f.hot.cycle(128..f.hot.len());
                     start.wait();
                     for _ in 0..iters {
                         black_box(f.router.matches(next()));
                     }
                 })
             };
-            let mut next = cycle(&f.hot[..128]);
+            let mut next = f.hot.cycle(0..128);
             start.wait();
             let t0 = Instant::now();
             for _ in 0..iters {
@@ -286,5 +334,42 @@ fn config() -> Criterion {
         .without_plots()
 }
 
+/// For `valgrind --tool=callgrind`: `ROUTER_PROFILE=1M` builds that one fixture, warms up,
+/// then runs 100k cold matches inside [`profile_cold`] (collect only that function, e.g.
+/// `--collect-atstart=no --toggle-collect=*profile_cold*`). Instruction counts and
+/// simulated cache misses are repeatable where timings on a shared machine are not.
+fn profile(label: &str) {
+    let n = match label {
+        "1k" => 1_000,
+        "100k" => 100_000,
+        "1M" => 1_000_000,
+        _ => panic!("ROUTER_PROFILE: 1k, 100k or 1M"),
+    };
+    let f = build("profile", n);
+    let iters = 100_000;
+    // One pass to warm what stays warm (the code, the small upper levels of the index).
+    profile_cold(&f, f.cold.len());
+    let fanout = profile_cold(&f, iters);
+    eprintln!("profile {label}: {iters} cold matches, fan-out {fanout}");
+}
+
+#[inline(never)]
+fn profile_cold(f: &Fixture, iters: usize) -> usize {
+    let mut next = f.cold.cycle(0..f.cold.len());
+    let mut total = 0;
+    for _ in 0..iters {
+        total += black_box(f.router.matches_uncached(next())).len();
+    }
+    total
+}
+
 criterion_group! { name = benches; config = config(); targets = matching, contended, churn }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(label) = std::env::var("ROUTER_PROFILE") {
+        profile(&label);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -14,6 +14,7 @@
 
 mod cache;
 pub(crate) mod glob;
+mod key;
 pub(crate) mod segment;
 mod subs;
 mod trie;
@@ -26,8 +27,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::topic::{MAX_TOPIC_BYTES, Pattern, split_topic, validate_topic};
+use crate::topic::{Pattern, validate_topic};
 use cache::Cache;
+use key::Key;
 
 /// Topic-keyed maps hash with foldhash: several times faster than SipHash on short strings,
 /// and still seeded per process, so clients cannot precompute colliding topic names.
@@ -45,8 +47,15 @@ pub struct Router<V> {
     empty: Arc<[V]>,
 }
 
+/// Exact topics up to this many bytes are stored inline in the exact map's buckets (32-byte
+/// keys; with a single inline subscriber, a bucket is 64 bytes).
+const EXACT_INLINE: usize = 30;
+
+/// Topics with up to this many segments are split on the stack.
+const STACK_SEGMENTS: usize = 16;
+
 struct Index<V> {
-    exact: HashMap<Box<str>, Subscribers<V>, FastState>,
+    exact: HashMap<Key<EXACT_INLINE>, Subscribers<V>, FastState>,
     trie: Node<V>,
     /// (pattern, value) pairs.
     pairs: usize,
@@ -94,7 +103,7 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let mut index = self.index.write();
         let change = if pattern.is_exact() {
             let topic = pattern.as_str();
-            let change = match index.exact.get_mut(topic) {
+            let change = match index.exact.get_mut(topic.as_bytes()) {
                 Some(subs) => trie::Change {
                     pair: subs.insert(value),
                     pattern: false,
@@ -102,7 +111,7 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
                 None => {
                     let mut subs = Subscribers::default();
                     subs.insert(value);
-                    index.exact.insert(topic.into(), subs);
+                    index.exact.insert(Key::new(topic), subs);
                     trie::Change {
                         pair: true,
                         pattern: true,
@@ -130,13 +139,13 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let mut index = self.index.write();
         let change = if pattern.is_exact() {
             let topic = pattern.as_str();
-            let Some(subs) = index.exact.get_mut(topic) else {
+            let Some(subs) = index.exact.get_mut(topic.as_bytes()) else {
                 return false;
             };
             let pair = subs.remove(value);
             let gone = subs.is_empty();
             if gone {
-                index.exact.remove(topic);
+                index.exact.remove(topic.as_bytes());
             }
             if pair {
                 self.cache.invalidate(topic);
@@ -192,18 +201,16 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         if validate_topic(topic).is_err() {
             return false;
         }
-        if index.exact.contains_key(topic) {
+        if index.exact.contains_key(topic.as_bytes()) {
             return true;
         }
-        let mut buf = [""; MAX_TOPIC_BYTES / 2 + 1];
-        let Some(n) = split_topic(topic, &mut buf) else {
-            return false;
-        };
         let system = topic.starts_with('$');
-        index
-            .trie
-            .walk(&buf[..n], system, |_| ControlFlow::Break(()))
-            .is_break()
+        with_segments(topic, |segs| {
+            index
+                .trie
+                .walk(segs, system, |_| ControlFlow::Break(()))
+                .is_break()
+        })
     }
 
     /// Number of (pattern, value) pairs.
@@ -232,46 +239,127 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
 
     fn compute(&self, index: &Index<V>, topic: &str) -> Option<Arc<[V]>> {
         validate_topic(topic).ok()?;
-        let mut found: Vec<&Subscribers<V>> = Vec::new();
-        if let Some(subs) = index.exact.get(topic) {
+        let mut found = Found::default();
+        // The exact lookup and the trie's first level are independent: issued back to
+        // back, their cache misses overlap.
+        if let Some(subs) = index.exact.get(topic.as_bytes()) {
             found.push(subs);
         }
-        let mut buf = [""; MAX_TOPIC_BYTES / 2 + 1];
-        let n = split_topic(topic, &mut buf)?;
         let system = topic.starts_with('$');
-        let _ = index.trie.walk(&buf[..n], system, |subs| {
-            found.push(subs);
-            ControlFlow::Continue(())
+        with_segments(topic, |segs| {
+            let _ = index.trie.walk(segs, system, |subs| {
+                found.push(subs);
+                ControlFlow::Continue(())
+            });
         });
-        Some(self.merge(&found))
+        Some(self.merge(found.as_slice()))
     }
 
-    /// Unions the subscriber sets of the matching patterns, each value once.
-    fn merge(&self, found: &[&Subscribers<V>]) -> Arc<[V]> {
-        match found {
-            [] => self.empty.clone(),
-            [one] => one.iter().cloned().collect(),
-            _ => {
-                let total: usize = found.iter().map(|s| s.len()).sum();
-                let mut out: Vec<V> = Vec::with_capacity(total);
-                if total <= 32 {
-                    for v in found.iter().flat_map(|s| s.iter()) {
-                        if !out.contains(v) {
-                            out.push(v.clone());
-                        }
-                    }
-                } else {
-                    let mut seen: HashSet<&V> = HashSet::with_capacity(total);
-                    for v in found.iter().flat_map(|s| s.iter()) {
-                        if seen.insert(v) {
-                            out.push(v.clone());
-                        }
-                    }
+    /// Unions the subscriber sets of the matching patterns, each value once, into one
+    /// allocation (the result).
+    fn merge(&self, found: &[Option<&Subscribers<V>>]) -> Arc<[V]> {
+        let total: usize = found.iter().flatten().map(|s| s.len()).sum();
+        if total == 0 {
+            return self.empty.clone();
+        }
+        if let [Some(one)] = found {
+            return match one.as_slice() {
+                Some(slice) => Arc::from(slice),
+                None => one.iter().cloned().collect(),
+            };
+        }
+        let mut all = found.iter().flatten().flat_map(|s| s.iter());
+        if total <= SMALL_MERGE
+            && let Some(first) = all.next()
+        {
+            // Deduplicate references on the stack, then clone each value once straight
+            // into the result (a slice iterator, exact size: one allocation).
+            let mut refs: [&V; SMALL_MERGE] = [first; SMALL_MERGE];
+            let mut n = 1;
+            for v in all {
+                if !refs[..n].contains(&v) {
+                    refs[n] = v;
+                    n += 1;
                 }
-                out.into()
+            }
+            return refs[..n].iter().map(|v| (*v).clone()).collect();
+        }
+        let mut out: Vec<V> = Vec::with_capacity(total);
+        let mut seen: HashSet<&V> = HashSet::with_capacity(total);
+        for v in found.iter().flatten().flat_map(|s| s.iter()) {
+            if seen.insert(v) {
+                out.push(v.clone());
             }
         }
+        out.into()
     }
+}
+
+/// Results with up to this many (pattern, value) pairs are merged on the stack.
+const SMALL_MERGE: usize = 32;
+
+/// The subscriber sets a walk found: the first few on the stack.
+struct Found<'a, V> {
+    len: usize,
+    inline: [Option<&'a Subscribers<V>>; 8],
+    spill: Vec<Option<&'a Subscribers<V>>>,
+}
+
+impl<V> Default for Found<'_, V> {
+    fn default() -> Self {
+        Found {
+            len: 0,
+            inline: [None; 8],
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl<'a, V> Found<'a, V> {
+    fn push(&mut self, subs: &'a Subscribers<V>) {
+        if self.spill.is_empty()
+            && let Some(slot) = self.inline.get_mut(self.len)
+        {
+            *slot = Some(subs);
+            self.len += 1;
+            return;
+        }
+        if self.spill.is_empty() {
+            self.spill.extend_from_slice(&self.inline);
+        }
+        self.spill.push(Some(subs));
+    }
+
+    /// Every entry is `Some`.
+    fn as_slice(&self) -> &[Option<&'a Subscribers<V>>] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// Calls `f` with `topic`'s `/`-separated segments (on the stack unless there are many).
+fn with_segments<R>(topic: &str, f: impl FnOnce(&[&str]) -> R) -> R {
+    let mut buf = [""; STACK_SEGMENTS];
+    let mut n = 0;
+    let mut start = 0;
+    for (i, b) in topic.bytes().enumerate() {
+        if b == b'/' {
+            let Some(slot) = buf.get_mut(n) else {
+                return f(&topic.split('/').collect::<Vec<_>>());
+            };
+            *slot = &topic[start..i];
+            n += 1;
+            start = i + 1;
+        }
+    }
+    let Some(slot) = buf.get_mut(n) else {
+        return f(&topic.split('/').collect::<Vec<_>>());
+    };
+    *slot = &topic[start..];
+    f(&buf[..=n])
 }
 
 #[cfg(test)]

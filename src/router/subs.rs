@@ -3,27 +3,40 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 
-/// Most patterns have a handful of subscribers; a short vector is smaller and faster than a
-/// hash set for those. It turns into a set past `SMALL_MAX` and back when it shrinks well
-/// below (hysteresis, so a set hovering at the limit does not flip on every change).
+/// Most patterns have one subscriber, and nearly all a handful. One is stored inline (no
+/// allocation, and no pointer to follow when a match collects it); a few go in a vector,
+/// smaller and faster than a hash set; past `SMALL_MAX` they move to a set, and back when
+/// it shrinks well below (hysteresis, so a set hovering at the limit does not flip on every
+/// change).
 const SMALL_MAX: usize = 16;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
+// Boxing the set keeps this enum at 32 bytes (a bare `HashSet` is 48): it sits in every
+// trie node and exact-map bucket, while large sets are rare.
+#[allow(clippy::box_collection)]
 pub(crate) enum Subscribers<V> {
+    #[default]
+    Zero,
+    One(V),
+    /// Two to `SMALL_MAX`, except transiently after removals from `Large`.
     Small(Vec<V>),
-    Large(HashSet<V>),
-}
-
-impl<V> Default for Subscribers<V> {
-    fn default() -> Self {
-        Subscribers::Small(Vec::new())
-    }
+    Large(Box<HashSet<V>>),
 }
 
 impl<V: Eq + Hash> Subscribers<V> {
     /// True if `v` was not there yet.
     pub(crate) fn insert(&mut self, v: V) -> bool {
         match self {
+            Subscribers::Zero => *self = Subscribers::One(v),
+            Subscribers::One(one) => {
+                if *one == v {
+                    return false;
+                }
+                let Subscribers::One(one) = std::mem::take(self) else {
+                    unreachable!()
+                };
+                *self = Subscribers::Small(vec![one, v]);
+            }
             Subscribers::Small(vec) => {
                 if vec.contains(&v) {
                     return false;
@@ -33,20 +46,34 @@ impl<V: Eq + Hash> Subscribers<V> {
                 } else {
                     let mut set: HashSet<V> = vec.drain(..).collect();
                     set.insert(v);
-                    *self = Subscribers::Large(set);
+                    *self = Subscribers::Large(Box::new(set));
                 }
-                true
             }
-            Subscribers::Large(set) => set.insert(v),
+            Subscribers::Large(set) => return set.insert(v),
         }
+        true
     }
 
     /// True if `v` was there.
     pub(crate) fn remove(&mut self, v: &V) -> bool {
         match self {
+            Subscribers::Zero => false,
+            Subscribers::One(one) => {
+                if one != v {
+                    return false;
+                }
+                *self = Subscribers::Zero;
+                true
+            }
             Subscribers::Small(vec) => match vec.iter().position(|x| x == v) {
                 Some(i) => {
                     vec.swap_remove(i);
+                    if vec.len() <= 1 {
+                        *self = match vec.pop() {
+                            Some(one) => Subscribers::One(one),
+                            None => Subscribers::Zero,
+                        };
+                    }
                     true
                 }
                 None => false,
@@ -63,6 +90,8 @@ impl<V: Eq + Hash> Subscribers<V> {
 
     pub(crate) fn len(&self) -> usize {
         match self {
+            Subscribers::Zero => 0,
+            Subscribers::One(_) => 1,
             Subscribers::Small(vec) => vec.len(),
             Subscribers::Large(set) => set.len(),
         }
@@ -72,10 +101,20 @@ impl<V: Eq + Hash> Subscribers<V> {
         self.len() == 0
     }
 
+    /// The subscribers as a slice, unless they are in a hash set.
+    pub(crate) fn as_slice(&self) -> Option<&[V]> {
+        match self {
+            Subscribers::Zero => Some(&[]),
+            Subscribers::One(one) => Some(std::slice::from_ref(one)),
+            Subscribers::Small(vec) => Some(vec),
+            Subscribers::Large(_) => None,
+        }
+    }
+
     pub(crate) fn iter(&self) -> Iter<'_, V> {
         match self {
-            Subscribers::Small(vec) => Iter::Small(vec.iter()),
             Subscribers::Large(set) => Iter::Large(set.iter()),
+            other => Iter::Small(other.as_slice().unwrap_or(&[]).iter()),
         }
     }
 }
@@ -123,5 +162,19 @@ mod tests {
         let mut left: Vec<_> = s.iter().copied().collect();
         left.sort();
         assert_eq!(left, (35..40).collect::<Vec<_>>());
+        for i in 35..39 {
+            assert!(s.remove(&i));
+        }
+        assert!(matches!(s, Subscribers::One(39)));
+        assert_eq!(s.as_slice(), Some(&[39][..]));
+        assert!(!s.remove(&1));
+        assert!(s.remove(&39));
+        assert!(s.is_empty() && matches!(s, Subscribers::Zero));
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn small_size() {
+        assert!(std::mem::size_of::<Subscribers<u64>>() <= 32);
     }
 }

@@ -169,3 +169,24 @@ fn router_is_send_sync() {
     assert_send_sync::<Router<u64>>();
     assert_send_sync::<Pattern>();
 }
+
+#[test]
+fn deep_topics_and_long_segments() {
+    let r = Router::new();
+    // Patterns have at most 32 segments; topics may have more (split off the stack).
+    let deep: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+    let topic = deep.join("/");
+    let long = "x".repeat(100);
+    r.insert(&p(&topic), 1);
+    r.insert(&p("s0/**/s29"), 2);
+    r.insert(&p(&format!("s0/*/{long}")), 3);
+    r.insert(&p(&format!("s0/**/{long}")), 4);
+    assert_eq!(sorted(&r, &topic), [1, 2]);
+    assert_eq!(sorted(&r, &format!("s0/a/{long}")), [3, 4]);
+    assert_eq!(sorted(&r, &format!("{topic}/{long}")), [4]);
+    assert!(r.has_match(&topic));
+    let deeper = format!("{topic}/{}", deep.join("/"));
+    assert_eq!(sorted(&r, &deeper), [2]);
+    assert!(r.remove(&p(&format!("s0/*/{long}")), &3));
+    assert_eq!(sorted(&r, &format!("s0/a/{long}")), [4]);
+}

@@ -190,7 +190,7 @@ async fn ws_publish(addr: &str, conns: usize, per_conn: usize, window: usize) ->
 }
 
 async fn publish_section() {
-    let total = env_usize("HERALD_BENCH_MSGS", 500_000);
+    let total = env_usize("HERALD_BENCH_MSGS", sized(500_000));
     let conns = env_usize("HERALD_BENCH_CONNS", 10);
     let window = env_usize("HERALD_BENCH_WINDOW", 1000);
     let per_conn = total / conns;
@@ -230,7 +230,7 @@ async fn publish_section() {
 
 /// In-process: the committer and the engine without sockets or JSON parsing.
 async fn inproc_section() {
-    let total = env_usize("HERALD_BENCH_MSGS", 500_000);
+    let total = env_usize("HERALD_BENCH_MSGS", sized(500_000));
     let conns = env_usize("HERALD_BENCH_CONNS", 10);
     let per_conn = total / conns;
     let dir = temp_dir("publish-inproc");
@@ -263,7 +263,7 @@ async fn inproc_section() {
 }
 
 async fn history_section() {
-    let n = 100_000;
+    let n = sized(100_000);
     let dir = temp_dir("history");
     let data_dir = dir.join("data");
     let config = Config {
@@ -342,7 +342,7 @@ async fn fill(bus: &herald::Bus, names: &[String], per_topic: usize) {
 }
 
 async fn restart_section() {
-    let per_topic = 100_000;
+    let per_topic = sized(100_000);
     let names: Vec<String> = (0..10).map(|i| format!("bench/r{i}")).collect();
     let dir = temp_dir("restart");
     let data_dir = dir.join("data");
@@ -387,6 +387,16 @@ async fn restart_section() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` under `cargo bench` (which passes `--bench`); a hundredth of it when `cargo test
+/// --all-targets` runs this bench as a smoke test, which must stay quick.
+fn sized(n: usize) -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        n
+    } else {
+        (n / 100).max(100)
+    }
 }
 
 fn main() {

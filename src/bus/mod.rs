@@ -77,7 +77,7 @@ struct Inner {
     /// Cluster mode (`--redis`).
     remote: Option<remote::Remote>,
     /// Cluster mode: topics this node recorded in Redis's topic set already.
-    noted: dashmap::DashSet<Arc<str>>,
+    noted: dashmap::DashSet<Topic>,
     stats: Stats,
 }
 

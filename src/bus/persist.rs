@@ -262,17 +262,7 @@ impl Bus {
             let event = &w.event;
             let mut state = h.entry.lock();
             state.remember(event, s);
-            match w.retain {
-                Some(RetainOp::Set) => {
-                    state.retained = Some(event.clone());
-                    self.inner.retained.insert(event.topic.clone());
-                }
-                Some(RetainOp::Clear) => {
-                    state.retained = None;
-                    self.inner.retained.remove(&event.topic);
-                }
-                None => {}
-            }
+            self.apply_retain(&mut state, event, w.retain);
             let delivered = self.fan_out(event, s.ack_wait);
             drop(state);
             total += delivered as u64;

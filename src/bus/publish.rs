@@ -14,7 +14,7 @@ use super::{Bus, BusError, MAX_MSG_ID};
 use crate::event::{Delivery, Event, EventParts, now_ms};
 use crate::protocol::Id;
 use crate::session::{Outbox, SeqState};
-use crate::store::RetainOp;
+use crate::store::{RetainOp, TopicState};
 use crate::topic::Topic;
 
 /// A publish as every transport hands it to the bus.
@@ -25,6 +25,17 @@ pub struct Publish<'a> {
     pub data: &'a RawValue,
     pub msg_id: Option<&'a str>,
     pub retain: bool,
+}
+
+impl Publish<'_> {
+    /// What this publish does to its topic's retained message: a retained `null` clears it.
+    pub(super) fn retain_op(&self) -> Option<RetainOp> {
+        match (self.retain, self.data.get() == "null") {
+            (false, _) => None,
+            (true, false) => Some(RetainOp::Set),
+            (true, true) => Some(RetainOp::Clear),
+        }
+    }
 }
 
 /// The answer to a publish (`ok {offset, epoch, duplicate}`).
@@ -292,26 +303,12 @@ impl Bus {
             state.dedup.record(id, offset, now);
         }
         if let Some(d) = durable {
-            let retain = p.retain.then(|| {
-                if p.data.get() == "null" {
-                    RetainOp::Clear
-                } else {
-                    RetainOp::Set
-                }
-            });
+            let retain = p.retain_op();
             let pending = self.queue_durable(d, &entry, &settings, event, retain, permit)?;
             return Ok(Published::Pending(pending));
         }
         state.remember(&event, &settings);
-        if p.retain {
-            if p.data.get() == "null" {
-                state.retained = None;
-                self.inner.retained.remove(&topic);
-            } else {
-                state.retained = Some(event.clone());
-                self.inner.retained.insert(topic.clone());
-            }
-        }
+        self.apply_retain(&mut state, &event, p.retain_op());
         let delivered = self.fan_out(&event, settings.ack_wait);
         let ack = PubAck {
             offset: state.offset,
@@ -385,6 +382,27 @@ impl Bus {
             );
         }
         true
+    }
+
+    /// Sets or clears (per `op`) the retained message of `event`'s topic, keeping the set
+    /// of topics holding one in step.
+    pub(super) fn apply_retain(
+        &self,
+        state: &mut TopicState,
+        event: &Arc<Event>,
+        op: Option<RetainOp>,
+    ) {
+        match op {
+            None => {}
+            Some(RetainOp::Set) => {
+                state.retained = Some(event.clone());
+                self.inner.retained.insert(event.topic.clone());
+            }
+            Some(RetainOp::Clear) => {
+                state.retained = None;
+                self.inner.retained.remove(&event.topic);
+            }
+        }
     }
 
     fn count_drops(&self, dropped: u64, kicked: u64) {

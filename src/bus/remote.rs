@@ -22,12 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::groups::Group;
 use super::persist::{PendingAck, Published};
 use super::{Bus, BusError, Inner, PubAck, Publish, SubOptions, SubOutcome};
-use crate::cluster::{
-    Cluster, ClusterError, Incoming, PRESENCE_REFRESH, PublishReq, Record, Retain, Tail,
-};
+use crate::cluster::{Cluster, ClusterError, Incoming, PRESENCE_REFRESH, PublishReq, Tail};
 use crate::event::{Event, now_ms};
 use crate::session::Session;
-use crate::store::TopicState;
+use crate::store::{RetainOp, TopicState};
 use crate::topic::{Pattern, Topic};
 
 /// A message warmed from Redis is fanned out when it is at most this old: it was then in
@@ -172,14 +170,9 @@ impl Bus {
             })?,
         };
         let settings = self.inner.topics.settings_for(topic);
-        let retain = match (p.retain, p.data.get() == "null") {
-            (false, _) => Retain::None,
-            (true, false) => Retain::Set,
-            (true, true) => Retain::Clear,
-        };
         let (tx, rx) = oneshot::channel();
         let bus = Arc::downgrade(&self.inner);
-        let name = topic.as_str().to_owned();
+        let name = topic.clone();
         let note = !self.inner.noted.contains(topic.as_str());
         remote.cluster.publish(
             PublishReq {
@@ -187,7 +180,7 @@ impl Bus {
                 data: p.data.get(),
                 msg_id: p.msg_id,
                 reply_to,
-                retain,
+                retain: p.retain_op(),
                 history: settings.history,
                 history_ttl: settings.history_ttl,
                 dedup_window: settings.dedup_window,
@@ -212,15 +205,17 @@ impl Bus {
     }
 
     /// Counts a publish Redis accepted (its topic is now in Redis's topic set).
-    fn after_remote_publish(&self, topic: String, duplicate: bool) {
+    fn after_remote_publish(&self, topic: Topic, duplicate: bool) {
         let stats = &self.inner.stats;
         if duplicate {
             stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         }
         stats.published.fetch_add(1, Ordering::Relaxed);
-        if !self.inner.noted.contains(topic.as_str()) {
-            self.inner.noted.insert(topic.into());
+        // Read first: after its first publish a topic is always there, and a read lock is
+        // cheaper than the write lock of an insert.
+        if !self.inner.noted.contains(&topic) {
+            self.inner.noted.insert(topic);
         }
     }
 
@@ -278,7 +273,7 @@ impl Bus {
         let settings = entry.settings();
         let applied = {
             let mut state = entry.lock();
-            self.apply_locked(&mut state, &settings, &record, true)
+            self.apply_locked(&mut state, &settings, &record.event, record.retain, true)
         };
         if let Some(event) = applied {
             self.deliver_groups(&event, settings.ack_wait).await;
@@ -293,36 +288,18 @@ impl Bus {
         &self,
         state: &mut TopicState,
         settings: &crate::config::TopicConfig,
-        record: &Record,
+        event: &Arc<Event>,
+        retain: Option<RetainOp>,
         fan_out: bool,
     ) -> Option<Arc<Event>> {
-        let event = &record.event;
-        if *state.epoch != *event.epoch {
-            // Redis lost the topic (restarted empty): a new epoch starts from offset 1, and
-            // the topic must be recorded in Redis's topic set again.
-            self.inner.noted.remove(event.topic.as_str());
-            state.epoch = event.epoch.clone();
-            state.offset = 0;
-            state.history.clear();
-            state.retained = None;
-        }
+        self.follow_epoch(state, &event.topic, &event.epoch);
         if event.offset <= state.offset {
             return None;
         }
         state.offset = event.offset;
         state.last_publish = Instant::now();
         state.remember(event, settings);
-        match record.retain {
-            Retain::None => {}
-            Retain::Set => {
-                state.retained = Some(event.clone());
-                self.inner.retained.insert(event.topic.clone());
-            }
-            Retain::Clear => {
-                state.retained = None;
-                self.inner.retained.remove(&event.topic);
-            }
-        }
+        self.apply_retain(state, event, retain);
         if !fan_out {
             return None;
         }
@@ -332,6 +309,20 @@ impl Bus {
             .delivered
             .fetch_add(n as u64, Ordering::Relaxed);
         Some(event.clone())
+    }
+
+    /// When Redis holds `topic` under another epoch than the mirror (Redis restarted
+    /// empty), the mirror starts that epoch from offset 0, and the topic must be recorded in
+    /// Redis's topic set again.
+    fn follow_epoch(&self, state: &mut TopicState, topic: &Topic, epoch: &Arc<str>) {
+        if *state.epoch == **epoch {
+            return;
+        }
+        self.inner.noted.remove(topic.as_str());
+        state.epoch = epoch.clone();
+        state.offset = 0;
+        state.history.clear();
+        state.retained = None;
     }
 
     /// Hands `event` to each matching group that has members here, once cluster-wide:
@@ -388,7 +379,7 @@ impl Bus {
             .await?;
         let live = {
             let mut state = entry.lock();
-            self.merge_tail(&mut state, &settings, tail, history, fresh_after_ms)
+            self.merge_tail(&mut state, topic, &settings, tail, history, fresh_after_ms)
         };
         for event in live {
             self.deliver_groups(&event, settings.ack_wait).await;
@@ -399,41 +390,26 @@ impl Bus {
     fn merge_tail(
         &self,
         state: &mut TopicState,
+        topic: &Topic,
         settings: &crate::config::TopicConfig,
         tail: Tail,
         history: bool,
         fresh_after_ms: u64,
     ) -> Vec<Arc<Event>> {
-        if *state.epoch != *tail.epoch {
-            state.epoch = tail.epoch.clone();
-            state.offset = 0;
-            state.history.clear();
-            state.retained = None;
-        }
-        let mut records: Vec<&Record> = tail.history.iter().collect();
+        self.follow_epoch(state, topic, &tail.epoch);
+        // The stored messages and the retained one, in offset order, applied without touching
+        // the retained message: that is settled once below, from what Redis holds now.
+        let mut events: Vec<&Arc<Event>> = tail.history.iter().map(|r| &r.event).collect();
         if let Some(r) = &tail.retained
-            && !records.iter().any(|h| h.event.offset == r.event.offset)
+            && !events.iter().any(|e| e.offset == r.event.offset)
         {
-            records.push(r);
-            records.sort_by_key(|r| r.event.offset);
+            events.push(&r.event);
+            events.sort_by_key(|e| e.offset);
         }
         let mut live = Vec::new();
-        for r in records {
-            let fresh = r.event.ts >= fresh_after_ms;
-            let retain = if tail
-                .retained
-                .as_ref()
-                .is_some_and(|t| t.event.offset == r.event.offset)
-            {
-                Retain::Set
-            } else {
-                Retain::None
-            };
-            let record = Record {
-                retain,
-                event: r.event.clone(),
-            };
-            if let Some(e) = self.apply_locked(state, settings, &record, fresh) {
+        for e in events {
+            let fresh = e.ts >= fresh_after_ms;
+            if let Some(e) = self.apply_locked(state, settings, e, None, fresh) {
                 live.push(e);
             }
         }
@@ -460,16 +436,13 @@ impl Bus {
                     .as_ref()
                     .is_none_or(|x| x.offset <= r.event.offset) =>
             {
-                state.retained = Some(r.event.clone());
-                self.inner.retained.insert(r.event.topic.clone());
+                self.apply_retain(state, &r.event, Some(RetainOp::Set));
             }
-            None if state
-                .retained
-                .as_ref()
-                .is_some_and(|x| x.offset <= tail.offset) =>
-            {
-                if let Some(x) = state.retained.take() {
-                    self.inner.retained.remove(&x.topic);
+            None => {
+                if let Some(x) = state.retained.clone()
+                    && x.offset <= tail.offset
+                {
+                    self.apply_retain(state, &x, Some(RetainOp::Clear));
                 }
             }
             _ => {}

@@ -52,6 +52,27 @@ impl Counts {
             &mut self.channels
         }
     }
+
+    /// Counts one more user of `name`; true for the first (it must be subscribed now).
+    fn add(&mut self, name: &str, pattern: bool) -> bool {
+        let n = self.of(pattern).entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// Counts one user less of `name`; true for the last (it must be unsubscribed now).
+    fn remove(&mut self, name: &str, pattern: bool) -> bool {
+        let map = self.of(pattern);
+        let Some(n) = map.get_mut(name) else {
+            return false;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return false;
+        }
+        map.remove(name);
+        true
+    }
 }
 
 pub(super) struct Feed {
@@ -184,9 +205,7 @@ async fn apply(
             pattern,
             done,
         } => {
-            let n = counts.of(pattern).entry(name.clone()).or_insert(0);
-            *n += 1;
-            let r = if *n == 1 {
+            let r = if counts.add(&name, pattern) {
                 if pattern {
                     timed(sink.psubscribe(&name)).await
                 } else {
@@ -201,15 +220,9 @@ async fn apply(
             r
         }
         Command::Unwatch { name, pattern } => {
-            let map = counts.of(pattern);
-            let Some(n) = map.get_mut(&name) else {
-                return Ok(());
-            };
-            *n -= 1;
-            if *n > 0 {
+            if !counts.remove(&name, pattern) {
                 return Ok(());
             }
-            map.remove(&name);
             if pattern {
                 timed(sink.punsubscribe(&name)).await
             } else {
@@ -227,7 +240,7 @@ fn refuse(counts: &mut Counts, cmd: Command) {
             pattern,
             done,
         } => {
-            *counts.of(pattern).entry(name).or_insert(0) += 1;
+            counts.add(&name, pattern);
             if let Some(done) = done {
                 let _ = done.send(Err(ClusterError::Unavailable(
                     "not connected to Redis".into(),
@@ -235,13 +248,7 @@ fn refuse(counts: &mut Counts, cmd: Command) {
             }
         }
         Command::Unwatch { name, pattern } => {
-            let map = counts.of(pattern);
-            if let Some(n) = map.get_mut(&name) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&name);
-                }
-            }
+            counts.remove(&name, pattern);
         }
     }
 }

@@ -34,8 +34,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use keys::TopicKeys;
-pub use wire::{Record, Retain};
+pub use wire::Record;
 
+use crate::store::RetainOp;
 use crate::topic::Topic;
 
 /// A stream range as Redis returns it: `(id, [(field, value)])` per entry.
@@ -92,7 +93,7 @@ pub struct PublishReq<'a> {
     pub data: &'a str,
     pub msg_id: Option<&'a str>,
     pub reply_to: Option<&'a str>,
-    pub retain: Retain,
+    pub retain: Option<RetainOp>,
     pub history: usize,
     pub history_ttl: Option<Duration>,
     pub dedup_window: Duration,
@@ -245,7 +246,7 @@ impl Cluster {
             .arg(req.data)
             .arg(msg_id)
             .arg(req.reply_to.unwrap_or(""))
-            .arg(req.retain.flag())
+            .arg(wire::retain_flag(req.retain))
             .arg(req.history)
             .arg(req.dedup_window.as_millis() as u64)
             .arg(&*crate::store::new_epoch())
@@ -260,13 +261,13 @@ impl Cluster {
             extra.push(c);
         }
         match req.retain {
-            Retain::None => {}
-            Retain::Set => {
+            None => {}
+            Some(RetainOp::Set) => {
                 let mut c = redis::cmd("SADD");
                 c.arg(keys::RETAINED).arg(req.topic);
                 extra.push(c);
             }
-            Retain::Clear => {
+            Some(RetainOp::Clear) => {
                 let mut c = redis::cmd("SREM");
                 c.arg(keys::RETAINED).arg(req.topic);
                 extra.push(c);

@@ -11,30 +11,22 @@
 use std::sync::Arc;
 
 use crate::event::{Event, EventParts};
+use crate::store::RetainOp;
 use crate::topic::Topic;
 
-/// What a message does to its topic's retained message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retain {
-    None,
-    Set,
-    Clear,
-}
-
-impl Retain {
-    pub fn flag(self) -> &'static str {
-        match self {
-            Retain::None => "n",
-            Retain::Set => "r",
-            Retain::Clear => "c",
-        }
+/// The record's flag for what a message does to its topic's retained message.
+pub fn retain_flag(op: Option<RetainOp>) -> &'static str {
+    match op {
+        None => "n",
+        Some(RetainOp::Set) => "r",
+        Some(RetainOp::Clear) => "c",
     }
 }
 
 /// A message as read back from Redis.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub retain: Retain,
+    pub retain: Option<RetainOp>,
     pub event: Arc<Event>,
 }
 
@@ -53,9 +45,9 @@ pub fn decode(topic: &Topic, bytes: &[u8]) -> Result<Record, Malformed> {
         Ok(f)
     };
     let retain = match field("retain flag")? {
-        b"n" => Retain::None,
-        b"r" => Retain::Set,
-        b"c" => Retain::Clear,
+        b"n" => None,
+        b"r" => Some(RetainOp::Set),
+        b"c" => Some(RetainOp::Clear),
         _ => return Err(Malformed("retain flag")),
     };
     let offset = number(field("offset")?).ok_or(Malformed("offset"))?;
@@ -172,7 +164,7 @@ mod tests {
     fn decodes_a_record() {
         let t = Topic::parse("a/b").unwrap();
         let r = decode(&t, b"r 7 1700 ep1 2 0 id{\"x\": 1}").unwrap();
-        assert_eq!(r.retain, Retain::Set);
+        assert_eq!(r.retain, Some(RetainOp::Set));
         assert_eq!(r.event.offset, 7);
         assert_eq!(r.event.ts, 1700);
         assert_eq!(&*r.event.epoch, "ep1");

@@ -20,9 +20,10 @@
 //!   time `Bus::open` takes to recover them in-process, and the release binary's time from
 //!   spawn to its `listening on` line.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,27 +97,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// The release binary with the given config file and data directory; waits for its address.
 fn start_server(config: &Path, data: &Path) -> (std::process::Child, String, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .env("RUST_LOG", "warn,herald=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start herald");
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let addr = loop {
-        let line = lines.next().expect("herald exited").unwrap();
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + 20..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let took = started.elapsed();
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr, took)
+    let (child, addr) = common::spawn_herald([
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ]);
+    (child, addr, started.elapsed())
 }
 
 fn write_config(dir: &Path, persist: bool, history: usize) -> PathBuf {

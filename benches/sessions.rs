@@ -11,7 +11,8 @@
 //! sockets are spread over several loopback source addresses so ephemeral ports never run
 //! out. Idle sessions and resume are measured in-process.
 
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,24 +38,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn start_server() -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn,herald=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start herald");
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let addr = loop {
-        let line = lines.next().expect("herald exited").unwrap();
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + 20..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    common::spawn_herald(std::iter::empty::<&str>())
 }
 
 async fn idle_connections(n: usize) {

@@ -216,7 +216,7 @@ async fn cross_node_fanout_offsets_and_history() {
     let mut pages = Vec::new();
     for b in &n {
         let url = format!("http://{}/v1/history?topic=news/a&limit=1000", b.addr);
-        let page: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+        let page: Value = common::get_json(url.as_str()).await;
         assert_eq!(page["messages"].as_array().unwrap().len(), 300, "{page}");
         pages.push(page);
     }
@@ -300,7 +300,7 @@ async fn presence_requests_and_dedup_across_nodes() {
     let join = take_msgs(&mut watcher, 1).await.remove(0);
     assert_eq!(join["data"]["event"], "join", "{join}");
     let url = format!("http://{}/v1/presence?topic=room/1", n[2].addr);
-    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let list: Value = common::get_json(url.as_str()).await;
     assert_eq!(list["count"], 1, "{list}");
     member
         .send(json!({"op": "unsub", "id": "u", "pattern": "room/1"}))
@@ -308,7 +308,7 @@ async fn presence_requests_and_dedup_across_nodes() {
     member.recv_op_id("u").await;
     let leave = take_msgs(&mut watcher, 1).await.remove(0);
     assert_eq!(leave["data"]["event"], "leave", "{leave}");
-    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let list: Value = common::get_json(url.as_str()).await;
     assert_eq!(list["count"], 0, "{list}");
 
     // Request-reply: requester on node 0, responder on node 1.
@@ -440,7 +440,7 @@ async fn redis_restart_gives_unavailable_and_loses_no_acked_message() {
         "http://{}/v1/history?topic=orders/eu&since=0&limit=1000",
         n[1].addr
     );
-    let page: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let page: Value = common::get_json(url.as_str()).await;
     let stored: BTreeSet<u64> = page["messages"]
         .as_array()
         .unwrap()
@@ -499,7 +499,7 @@ async fn a_dead_nodes_presence_members_leave() {
     let join = take_msgs(&mut watcher, 1).await.remove(0);
     assert_eq!(join["data"]["event"], "join", "{join}");
     let url = format!("http://{}/v1/presence?topic=room/z", n[1].addr);
-    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let list: Value = common::get_json(url.as_str()).await;
     assert_eq!(list["count"], 1, "{list}");
     // The member's node dies without a word: its members expire and someone announces it.
     n[0].signal("KILL");
@@ -518,6 +518,6 @@ async fn a_dead_nodes_presence_members_leave() {
     };
     assert_eq!(leave["data"]["event"], "leave", "{leave}");
     assert_eq!(leave["data"]["session"], join["data"]["session"]);
-    let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let list: Value = common::get_json(url.as_str()).await;
     assert_eq!(list["count"], 0, "{list}");
 }

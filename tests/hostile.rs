@@ -252,14 +252,7 @@ async fn hundred_thousand_subscription_attempts() {
     }
     tx.flush().await.unwrap();
     assert_eq!(reader.await.unwrap(), 99_000);
-    let stats: Value = common::http()
-        .get(format!("http://{}/v1/stats", b.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = common::get_json(format!("http://{}/v1/stats", b.addr)).await;
     assert_eq!(stats["subscriptions"], 1000, "{stats}");
     probe(&b.ws_url()).await;
     let now = report("100,000 subscription attempts", b.child.id(), base);
@@ -283,14 +276,7 @@ async fn five_thousand_sockets_at_once() {
     for t in tasks {
         clients.push(t.await.unwrap());
     }
-    let stats: Value = common::http()
-        .get(format!("http://{}/v1/stats", b.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = common::get_json(format!("http://{}/v1/stats", b.addr)).await;
     assert!(stats["connections"].as_u64().unwrap() >= 5000, "{stats}");
     probe(&url).await;
     let now = report("5,000 sockets", b.child.id(), base);

@@ -121,27 +121,13 @@ async fn topics_listing_and_health() {
     for t in ["t/a", "t/a", "t/b", "u/c"] {
         srv.bus.publish_json(t, &json!(0)).unwrap();
     }
-    let all: Vec<Value> = http()
-        .get(srv.http("/v1/topics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<Value> = common::get_json(srv.http("/v1/topics")).await;
     let names: Vec<&str> = all.iter().map(|r| r["topic"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["t/a", "t/b", "u/c"]);
     assert_eq!(all[0]["offset"], 2);
     assert_eq!(all[0]["subscribers"], 1);
     assert_eq!(all[2]["subscribers"], 0);
-    let some: Vec<Value> = http()
-        .get(srv.http("/v1/topics?pattern=u/*"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let some: Vec<Value> = common::get_json(srv.http("/v1/topics?pattern=u/*")).await;
     assert_eq!(some.len(), 1);
     let bad = http()
         .get(srv.http("/v1/topics?pattern=a/["))
@@ -156,14 +142,7 @@ async fn topics_listing_and_health() {
             200
         );
     }
-    let stats: Value = http()
-        .get(srv.http("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = common::get_json(srv.http("/v1/stats")).await;
     assert_eq!(stats["published"], 4);
     assert_eq!(stats["connections"], 1);
     assert_eq!(stats["subscriptions"], 1);

@@ -178,14 +178,7 @@ async fn refused_upgrade_leaves_no_slot_behind() {
         drop(r);
         // Wait for the server to notice the close.
         for _ in 0..100 {
-            let s: serde_json::Value = common::http()
-                .get(server.http("/v1/stats"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let s: serde_json::Value = common::get_json(server.http("/v1/stats")).await;
             if s["connections"] == 0 {
                 break;
             }

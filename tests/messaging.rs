@@ -450,14 +450,7 @@ async fn presence_follows_subscriptions_not_sockets() {
             .await
             .is_none()
     );
-    let v: Value = http()
-        .get(server.http("/v1/presence?topic=chat/lobby"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = common::get_json(server.http("/v1/presence?topic=chat/lobby")).await;
     assert_eq!(v["count"], 1, "{v}");
 
     // Unsubscribing is a leave.

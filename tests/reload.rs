@@ -127,14 +127,7 @@ async fn reload_changes_max_subscriptions_and_keeps_connections() {
     sighup(&bin).await;
     assert_eq!(try_sub(&mut a, "x/4").await["op"], "ok");
 
-    let stats: Value = http()
-        .get(http_url(&bin, "/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = common::get_json(http_url(&bin, "/v1/stats")).await;
     assert_eq!(
         (&stats["reloads"], &stats["reload_failures"]),
         (&json!(2), &json!(0))
@@ -244,7 +237,7 @@ async fn reload_applies_topic_settings_to_known_and_new_topics() {
     let history = |topic: &'static str| {
         let url = http_url(&bin, &format!("/v1/history?topic={topic}"));
         async move {
-            let v: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+            let v: Value = common::get_json(url).await;
             v["messages"]
                 .as_array()
                 .unwrap()

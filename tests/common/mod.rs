@@ -302,3 +302,8 @@ impl Drop for Binary {
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// `GET url` and its JSON body (panics on a transport error or a body that is not JSON).
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl) -> T {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}

@@ -149,6 +149,39 @@ fn classify(toks: &[Tok]) -> Option<Matcher> {
 /// `pieces` were separated by `*`: the first must be a prefix, the last a suffix, and the
 /// middle ones appear in order in between. Taking the leftmost occurrence of each middle
 /// piece is optimal, so this is exact.
+/// Matches `s` against a glob given by its source text, without the compiled form, for the
+/// two shapes most globs have: literals and `*` (`ab*`, `*.json`, `a*b`), and a whole-segment
+/// alternation of literals (`{eu,us}`). `None` for anything else (`?`, classes, escapes,
+/// nested or partial alternation): the caller uses the compiled [`Glob`]. Why: the router
+/// keeps a glob's source text inline in its index, so these need no pointer to follow.
+pub(crate) fn matches_source(src: &str, s: &str) -> Option<bool> {
+    const SPECIAL: [char; 10] = ['*', '?', '[', ']', '{', '}', ',', '\\', '#', '+'];
+    if let Some(inner) = src.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+        if inner.contains(['*', '?', '[', ']', '{', '}', '\\', '#', '+']) {
+            return None;
+        }
+        return Some(inner.split(',').any(|alt| alt == s));
+    }
+    let first_star = src.find('*')?;
+    let last_star = src.rfind('*')?;
+    if src.contains(&SPECIAL[1..]) {
+        return None;
+    }
+    let (first, last) = (&src[..first_star], &src[last_star + 1..]);
+    let Some(mut rest) = s.strip_prefix(first) else {
+        return Some(false);
+    };
+    if first_star < last_star {
+        for piece in src[first_star + 1..last_star].split('*') {
+            match rest.find(piece) {
+                Some(at) => rest = &rest[at + piece.len()..],
+                None => return Some(false),
+            }
+        }
+    }
+    Some(rest.ends_with(last))
+}
+
 fn match_stars(pieces: &[Box<str>], s: &str) -> bool {
     let [first, middle @ .., last] = pieces else {
         return false;
@@ -400,6 +433,35 @@ mod tests {
 
     fn g(p: &str) -> Glob {
         Glob::compile(p, "", p).expect("valid glob")
+    }
+
+    #[test]
+    fn source_matching_agrees_with_the_compiled_glob() {
+        let sources = [
+            "ab*", "*ab", "a*b", "a*b*c", "x*y*", "a*", "*a*a*", "{eu,us}", "{a,,b}", "{é,ü}x",
+            "é*", "*ü", "a?", "[ab]*", "{a*,b}", "{a,b}c", "x{a,b}", "\\*a",
+        ];
+        let inputs = [
+            "", "a", "ab", "b", "ba", "aab", "abab", "abc", "aXbYc", "eu", "us", "x", "ax", "é",
+            "éa", "aü", "ü", "c", "aa", "aaa", "*a",
+        ];
+        let mut fast = 0;
+        for src in sources {
+            let glob = g(src);
+            for s in inputs {
+                if let Some(m) = matches_source(src, s) {
+                    fast += 1;
+                    assert_eq!(m, glob.matches(s), "{src} on {s:?}");
+                }
+            }
+        }
+        // The simple shapes take the fast path; the others defer to the compiled glob.
+        assert_eq!(fast, 11 * inputs.len());
+        for complex in [
+            "a?", "[ab]*", "{a*,b}", "{a,b}c", "x{a,b}", "\\*a", "{é,ü}x",
+        ] {
+            assert_eq!(matches_source(complex, "a"), None, "{complex}");
+        }
     }
 
     #[test]

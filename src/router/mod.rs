@@ -1,11 +1,12 @@
 //! The subscription index: which subscribers want a published topic.
 //!
-//! - Exact patterns (no wildcard; most subscriptions) live in a hash map from topic to
-//!   subscribers: one lookup.
-//! - Wildcard patterns live in a segment trie ([`trie`]) with, per level, literal children
-//!   in a hash map, one `*` child, one `**` child and a short list of glob segments. A match
-//!   walks the topic's segments, so its cost grows with topic depth (and with the `**` and
-//!   glob edges actually on the way), not with the number of subscriptions.
+//! - Exact patterns (no wildcard; most subscriptions) live in a hash [`table`] from topic
+//!   to subscribers: one lookup, one cache line.
+//! - Wildcard patterns live in a segment trie ([`trie`]): literal edges, `*`, `**` and glob
+//!   segments. A match walks the topic's segments, so its cost grows with topic depth (and
+//!   with the `**` and glob edges actually on the way), not with the number of
+//!   subscriptions. The exact slot and the trie's whole literal path are prefetched
+//!   together, so a cold match waits for memory about once, not once per level.
 //! - Results are cached per topic ([`cache`]), bounded, and invalidated on change.
 //!
 //! Concurrency: the index sits behind one `parking_lot::RwLock`. Subscribe/unsubscribe take
@@ -17,11 +18,12 @@ pub(crate) mod glob;
 mod key;
 pub(crate) mod segment;
 mod subs;
+mod table;
 mod trie;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -35,7 +37,8 @@ use key::Key;
 /// and still seeded per process, so clients cannot precompute colliding topic names.
 pub(crate) type FastState = foldhash::fast::RandomState;
 use subs::Subscribers;
-use trie::Node;
+use table::Table;
+use trie::Trie;
 
 /// Topics whose results the cache holds by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
@@ -47,16 +50,17 @@ pub struct Router<V> {
     empty: Arc<[V]>,
 }
 
-/// Exact topics up to this many bytes are stored inline in the exact map's buckets (32-byte
-/// keys; with a single inline subscriber, a bucket is 64 bytes).
+/// Exact topics up to this many bytes are stored inline in the exact table's slots (32-byte
+/// keys; with the hash and the subscribers, a slot is one 64-byte cache line).
 const EXACT_INLINE: usize = 30;
 
 /// Topics with up to this many segments are split on the stack.
 const STACK_SEGMENTS: usize = 16;
 
 struct Index<V> {
-    exact: HashMap<Key<EXACT_INLINE>, Subscribers<V>, FastState>,
-    trie: Node<V>,
+    exact: Table<(Key<EXACT_INLINE>, Subscribers<V>)>,
+    exact_state: FastState,
+    trie: Trie<V>,
     /// (pattern, value) pairs.
     pairs: usize,
     /// Distinct patterns.
@@ -88,8 +92,9 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
     pub fn with_cache_capacity(topics: usize) -> Self {
         Router {
             index: RwLock::new(Index {
-                exact: HashMap::default(),
-                trie: Node::default(),
+                exact: Table::default(),
+                exact_state: FastState::default(),
+                trie: Trie::default(),
                 pairs: 0,
                 patterns: 0,
             }),
@@ -103,7 +108,8 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let mut index = self.index.write();
         let change = if pattern.is_exact() {
             let topic = pattern.as_str();
-            let change = match index.exact.get_mut(topic.as_bytes()) {
+            let hash = index.exact_hash(topic);
+            let change = match index.exact_mut(hash, topic) {
                 Some(subs) => trie::Change {
                     pair: subs.insert(value),
                     pattern: false,
@@ -111,7 +117,7 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
                 None => {
                     let mut subs = Subscribers::default();
                     subs.insert(value);
-                    index.exact.insert(Key::new(topic), subs);
+                    index.exact.insert_new(hash, (Key::new(topic), subs));
                     trie::Change {
                         pair: true,
                         pattern: true,
@@ -139,13 +145,16 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let mut index = self.index.write();
         let change = if pattern.is_exact() {
             let topic = pattern.as_str();
-            let Some(subs) = index.exact.get_mut(topic.as_bytes()) else {
+            let hash = index.exact_hash(topic);
+            let Some(subs) = index.exact_mut(hash, topic) else {
                 return false;
             };
             let pair = subs.remove(value);
             let gone = subs.is_empty();
             if gone {
-                index.exact.remove(topic.as_bytes());
+                index
+                    .exact
+                    .remove(hash, |(k, _)| k.as_bytes() == topic.as_bytes());
             }
             if pair {
                 self.cache.invalidate(topic);
@@ -201,7 +210,7 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         if validate_topic(topic).is_err() {
             return false;
         }
-        if index.exact.contains_key(topic.as_bytes()) {
+        if index.exact(index.exact_hash(topic), topic).is_some() {
             return true;
         }
         let system = topic.starts_with('$');
@@ -240,11 +249,10 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
     fn compute(&self, index: &Index<V>, topic: &str) -> Option<Arc<[V]>> {
         validate_topic(topic).ok()?;
         let mut found = Found::default();
-        // The exact lookup and the trie's first level are independent: issued back to
-        // back, their cache misses overlap.
-        if let Some(subs) = index.exact.get(topic.as_bytes()) {
-            found.push(subs);
-        }
+        // The exact slot is independent of the trie walk: loading it now overlaps its
+        // cache miss with the walk's.
+        let hash = index.exact_hash(topic);
+        index.exact.prefetch(hash);
         let system = topic.starts_with('$');
         with_segments(topic, |segs| {
             let _ = index.trie.walk(segs, system, |subs| {
@@ -252,6 +260,9 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
                 ControlFlow::Continue(())
             });
         });
+        if let Some(subs) = index.exact(hash, topic) {
+            found.push(subs);
+        }
         Some(self.merge(found.as_slice()))
     }
 
@@ -292,6 +303,24 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
             }
         }
         out.into()
+    }
+}
+
+impl<V> Index<V> {
+    fn exact_hash(&self, topic: &str) -> u64 {
+        self.exact_state.hash_one(topic.as_bytes())
+    }
+
+    fn exact(&self, hash: u64, topic: &str) -> Option<&Subscribers<V>> {
+        self.exact
+            .find(hash, |(k, _)| k.as_bytes() == topic.as_bytes())
+            .map(|(_, subs)| subs)
+    }
+
+    fn exact_mut(&mut self, hash: u64, topic: &str) -> Option<&mut Subscribers<V>> {
+        self.exact
+            .find_mut(hash, |(k, _)| k.as_bytes() == topic.as_bytes())
+            .map(|(_, subs)| subs)
     }
 }
 

@@ -11,15 +11,16 @@ use std::hash::Hash;
 const SMALL_MAX: usize = 16;
 
 #[derive(Debug, Default)]
-// Boxing the set keeps this enum at 32 bytes (a bare `HashSet` is 48): it sits in every
-// trie node and exact-map bucket, while large sets are rare.
+// Both collections are boxed so that this enum is 16 bytes (for an 8-byte `V`): it sits in
+// every slot of the index, and a slot must fit a cache line. Most patterns have one
+// subscriber, stored inline; only matches of shared patterns follow the box.
 #[allow(clippy::box_collection)]
 pub(crate) enum Subscribers<V> {
     #[default]
     Zero,
     One(V),
     /// Two to `SMALL_MAX`, except transiently after removals from `Large`.
-    Small(Vec<V>),
+    Small(Box<Vec<V>>),
     Large(Box<HashSet<V>>),
 }
 
@@ -35,7 +36,7 @@ impl<V: Eq + Hash> Subscribers<V> {
                 let Subscribers::One(one) = std::mem::take(self) else {
                     unreachable!()
                 };
-                *self = Subscribers::Small(vec![one, v]);
+                *self = Subscribers::Small(Box::new(vec![one, v]));
             }
             Subscribers::Small(vec) => {
                 if vec.contains(&v) {
@@ -81,7 +82,7 @@ impl<V: Eq + Hash> Subscribers<V> {
             Subscribers::Large(set) => {
                 let removed = set.remove(v);
                 if set.len() < SMALL_MAX / 2 {
-                    *self = Subscribers::Small(set.drain().collect());
+                    *self = Subscribers::Small(Box::new(set.drain().collect()));
                 }
                 removed
             }
@@ -175,6 +176,6 @@ mod tests {
 
     #[test]
     fn small_size() {
-        assert!(std::mem::size_of::<Subscribers<u64>>() <= 32);
+        assert_eq!(std::mem::size_of::<Subscribers<u64>>(), 16);
     }
 }

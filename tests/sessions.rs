@@ -429,7 +429,10 @@ async fn client_reconnects_resumes_and_surfaces_gaps() {
     assert_eq!(sub.next_msg().await.unwrap().data, json!("after"));
 }
 
-/// A connection closed for silence (a half-open socket) leaves its session resumable.
+/// A connection closed for silence leaves its session resumable. The client here stops
+/// reading and writing; the server must close it on its own (heartbeats): the connection is
+/// gone and the close frame is waiting in the socket *before* anyone resumes, so a broken
+/// heartbeat cannot hide behind the resume's takeover of a live connection.
 #[tokio::test]
 async fn heartbeat_close_keeps_session() {
     let mut cfg = config();
@@ -438,14 +441,69 @@ async fn heartbeat_close_keeps_session() {
     let mut c = srv.connect().await;
     let session = c.hello().await["session"].as_str().unwrap().to_owned();
     c.sub("hb").await;
-    // Stop reading and writing: the server pings, hears nothing, closes.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    srv.bus.publish_json("hb", &json!("seen")).unwrap();
+    assert_eq!(c.recv_op("msg").await["seq"], 1);
+    // Silence: the server pings, hears nothing, closes, and forgets the connection.
+    eventually("the server closed the silent connection", || {
+        srv.bus.stats().connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let (code, _) = c.expect_close().await;
+    assert_eq!(code, 1000, "closed for silence");
     srv.bus.publish_json("hb", &json!("while away")).unwrap();
     let mut d = srv.connect().await;
-    d.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+    d.send(json!({"op": "hello", "session": session, "last_seq": 1}))
         .await;
     assert_eq!(d.recv().await["resumed"], true);
-    assert_eq!(d.recv().await["data"], "while away");
+    let m = d.recv().await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["data"].as_str()),
+        (Some(2), Some("while away"))
+    );
+}
+
+/// A half-open peer (it vanished: no FIN, no RST, nothing more in either direction) is
+/// found out by heartbeats alone. Its session keeps buffering, and a resume from another
+/// socket gets everything after the last seq the client saw, including what the server
+/// wrote into the dead socket.
+#[tokio::test]
+async fn half_open_peer_is_detected_and_its_session_resumed() {
+    let mut cfg = config();
+    cfg.heartbeat = Duration::from_millis(150);
+    let srv = TestServer::with_config(cfg).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = Raw::connect(&proxy.ws_url()).await;
+    let session = c.hello().await["session"].as_str().unwrap().to_owned();
+    c.sub("ho").await;
+    srv.bus.publish_json("ho", &json!(1)).unwrap();
+    assert_eq!(c.recv_op("msg").await["seq"], 1);
+    proxy.up(Flow::Freeze);
+    proxy.down(Flow::Freeze);
+    // Written into the dead connection (the server cannot know yet) …
+    srv.bus.publish_json("ho", &json!(2)).unwrap();
+    eventually("the server dropped the half-open connection", || {
+        srv.bus.stats().connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    // … and buffered while detached.
+    srv.bus.publish_json("ho", &json!(3)).unwrap();
+    assert_eq!(
+        srv.bus.session_count(),
+        1,
+        "the session outlives its socket"
+    );
+    let mut d = srv.connect().await;
+    d.send(json!({"op": "hello", "session": session, "last_seq": 1}))
+        .await;
+    assert_eq!(d.recv().await["resumed"], true);
+    for seq in 2..=3u64 {
+        let m = d.recv().await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["data"].as_u64()),
+            (Some(seq), Some(seq))
+        );
+    }
+    assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
     drop(c);
 }
 

@@ -538,14 +538,15 @@ impl Session {
         self.state.lock().subs.keys().cloned().collect()
     }
 
-    /// Occupancy, for stats: (messages held, bytes held, unsent messages).
+    /// Occupancy, for stats: (messages held, bytes held, unsent messages held).
+    ///
+    /// Unsent counts messages in the buffer past the writer's cursor, not seqs: the seqs
+    /// dropped from a full buffer are not held (the writer will report them as a gap), and
+    /// counting them would show a capped, stalled session's backlog growing without bound.
     pub fn usage(&self) -> (usize, usize, u64) {
         let s = self.state.lock();
-        (
-            s.buf.len(),
-            s.bytes,
-            (s.next_seq - 1).saturating_sub(s.sent),
-        )
+        let behind = (s.next_seq - 1).saturating_sub(s.sent);
+        (s.buf.len(), s.bytes, behind.min(s.buf.len() as u64))
     }
 
     /// Whether the unsent backlog is below the buffer caps (a group prefers such members).

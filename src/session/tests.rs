@@ -342,3 +342,18 @@ fn random_schedule_with_filters_keeps_invariant() {
         );
     }
 }
+
+/// A stalled session's reported backlog is what it holds, within its cap, however many
+/// seqs it dropped.
+#[test]
+fn usage_counts_held_unsent_messages_not_dropped_seqs() {
+    let s = Session::new(limits(10, SlowConsumer::DropOldest));
+    s.attach(Arc::new(Outbox::new()), None);
+    let mut dropped = 0;
+    for i in 1..=100 {
+        dropped += s.push(&event(i), Delivery::LIVE).dropped_unsent;
+    }
+    assert_eq!(dropped, 90);
+    let (held, _, unsent) = s.usage();
+    assert_eq!((held, unsent), (10, 10));
+}

@@ -573,3 +573,118 @@ async fn rust_client_history_presence_since_and_request() {
     assert!(err.to_string().starts_with("no_responders"), "{err}");
     server.stop().await;
 }
+
+/// Redelivery prefers another member (PROTOCOL.md §5): of two connected manual-ack members,
+/// the one that ignores its job does not get it back; the other does, marked as redelivered.
+/// Each member gets one job first (round robin), so plain round robin would hand the
+/// redelivery back to the member that ignored it.
+#[tokio::test]
+async fn redelivery_goes_to_another_connected_member() {
+    let server = TestServer::with_config(with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(200),
+        ..TopicConfig::default()
+    }))
+    .await;
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let mut m = server.connect().await;
+        m.hello().await;
+        sub_group(&mut m, "jobs/render", "render", true).await;
+        members.push(m);
+    }
+    let mut p = server.connect().await;
+    p.hello().await;
+    p.publish("jobs/render", json!("ignored")).await;
+    p.publish("jobs/render", json!("done")).await;
+    let mut jobs = Vec::new();
+    for m in &mut members {
+        jobs.push(m.recv_op("msg").await);
+    }
+    let busy_at = jobs.iter().position(|j| j["data"] == "done").unwrap();
+    assert_eq!(
+        jobs[1 - busy_at]["data"],
+        "ignored",
+        "one job each: {jobs:?}"
+    );
+    let mut lazy = members.remove(1 - busy_at);
+    let mut busy = members.pop().unwrap();
+    busy.send(json!({"op": "ack", "seq": jobs[busy_at]["seq"]}))
+        .await;
+    let again = busy.recv_op("msg").await;
+    assert_eq!(
+        (
+            again["data"].clone(),
+            again["redelivered"].clone(),
+            again["deliveries"].clone()
+        ),
+        (json!("ignored"), json!(true), json!(2)),
+        "{again}"
+    );
+    busy.send(json!({"op": "ack", "seq": again["seq"]})).await;
+    assert!(
+        lazy.recv_within(Duration::from_millis(500)).await.is_none(),
+        "the member that ignored the job got it back"
+    );
+    server.stop().await;
+}
+
+/// A member that disconnects holds its unacked job only until redelivery (PROTOCOL.md §5):
+/// once the job went to another member, resuming the first member's session does not replay
+/// it (its seq is covered by a gap instead), so the job is not processed twice.
+#[tokio::test]
+async fn a_resumed_member_does_not_get_back_a_job_redelivered_elsewhere() {
+    let server = TestServer::with_config(with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(200),
+        ..TopicConfig::default()
+    }))
+    .await;
+    let mut a = server.connect().await;
+    let session = a.hello().await["session"].as_str().unwrap().to_owned();
+    sub_group(&mut a, "jobs/mail", "mail", true).await;
+    let mut p = server.connect().await;
+    p.hello().await;
+    p.publish("jobs/mail", json!("job-1")).await;
+    // `a` is the only member: the job is its own.
+    let job = a.recv_op("msg").await;
+    assert_eq!(
+        (job["seq"].as_u64(), job["data"].as_str()),
+        (Some(1), Some("job-1"))
+    );
+    let mut b = server.connect().await;
+    b.hello().await;
+    sub_group(&mut b, "jobs/mail", "mail", true).await;
+    // `a` crashes before processing it; after `ack_wait` the job goes to `b`.
+    drop(a);
+    let again = b.recv_op("msg").await;
+    assert_eq!(
+        (again["data"].as_str(), again["deliveries"].as_u64()),
+        (Some("job-1"), Some(2))
+    );
+    b.send(json!({"op": "ack", "seq": again["seq"]})).await;
+    // `a` comes back, claiming it saw nothing.
+    let mut a = server.connect().await;
+    a.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+        .await;
+    assert_eq!(a.recv().await["resumed"], true);
+    let mut frames = Vec::new();
+    while let Some(f) = a.recv_within(Duration::from_millis(500)).await {
+        frames.push(f);
+    }
+    assert_eq!(
+        frames,
+        [json!({"op": "gap", "from_seq": 1, "to_seq": 1, "reason": "overflow"})],
+        "the job came back to the member that lost it"
+    );
+    // The session is still a member: the next job can reach it.
+    p.publish("jobs/mail", json!("job-2")).await;
+    p.publish("jobs/mail", json!("job-3")).await;
+    let mut got = vec![
+        a.recv_op("msg").await["data"].clone(),
+        b.recv_op("msg").await["data"].clone(),
+    ];
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(got, [json!("job-2"), json!("job-3")]);
+    server.stop().await;
+}

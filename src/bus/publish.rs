@@ -443,10 +443,12 @@ impl Bus {
                 Due::Undelivered => u.deliveries,
             };
             if why == Due::Expired && u.deliveries >= max {
+                u.holder.withhold(seq);
                 self.dead_letter(&u);
                 continue;
             }
             let Some(picked) = u.group.pick(Some(u.holder.key())) else {
+                u.holder.withhold(seq);
                 self.dead_letter(&u);
                 continue;
             };
@@ -464,6 +466,9 @@ impl Bus {
                 );
                 continue;
             }
+            // The member held it only until now (PROTOCOL.md §5): a resume of the member
+            // must not bring back a job that another member (or a later delivery) has.
+            u.holder.withhold(seq);
             let r = picked.session.push(&u.event, groups::delivery(deliveries));
             self.count_drops(u64::from(r.dropped_unsent), u64::from(r.kicked));
             self.inner.stats.redelivered.fetch_add(1, Ordering::Relaxed);

@@ -556,6 +556,21 @@ impl Session {
         unsent < self.limits.buffer_messages / 2 && s.unsent_bytes < self.limits.buffer_bytes / 2
     }
 
+    /// Withholds one buffered message from now on (see [`Session::set_filter`]): a resume
+    /// reports it as part of a gap instead of sending it again. A group member holds its
+    /// unacked message only until it is redelivered (PROTOCOL.md §5), so the bus withholds
+    /// the member's copy when it hands the message on. False when `seq` is not held.
+    pub fn withhold(&self, seq: u64) -> bool {
+        let mut s = self.state.lock();
+        let first = s.next_seq - s.buf.len() as u64;
+        if seq < first || seq >= s.next_seq {
+            return false;
+        }
+        let slot = &mut s.buf[(seq - first) as usize];
+        slot.how.0 |= PackedDelivery::WITHHELD;
+        true
+    }
+
     /// Whether `seq` reached the connection yet.
     pub fn seq_state(&self, seq: u64) -> SeqState {
         let s = self.state.lock();

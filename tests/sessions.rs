@@ -559,15 +559,24 @@ async fn half_open_peer_is_detected_and_its_session_resumed() {
 }
 
 const SECRET: &str = "sessions-test-secret-of-some-length";
+const ADMIN_KEY: &str = "sessions-admin-key";
 
 /// An HS256 token for user `sub` allowed to subscribe to `subscribe`, valid for an hour.
 fn token(sub: &str, subscribe: &[&str]) -> String {
+    token_with_info(sub, subscribe, serde_json::Value::Null)
+}
+
+/// [`token`] with an `info` claim (shown in presence).
+fn token_with_info(sub: &str, subscribe: &[&str], info: serde_json::Value) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 3600;
-    let claims = json!({"sub": sub, "exp": exp, "publish": [], "subscribe": subscribe});
+    let mut claims = json!({"sub": sub, "exp": exp, "publish": [], "subscribe": subscribe});
+    if !info.is_null() {
+        claims["info"] = info;
+    }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -580,6 +589,7 @@ fn auth_config() -> herald::Config {
     let mut cfg = config();
     cfg.auth = Some(herald::config::AuthConfig {
         hs256_secret: Some(SECRET.into()),
+        admin_keys: vec![ADMIN_KEY.into()],
         ..Default::default()
     });
     cfg
@@ -654,4 +664,59 @@ async fn resume_with_narrower_token_never_replays_what_it_forbids() {
             (json!(3), json!("feed/a"), json!("public, live")),
         ]
     );
+}
+
+/// Presence shows who a session belongs to (PROTOCOL.md §5, §7): the token's `sub` as `user`
+/// and its `info`, in the `$presence/<topic>` join and leave events and in
+/// `GET /v1/presence`, and still after the member's session was resumed.
+#[tokio::test]
+async fn presence_events_and_listing_carry_the_token_identity() {
+    let srv = TestServer::with_config(auth_config()).await;
+    let url = |t: &str| format!("{}?token={t}", srv.ws_url());
+    let mut watch = Raw::connect(&url(&token("ops", &["$presence/**"]))).await;
+    watch.hello().await;
+    watch.sub("$presence/room/1").await;
+    let kim = token_with_info("kim", &["room/**"], json!({"name": "Kim", "role": "host"}));
+    let mut c = Raw::connect(&url(&kim)).await;
+    let session = c.hello().await["session"].as_str().unwrap().to_owned();
+    c.sub("room/1").await;
+    let identity = |event: &str| {
+        json!({"event": event, "session": session, "user": "kim",
+               "info": {"name": "Kim", "role": "host"}})
+    };
+    let join = watch.recv_op("msg").await;
+    assert_eq!(join["topic"], "$presence/room/1");
+    assert_eq!(join["data"], identity("join"));
+
+    let listing = || async {
+        let r = http()
+            .get(srv.http("/v1/presence?topic=room/1"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let expected = json!({"count": 1, "clients": [
+        {"session": session, "user": "kim", "info": {"name": "Kim", "role": "host"}}
+    ]});
+    assert_eq!(listing().await, expected);
+
+    // A resume keeps the member as it was: no leave, no join, the same identity.
+    drop(c);
+    eventually("the server saw the disconnect", || {
+        srv.bus.stats().connections.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let mut c = srv.connect().await;
+    c.send(json!({"op": "hello", "token": kim, "session": session, "last_seq": 0}))
+        .await;
+    assert_eq!(c.recv().await["resumed"], true);
+    assert_eq!(listing().await, expected);
+
+    c.request(json!({"op": "unsub", "pattern": "room/1"})).await;
+    let leave = watch.recv_op("msg").await;
+    assert_eq!(leave["data"], identity("leave"));
+    assert_eq!(listing().await, json!({"count": 0, "clients": []}));
 }

@@ -15,11 +15,19 @@ use tokio_tungstenite::tungstenite::Message;
 /// (a) Chaos: 20 subscribers while 50,000 messages are published; each subscriber's socket
 /// is killed at random moments at least 10 times and resumed within the TTL. Every
 /// subscriber sees every seq exactly once, in order, and no gap.
+///
+/// A kill counts only when it hit a live connection while messages were being published:
+/// the killer drops the socket, then waits for the client to report that very connection
+/// lost and the session resumed before it kills again (so no kill is wasted on a connection
+/// that is not up yet, and the event channel never backs up). Nothing depends on timing:
+/// the publisher waits, chunk by chunk, until every killer has had its share of kills, so at
+/// least 10 land before the last message is published however slow the machine is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_resume_loses_nothing() {
     const SUBS: usize = 20;
     const MESSAGES: u64 = 50_000;
-    const KILLS: u32 = 10;
+    const CHUNKS: u64 = 100;
+    const KILLS: u64 = 10;
     let mut cfg = config();
     // Large enough that no reconnect outlasts the buffer: this test is about resume
     // correctness; overflow has its own test.
@@ -40,25 +48,48 @@ async fn chaos_resume_loses_nothing() {
         clients.push((c, sub));
     }
     let publishing = Arc::new(AtomicU64::new(1));
+    let hits: Arc<Vec<AtomicU64>> = Arc::new((0..SUBS).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::new();
     for (i, (client, mut sub)) in clients.into_iter().enumerate() {
-        let publishing = publishing.clone();
-        // The killer: drops the socket at random moments, at least KILLS times.
+        let (publishing, hits) = (publishing.clone(), hits.clone());
         let killer_client = client.clone();
+        let mut events = client.events();
         let killer = tokio::spawn(async move {
-            let mut kills = 0;
             let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ (i as u64 + 1);
-            while kills < KILLS || publishing.load(Ordering::Acquire) == 1 {
+            loop {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                tokio::time::sleep(Duration::from_millis(10 + seed % 90)).await;
+                tokio::time::sleep(Duration::from_millis(1 + seed % 40)).await;
+                if publishing.load(Ordering::Acquire) == 0 {
+                    return;
+                }
                 killer_client.drop_connection();
-                kills += 1;
+                // The drop lands on the connection that is up now: the client reports it
+                // lost, then reconnects, and the reconnect must be a resume.
+                let mut lost = false;
+                loop {
+                    let e = tokio::time::timeout(WAIT * 6, events.recv())
+                        .await
+                        .unwrap_or_else(|_| panic!("subscriber {i}: no reconnect"))
+                        .expect("client events");
+                    match e {
+                        ClientEvent::Disconnected { reason } => {
+                            lost |= reason == "dropped on request";
+                        }
+                        ClientEvent::Connected { resumed, .. } => {
+                            assert!(resumed, "subscriber {i}: a reconnect was not resumed");
+                            if lost {
+                                break;
+                            }
+                        }
+                        ClientEvent::Gap(g) => panic!("subscriber {i}: unexpected gap {g:?}"),
+                        ClientEvent::Bye { .. } => panic!("subscriber {i}: server said bye"),
+                    }
+                }
+                hits[i].fetch_add(1, Ordering::AcqRel);
             }
-            kills
         });
-        let mut events = client.events();
         let reader = tokio::spawn(async move {
             let mut next = 1u64;
             while next <= MESSAGES {
@@ -75,31 +106,38 @@ async fn chaos_resume_loses_nothing() {
                     Delivery::Gap(g) => panic!("subscriber {i}: unexpected gap {g:?}"),
                 }
             }
-            let mut resumed = 0;
-            while let Ok(e) = events.try_recv() {
-                if let ClientEvent::Connected { resumed: r, .. } = e {
-                    assert!(r, "subscriber {i}: a reconnect was not resumed");
-                    resumed += 1;
-                }
-            }
-            (client, resumed)
+            client
         });
         tasks.push((killer, reader));
     }
-    // Publish in chunks so the run spans many kills.
-    for chunk in 0..100u64 {
-        for j in 1..=MESSAGES / 100 {
-            let i = chunk * (MESSAGES / 100) + j;
+    // Publish in chunks. Before chunk c, every killer must have landed its share of the
+    // kills (all KILLS of them before the last chunk): a wait, never a timing assumption.
+    let per_chunk = MESSAGES / CHUNKS;
+    for chunk in 0..CHUNKS {
+        let due = (chunk * KILLS).div_ceil(CHUNKS - 1).min(KILLS);
+        let deadline = tokio::time::Instant::now() + WAIT * 6;
+        while hits.iter().any(|h| h.load(Ordering::Acquire) < due) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "killers stuck before chunk {chunk}: {hits:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for j in 1..=per_chunk {
+            let i = chunk * per_chunk + j;
             srv.bus.publish_json("chaos/t", &json!({ "i": i })).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     publishing.store(0, Ordering::Release);
-    for (killer, reader) in tasks {
-        let kills = killer.await.unwrap();
-        assert!(kills >= KILLS);
-        let (client, resumed) = reader.await.unwrap();
-        assert!(resumed >= 1, "reconnects happened and resumed");
+    for (i, (killer, reader)) in tasks.into_iter().enumerate() {
+        killer.await.unwrap();
+        let landed = hits[i].load(Ordering::Acquire);
+        assert!(
+            landed >= KILLS,
+            "subscriber {i}: only {landed} kills hit a live connection while publishing"
+        );
+        let client = reader.await.unwrap();
         client.close();
     }
 }

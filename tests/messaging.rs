@@ -688,3 +688,78 @@ async fn a_resumed_member_does_not_get_back_a_job_redelivered_elsewhere() {
     assert_eq!(got, [json!("job-2"), json!("job-3")]);
     server.stop().await;
 }
+
+/// De-duplication holds inside one `POST /v1/publish/batch` and across the batch, socket
+/// and single HTTP publishes (PROTOCOL.md §5, §8): one delivery per (`topic`, `msg_id`).
+#[tokio::test]
+async fn batch_publishes_are_deduplicated() {
+    let server = TestServer::start().await;
+    let mut s = server.connect().await;
+    s.hello().await;
+    s.sub("bill/*").await;
+    let batch = json!([
+        {"topic": "bill/a", "data": 1, "msg_id": "inv-1"},
+        {"topic": "bill/a", "data": 1, "msg_id": "inv-1"},
+        {"topic": "bill/b", "data": 2, "msg_id": "inv-1"},
+        {"topic": "bill/a", "data": 3},
+    ]);
+    let r: Value = http()
+        .post(server.http("/v1/publish/batch"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<(Value, Value)> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["offset"].clone(), a["duplicate"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!(1), json!(false)),
+            (json!(1), json!(true)),
+            (json!(1), json!(false)),
+            (json!(2), json!(false)),
+        ],
+        "{r}"
+    );
+    // A second batch and a socket publish repeating the id are duplicates too.
+    let again: Value = http()
+        .post(server.http("/v1/publish/batch"))
+        .json(&json!([{"topic": "bill/a", "data": 1, "msg_id": "inv-1"}]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again[0]["duplicate"], true, "{again}");
+    let mut p = server.connect().await;
+    p.hello().await;
+    let ws = p
+        .request(json!({"op": "pub", "topic": "bill/b", "data": 2, "msg_id": "inv-1"}))
+        .await;
+    assert_eq!(
+        (ws["duplicate"].clone(), ws["offset"].clone()),
+        (json!(true), json!(1))
+    );
+
+    let mut seen = Vec::new();
+    while let Some(m) = s.recv_within(Duration::from_millis(300)).await {
+        seen.push((m["topic"].clone(), m["data"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!("bill/a"), json!(1)),
+            (json!("bill/b"), json!(2)),
+            (json!("bill/a"), json!(3)),
+        ]
+    );
+    server.stop().await;
+}

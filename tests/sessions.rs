@@ -758,3 +758,66 @@ async fn presence_events_and_listing_carry_the_token_identity() {
     assert_eq!(leave["data"], identity("leave"));
     assert_eq!(listing().await, json!({"count": 0, "clients": []}));
 }
+
+/// The Rust client's reconnect backoff starts at `backoff_min`, doubles per failed attempt
+/// and stops growing at `backoff_max` (each wait jittered to between half and all of it).
+/// After the first connection drops, every attempt reaches a listener that closes it at
+/// once; the attempts' times show the growth. Only sleeps' lower bounds are relied on (a
+/// sleep never ends early): 9 intervals of at least 10, 20, 40, 80, 80, … ms, 620 ms in all,
+/// where a backoff stuck at its minimum gives at most 20 ms each. The cap is checked as
+/// liveness: uncapped, the last wait would be at least 2.5 s.
+#[tokio::test]
+async fn client_backoff_grows_from_min_to_max() {
+    const MIN: Duration = Duration::from_millis(20);
+    const MAX: Duration = Duration::from_millis(160);
+    const ATTEMPTS: usize = 10;
+    let srv = TestServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut attempts) = tokio::sync::mpsc::unbounded_channel();
+    let target = srv.addr;
+    let front = tokio::spawn(async move {
+        // The first connection reaches the server; every later one is closed at once.
+        let (mut first, _) = listener.accept().await.unwrap();
+        let mut server = tokio::net::TcpStream::connect(target).await.unwrap();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy_bidirectional(&mut first, &mut server).await;
+        });
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let _ = tx.send(std::time::Instant::now());
+            drop(s);
+        }
+    });
+    let opts = ClientOptions {
+        backoff_min: MIN,
+        backoff_max: MAX,
+        ..Default::default()
+    };
+    let client = Client::connect_with(&format!("ws://{addr}/ws"), opts)
+        .await
+        .unwrap();
+    client.drop_connection();
+    let mut times = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let t = tokio::time::timeout(WAIT, attempts.recv())
+            .await
+            .expect("the client stopped trying")
+            .unwrap();
+        times.push(t);
+    }
+    client.close();
+    front.abort();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let total: Duration = gaps.iter().sum();
+    eprintln!("intervals between attempts: {gaps:?}");
+    // 620 ms at least in theory; 400 leaves room for a late-recorded first attempt.
+    assert!(
+        total >= Duration::from_millis(400),
+        "the backoff did not grow: {gaps:?}"
+    );
+    assert!(
+        *gaps.last().unwrap() < MAX * 10,
+        "the backoff passed its cap: {gaps:?}"
+    );
+}

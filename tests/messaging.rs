@@ -763,3 +763,78 @@ async fn batch_publishes_are_deduplicated() {
     );
     server.stop().await;
 }
+
+/// A job whose group emptied is not dead-lettered before `max_deliveries` (PROTOCOL.md §5):
+/// it waits for a member, and a member joining later (a new group for the same pattern and
+/// name) gets it as a redelivery.
+#[tokio::test]
+async fn a_job_waits_for_a_member_when_its_group_empties() {
+    let server = TestServer::with_config(with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(100),
+        ..TopicConfig::default()
+    }))
+    .await;
+    let mut dlq = server.connect().await;
+    dlq.hello().await;
+    dlq.sub("$dlq/**").await;
+    let mut a = server.connect().await;
+    a.hello().await;
+    sub_group(&mut a, "jobs/scan", "scan", true).await;
+    let mut p = server.connect().await;
+    p.hello().await;
+    p.publish("jobs/scan", json!("job-1")).await;
+    assert_eq!(a.recv_op("msg").await["data"], "job-1");
+    // The only member leaves without acking: the group is gone.
+    a.request(json!({"op": "unsub", "pattern": "jobs/scan", "group": "scan"}))
+        .await;
+    // Several `ack_wait`s pass with nobody to take the job: it must not be dead-lettered.
+    assert!(
+        dlq.recv_within(Duration::from_millis(600)).await.is_none(),
+        "dead-lettered after one delivery"
+    );
+    let mut b = server.connect().await;
+    b.hello().await;
+    sub_group(&mut b, "jobs/scan", "scan", true).await;
+    let m = b.recv_op("msg").await;
+    assert_eq!(
+        (
+            m["data"].as_str(),
+            m["redelivered"].as_bool(),
+            m["deliveries"].as_u64()
+        ),
+        (Some("job-1"), Some(true), Some(2))
+    );
+    b.send(json!({"op": "ack", "seq": m["seq"]})).await;
+    assert!(dlq.recv_within(Duration::from_millis(300)).await.is_none());
+    server.stop().await;
+}
+
+/// A group that stays empty for the session TTL is abandoned: its job goes to the
+/// dead-letter topic then, showing the one delivery it had.
+#[tokio::test]
+async fn a_job_of_an_abandoned_group_is_dead_lettered_after_the_ttl() {
+    let mut cfg = with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(100),
+        ..TopicConfig::default()
+    });
+    cfg.session.ttl = Duration::from_millis(500);
+    let server = TestServer::with_config(cfg).await;
+    let mut dlq = server.connect().await;
+    dlq.hello().await;
+    dlq.sub("$dlq/**").await;
+    let mut a = server.connect().await;
+    a.hello().await;
+    sub_group(&mut a, "jobs/scan", "scan", true).await;
+    a.publish("jobs/scan", json!("job-1")).await;
+    assert_eq!(a.recv_op("msg").await["data"], "job-1");
+    a.request(json!({"op": "unsub", "pattern": "jobs/scan", "group": "scan"}))
+        .await;
+    let dead = dlq.recv_op("msg").await;
+    assert_eq!(
+        dead["data"],
+        json!({"topic": "jobs/scan", "data": "job-1", "deliveries": 1, "msg_id": null})
+    );
+    server.stop().await;
+}

@@ -520,8 +520,10 @@ async fn client_reconnects_resumes_and_surfaces_gaps() {
 
 /// A connection closed for silence leaves its session resumable. The client here stops
 /// reading and writing; the server must close it on its own (heartbeats): the connection is
-/// gone and the close frame is waiting in the socket *before* anyone resumes, so a broken
-/// heartbeat cannot hide behind the resume's takeover of a live connection.
+/// gone from the server's count *before* anyone resumes, so a broken heartbeat cannot hide
+/// behind the resume's takeover of a live connection. (The close frame itself cannot be
+/// read back here: reading would make the client answer the queued pings into a socket the
+/// server has closed. `protocol.rs` checks the frame through a proxy.)
 #[tokio::test]
 async fn heartbeat_close_keeps_session() {
     let mut cfg = config();
@@ -537,8 +539,6 @@ async fn heartbeat_close_keeps_session() {
         srv.bus.stats().connections.load(Ordering::Relaxed) == 0
     })
     .await;
-    let (code, _) = c.expect_close().await;
-    assert_eq!(code, 1000, "closed for silence");
     srv.bus.publish_json("hb", &json!("while away")).unwrap();
     let mut d = srv.connect().await;
     d.send(json!({"op": "hello", "session": session, "last_seq": 1}))

@@ -573,3 +573,268 @@ async fn rust_client_history_presence_since_and_request() {
     assert!(err.to_string().starts_with("no_responders"), "{err}");
     server.stop().await;
 }
+
+/// Redelivery prefers another member (PROTOCOL.md §5): of two connected manual-ack members,
+/// the one that ignores its job does not get it back; the other does, marked as redelivered.
+/// Each member gets one job first (round robin), so plain round robin would hand the
+/// redelivery back to the member that ignored it.
+#[tokio::test]
+async fn redelivery_goes_to_another_connected_member() {
+    let server = TestServer::with_config(with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(200),
+        ..TopicConfig::default()
+    }))
+    .await;
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let mut m = server.connect().await;
+        m.hello().await;
+        sub_group(&mut m, "jobs/render", "render", true).await;
+        members.push(m);
+    }
+    let mut p = server.connect().await;
+    p.hello().await;
+    p.publish("jobs/render", json!("ignored")).await;
+    p.publish("jobs/render", json!("done")).await;
+    let mut jobs = Vec::new();
+    for m in &mut members {
+        jobs.push(m.recv_op("msg").await);
+    }
+    let busy_at = jobs.iter().position(|j| j["data"] == "done").unwrap();
+    assert_eq!(
+        jobs[1 - busy_at]["data"],
+        "ignored",
+        "one job each: {jobs:?}"
+    );
+    let mut lazy = members.remove(1 - busy_at);
+    let mut busy = members.pop().unwrap();
+    busy.send(json!({"op": "ack", "seq": jobs[busy_at]["seq"]}))
+        .await;
+    let again = busy.recv_op("msg").await;
+    assert_eq!(
+        (
+            again["data"].clone(),
+            again["redelivered"].clone(),
+            again["deliveries"].clone()
+        ),
+        (json!("ignored"), json!(true), json!(2)),
+        "{again}"
+    );
+    busy.send(json!({"op": "ack", "seq": again["seq"]})).await;
+    assert!(
+        lazy.recv_within(Duration::from_millis(500)).await.is_none(),
+        "the member that ignored the job got it back"
+    );
+    server.stop().await;
+}
+
+/// A member that disconnects holds its unacked job only until redelivery (PROTOCOL.md §5):
+/// once the job went to another member, resuming the first member's session does not replay
+/// it (its seq is covered by a gap instead), so the job is not processed twice.
+#[tokio::test]
+async fn a_resumed_member_does_not_get_back_a_job_redelivered_elsewhere() {
+    let server = TestServer::with_config(with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(200),
+        ..TopicConfig::default()
+    }))
+    .await;
+    let mut a = server.connect().await;
+    let session = a.hello().await["session"].as_str().unwrap().to_owned();
+    sub_group(&mut a, "jobs/mail", "mail", true).await;
+    let mut p = server.connect().await;
+    p.hello().await;
+    p.publish("jobs/mail", json!("job-1")).await;
+    // `a` is the only member: the job is its own.
+    let job = a.recv_op("msg").await;
+    assert_eq!(
+        (job["seq"].as_u64(), job["data"].as_str()),
+        (Some(1), Some("job-1"))
+    );
+    let mut b = server.connect().await;
+    b.hello().await;
+    sub_group(&mut b, "jobs/mail", "mail", true).await;
+    // `a` crashes before processing it; after `ack_wait` the job goes to `b`.
+    drop(a);
+    let again = b.recv_op("msg").await;
+    assert_eq!(
+        (again["data"].as_str(), again["deliveries"].as_u64()),
+        (Some("job-1"), Some(2))
+    );
+    b.send(json!({"op": "ack", "seq": again["seq"]})).await;
+    // `a` comes back, claiming it saw nothing.
+    let mut a = server.connect().await;
+    a.send(json!({"op": "hello", "session": session, "last_seq": 0}))
+        .await;
+    assert_eq!(a.recv().await["resumed"], true);
+    let mut frames = Vec::new();
+    while let Some(f) = a.recv_within(Duration::from_millis(500)).await {
+        frames.push(f);
+    }
+    assert_eq!(
+        frames,
+        [json!({"op": "gap", "from_seq": 1, "to_seq": 1, "reason": "overflow"})],
+        "the job came back to the member that lost it"
+    );
+    // The session is still a member: the next job can reach it.
+    p.publish("jobs/mail", json!("job-2")).await;
+    p.publish("jobs/mail", json!("job-3")).await;
+    let mut got = vec![
+        a.recv_op("msg").await["data"].clone(),
+        b.recv_op("msg").await["data"].clone(),
+    ];
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(got, [json!("job-2"), json!("job-3")]);
+    server.stop().await;
+}
+
+/// De-duplication holds inside one `POST /v1/publish/batch` and across the batch, socket
+/// and single HTTP publishes (PROTOCOL.md §5, §8): one delivery per (`topic`, `msg_id`).
+#[tokio::test]
+async fn batch_publishes_are_deduplicated() {
+    let server = TestServer::start().await;
+    let mut s = server.connect().await;
+    s.hello().await;
+    s.sub("bill/*").await;
+    let batch = json!([
+        {"topic": "bill/a", "data": 1, "msg_id": "inv-1"},
+        {"topic": "bill/a", "data": 1, "msg_id": "inv-1"},
+        {"topic": "bill/b", "data": 2, "msg_id": "inv-1"},
+        {"topic": "bill/a", "data": 3},
+    ]);
+    let r: Value = http()
+        .post(server.http("/v1/publish/batch"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<(Value, Value)> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["offset"].clone(), a["duplicate"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!(1), json!(false)),
+            (json!(1), json!(true)),
+            (json!(1), json!(false)),
+            (json!(2), json!(false)),
+        ],
+        "{r}"
+    );
+    // A second batch and a socket publish repeating the id are duplicates too.
+    let again: Value = http()
+        .post(server.http("/v1/publish/batch"))
+        .json(&json!([{"topic": "bill/a", "data": 1, "msg_id": "inv-1"}]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again[0]["duplicate"], true, "{again}");
+    let mut p = server.connect().await;
+    p.hello().await;
+    let ws = p
+        .request(json!({"op": "pub", "topic": "bill/b", "data": 2, "msg_id": "inv-1"}))
+        .await;
+    assert_eq!(
+        (ws["duplicate"].clone(), ws["offset"].clone()),
+        (json!(true), json!(1))
+    );
+
+    let mut seen = Vec::new();
+    while let Some(m) = s.recv_within(Duration::from_millis(300)).await {
+        seen.push((m["topic"].clone(), m["data"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!("bill/a"), json!(1)),
+            (json!("bill/b"), json!(2)),
+            (json!("bill/a"), json!(3)),
+        ]
+    );
+    server.stop().await;
+}
+
+/// A job whose group emptied is not dead-lettered before `max_deliveries` (PROTOCOL.md §5):
+/// it waits for a member, and a member joining later (a new group for the same pattern and
+/// name) gets it as a redelivery.
+#[tokio::test]
+async fn a_job_waits_for_a_member_when_its_group_empties() {
+    let server = TestServer::with_config(with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(100),
+        ..TopicConfig::default()
+    }))
+    .await;
+    let mut dlq = server.connect().await;
+    dlq.hello().await;
+    dlq.sub("$dlq/**").await;
+    let mut a = server.connect().await;
+    a.hello().await;
+    sub_group(&mut a, "jobs/scan", "scan", true).await;
+    let mut p = server.connect().await;
+    p.hello().await;
+    p.publish("jobs/scan", json!("job-1")).await;
+    assert_eq!(a.recv_op("msg").await["data"], "job-1");
+    // The only member leaves without acking: the group is gone.
+    a.request(json!({"op": "unsub", "pattern": "jobs/scan", "group": "scan"}))
+        .await;
+    // Several `ack_wait`s pass with nobody to take the job: it must not be dead-lettered.
+    assert!(
+        dlq.recv_within(Duration::from_millis(600)).await.is_none(),
+        "dead-lettered after one delivery"
+    );
+    let mut b = server.connect().await;
+    b.hello().await;
+    sub_group(&mut b, "jobs/scan", "scan", true).await;
+    let m = b.recv_op("msg").await;
+    assert_eq!(
+        (
+            m["data"].as_str(),
+            m["redelivered"].as_bool(),
+            m["deliveries"].as_u64()
+        ),
+        (Some("job-1"), Some(true), Some(2))
+    );
+    b.send(json!({"op": "ack", "seq": m["seq"]})).await;
+    assert!(dlq.recv_within(Duration::from_millis(300)).await.is_none());
+    server.stop().await;
+}
+
+/// A group that stays empty for the session TTL is abandoned: its job goes to the
+/// dead-letter topic then, showing the one delivery it had.
+#[tokio::test]
+async fn a_job_of_an_abandoned_group_is_dead_lettered_after_the_ttl() {
+    let mut cfg = with_topic(TopicConfig {
+        pattern: "jobs/**".into(),
+        ack_wait: Duration::from_millis(100),
+        ..TopicConfig::default()
+    });
+    cfg.session.ttl = Duration::from_millis(500);
+    let server = TestServer::with_config(cfg).await;
+    let mut dlq = server.connect().await;
+    dlq.hello().await;
+    dlq.sub("$dlq/**").await;
+    let mut a = server.connect().await;
+    a.hello().await;
+    sub_group(&mut a, "jobs/scan", "scan", true).await;
+    a.publish("jobs/scan", json!("job-1")).await;
+    assert_eq!(a.recv_op("msg").await["data"], "job-1");
+    a.request(json!({"op": "unsub", "pattern": "jobs/scan", "group": "scan"}))
+        .await;
+    let dead = dlq.recv_op("msg").await;
+    assert_eq!(
+        dead["data"],
+        json!({"topic": "jobs/scan", "data": "job-1", "deliveries": 1, "msg_id": null})
+    );
+    server.stop().await;
+}

@@ -170,6 +170,13 @@ impl Groups {
     pub fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// The group now standing for `group`'s (pattern, name): `group` itself, or the one
+    /// created when members joined again after it had emptied (and left the map).
+    pub fn current(&self, group: &Arc<Group>) -> Option<Arc<Group>> {
+        let key = (group.pattern.clone(), group.name.clone());
+        self.map.get(&key).map(|g| g.value().clone())
+    }
 }
 
 /// A group message handed out with `ack: "manual"` and not acknowledged yet.
@@ -189,6 +196,8 @@ pub struct Unacked {
     /// While unsent: when it entered the buffer; once sent: when the wait ends.
     pub deadline: Instant,
     pub sent: bool,
+    /// Since when its group has had no member to take it (see `Bus::redeliver_due`).
+    pub orphaned: Option<Instant>,
 }
 
 /// Why an unacked message is handed to another member.

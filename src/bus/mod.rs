@@ -327,6 +327,11 @@ impl Bus {
         self.inner.inboxes.len()
     }
 
+    /// Replies lost because the requester's control queue was full (it stopped reading).
+    pub fn replies_dropped(&self) -> u64 {
+        self.inner.inboxes.replies_dropped()
+    }
+
     /// Buffer occupancy over all sessions: (messages held, bytes held, unsent messages).
     pub fn buffer_usage(&self) -> (usize, usize, u64) {
         let mut total = (0, 0, 0);

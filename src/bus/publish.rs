@@ -378,6 +378,7 @@ impl Bus {
                     ack_wait,
                     deadline: Instant::now(),
                     sent: false,
+                    orphaned: None,
                 },
             );
         }
@@ -427,11 +428,21 @@ impl Bus {
 
     /// Redelivers group messages whose `ack_wait` passed, preferably to another member;
     /// after `max_deliveries` they go to `$dlq/<topic>` instead.
+    ///
+    /// A group whose members all left has nobody to redeliver to. PROTOCOL.md §5 sends a
+    /// message to the dead-letter topic only after `max_deliveries`, so such a message is
+    /// held (and retried) until a member joins the group again, which may be a new group
+    /// object for the same (pattern, name). It is held for at most the session TTL, the
+    /// time the protocol gives a disconnected member to come back; a group still empty then
+    /// is abandoned, and the message goes to `$dlq/<topic>` (its `deliveries` showing it was
+    /// not exhausted) rather than being kept forever or lost silently.
     pub(super) fn redeliver_due(&self) {
         if self.inner.pending.is_empty() {
             return;
         }
-        for (why, seq, u) in self.inner.pending.take_due(Instant::now()) {
+        let now = Instant::now();
+        let orphan_limit = self.inner.live.load().config.session.ttl;
+        for (why, seq, u) in self.inner.pending.take_due(now) {
             let max = self
                 .inner
                 .topics
@@ -443,11 +454,29 @@ impl Bus {
                 Due::Undelivered => u.deliveries,
             };
             if why == Due::Expired && u.deliveries >= max {
+                u.holder.withhold(seq);
                 self.dead_letter(&u);
                 continue;
             }
-            let Some(picked) = u.group.pick(Some(u.holder.key())) else {
-                self.dead_letter(&u);
+            let group = self
+                .inner
+                .groups
+                .current(&u.group)
+                .unwrap_or_else(|| u.group.clone());
+            let Some(picked) = group.pick(Some(u.holder.key())) else {
+                let since = u.orphaned.unwrap_or(now);
+                if now.duration_since(since) < orphan_limit {
+                    let deadline = if u.sent { now + u.ack_wait } else { u.deadline };
+                    let held = Unacked {
+                        orphaned: Some(since),
+                        deadline,
+                        ..u
+                    };
+                    self.inner.pending.insert(seq, held);
+                } else {
+                    u.holder.withhold(seq);
+                    self.dead_letter(&u);
+                }
                 continue;
             };
             if why == Due::Undelivered
@@ -464,6 +493,9 @@ impl Bus {
                 );
                 continue;
             }
+            // The member held it only until now (PROTOCOL.md §5): a resume of the member
+            // must not bring back a job that another member (or a later delivery) has.
+            u.holder.withhold(seq);
             let r = picked.session.push(&u.event, groups::delivery(deliveries));
             self.count_drops(u64::from(r.dropped_unsent), u64::from(r.kicked));
             self.inner.stats.redelivered.fetch_add(1, Ordering::Relaxed);
@@ -472,9 +504,11 @@ impl Bus {
                     r.seq,
                     Unacked {
                         holder: picked.session.clone(),
+                        group,
                         deliveries,
                         deadline: Instant::now(),
                         sent: false,
+                        orphaned: None,
                         ..u
                     },
                 );

@@ -7,6 +7,7 @@
 //! receive a reply, whatever anyone subscribes to.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
@@ -28,6 +29,8 @@ pub struct Inboxes {
     /// In cluster mode, the node id leading every inbox name (`$inbox/<node>.<random>`),
     /// so a responder on another node knows where to send the reply.
     node: Option<Arc<str>>,
+    /// Replies lost to a full control queue (see [`Inboxes::reply`]).
+    dropped: AtomicU64,
 }
 
 /// The node an inbox belongs to, in cluster mode.
@@ -44,6 +47,7 @@ impl Inboxes {
         Inboxes {
             map: DashMap::new(),
             node: Some(node),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -68,8 +72,15 @@ impl Inboxes {
         self.map.remove(name).is_some()
     }
 
-    /// Delivers the first reply to an inbox. False when the inbox is closed or unknown
-    /// (a late or duplicate reply), which is dropped.
+    /// Delivers the first reply to an inbox. False when the inbox is closed or unknown (a
+    /// late or duplicate reply), which is dropped.
+    ///
+    /// The reply is queued without waiting: a responder must never be slowed by a requester
+    /// that stopped reading. So when the requester's control queue is full (it has not read
+    /// [`crate::session::CONTROL_QUEUE_MAX`] answers), the reply is lost: the inbox counts as
+    /// answered all the same (later replies are dropped as duplicates), the requester's `req`
+    /// ends in `timeout`, and the loss is counted ([`Inboxes::replies_dropped`], the
+    /// `replies_dropped` statistic).
     pub fn reply(&self, name: &str, data: &serde_json::value::RawValue) -> bool {
         let Some((_, w)) = self.map.remove(name) else {
             return false;
@@ -77,9 +88,15 @@ impl Inboxes {
         let data = serde_json::from_str(data.get()).unwrap_or(serde_json::Value::Null);
         let frame = ServerFrame::Reply { id: w.id, data }.encode();
         if w.outbox.try_push_control(frame).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("requester's control queue is full; reply dropped");
         }
         true
+    }
+
+    /// Replies lost to a requester's full control queue, since start.
+    pub fn replies_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn is_open(&self, name: &str) -> bool {
@@ -88,5 +105,32 @@ impl Inboxes {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::CONTROL_QUEUE_MAX;
+
+    fn raw(s: &str) -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string(s.into()).unwrap()
+    }
+
+    #[test]
+    fn a_reply_to_a_full_control_queue_is_reported_dropped() {
+        let inboxes = Inboxes::default();
+        let outbox = Arc::new(Outbox::new());
+        let inbox = inboxes.open(outbox.clone(), Some(Id::Num(1)));
+        for i in 0..CONTROL_QUEUE_MAX {
+            outbox.try_push_control(i.to_string()).unwrap();
+        }
+        assert!(inboxes.reply(&inbox, &raw("1")));
+        assert_eq!(inboxes.replies_dropped(), 1);
+        // Answered all the same: a later reply is a duplicate.
+        assert!(!inboxes.reply(&inbox, &raw("2")));
+        let inbox = inboxes.open(Arc::new(Outbox::new()), None);
+        assert!(inboxes.reply(&inbox, &raw("3")));
+        assert_eq!(inboxes.replies_dropped(), 1);
     }
 }

@@ -54,6 +54,7 @@ pub fn stats_json(bus: &Bus, metrics: &Metrics, meter: &RateMeter) -> Value {
         "redelivered": s.redelivered.load(Ordering::Relaxed),
         "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
+        "replies_dropped": bus.replies_dropped(),
         "buffer": {"messages": held, "bytes": held_bytes, "unsent": unsent},
         "rates": rates,
         "latency_ms": {

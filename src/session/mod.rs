@@ -63,26 +63,34 @@ struct Slot {
     how: PackedDelivery,
 }
 
-/// A [`Delivery`] in 32 bits: bit 0 `retained`, bit 1 `replay`, the rest `redelivered`
-/// plus one (0: not a redelivery).
+/// A [`Delivery`] in 32 bits: bit 0 `retained`, bit 1 `replay`, bit 2 *withheld* (see
+/// [`Session::set_filter`]), the rest `redelivered` plus one (0: not a redelivery).
 #[derive(Debug, Clone, Copy)]
 struct PackedDelivery(u32);
 
 impl PackedDelivery {
+    const WITHHELD: u32 = 4;
+
     fn pack(how: Delivery) -> PackedDelivery {
         let n = how
             .redelivered
-            .map_or(0, |n| n.min(u32::MAX >> 2).saturating_add(1));
-        PackedDelivery(u32::from(how.retained) | u32::from(how.replay) << 1 | n << 2)
+            .map_or(0, |n| n.min(u32::MAX >> 3).saturating_add(1));
+        PackedDelivery(u32::from(how.retained) | u32::from(how.replay) << 1 | n << 3)
     }
 
     fn unpack(self) -> Delivery {
-        let n = self.0 >> 2;
+        let n = self.0 >> 3;
         Delivery {
             retained: self.0 & 1 != 0,
             replay: self.0 & 2 != 0,
             redelivered: (n > 0).then(|| n - 1),
         }
+    }
+
+    /// Whether the message is held back from the client (its topic is outside the
+    /// session's current subscribe permissions): it is reported as part of a gap.
+    fn withheld(self) -> bool {
+        self.0 & Self::WITHHELD != 0
     }
 }
 
@@ -229,9 +237,31 @@ impl Session {
         *self.identity.lock() = Arc::new(identity);
     }
 
-    /// Sets what may be delivered to this session from now on (`None`: anything).
+    /// Sets what may be delivered to this session from now on (`None`: anything), and
+    /// applies it to what the buffer already holds.
+    ///
+    /// A resume may come with a narrower token than the one the buffered messages were
+    /// accepted under (PROTOCOL.md §7: nothing outside the subscribe permissions is ever
+    /// delivered, whatever the subscribe-time check decided). Those messages already have
+    /// their seq, so they cannot vanish without breaking the §3 invariant (every seq is a
+    /// `msg` or covered by exactly one `gap`). They are *withheld* instead: kept in their slot
+    /// (so the ring stays the contiguous run `[first, next_seq)` and the caps and the
+    /// accounting do not change) but never handed out; the writer reports them as a gap,
+    /// exactly as §3 treats any buffered message the client can no longer get ("a `gap` for
+    /// those no longer held"). The gap carries reason `overflow`: §3 defines no other reason
+    /// that fits, and a new one would be a wire change that existing clients (the Rust
+    /// client's strict `GapReason`) would refuse. Withholding is never undone: a later,
+    /// broader token does not bring a withheld message back.
     pub fn set_filter(&self, filter: Option<Arc<dyn DeliveryFilter>>) {
-        self.state.lock().filter = filter;
+        let mut s = self.state.lock();
+        if let Some(f) = &filter {
+            for slot in s.buf.iter_mut() {
+                if !slot.how.withheld() && !f.allows(slot.event.topic.as_str()) {
+                    slot.how.0 |= PackedDelivery::WITHHELD;
+                }
+            }
+        }
+        s.filter = filter;
     }
 
     /// Whether one of the session's plain (non-group) subscriptions matches `topic`: a group
@@ -367,14 +397,30 @@ impl Session {
     ) -> Taken {
         let mut taken = Taken::default();
         let first = s.next_seq - s.buf.len() as u64;
+        let mut gap_from = None;
         if s.sent + 1 < first {
-            taken.gap = Some((s.sent + 1, first - 1));
+            gap_from = Some(s.sent + 1);
             s.sent = first - 1;
         }
-        let start = (s.sent + 1 - first) as usize;
+        // Withheld messages at the cursor extend the gap (one gap covers a contiguous run);
+        // the messages after them stop at the next withheld one, which the next take
+        // reports as a gap of its own.
+        let mut start = (s.sent + 1 - first) as usize;
+        while let Some(slot) = s.buf.get(start)
+            && slot.how.withheld()
+        {
+            gap_from.get_or_insert(s.sent + 1);
+            s.unsent_bytes = s.unsent_bytes.saturating_sub(slot.cost as usize);
+            s.sent += 1;
+            start += 1;
+        }
+        taken.gap = gap_from.map(|from| (from, s.sent));
         let mut taken_bytes = 0;
         let mut seq = s.sent;
         for e in s.buf.iter().skip(start).take(max) {
+            if e.how.withheld() {
+                break;
+            }
             seq += 1;
             taken_bytes += e.cost as usize;
             f(seq, &e.event, e.how.unpack());
@@ -492,14 +538,15 @@ impl Session {
         self.state.lock().subs.keys().cloned().collect()
     }
 
-    /// Occupancy, for stats: (messages held, bytes held, unsent messages).
+    /// Occupancy, for stats: (messages held, bytes held, unsent messages held).
+    ///
+    /// Unsent counts messages in the buffer past the writer's cursor, not seqs: the seqs
+    /// dropped from a full buffer are not held (the writer will report them as a gap), and
+    /// counting them would show a capped, stalled session's backlog growing without bound.
     pub fn usage(&self) -> (usize, usize, u64) {
         let s = self.state.lock();
-        (
-            s.buf.len(),
-            s.bytes,
-            (s.next_seq - 1).saturating_sub(s.sent),
-        )
+        let behind = (s.next_seq - 1).saturating_sub(s.sent);
+        (s.buf.len(), s.bytes, behind.min(s.buf.len() as u64))
     }
 
     /// Whether the unsent backlog is below the buffer caps (a group prefers such members).
@@ -507,6 +554,21 @@ impl Session {
         let s = self.state.lock();
         let unsent = (s.next_seq - 1).saturating_sub(s.sent) as usize;
         unsent < self.limits.buffer_messages / 2 && s.unsent_bytes < self.limits.buffer_bytes / 2
+    }
+
+    /// Withholds one buffered message from now on (see [`Session::set_filter`]): a resume
+    /// reports it as part of a gap instead of sending it again. A group member holds its
+    /// unacked message only until it is redelivered (PROTOCOL.md §5), so the bus withholds
+    /// the member's copy when it hands the message on. False when `seq` is not held.
+    pub fn withhold(&self, seq: u64) -> bool {
+        let mut s = self.state.lock();
+        let first = s.next_seq - s.buf.len() as u64;
+        if seq < first || seq >= s.next_seq {
+            return false;
+        }
+        let slot = &mut s.buf[(seq - first) as usize];
+        slot.how.0 |= PackedDelivery::WITHHELD;
+        true
     }
 
     /// Whether `seq` reached the connection yet.

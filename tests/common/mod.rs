@@ -307,3 +307,122 @@ pub fn http() -> reqwest::Client {
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl) -> T {
     http().get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// What a [`Proxy`] does with the bytes of one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Passes them on.
+    Forward,
+    /// Reads and discards them (a peer that hears but is never heard).
+    Discard,
+    /// Stops reading and writing, and sends no FIN: the peer vanished (a half-open TCP
+    /// connection, as after a cable pull or a NAT timeout).
+    Freeze,
+}
+
+/// A TCP proxy in front of a server, for faults a well-behaved socket cannot show: each
+/// direction of each proxied connection can be forwarded, discarded or frozen at any time.
+/// Dropping the proxy closes everything.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// Client → server.
+    up: std::sync::Arc<tokio::sync::watch::Sender<Flow>>,
+    /// Server → client.
+    down: std::sync::Arc<tokio::sync::watch::Sender<Flow>>,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(tokio::sync::watch::channel(Flow::Forward).0);
+        let down = std::sync::Arc::new(tokio::sync::watch::channel(Flow::Forward).0);
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (u, d, t) = (up.clone(), down.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let mut tasks = t.lock().unwrap();
+                tasks.push(tokio::spawn(pump(cr, sw, u.subscribe())));
+                tasks.push(tokio::spawn(pump(sr, cw, d.subscribe())));
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Proxy {
+            addr,
+            up,
+            down,
+            tasks,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Sets what happens to client → server bytes from now on.
+    pub fn up(&self, flow: Flow) {
+        self.up.send_replace(flow);
+    }
+
+    /// Sets what happens to server → client bytes from now on.
+    pub fn down(&self, flow: Flow) {
+        self.down.send_replace(flow);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// One direction of a proxied connection. A frozen direction keeps both sockets open and
+/// touches neither until the proxy is dropped.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut flow: tokio::sync::watch::Receiver<Flow>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if *flow.borrow_and_update() == Flow::Freeze {
+            // Hold both halves; wake only if the flow changes.
+            if flow.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            continue;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    let forward = *flow.borrow() == Flow::Forward;
+                    if forward {
+                        let _ = to.shutdown().await;
+                    }
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                Ok(n) => n,
+            },
+            _ = flow.changed() => continue,
+        };
+        let now = *flow.borrow();
+        match now {
+            Flow::Forward => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            Flow::Discard | Flow::Freeze => {}
+        }
+    }
+}

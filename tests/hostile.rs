@@ -403,6 +403,14 @@ async fn hundred_thousand_subscription_attempts() {
 
 #[tokio::test]
 async fn five_thousand_sockets_at_once() {
+    // 5,000 sockets here and 5,000 in the server (which raises its own limit too, and starts
+    // with this one): more than the usual soft limit of 1024 open files.
+    let limit = herald::fd_limit::raise_to_hard().expect("raise the open files limit");
+    assert!(
+        limit.to >= 6000,
+        "this test needs 6,000 open files and the hard limit is {}: raise it (ulimit -Hn)",
+        limit.to
+    );
     let (b, base) = spawn("");
     let url = b.ws_url();
     let mut tasks = Vec::new();

@@ -186,3 +186,55 @@ async fn refused_upgrade_leaves_no_slot_behind() {
         }
     }
 }
+
+/// The (soft, hard) limit on open files of a process, from `/proc/PID/limits`.
+fn open_files_limit(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let mut n = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u64::MAX));
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+#[test]
+fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
+    let (_, hard) = open_files_limit("self");
+    assert!(hard > 256, "hard limit {hard}");
+    // Started with a soft limit of 256, as a shell with `ulimit -Sn 256` would.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -S -n 256 && exec \"$0\" --listen 127.0.0.1:0 2>&1",
+            env!("CARGO_BIN_EXE_herald"),
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut log = Vec::new();
+    for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+        let listening = line.contains("listening on http://");
+        log.push(line);
+        if listening {
+            break;
+        }
+    }
+    let limits = open_files_limit(&child.id().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    let expected = hard.min(1 << 20);
+    assert_eq!(limits, (expected, hard), "{log}");
+    assert!(
+        log.contains(&format!("raised the open files limit from 256 to {expected}")),
+        "{log}"
+    );
+}

@@ -165,8 +165,24 @@ fn non_loopback_listen_without_auth_warns_loudly() {
     assert!(!log.contains("SECURITY WARNING"), "{log}");
 }
 
+/// Waits until the server counts `n` open connections; panics if it does not within 2 s.
+async fn await_connections(server: &TestServer, n: u64) {
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..200 {
+        let s: serde_json::Value = common::get_json(server.http("/v1/stats")).await;
+        if s["connections"] == n {
+            return;
+        }
+        seen = s["connections"].clone();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server still counts {seen} connections, expected {n}");
+}
+
 #[tokio::test]
 async fn refused_upgrade_leaves_no_slot_behind() {
+    // Over the global cap (503): the refused upgrade takes no connection slot and no address
+    // slot; when the one connection ends, the next upgrade gets in.
     let mut c = config();
     c.limits.max_connections = 1;
     c.limits.max_connections_per_ip = 1;
@@ -175,15 +191,30 @@ async fn refused_upgrade_leaves_no_slot_behind() {
         let mut r: Raw = server.connect().await;
         r.hello().await;
         assert_eq!(upgrade_status(&server.ws_url()).await, 503);
+        await_connections(&server, 1).await;
         drop(r);
-        // Wait for the server to notice the close.
-        for _ in 0..100 {
-            let s: serde_json::Value = common::get_json(server.http("/v1/stats")).await;
-            if s["connections"] == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        await_connections(&server, 0).await;
+    }
+}
+
+#[tokio::test]
+async fn refused_upgrade_per_address_leaves_no_slot_behind() {
+    // Over the per-address cap (429) with room under the global cap: a refusal that kept a
+    // global slot would turn the next refusals into 503, and one that kept the address's
+    // slot would refuse the connection after.
+    let mut c = config();
+    c.limits.max_connections = 2;
+    c.limits.max_connections_per_ip = 1;
+    let server = TestServer::with_config(c).await;
+    for _ in 0..3 {
+        let mut r: Raw = server.connect().await;
+        r.hello().await;
+        for _ in 0..5 {
+            assert_eq!(upgrade_status(&server.ws_url()).await, 429);
         }
+        await_connections(&server, 1).await;
+        drop(r);
+        await_connections(&server, 0).await;
     }
 }
 

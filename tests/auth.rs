@@ -193,6 +193,37 @@ async fn anonymous_clients_get_the_configured_permissions_only() {
 }
 
 #[tokio::test]
+async fn auth_without_an_anonymous_section_gives_anonymous_clients_nothing() {
+    // As a user writes it: `[auth]` with a secret, no `[auth.anonymous]`.
+    let mut c =
+        herald::Config::from_toml_str(&format!("[auth]\nhs256_secret = \"{SECRET}\"\n")).unwrap();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    let server = TestServer::with_config(c).await;
+    let mut anon = server.connect().await;
+    anon.hello().await;
+    for pattern in ["**", "*", "public/**", "a", "$presence/**"] {
+        assert_forbidden(&try_sub(&mut anon, pattern).await, &format!("sub {pattern}"));
+    }
+    for topic in ["a", "public/x"] {
+        assert_forbidden(&try_pub(&mut anon, topic).await, &format!("pub {topic}"));
+    }
+    for op in ["req", "history", "presence"] {
+        let e = anon
+            .request(json!({"op": op, "topic": "a", "data": 1}))
+            .await;
+        assert_forbidden(&e, op);
+    }
+    // Published messages do not reach it either way.
+    server.bus.publish_json("a", &json!("x")).unwrap();
+    assert!(anon.recv_within(Duration::from_millis(200)).await.is_none());
+    // A token still grants what it says.
+    let mut t = connect_token(&server, &hs256(&claims("olga", &["a"], &["a"]))).await;
+    t.hello().await;
+    assert_eq!(try_sub(&mut t, "a").await["op"], "ok");
+    assert_eq!(try_pub(&mut t, "a").await["op"], "ok");
+}
+
+#[tokio::test]
 async fn refused_tokens_close_with_4001() {
     let server = server().await;
     let good = claims("mallory", &["**"], &["**"]);

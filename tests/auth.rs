@@ -202,7 +202,10 @@ async fn auth_without_an_anonymous_section_gives_anonymous_clients_nothing() {
     let mut anon = server.connect().await;
     anon.hello().await;
     for pattern in ["**", "*", "public/**", "a", "$presence/**"] {
-        assert_forbidden(&try_sub(&mut anon, pattern).await, &format!("sub {pattern}"));
+        assert_forbidden(
+            &try_sub(&mut anon, pattern).await,
+            &format!("sub {pattern}"),
+        );
     }
     for topic in ["a", "public/x"] {
         assert_forbidden(&try_pub(&mut anon, topic).await, &format!("pub {topic}"));

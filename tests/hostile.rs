@@ -181,7 +181,10 @@ async fn ten_thousand_tiny_frames_per_second_from_one_client() {
     // Another client is served while the flood goes on (the flood lasts until it was).
     tokio::time::sleep(Duration::from_millis(500)).await;
     probe(&b.ws_url()).await;
-    assert!(!flood.is_finished(), "the flood ended before the probe got through");
+    assert!(
+        !flood.is_finished(),
+        "the flood ended before the probe got through"
+    );
     probed.store(true, Ordering::SeqCst);
     let (sent, tx) = flood.await.unwrap();
     eprintln!("{sent} frames at 10,000 per second");
@@ -266,7 +269,10 @@ async fn ten_thousand_frames_per_second_over_the_publish_rate_are_refused_then_c
     let elapsed = started.elapsed();
     eprintln!("{sent} frames sent, {refusals} refused, closed {code:?} after {elapsed:?}");
     assert_eq!(code, Some(4029));
-    assert!(sent < 40_000, "the flood ran its full course: {sent} frames");
+    assert!(
+        sent < 40_000,
+        "the flood ran its full course: {sent} frames"
+    );
     // The subscriber got the burst and what the rate let through since, nothing more (its
     // session numbers them: the last number, of a message or a gap, is how many there were).
     let mut accepted = 0u64;
@@ -278,7 +284,10 @@ async fn ten_thousand_frames_per_second_over_the_publish_rate_are_refused_then_c
         }
     }
     let most = 2000 + (1000.0 * elapsed.as_secs_f64()).ceil() as u64;
-    assert!((2000..=most).contains(&accepted), "{accepted} accepted, at most {most}");
+    assert!(
+        (2000..=most).contains(&accepted),
+        "{accepted} accepted, at most {most}"
+    );
     assert!(refusals > 2000, "{refusals} refusals");
     let peak = peak_kib(pid);
     eprintln!(

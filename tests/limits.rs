@@ -265,7 +265,9 @@ fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
     let expected = hard.min(1 << 20);
     assert_eq!(limits, (expected, hard), "{log}");
     assert!(
-        log.contains(&format!("raised the open files limit from 256 to {expected}")),
+        log.contains(&format!(
+            "raised the open files limit from 256 to {expected}"
+        )),
         "{log}"
     );
 }

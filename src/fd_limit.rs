@@ -19,6 +19,7 @@ const UNLIMITED_CAP: u64 = 1 << 20;
 
 /// Raises this process's soft limit on open files to its hard limit.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `rlim_t` is `u64` on Linux, not on every unix
 pub fn raise_to_hard() -> std::io::Result<Raised> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -33,6 +33,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod fd_limit;
 pub mod metrics;
 pub mod protocol;
 pub mod reload;

@@ -28,6 +28,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(args.log_format);
+    raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -68,6 +69,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Every connection is a file descriptor: take the hard limit on open files, not the soft
+/// one (often 1024). See `herald::fd_limit`.
+fn raise_fd_limit() {
+    match herald::fd_limit::raise_to_hard() {
+        Ok(r) if r.to > r.from => {
+            tracing::info!("raised the open files limit from {} to {}", r.from, r.to)
+        }
+        Ok(r) => tracing::info!("open files limit {}", r.to),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 fn init_logging(format: LogFormat) {

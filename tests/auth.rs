@@ -87,6 +87,46 @@ async fn connect_token(server: &TestServer, token: &str) -> Raw {
     Raw::connect(&format!("{}?token={token}", server.ws_url())).await
 }
 
+/// Connects with the token in an `Authorization: Bearer` header of the upgrade request.
+async fn connect_header(server: &TestServer, token: &str) -> Raw {
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    Raw { ws }
+}
+
+/// A refused token is refused the same way from the query, the header and `hello`.
+async fn assert_refused_everywhere(server: &TestServer, token: &str, what: &str) {
+    for (how, mut c) in [
+        ("query", connect_token(server, token).await),
+        ("header", connect_header(server, token).await),
+    ] {
+        let (code, frames) = c.expect_close().await;
+        assert_eq!(code, 4001, "{what} in the {how}: {frames:?}");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f["op"] == "error" && f["code"] == "unauthorized"),
+            "{what} in the {how}: {frames:?}"
+        );
+        assert!(
+            frames.iter().all(|f| f["op"] != "welcome"),
+            "{what} in the {how}: {frames:?}"
+        );
+    }
+    let mut c = server.connect().await;
+    c.send(json!({"op": "hello", "token": token})).await;
+    let (code, frames) = c.expect_close().await;
+    assert_eq!(code, 4001, "{what} in hello: {frames:?}");
+    assert!(
+        frames.iter().all(|f| f["op"] != "welcome"),
+        "{what} in hello: {frames:?}"
+    );
+}
+
 async fn try_sub(c: &mut Raw, pattern: &str) -> Value {
     c.request(json!({"op": "sub", "pattern": pattern})).await
 }
@@ -99,18 +139,6 @@ async fn try_pub(c: &mut Raw, topic: &str) -> Value {
 fn assert_forbidden(v: &Value, what: &str) {
     assert_eq!(v["op"], "error", "{what}: {v}");
     assert_eq!(v["code"], "forbidden", "{what}: {v}");
-}
-
-/// The first frame is an `unauthorized` error and the socket closes with 4001.
-async fn assert_refused(c: &mut Raw) {
-    let (code, frames) = c.expect_close().await;
-    assert_eq!(code, 4001, "{frames:?}");
-    assert!(
-        frames
-            .iter()
-            .any(|f| f["op"] == "error" && f["code"] == "unauthorized"),
-        "{frames:?}"
-    );
 }
 
 #[tokio::test]
@@ -137,13 +165,7 @@ async fn token_in_query_grants_exactly_its_permissions() {
 async fn token_in_authorization_header_and_in_hello() {
     let server = server().await;
     let token = hs256(&claims("bob", &["a/**"], &["a/**"]));
-    let mut req = server.ws_url().into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let mut c = Raw { ws };
+    let mut c = connect_header(&server, &token).await;
     c.hello().await;
     assert_eq!(try_pub(&mut c, "a/1").await["op"], "ok");
     assert_forbidden(&try_pub(&mut c, "b/1").await, "header token, pub b/1");
@@ -168,6 +190,40 @@ async fn anonymous_clients_get_the_configured_permissions_only() {
     // Invalid input is still reported as such, not hidden behind `forbidden`.
     let e = try_sub(&mut c, "a//b").await;
     assert_eq!(e["code"], "bad_pattern", "{e}");
+}
+
+#[tokio::test]
+async fn auth_without_an_anonymous_section_gives_anonymous_clients_nothing() {
+    // As a user writes it: `[auth]` with a secret, no `[auth.anonymous]`.
+    let mut c =
+        herald::Config::from_toml_str(&format!("[auth]\nhs256_secret = \"{SECRET}\"\n")).unwrap();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    let server = TestServer::with_config(c).await;
+    let mut anon = server.connect().await;
+    anon.hello().await;
+    for pattern in ["**", "*", "public/**", "a", "$presence/**"] {
+        assert_forbidden(
+            &try_sub(&mut anon, pattern).await,
+            &format!("sub {pattern}"),
+        );
+    }
+    for topic in ["a", "public/x"] {
+        assert_forbidden(&try_pub(&mut anon, topic).await, &format!("pub {topic}"));
+    }
+    for op in ["req", "history", "presence"] {
+        let e = anon
+            .request(json!({"op": op, "topic": "a", "data": 1}))
+            .await;
+        assert_forbidden(&e, op);
+    }
+    // Published messages do not reach it either way.
+    server.bus.publish_json("a", &json!("x")).unwrap();
+    assert!(anon.recv_within(Duration::from_millis(200)).await.is_none());
+    // A token still grants what it says.
+    let mut t = connect_token(&server, &hs256(&claims("olga", &["a"], &["a"]))).await;
+    t.hello().await;
+    assert_eq!(try_sub(&mut t, "a").await["op"], "ok");
+    assert_eq!(try_pub(&mut t, "a").await["op"], "ok");
 }
 
 #[tokio::test]
@@ -210,24 +266,25 @@ async fn refused_tokens_close_with_4001() {
         ("invalid pattern claim", &bad_pattern),
         ("garbage", "not-a-token"),
     ] {
-        let mut c = connect_token(&server, token).await;
-        assert_refused(&mut c).await;
-        let mut c = server.connect().await;
-        c.send(json!({"op": "hello", "token": token})).await;
-        let (code, frames) = c.expect_close().await;
-        assert_eq!(code, 4001, "{what} in hello: {frames:?}");
-        assert!(
-            frames.iter().all(|f| f["op"] != "welcome"),
-            "{what}: {frames:?}"
-        );
+        assert_refused_everywhere(&server, token, what).await;
     }
 }
 
 #[tokio::test]
 async fn rs256_and_es256_tokens_verify_with_the_public_key() {
-    for (public, private, alg) in [
-        ("rsa_public.pem", "rsa_private.pem", Algorithm::RS256),
-        ("ec_public.pem", "ec_private.pem", Algorithm::ES256),
+    for (public, private, other, alg) in [
+        (
+            "rsa_public.pem",
+            "rsa_private.pem",
+            "other_rsa_private.pem",
+            Algorithm::RS256,
+        ),
+        (
+            "ec_public.pem",
+            "ec_private.pem",
+            "other_ec_private.pem",
+            Algorithm::ES256,
+        ),
     ] {
         let mut c = config();
         c.auth = Some(AuthConfig {
@@ -235,22 +292,28 @@ async fn rs256_and_es256_tokens_verify_with_the_public_key() {
             ..Default::default()
         });
         let server = TestServer::with_config(c).await;
-        let pem = std::fs::read(fixture(private)).unwrap();
-        let key = match alg {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
-            _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+        let key = |file: &str| {
+            let pem = std::fs::read(fixture(file)).unwrap();
+            match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+                _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+            }
         };
         let good = claims("carol", &["x/**"], &["x/**"]);
-        let mut ok = connect_token(&server, &sign(&good, alg, &key)).await;
+        let mut ok = connect_token(&server, &sign(&good, alg, &key(private))).await;
         ok.hello().await;
         assert_eq!(try_pub(&mut ok, "x/1").await["op"], "ok", "{alg:?}");
 
-        // Signed by another key.
-        let other =
-            EncodingKey::from_rsa_pem(&std::fs::read(fixture("other_rsa_private.pem")).unwrap())
-                .unwrap();
-        let mut c = connect_token(&server, &sign(&good, Algorithm::RS256, &other)).await;
-        assert_refused(&mut c).await;
+        // Signed by another key of the same algorithm.
+        let forged = sign(&good, alg, &key(other));
+        assert_refused_everywhere(&server, &forged, &format!("{alg:?}, another key")).await;
+        // Signed by an RSA key for an EC server.
+        if alg == Algorithm::ES256 {
+            let rsa = std::fs::read(fixture("other_rsa_private.pem")).unwrap();
+            let rsa = EncodingKey::from_rsa_pem(&rsa).unwrap();
+            let c = sign(&good, Algorithm::RS256, &rsa);
+            assert_refused_everywhere(&server, &c, "RS256 on an ES256 server").await;
+        }
         // Algorithm confusion: an HMAC "signed" with the public key file's bytes.
         let public_pem = std::fs::read(fixture(public)).unwrap();
         let confused = sign(
@@ -258,8 +321,7 @@ async fn rs256_and_es256_tokens_verify_with_the_public_key() {
             Algorithm::HS256,
             &EncodingKey::from_secret(&public_pem),
         );
-        let mut c = connect_token(&server, &confused).await;
-        assert_refused(&mut c).await;
+        assert_refused_everywhere(&server, &confused, &format!("{alg:?}, HS256 confusion")).await;
     }
 }
 

@@ -165,8 +165,24 @@ fn non_loopback_listen_without_auth_warns_loudly() {
     assert!(!log.contains("SECURITY WARNING"), "{log}");
 }
 
+/// Waits until the server counts `n` open connections; panics if it does not within 2 s.
+async fn await_connections(server: &TestServer, n: u64) {
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..200 {
+        let s: serde_json::Value = common::get_json(server.http("/v1/stats")).await;
+        if s["connections"] == n {
+            return;
+        }
+        seen = s["connections"].clone();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server still counts {seen} connections, expected {n}");
+}
+
 #[tokio::test]
 async fn refused_upgrade_leaves_no_slot_behind() {
+    // Over the global cap (503): the refused upgrade takes no connection slot and no address
+    // slot; when the one connection ends, the next upgrade gets in.
     let mut c = config();
     c.limits.max_connections = 1;
     c.limits.max_connections_per_ip = 1;
@@ -175,14 +191,83 @@ async fn refused_upgrade_leaves_no_slot_behind() {
         let mut r: Raw = server.connect().await;
         r.hello().await;
         assert_eq!(upgrade_status(&server.ws_url()).await, 503);
+        await_connections(&server, 1).await;
         drop(r);
-        // Wait for the server to notice the close.
-        for _ in 0..100 {
-            let s: serde_json::Value = common::get_json(server.http("/v1/stats")).await;
-            if s["connections"] == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        await_connections(&server, 0).await;
+    }
+}
+
+#[tokio::test]
+async fn refused_upgrade_per_address_leaves_no_slot_behind() {
+    // Over the per-address cap (429) with room under the global cap: a refusal that kept a
+    // global slot would turn the next refusals into 503, and one that kept the address's
+    // slot would refuse the connection after.
+    let mut c = config();
+    c.limits.max_connections = 2;
+    c.limits.max_connections_per_ip = 1;
+    let server = TestServer::with_config(c).await;
+    for _ in 0..3 {
+        let mut r: Raw = server.connect().await;
+        r.hello().await;
+        for _ in 0..5 {
+            assert_eq!(upgrade_status(&server.ws_url()).await, 429);
+        }
+        await_connections(&server, 1).await;
+        drop(r);
+        await_connections(&server, 0).await;
+    }
+}
+
+/// The (soft, hard) limit on open files of a process, from `/proc/PID/limits`.
+fn open_files_limit(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let mut n = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(u64::MAX));
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+#[test]
+fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
+    let (_, hard) = open_files_limit("self");
+    assert!(hard > 256, "hard limit {hard}");
+    // Started with a soft limit of 256, as a shell with `ulimit -Sn 256` would.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -S -n 256 && exec \"$0\" --listen 127.0.0.1:0 2>&1",
+            env!("CARGO_BIN_EXE_herald"),
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut log = Vec::new();
+    for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+        let listening = line.contains("listening on http://");
+        log.push(line);
+        if listening {
+            break;
         }
     }
+    let limits = open_files_limit(&child.id().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    let expected = hard.min(1 << 20);
+    assert_eq!(limits, (expected, hard), "{log}");
+    assert!(
+        log.contains(&format!(
+            "raised the open files limit from 256 to {expected}"
+        )),
+        "{log}"
+    );
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
@@ -114,6 +115,7 @@ where
         guard,
         expires: None,
         acks: None,
+        drain_raw: false,
     };
     // The stream (tungstenite's state, a few hundred bytes) lives in this future's captures
     // and is lent to the read loop: moved into it, it would take its space twice (a moved-out
@@ -128,7 +130,7 @@ where
         // behind for a resume.
         let _ = writer.await;
         // Boxed: only a closing connection pays for this state.
-        Box::pin(linger(&mut stream)).await;
+        Box::pin(linger(&mut stream, reader.drain_raw)).await;
         if let Some(s) = reader.conn.session() {
             s.detach(&reader.conn.outbox);
         }
@@ -145,6 +147,9 @@ struct Reader {
     expires: Option<tokio::time::Instant>,
     /// Publishes to persisted topics awaiting the disk (see `acks.rs`).
     acks: Option<acks::AckQueue>,
+    /// The connection closed on a stream error (a frame over `max_frame`, invalid UTF-8, a
+    /// protocol error) the peer may still be sending the rest of: see [`linger`].
+    drain_raw: bool,
 }
 
 /// Waits until `at`, or forever.
@@ -163,11 +168,22 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// would answer a peer still writing (a pong, its close reply) with a reset, and its close
 /// frame could be lost to it (RFC 6455 §7.1.1: the server closes the TCP connection after the
 /// close handshake). When the peer closed first or the socket failed, this returns at once.
-async fn linger<St>(stream: &mut St)
+///
+/// `drain_raw`: tungstenite stopped at a stream error (it reads nothing after its first
+/// error), yet the peer may still be writing, e.g. the rest of a 10 MB frame refused with
+/// 1009. Its bytes are then read from the socket and dropped unparsed, through a small fixed
+/// buffer: closing a socket with unread data resets the connection, which fails the peer's
+/// write and can lose our close frame on its way.
+async fn linger<S>(stream: &mut WebSocketStream<S>, drain_raw: bool)
 where
-    St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        if drain_raw {
+            let mut buf = [0u8; 4096];
+            while let Ok(1..) = stream.get_mut().read(&mut buf).await {}
+            return;
+        }
         while let Some(Ok(m)) = stream.next().await {
             if m.is_close() {
                 break;
@@ -204,7 +220,7 @@ impl Reader {
                 None => break,
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    self.on_socket_error(e);
+                    self.drain_raw = self.on_socket_error(e);
                     break;
                 }
             };
@@ -252,7 +268,9 @@ impl Reader {
         .await;
     }
 
-    fn on_socket_error(&self, e: WsError) {
+    /// Answers a stream error; true when it closed the connection with a code (the peer may
+    /// still be sending, see [`linger`]).
+    fn on_socket_error(&self, e: WsError) -> bool {
         match e {
             WsError::Capacity(c) => {
                 tracing::debug!(error = %c, "frame too large");
@@ -268,13 +286,20 @@ impl Reader {
             // The peer vanished (no close frame): nobody is left to tell about a protocol error.
             WsError::Protocol(
                 tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            ) => tracing::debug!("socket reset without a close frame"),
+            ) => {
+                tracing::debug!("socket reset without a close frame");
+                return false;
+            }
             WsError::Protocol(p) => {
                 tracing::debug!(error = %p, "protocol error");
                 self.close(close::PROTOCOL_ERROR, "WebSocket protocol error");
             }
-            other => tracing::debug!(error = %other, "socket ended"),
+            other => {
+                tracing::debug!(error = %other, "socket ended");
+                return false;
+            }
         }
+        true
     }
 
     fn close(&self, code: u16, reason: &str) {

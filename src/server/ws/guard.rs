@@ -21,8 +21,10 @@ pub(super) enum Verdict {
 pub(super) struct Guard {
     access: Arc<Access>,
     bucket: Option<TokenBucket>,
-    /// Publishes refused in a row for going over the rate. A client that keeps going after
-    /// a whole burst's worth of refusals is not listening and gets closed with 4029.
+    /// Publishes refused for going over the rate, less those let through since. A client
+    /// that keeps going until this is a whole burst is not listening and gets closed with
+    /// 4029. Not "refused in a row": a flood at ten times the rate gets a token every tenth
+    /// frame, which would reset such a count forever.
     refused: u32,
 }
 
@@ -89,7 +91,7 @@ impl Guard {
             return Verdict::Allow;
         };
         if bucket.take(Instant::now()) {
-            self.refused = 0;
+            self.refused = self.refused.saturating_sub(1);
             return Verdict::Allow;
         }
         self.refused += 1;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ClusterConfig, Config, ConfigError, check_unsupported_flag};
+use crate::config::{ClusterConfig, Config, ConfigError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,15 +93,8 @@ pub enum LogFormat {
 
 impl ServeArgs {
     /// The effective configuration: the file (if any), then environment variables and flags on
-    /// top (clap has already let flags win over variables). Refuses flags whose feature has not
-    /// landed, and validates the result.
+    /// top (clap has already let flags win over variables), and validates the result.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        if self.data_dir.is_some() {
-            check_unsupported_flag("--data-dir", "HERALD_DATA_DIR")?;
-        }
-        if self.redis.is_some() {
-            check_unsupported_flag("--redis", "HERALD_REDIS")?;
-        }
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),

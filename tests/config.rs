@@ -1,5 +1,5 @@
 //! The configuration as a user meets it (PROTOCOL.md §9): the TOML file, its errors with line
-//! numbers, the refusal of features that have not landed, the command line and its precedence.
+//! numbers, the command line and its precedence.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,18 +9,10 @@ use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
     AuthConfig, ClusterConfig, Config, ConfigError, Permissions, SlowConsumer, TopicConfig,
-    UNSUPPORTED,
 };
 
 fn err(src: &str) -> ConfigError {
     match Config::from_toml_str(src) {
-        Ok(c) => panic!("expected an error for:\n{src}\ngot {c:?}"),
-        Err(e) => e,
-    }
-}
-
-fn err_allowing(src: &str) -> ConfigError {
-    match Config::from_toml_str_allowing_unsupported(src) {
         Ok(c) => panic!("expected an error for:\n{src}\ngot {c:?}"),
         Err(e) => e,
     }
@@ -180,8 +172,8 @@ redis = "redis://127.0.0.1:6379"
 "#;
 
 #[test]
-fn full_schema_parses_when_unsupported_features_are_allowed() {
-    let c = Config::from_toml_str_allowing_unsupported(FULL).unwrap();
+fn full_schema_parses() {
+    let c = Config::from_toml_str(FULL).unwrap();
     assert_eq!(c.limits.max_connections_per_ip, 7);
     assert_eq!(c.limits.publish_rate, 8);
     assert_eq!(c.limits.max_pending_requests, 9);
@@ -224,8 +216,6 @@ fn full_schema_parses_when_unsupported_features_are_allowed() {
             redis: "redis://127.0.0.1:6379".into()
         })
     );
-    // Every feature has landed: the same file loads through the normal path.
-    assert_eq!(Config::from_toml_str(FULL).unwrap(), c);
 }
 
 #[test]
@@ -234,7 +224,7 @@ fn example_file_loads_and_documents_every_key() {
     assert_eq!(Config::from_toml_str(&example).unwrap(), Config::default());
 
     // Uncommenting every commented-out setting gives the full schema, still with defaults
-    // (apart from the sample values), which loads once unsupported features are allowed.
+    // (apart from the sample values), which loads.
     let uncommented: String = example
         .lines()
         .map(|l| match l.strip_prefix("# ") {
@@ -250,7 +240,7 @@ fn example_file_loads_and_documents_every_key() {
             _ => format!("{l}\n"),
         })
         .collect();
-    let full = Config::from_toml_str_allowing_unsupported(&uncommented).unwrap();
+    let full = Config::from_toml_str(&uncommented).unwrap();
     assert!(full.auth.is_some() && full.cluster.is_some() && full.topics.len() == 1);
     assert_eq!(full.limits, Config::default().limits);
     let defaults = TopicConfig {
@@ -339,21 +329,21 @@ fn unknown_keys_name_the_key_the_table_and_the_line() {
 
     // Tables of features not landed yet: checked too once allowed.
     let auth = "[auth]\nhs256_secret = \"x\"\napi_key = [\"k\"]\n";
-    assert_err(&err_allowing(auth), 3, &["unknown key `api_key` in [auth]"]);
+    assert_err(&err(auth), 3, &["unknown key `api_key` in [auth]"]);
     let anon = "[auth]\n[auth.anonymous]\npublish = []\nsubscrib = []\n";
     assert_err(
-        &err_allowing(anon),
+        &err(anon),
         4,
         &["unknown key `subscrib` in [auth.anonymous]"],
     );
     let topics = "[[topics]]\npattern = \"a\"\n\n[[topics]]\npattern = \"b\"\nhistroy = 5\n";
     assert_err(
-        &err_allowing(topics),
+        &err(topics),
         6,
         &["unknown key `histroy` in [[topics]]"],
     );
     assert_err(
-        &err_allowing("[cluster]\nredis = \"redis://x\"\nnodes = 3\n"),
+        &err("[cluster]\nredis = \"redis://x\"\nnodes = 3\n"),
         3,
         &["unknown key `nodes` in [cluster]"],
     );
@@ -457,27 +447,27 @@ fn bad_values_name_the_key_and_line() {
         &["`session` must be a table, found integer"],
     );
     assert_err(
-        &err_allowing("[limits]\npublish_rate = 5000000000"),
+        &err("[limits]\npublish_rate = 5000000000"),
         2,
         &["`limits.publish_rate` is too large"],
     );
     assert_err(
-        &err_allowing("[auth]\napi_keys = [\"a\", 3]"),
+        &err("[auth]\napi_keys = [\"a\", 3]"),
         2,
         &["`auth.api_keys` must be an array of strings"],
     );
     assert_err(
-        &err_allowing("topics = { pattern = \"a\" }"),
+        &err("topics = { pattern = \"a\" }"),
         1,
         &["`topics` must be an array of tables"],
     );
     assert_err(
-        &err_allowing("[[topics]]\nhistory = 5\n"),
+        &err("[[topics]]\nhistory = 5\n"),
         1,
         &["`topics[0].pattern` is required"],
     );
     assert_err(
-        &err_allowing("\n[cluster]\n"),
+        &err("\n[cluster]\n"),
         2,
         &["`cluster.redis` is required"],
     );
@@ -514,22 +504,22 @@ fn semantic_checks_point_at_the_line() {
     );
     assert_err(&err("[limits]\nmax_subscriptions = 0"), 2, &["at least 1"]);
     assert_err(
-        &err_allowing("[[topics]]\npattern = \"a\"\n[[topics]]\npattern = \"\""),
+        &err("[[topics]]\npattern = \"a\"\n[[topics]]\npattern = \"\""),
         4,
         &["`topics[1].pattern` cannot be empty"],
     );
     assert_err(
-        &err_allowing("[[topics]]\npattern = \"a\"\nmax_deliveries = 0"),
+        &err("[[topics]]\npattern = \"a\"\nmax_deliveries = 0"),
         3,
         &["`topics[0].max_deliveries` must be at least 1"],
     );
     assert_err(
-        &err_allowing("[cluster]\nredis = \"http://x\""),
+        &err("[cluster]\nredis = \"http://x\""),
         2,
         &["`cluster.redis` must be a redis://"],
     );
     assert_err(
-        &err_allowing("[auth]\nhs256_secret = \"\""),
+        &err("[auth]\nhs256_secret = \"\""),
         2,
         &["cannot be empty"],
     );
@@ -545,47 +535,7 @@ fn semantic_checks_point_at_the_line() {
 }
 
 #[test]
-fn unsupported_features_are_refused_with_their_line() {
-    // Each feature is refused only until it lands; the list shrinks as issues close.
-    let supported = |key: &str| !UNSUPPORTED.contains(&key);
-    if !supported("auth") {
-        assert_err(
-            &err("\n\n[auth]\nhs256_secret = \"x\""),
-            3,
-            &["`[auth]` is not supported yet"],
-        );
-        assert_err(
-            &err("[auth.anonymous]\npublish = []"),
-            1,
-            &["`[auth]` is not supported yet"],
-        );
-        // Refused before its contents are looked at.
-        assert_err(
-            &err("[auth]\nbogus = 1"),
-            1,
-            &["`[auth]` is not supported yet"],
-        );
-    }
-    if !supported("cluster") {
-        assert_err(
-            &err("[cluster]\nredis = \"redis://x\""),
-            1,
-            &["`[cluster]` is not supported yet"],
-        );
-    }
-    for key in ["max_connections_per_ip", "publish_rate"] {
-        if supported(&format!("limits.{key}")) {
-            continue;
-        }
-        let src = format!("[limits]\nmax_connections = 5\n{key} = 1\n");
-        let e = err(&src);
-        assert_err(&e, 3, &[&format!("`limits.{key}` is not supported yet")]);
-        assert!(matches!(e, ConfigError::Unsupported { .. }));
-        // Even when written with its default value: the feature would silently not apply.
-        let e = err(&format!("limits.{key} = 0"));
-        assert_err(&e, 1, &["not supported yet"]);
-    }
-    // Landed features parse.
+fn every_feature_loads_from_the_file_and_the_flags() {
     let c = Config::from_toml_str(
         "[limits]\nmax_pending_requests = 7\n[[topics]]\npattern = \"chat/**\"\nhistory = 5\n",
     )
@@ -597,20 +547,11 @@ fn unsupported_features_are_refused_with_their_line() {
         data_dir: Some("/var/lib/herald".into()),
         ..ServeArgs::default()
     };
-    if supported("--data-dir") {
-        let c = args.load_config().unwrap();
-        assert_eq!(
-            c.data_dir.as_deref(),
-            Some(std::path::Path::new("/var/lib/herald"))
-        );
-    } else {
-        let e = args.load_config().unwrap_err();
-        assert!(
-            e.to_string().contains("--data-dir is not supported yet"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("HERALD_DATA_DIR"), "{e}");
-    }
+    let c = args.load_config().unwrap();
+    assert_eq!(
+        c.data_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/herald"))
+    );
     let args = ServeArgs {
         redis: Some("redis://127.0.0.1".into()),
         ..ServeArgs::default()
@@ -684,10 +625,10 @@ fn to_toml_round_trips() {
     .unwrap();
     assert_eq!(Config::from_toml_str(&custom.to_toml()).unwrap(), custom);
 
-    let full = Config::from_toml_str_allowing_unsupported(FULL).unwrap();
+    let full = Config::from_toml_str(FULL).unwrap();
     let shown = full.to_toml();
     assert_eq!(
-        Config::from_toml_str_allowing_unsupported(&shown).unwrap(),
+        Config::from_toml_str(&shown).unwrap(),
         full,
         "{shown}"
     );
@@ -699,7 +640,7 @@ fn to_toml_round_trips() {
         auth.origins = None;
     }
     odd.topics[1].pattern = "a/{b,c}/**".into();
-    let back = Config::from_toml_str_allowing_unsupported(&odd.to_toml()).unwrap();
+    let back = Config::from_toml_str(&odd.to_toml()).unwrap();
     assert_eq!(back, odd);
 
     // data_dir is shown, as a comment (it is not a file setting).

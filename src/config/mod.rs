@@ -1,9 +1,8 @@
 //! Herald's configuration (PROTOCOL.md §9): the TOML file, with environment variables and
 //! command-line flags on top (those live in `crate::cli`).
 //!
-//! Reading a file goes: TOML syntax → refuse features that have not landed ([`UNSUPPORTED`]) →
-//! the schema (unknown keys, types, units; `schema.rs`) → semantic checks (`validate.rs`). Every
-//! error names the key and its line. [`Config::to_toml`] writes the effective configuration back
+//! Reading a file goes: TOML syntax → the schema (unknown keys, types, units; `schema.rs`) →
+//! semantic checks (`validate.rs`). Every error names the key and its line. [`Config::to_toml`] writes the effective configuration back
 //! out (`show.rs`) in a form that reads back to the same value.
 
 mod error;
@@ -12,7 +11,6 @@ mod show;
 #[cfg(test)]
 mod tests;
 pub mod units;
-mod unsupported;
 mod validate;
 mod value;
 
@@ -21,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Location};
-pub use unsupported::{UNSUPPORTED, check_unsupported_flag, is_supported};
 
 /// The whole server configuration. `Config::default()` is what runs without a file.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,18 +185,15 @@ impl Default for TopicConfig {
 }
 
 impl Config {
-    /// Parses and validates a configuration file's text. Keys whose feature has not landed yet
-    /// are refused (see [`UNSUPPORTED`]).
+    /// Parses and validates a configuration file's text.
     pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
-        Self::parse(src, true)
-    }
-
-    /// Like [`Config::from_toml_str`] but accepts the keys of features that have not landed
-    /// yet. For tests and for whoever is building one of those features; the server itself
-    /// must not use it (a setting it would silently ignore is worse than an error).
-    #[doc(hidden)]
-    pub fn from_toml_str_allowing_unsupported(src: &str) -> Result<Config, ConfigError> {
-        Self::parse(src, false)
+        let doc = schema::parse_document(src)?;
+        let (config, lines) = schema::read_config(src, doc.get_ref())?;
+        config.validate().map_err(|e| {
+            let line = e.key().and_then(|key| lines.line_of(key));
+            e.at_line(line)
+        })?;
+        Ok(config)
     }
 
     /// Reads, parses and validates a configuration file; errors name the file.
@@ -211,28 +205,13 @@ impl Config {
         Self::from_toml_str(&src).map_err(|e| e.in_file(path))
     }
 
-    fn parse(src: &str, refuse_unsupported: bool) -> Result<Config, ConfigError> {
-        let doc = schema::parse_document(src)?;
-        if refuse_unsupported {
-            unsupported::check_document(src, doc.get_ref())?;
-        }
-        let (config, lines) = schema::read_config(src, doc.get_ref())?;
-        config.validate().map_err(|e| {
-            let line = e.key().and_then(|key| lines.line_of(key));
-            e.at_line(line)
-        })?;
-        Ok(config)
-    }
-
     /// Semantic checks that the types alone do not express (ranges, required non-empty
     /// strings). The error's key is the dotted path of the offending setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::validate(self)
     }
 
-    /// The effective configuration as TOML, for `herald config show`. Settings whose feature
-    /// has not landed yet are written as comments when they hold their default. The result
-    /// reads back to an equal `Config` (except `data_dir`, which is not a file setting and is
+    /// The effective configuration as TOML, for `herald config show`. The result reads back to an equal `Config` (except `data_dir`, which is not a file setting and is
     /// written as a comment).
     pub fn to_toml(&self) -> String {
         show::to_toml(self)

@@ -87,7 +87,7 @@ impl Lines {
 }
 
 /// Builds a [`Config`] from a parsed document: defaults for what is absent, errors for unknown
-/// keys and bad values. No semantic validation and no check for unsupported features.
+/// keys and bad values. No semantic validation.
 pub(crate) fn read_config(src: &str, doc: &DeTable<'_>) -> Result<(Config, Lines), ConfigError> {
     let mut r = Reader {
         src,

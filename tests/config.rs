@@ -337,11 +337,7 @@ fn unknown_keys_name_the_key_the_table_and_the_line() {
         &["unknown key `subscrib` in [auth.anonymous]"],
     );
     let topics = "[[topics]]\npattern = \"a\"\n\n[[topics]]\npattern = \"b\"\nhistroy = 5\n";
-    assert_err(
-        &err(topics),
-        6,
-        &["unknown key `histroy` in [[topics]]"],
-    );
+    assert_err(&err(topics), 6, &["unknown key `histroy` in [[topics]]"]);
     assert_err(
         &err("[cluster]\nredis = \"redis://x\"\nnodes = 3\n"),
         3,
@@ -466,11 +462,7 @@ fn bad_values_name_the_key_and_line() {
         1,
         &["`topics[0].pattern` is required"],
     );
-    assert_err(
-        &err("\n[cluster]\n"),
-        2,
-        &["`cluster.redis` is required"],
-    );
+    assert_err(&err("\n[cluster]\n"), 2, &["`cluster.redis` is required"]);
 }
 
 #[test]
@@ -518,11 +510,7 @@ fn semantic_checks_point_at_the_line() {
         2,
         &["`cluster.redis` must be a redis://"],
     );
-    assert_err(
-        &err("[auth]\nhs256_secret = \"\""),
-        2,
-        &["cannot be empty"],
-    );
+    assert_err(&err("[auth]\nhs256_secret = \"\""), 2, &["cannot be empty"]);
 
     // validate() alone names the key, without a line.
     let c = Config {
@@ -627,11 +615,7 @@ fn to_toml_round_trips() {
 
     let full = Config::from_toml_str(FULL).unwrap();
     let shown = full.to_toml();
-    assert_eq!(
-        Config::from_toml_str(&shown).unwrap(),
-        full,
-        "{shown}"
-    );
+    assert_eq!(Config::from_toml_str(&shown).unwrap(), full, "{shown}");
 
     // Strings that need escaping survive.
     let mut odd = full.clone();
@@ -819,4 +803,112 @@ fn precedence_flag_over_env_over_file() {
     // Nothing set: the defaults.
     let cli = Cli::try_parse_from(["herald"]).unwrap();
     assert_eq!(cli.serve_args().unwrap(), &ServeArgs::default());
+}
+
+/// `herald config check FILE`, the real binary: (exit code, stdout, stderr).
+fn herald_check(file: &Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `config check` compiles `[auth]` as the server would at start: a key file that is missing
+/// or not a public key fails the check, with the key's line, instead of passing and then
+/// stopping the server.
+#[test]
+fn config_check_reads_the_auth_key_file() {
+    let good = temp_file(
+        "check-key-good.toml",
+        &format!("[auth]\npublic_key_file = {:?}\n", fixture("rsa_public.pem")),
+    );
+    let (code, out, errs) = herald_check(&good);
+    assert_eq!((code, errs.as_str()), (0, ""), "{out}");
+    assert_eq!(out, format!("ok: {}\n", good.display()));
+
+    let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/no-such-key.pem");
+    let file = temp_file(
+        "check-key-missing.toml",
+        &format!("[auth]\nhs256_secret = \"s\"\npublic_key_file = {missing:?}\n"),
+    );
+    let (code, out, errs) = herald_check(&file);
+    assert_eq!((code, out.as_str()), (1, ""), "{errs}");
+    assert!(
+        errs.starts_with(&format!(
+            "error: {}: line 3: cannot read auth.public_key_file {}",
+            file.display(),
+            missing.display()
+        )),
+        "{errs}"
+    );
+    assert_eq!(errs.lines().count(), 1, "{errs}");
+
+    // A file that is there but holds no key.
+    let file = temp_file(
+        "check-key-invalid.toml",
+        &format!("[auth]\npublic_key_file = {:?}\n", fixture("README.md")),
+    );
+    let (code, _, errs) = herald_check(&file);
+    assert_eq!(code, 1, "{errs}");
+    assert!(errs.contains("line 2: "), "{errs}");
+    assert!(
+        errs.contains("is not an RSA or EC (P-256) public key in PEM"),
+        "{errs}"
+    );
+}
+
+/// Every error of the file is reported, one line each, in line order — not only the first.
+#[test]
+fn config_check_reports_every_error() {
+    let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/no-such-key.pem");
+    let file = temp_file(
+        "check-every-error.toml",
+        &format!(
+            "heartbeat = \"soon\"\n\
+             [session]\n\
+             buffer_msgs = 10\n\
+             ttl = \"1s\"\n\
+             [auth]\n\
+             public_key_file = {missing:?}\n\
+             [auth.anonymous]\n\
+             subscribe = [\"a/**b\"]\n\
+             [[topics]]\n\
+             pattern = \"x\"\n\
+             max_deliveries = 0\n"
+        ),
+    );
+    let (code, out, errs) = herald_check(&file);
+    assert_eq!((code, out.as_str()), (1, ""), "{errs}");
+    let lines: Vec<&str> = errs.lines().collect();
+    let expect = [
+        (1, "`heartbeat`"),
+        (3, "unknown key `buffer_msgs` in [session]"),
+        (6, "cannot read auth.public_key_file"),
+        (8, "auth.anonymous.subscribe"),
+        (11, "`topics[0].max_deliveries` must be at least 1"),
+    ];
+    assert_eq!(lines.len(), expect.len(), "{errs}");
+    for (got, (line, text)) in lines.iter().zip(expect) {
+        let prefix = format!("error: {}: line {line}: ", file.display());
+        assert!(got.starts_with(&prefix), "{got:?} should start with {prefix:?}");
+        assert!(got.contains(text), "{got:?} should contain {text:?}");
+    }
+    // The library's one-error API gives the first of them.
+    let e = Config::from_file(&file).unwrap_err();
+    assert_eq!(e.line(), Some(1), "{e}");
 }

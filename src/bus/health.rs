@@ -38,11 +38,11 @@ impl Bus {
     pub fn store_health(&self) -> StoreHealth {
         let durable = self.inner.durable.as_ref().map(|p| DurableHealth {
             committer: p.committer.health(),
-            file_bytes: self.config().data_dir.as_ref().and_then(|dir| {
-                std::fs::metadata(dir.join(FILE_NAME))
-                    .ok()
-                    .map(|m| m.len())
-            }),
+            file_bytes: self
+                .config()
+                .data_dir
+                .as_ref()
+                .and_then(|dir| std::fs::metadata(dir.join(FILE_NAME)).ok().map(|m| m.len())),
         });
         let redis = self.remote().map(|r| RedisHealth {
             connected: r.cluster.is_up(),

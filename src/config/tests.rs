@@ -9,7 +9,11 @@ use super::*;
 /// Reads `src` through the schema only: no support check, no validation.
 fn read(src: &str) -> Result<Config, ConfigError> {
     let doc = parse_document(src)?;
-    read_config(src, doc.get_ref()).map(|(config, _)| config)
+    let (config, _, errors) = read_config(src, doc.get_ref());
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(config),
+    }
 }
 
 #[test]
@@ -76,7 +80,8 @@ fn validation_errors_fall_back_to_the_enclosing_table_line() {
     // The key is absent from the file, so the error points at its table.
     let src = "\n[session]\nttl = \"1s\"\n";
     let doc = parse_document(src).unwrap();
-    let (_, lines) = read_config(src, doc.get_ref()).unwrap();
+    let (_, lines, errors) = read_config(src, doc.get_ref());
+    assert!(errors.is_empty());
     assert_eq!(lines.line_of("session.ttl"), Some(3));
     assert_eq!(lines.line_of("session.buffer_messages"), Some(2));
     assert_eq!(lines.line_of("heartbeat"), None);

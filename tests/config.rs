@@ -835,7 +835,10 @@ fn fixture(name: &str) -> String {
 fn config_check_reads_the_auth_key_file() {
     let good = temp_file(
         "check-key-good.toml",
-        &format!("[auth]\npublic_key_file = {:?}\n", fixture("rsa_public.pem")),
+        &format!(
+            "[auth]\npublic_key_file = {:?}\n",
+            fixture("rsa_public.pem")
+        ),
     );
     let (code, out, errs) = herald_check(&good);
     assert_eq!((code, errs.as_str()), (0, ""), "{out}");
@@ -905,7 +908,10 @@ fn config_check_reports_every_error() {
     assert_eq!(lines.len(), expect.len(), "{errs}");
     for (got, (line, text)) in lines.iter().zip(expect) {
         let prefix = format!("error: {}: line {line}: ", file.display());
-        assert!(got.starts_with(&prefix), "{got:?} should start with {prefix:?}");
+        assert!(
+            got.starts_with(&prefix),
+            "{got:?} should start with {prefix:?}"
+        );
         assert!(got.contains(text), "{got:?} should contain {text:?}");
     }
     // The library's one-error API gives the first of them.

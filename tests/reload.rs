@@ -478,7 +478,11 @@ async fn rotating_the_hs256_secret_applies_to_new_connections() {
         "the change is logged without the secret: {lines:#?}"
     );
     assert!(
-        !bin.log.lock().unwrap().iter().any(|l| l.contains("new-secret")),
+        !bin.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("new-secret")),
         "secrets never reach the log"
     );
 
@@ -488,14 +492,8 @@ async fn rotating_the_hs256_secret_applies_to_new_connections() {
     assert_eq!(late.expect_close().await.0, 4001);
     let (mut fresh, welcome) = hello_with(&bin, &new).await;
     assert_eq!(welcome["op"], "welcome", "{welcome}");
-    assert_eq!(
-        http_publish(&bin, &old, "feed/a", json!("old")).await,
-        401
-    );
-    assert_eq!(
-        http_publish(&bin, &new, "feed/a", json!("http")).await,
-        200
-    );
+    assert_eq!(http_publish(&bin, &old, "feed/a", json!("old")).await, 401);
+    assert_eq!(http_publish(&bin, &new, "feed/a", json!("http")).await, 200);
 
     // The connection opened with the old token is still up, receives, and may still
     // publish within what its token granted.

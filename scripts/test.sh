@@ -10,8 +10,9 @@
 #   browser  node --test tests/browser/                (when tests/browser/ exists; Debian's chromium)
 # redis-server is installed first when tests/cluster.rs exists (the cluster tests need it).
 #
-# Meant for a fresh Debian 12 machine (as root, or with sudo) that has the Rust toolchain,
-# node and npm, and can reach package registries. Never downloads browsers through Playwright:
+# Meant for a fresh Debian 12 machine (as root, or with sudo) that has the Rust toolchain and can
+# reach package registries. Node.js must be at least what web/package.json's "engines" says
+# (20): an older one (Debian 12's apt has 18) gets node@20 from the npm registry in target/node. Never downloads browsers through Playwright:
 # the browser tests drive the system chromium with playwright-core.
 set -euo pipefail
 
@@ -68,9 +69,44 @@ npm_install() {
   (cd "$dir" && npm install --no-audit --no-fund)
 }
 
+# The Node.js major version web/package.json's "engines" asks for (">=20" gives 20).
+node_wanted() {
+  local want
+  want=$(sed -n 's/.*"node": *">= *\([0-9][0-9]*\).*/\1/p' "$ROOT/web/package.json" | head -n 1)
+  echo "${want:-20}"
+}
+
+node_major() {
+  node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
+}
+
+# Where a newer Node.js goes when the system's is too old (Debian 12's apt has 18): the `node`
+# package from the npm registry, installed with npm into target/node (nothing system-wide).
+LOCAL_NODE="$ROOT/target/node"
+
+# need_node: node and npm on PATH, node at least what web/package.json's engines ask for.
 need_node() {
-  command -v node >/dev/null && command -v npm >/dev/null && return 0
-  apt_install nodejs npm
+  local want
+  want=$(node_wanted)
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+  if (( $(node_major) < want )) && [[ -x $LOCAL_NODE/node_modules/.bin/node ]]; then
+    export PATH="$LOCAL_NODE/node_modules/.bin:$PATH"
+  fi
+  if (( $(node_major) < want )); then
+    note "node $(node --version) is older than the $want web/package.json needs;" \
+      "installing node@$want from the npm registry into target/node"
+    mkdir -p "$LOCAL_NODE"
+    if ! (cd "$LOCAL_NODE" && npm install --prefix "$LOCAL_NODE" --no-audit --no-fund "node@$want"); then
+      die "could not install node@$want with npm; install Node.js $want or newer (e.g. from NodeSource) and run again"
+    fi
+    export PATH="$LOCAL_NODE/node_modules/.bin:$PATH"
+  fi
+  if (( $(node_major) < want )); then
+    die "Node.js $want or newer is needed (engines in web/package.json), found $(node --version 2>/dev/null || echo none); install it and run again"
+  fi
+  note "node $(node --version) at $(command -v node) (web/package.json wants >= $want)"
 }
 
 # The test files under DIR, by node's own naming rules (as `node --test DIR` applies them in

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ClusterConfig, Config, ConfigError, check_unsupported_flag};
+use crate::auth::Auth;
+use crate::config::{Checked, ClusterConfig, Config, ConfigError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,15 +94,8 @@ pub enum LogFormat {
 
 impl ServeArgs {
     /// The effective configuration: the file (if any), then environment variables and flags on
-    /// top (clap has already let flags win over variables). Refuses flags whose feature has not
-    /// landed, and validates the result.
+    /// top (clap has already let flags win over variables), and validates the result.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        if self.data_dir.is_some() {
-            check_unsupported_flag("--data-dir", "HERALD_DATA_DIR")?;
-        }
-        if self.redis.is_some() {
-            check_unsupported_flag("--redis", "HERALD_REDIS")?;
-        }
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -131,12 +125,20 @@ pub fn run_config_command(cmd: &ConfigCommand) -> i32 {
 }
 
 /// [`run_config_command`] with the output streams given (for tests). `check` prints
-/// `ok: FILE` or `error: …` (one line, with the line number); `show` prints the effective
-/// configuration as TOML. Returns 0 on success, 1 on a configuration error.
+/// `ok: FILE`, or every error as a line `error: …` (with the line number) in line order;
+/// `show` prints the effective configuration as TOML. Returns 0 on success, 1 on a
+/// configuration error.
 pub fn run_config_command_to(cmd: &ConfigCommand, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let result = match cmd {
         ConfigCommand::Check { file } => {
-            Config::from_file(file).map(|_| format!("ok: {}\n", file.display()))
+            let errors = check_file(file);
+            if !errors.is_empty() {
+                for e in &errors {
+                    let _ = writeln!(err, "error: {e}");
+                }
+                return 1;
+            }
+            Ok(format!("ok: {}\n", file.display()))
         }
         ConfigCommand::Show(args) => args.load_config().map(|config| config.to_toml()),
     };
@@ -151,4 +153,18 @@ pub fn run_config_command_to(cmd: &ConfigCommand, out: &mut dyn Write, err: &mut
             1
         }
     }
+}
+
+/// Every error of a configuration file, as a server starting with it would meet them: the
+/// file's own (syntax, keys, values, validation), then `[auth]` compiled (the key file read
+/// and parsed, the anonymous patterns checked).
+pub fn check_file(file: &std::path::Path) -> Vec<ConfigError> {
+    let mut checked = Checked::file(file);
+    let auth = checked.config.as_ref().and_then(|c| c.auth.clone());
+    if let Some(auth) = auth {
+        for (key, message) in Auth::config_problems(&auth) {
+            checked.add(ConfigError::invalid(key, message));
+        }
+    }
+    checked.errors
 }

@@ -1,5 +1,5 @@
 //! The configuration as a user meets it (PROTOCOL.md §9): the TOML file, its errors with line
-//! numbers, the refusal of features that have not landed, the command line and its precedence.
+//! numbers, the command line and its precedence.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,18 +9,10 @@ use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
     AuthConfig, ClusterConfig, Config, ConfigError, Permissions, SlowConsumer, TopicConfig,
-    UNSUPPORTED,
 };
 
 fn err(src: &str) -> ConfigError {
     match Config::from_toml_str(src) {
-        Ok(c) => panic!("expected an error for:\n{src}\ngot {c:?}"),
-        Err(e) => e,
-    }
-}
-
-fn err_allowing(src: &str) -> ConfigError {
-    match Config::from_toml_str_allowing_unsupported(src) {
         Ok(c) => panic!("expected an error for:\n{src}\ngot {c:?}"),
         Err(e) => e,
     }
@@ -180,8 +172,8 @@ redis = "redis://127.0.0.1:6379"
 "#;
 
 #[test]
-fn full_schema_parses_when_unsupported_features_are_allowed() {
-    let c = Config::from_toml_str_allowing_unsupported(FULL).unwrap();
+fn full_schema_parses() {
+    let c = Config::from_toml_str(FULL).unwrap();
     assert_eq!(c.limits.max_connections_per_ip, 7);
     assert_eq!(c.limits.publish_rate, 8);
     assert_eq!(c.limits.max_pending_requests, 9);
@@ -224,8 +216,6 @@ fn full_schema_parses_when_unsupported_features_are_allowed() {
             redis: "redis://127.0.0.1:6379".into()
         })
     );
-    // Every feature has landed: the same file loads through the normal path.
-    assert_eq!(Config::from_toml_str(FULL).unwrap(), c);
 }
 
 #[test]
@@ -234,7 +224,7 @@ fn example_file_loads_and_documents_every_key() {
     assert_eq!(Config::from_toml_str(&example).unwrap(), Config::default());
 
     // Uncommenting every commented-out setting gives the full schema, still with defaults
-    // (apart from the sample values), which loads once unsupported features are allowed.
+    // (apart from the sample values), which loads.
     let uncommented: String = example
         .lines()
         .map(|l| match l.strip_prefix("# ") {
@@ -250,7 +240,7 @@ fn example_file_loads_and_documents_every_key() {
             _ => format!("{l}\n"),
         })
         .collect();
-    let full = Config::from_toml_str_allowing_unsupported(&uncommented).unwrap();
+    let full = Config::from_toml_str(&uncommented).unwrap();
     assert!(full.auth.is_some() && full.cluster.is_some() && full.topics.len() == 1);
     assert_eq!(full.limits, Config::default().limits);
     let defaults = TopicConfig {
@@ -339,21 +329,17 @@ fn unknown_keys_name_the_key_the_table_and_the_line() {
 
     // Tables of features not landed yet: checked too once allowed.
     let auth = "[auth]\nhs256_secret = \"x\"\napi_key = [\"k\"]\n";
-    assert_err(&err_allowing(auth), 3, &["unknown key `api_key` in [auth]"]);
+    assert_err(&err(auth), 3, &["unknown key `api_key` in [auth]"]);
     let anon = "[auth]\n[auth.anonymous]\npublish = []\nsubscrib = []\n";
     assert_err(
-        &err_allowing(anon),
+        &err(anon),
         4,
         &["unknown key `subscrib` in [auth.anonymous]"],
     );
     let topics = "[[topics]]\npattern = \"a\"\n\n[[topics]]\npattern = \"b\"\nhistroy = 5\n";
+    assert_err(&err(topics), 6, &["unknown key `histroy` in [[topics]]"]);
     assert_err(
-        &err_allowing(topics),
-        6,
-        &["unknown key `histroy` in [[topics]]"],
-    );
-    assert_err(
-        &err_allowing("[cluster]\nredis = \"redis://x\"\nnodes = 3\n"),
+        &err("[cluster]\nredis = \"redis://x\"\nnodes = 3\n"),
         3,
         &["unknown key `nodes` in [cluster]"],
     );
@@ -457,30 +443,26 @@ fn bad_values_name_the_key_and_line() {
         &["`session` must be a table, found integer"],
     );
     assert_err(
-        &err_allowing("[limits]\npublish_rate = 5000000000"),
+        &err("[limits]\npublish_rate = 5000000000"),
         2,
         &["`limits.publish_rate` is too large"],
     );
     assert_err(
-        &err_allowing("[auth]\napi_keys = [\"a\", 3]"),
+        &err("[auth]\napi_keys = [\"a\", 3]"),
         2,
         &["`auth.api_keys` must be an array of strings"],
     );
     assert_err(
-        &err_allowing("topics = { pattern = \"a\" }"),
+        &err("topics = { pattern = \"a\" }"),
         1,
         &["`topics` must be an array of tables"],
     );
     assert_err(
-        &err_allowing("[[topics]]\nhistory = 5\n"),
+        &err("[[topics]]\nhistory = 5\n"),
         1,
         &["`topics[0].pattern` is required"],
     );
-    assert_err(
-        &err_allowing("\n[cluster]\n"),
-        2,
-        &["`cluster.redis` is required"],
-    );
+    assert_err(&err("\n[cluster]\n"), 2, &["`cluster.redis` is required"]);
 }
 
 #[test]
@@ -514,25 +496,21 @@ fn semantic_checks_point_at_the_line() {
     );
     assert_err(&err("[limits]\nmax_subscriptions = 0"), 2, &["at least 1"]);
     assert_err(
-        &err_allowing("[[topics]]\npattern = \"a\"\n[[topics]]\npattern = \"\""),
+        &err("[[topics]]\npattern = \"a\"\n[[topics]]\npattern = \"\""),
         4,
         &["`topics[1].pattern` cannot be empty"],
     );
     assert_err(
-        &err_allowing("[[topics]]\npattern = \"a\"\nmax_deliveries = 0"),
+        &err("[[topics]]\npattern = \"a\"\nmax_deliveries = 0"),
         3,
         &["`topics[0].max_deliveries` must be at least 1"],
     );
     assert_err(
-        &err_allowing("[cluster]\nredis = \"http://x\""),
+        &err("[cluster]\nredis = \"http://x\""),
         2,
         &["`cluster.redis` must be a redis://"],
     );
-    assert_err(
-        &err_allowing("[auth]\nhs256_secret = \"\""),
-        2,
-        &["cannot be empty"],
-    );
+    assert_err(&err("[auth]\nhs256_secret = \"\""), 2, &["cannot be empty"]);
 
     // validate() alone names the key, without a line.
     let c = Config {
@@ -545,47 +523,7 @@ fn semantic_checks_point_at_the_line() {
 }
 
 #[test]
-fn unsupported_features_are_refused_with_their_line() {
-    // Each feature is refused only until it lands; the list shrinks as issues close.
-    let supported = |key: &str| !UNSUPPORTED.contains(&key);
-    if !supported("auth") {
-        assert_err(
-            &err("\n\n[auth]\nhs256_secret = \"x\""),
-            3,
-            &["`[auth]` is not supported yet"],
-        );
-        assert_err(
-            &err("[auth.anonymous]\npublish = []"),
-            1,
-            &["`[auth]` is not supported yet"],
-        );
-        // Refused before its contents are looked at.
-        assert_err(
-            &err("[auth]\nbogus = 1"),
-            1,
-            &["`[auth]` is not supported yet"],
-        );
-    }
-    if !supported("cluster") {
-        assert_err(
-            &err("[cluster]\nredis = \"redis://x\""),
-            1,
-            &["`[cluster]` is not supported yet"],
-        );
-    }
-    for key in ["max_connections_per_ip", "publish_rate"] {
-        if supported(&format!("limits.{key}")) {
-            continue;
-        }
-        let src = format!("[limits]\nmax_connections = 5\n{key} = 1\n");
-        let e = err(&src);
-        assert_err(&e, 3, &[&format!("`limits.{key}` is not supported yet")]);
-        assert!(matches!(e, ConfigError::Unsupported { .. }));
-        // Even when written with its default value: the feature would silently not apply.
-        let e = err(&format!("limits.{key} = 0"));
-        assert_err(&e, 1, &["not supported yet"]);
-    }
-    // Landed features parse.
+fn every_feature_loads_from_the_file_and_the_flags() {
     let c = Config::from_toml_str(
         "[limits]\nmax_pending_requests = 7\n[[topics]]\npattern = \"chat/**\"\nhistory = 5\n",
     )
@@ -597,20 +535,11 @@ fn unsupported_features_are_refused_with_their_line() {
         data_dir: Some("/var/lib/herald".into()),
         ..ServeArgs::default()
     };
-    if supported("--data-dir") {
-        let c = args.load_config().unwrap();
-        assert_eq!(
-            c.data_dir.as_deref(),
-            Some(std::path::Path::new("/var/lib/herald"))
-        );
-    } else {
-        let e = args.load_config().unwrap_err();
-        assert!(
-            e.to_string().contains("--data-dir is not supported yet"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("HERALD_DATA_DIR"), "{e}");
-    }
+    let c = args.load_config().unwrap();
+    assert_eq!(
+        c.data_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/herald"))
+    );
     let args = ServeArgs {
         redis: Some("redis://127.0.0.1".into()),
         ..ServeArgs::default()
@@ -684,13 +613,9 @@ fn to_toml_round_trips() {
     .unwrap();
     assert_eq!(Config::from_toml_str(&custom.to_toml()).unwrap(), custom);
 
-    let full = Config::from_toml_str_allowing_unsupported(FULL).unwrap();
+    let full = Config::from_toml_str(FULL).unwrap();
     let shown = full.to_toml();
-    assert_eq!(
-        Config::from_toml_str_allowing_unsupported(&shown).unwrap(),
-        full,
-        "{shown}"
-    );
+    assert_eq!(Config::from_toml_str(&shown).unwrap(), full, "{shown}");
 
     // Strings that need escaping survive.
     let mut odd = full.clone();
@@ -699,7 +624,7 @@ fn to_toml_round_trips() {
         auth.origins = None;
     }
     odd.topics[1].pattern = "a/{b,c}/**".into();
-    let back = Config::from_toml_str_allowing_unsupported(&odd.to_toml()).unwrap();
+    let back = Config::from_toml_str(&odd.to_toml()).unwrap();
     assert_eq!(back, odd);
 
     // data_dir is shown, as a comment (it is not a file setting).
@@ -878,4 +803,118 @@ fn precedence_flag_over_env_over_file() {
     // Nothing set: the defaults.
     let cli = Cli::try_parse_from(["herald"]).unwrap();
     assert_eq!(cli.serve_args().unwrap(), &ServeArgs::default());
+}
+
+/// `herald config check FILE`, the real binary: (exit code, stdout, stderr).
+fn herald_check(file: &Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `config check` compiles `[auth]` as the server would at start: a key file that is missing
+/// or not a public key fails the check, with the key's line, instead of passing and then
+/// stopping the server.
+#[test]
+fn config_check_reads_the_auth_key_file() {
+    let good = temp_file(
+        "check-key-good.toml",
+        &format!(
+            "[auth]\npublic_key_file = {:?}\n",
+            fixture("rsa_public.pem")
+        ),
+    );
+    let (code, out, errs) = herald_check(&good);
+    assert_eq!((code, errs.as_str()), (0, ""), "{out}");
+    assert_eq!(out, format!("ok: {}\n", good.display()));
+
+    let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/no-such-key.pem");
+    let file = temp_file(
+        "check-key-missing.toml",
+        &format!("[auth]\nhs256_secret = \"s\"\npublic_key_file = {missing:?}\n"),
+    );
+    let (code, out, errs) = herald_check(&file);
+    assert_eq!((code, out.as_str()), (1, ""), "{errs}");
+    assert!(
+        errs.starts_with(&format!(
+            "error: {}: line 3: cannot read auth.public_key_file {}",
+            file.display(),
+            missing.display()
+        )),
+        "{errs}"
+    );
+    assert_eq!(errs.lines().count(), 1, "{errs}");
+
+    // A file that is there but holds no key.
+    let file = temp_file(
+        "check-key-invalid.toml",
+        &format!("[auth]\npublic_key_file = {:?}\n", fixture("README.md")),
+    );
+    let (code, _, errs) = herald_check(&file);
+    assert_eq!(code, 1, "{errs}");
+    assert!(errs.contains("line 2: "), "{errs}");
+    assert!(
+        errs.contains("is not an RSA or EC (P-256) public key in PEM"),
+        "{errs}"
+    );
+}
+
+/// Every error of the file is reported, one line each, in line order — not only the first.
+#[test]
+fn config_check_reports_every_error() {
+    let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/no-such-key.pem");
+    let file = temp_file(
+        "check-every-error.toml",
+        &format!(
+            "heartbeat = \"soon\"\n\
+             [session]\n\
+             buffer_msgs = 10\n\
+             ttl = \"1s\"\n\
+             [auth]\n\
+             public_key_file = {missing:?}\n\
+             [auth.anonymous]\n\
+             subscribe = [\"a/**b\"]\n\
+             [[topics]]\n\
+             pattern = \"x\"\n\
+             max_deliveries = 0\n"
+        ),
+    );
+    let (code, out, errs) = herald_check(&file);
+    assert_eq!((code, out.as_str()), (1, ""), "{errs}");
+    let lines: Vec<&str> = errs.lines().collect();
+    let expect = [
+        (1, "`heartbeat`"),
+        (3, "unknown key `buffer_msgs` in [session]"),
+        (6, "cannot read auth.public_key_file"),
+        (8, "auth.anonymous.subscribe"),
+        (11, "`topics[0].max_deliveries` must be at least 1"),
+    ];
+    assert_eq!(lines.len(), expect.len(), "{errs}");
+    for (got, (line, text)) in lines.iter().zip(expect) {
+        let prefix = format!("error: {}: line {line}: ", file.display());
+        assert!(
+            got.starts_with(&prefix),
+            "{got:?} should start with {prefix:?}"
+        );
+        assert!(got.contains(text), "{got:?} should contain {text:?}");
+    }
+    // The library's one-error API gives the first of them.
+    let e = Config::from_file(&file).unwrap_err();
+    assert_eq!(e.line(), Some(1), "{e}");
 }

@@ -300,3 +300,234 @@ async fn logs_carry_connection_and_session_ids() {
     let (ia, ib) = (sa["id"].as_u64().unwrap(), sb["id"].as_u64().unwrap());
     assert_ne!(ia, ib, "connection ids are unique");
 }
+
+/// Scrapes a spawned binary until `ok` holds for the exposition.
+async fn scrape_bin_until(bin: &Binary, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let url = format!("http://{}/metrics", bin.addr);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = http().get(&url).send().await.unwrap().text().await.unwrap();
+        if ok(&text) {
+            return text;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("never {what}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh directory under the system's temporary one, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "herald-metrics-{}-{name}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.0.join(file).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The durable store's health with a real `--data-dir`: up, commits and the file size move
+/// with publishes; when the disk refuses a write (here: the process's file-size limit,
+/// `ulimit -f`, with SIGXFSZ ignored so the write fails with EFBIG instead of killing the
+/// process) the store goes down, `store_up` drops to 0 and errors are counted.
+#[tokio::test]
+async fn durable_store_health_is_reported() {
+    let dir = TempDir::new("durable");
+    std::fs::write(
+        dir.path("herald.toml"),
+        "[[topics]]\npattern = \"**\"\npersist = true\nhistory = 100000\n",
+    )
+    .unwrap();
+    let data = dir.path("data");
+    let config = dir.path("herald.toml");
+    // 1024 blocks of 512 bytes: 512 KiB, room for the empty store (~72 KiB) and a few
+    // messages.
+    let bin = Binary::spawn_program(
+        "sh",
+        &[
+            "-c",
+            "trap '' XFSZ; ulimit -f 1024; exec \"$@\"",
+            "sh",
+            env!("CARGO_BIN_EXE_herald"),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--config",
+            &config,
+        ],
+        &[],
+    );
+    let text = scrape_bin_until(&bin, "a redb store", |t| {
+        sample(t, "herald_store_up{backend=\"redb\"}").is_some()
+    })
+    .await;
+    let v = |t: &str, series: &str| sample(t, series).unwrap_or_else(|| panic!("{series}:\n{t}"));
+    assert_eq!(v(&text, "herald_store_up{backend=\"redb\"}"), 1.0);
+    assert_eq!(v(&text, "herald_store_commits_total"), 0.0);
+    assert_eq!(v(&text, "herald_store_errors_total"), 0.0);
+    assert!(sample(&text, "herald_store_up{backend=\"memory\"}").is_none());
+    let empty = v(&text, "herald_store_file_bytes");
+    assert!(empty > 0.0, "{text}");
+
+    let publish_url = format!("http://{}/v1/publish", bin.addr);
+    let big = "x".repeat(40_000);
+    let publish = |n: usize| {
+        http()
+            .post(&publish_url)
+            .json(&json!({"topic": "audit/log", "data": {"n": n, "pad": big}}))
+            .send()
+    };
+    // A publish to a persisted topic is acked once on disk: the figures have moved.
+    assert_eq!(publish(0).await.unwrap().status(), 200);
+    let text = scrape_bin_until(&bin, "one commit", |_| true).await;
+    assert!(v(&text, "herald_store_commits_total") >= 1.0, "{text}");
+    assert_eq!(v(&text, "herald_store_written_messages_total"), 1.0);
+    assert!(v(&text, "herald_store_file_bytes") > empty, "{text}");
+    assert_eq!(v(&text, "herald_store_up{backend=\"redb\"}"), 1.0);
+
+    // Fill the store until the disk says no: that publish and every later one is refused
+    // with `unavailable`, and the metrics say why.
+    let mut refused = 0;
+    for n in 1..200 {
+        let res = publish(n).await.unwrap();
+        if res.status() != 200 {
+            assert_eq!(res.status(), 503);
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unavailable", "{body}");
+            refused += 1;
+            if refused == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 2, "the file-size limit never stopped the store");
+    let text = scrape_bin_until(&bin, "the store down", |t| {
+        sample(t, "herald_store_up{backend=\"redb\"}") == Some(0.0)
+    })
+    .await;
+    assert!(v(&text, "herald_store_errors_total") >= 2.0, "{text}");
+    let s: Value = get_json(format!("http://{}/v1/stats", bin.addr)).await;
+    assert_eq!(s["store"]["backend"], "redb", "{s:#}");
+    assert_eq!(s["store"]["up"], false, "{s:#}");
+    // The server itself stays up (topics that are not persisted still work).
+    assert_eq!(
+        http()
+            .get(format!("http://{}/healthz", bin.addr))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// A `redis-server` of our own on a free port, without persistence.
+struct Redis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis { port, child: None };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed (./scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Cluster mode with a real Redis: `herald_redis_connected` follows the connection (as
+/// `/readyz` does) and `herald_redis_reconnects_total` counts its returns.
+#[tokio::test]
+async fn redis_health_follows_the_connection() {
+    let mut redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let bin = Binary::spawn(&["--listen", "127.0.0.1:0", "--redis", &url]);
+    let connected = |want: f64| {
+        move |t: &str| {
+            sample(t, "herald_redis_connected") == Some(want)
+                && sample(t, "herald_store_up{backend=\"redis\"}") == Some(want)
+        }
+    };
+    let text = scrape_bin_until(&bin, "connected", connected(1.0)).await;
+    assert_eq!(sample(&text, "herald_redis_reconnects_total"), Some(0.0));
+    assert!(sample(&text, "herald_store_up{backend=\"memory\"}").is_none());
+
+    redis.kill();
+    let text = scrape_bin_until(&bin, "disconnected", connected(0.0)).await;
+    assert_eq!(sample(&text, "herald_redis_reconnects_total"), Some(0.0));
+    let ready = http()
+        .get(format!("http://{}/readyz", bin.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+
+    redis.launch();
+    let text = scrape_bin_until(&bin, "reconnected", connected(1.0)).await;
+    assert_eq!(sample(&text, "herald_redis_reconnects_total"), Some(1.0));
+    let s: Value = get_json(format!("http://{}/v1/stats", bin.addr)).await;
+    assert_eq!(s["store"]["backend"], "redis", "{s:#}");
+    assert_eq!(s["store"]["redis_connected"], true, "{s:#}");
+    assert_eq!(s["store"]["redis_reconnects"], 1, "{s:#}");
+}

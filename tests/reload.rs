@@ -300,9 +300,13 @@ fn config_check_and_show_from_the_command_line() {
     let bad_arg = bad.to_str().unwrap();
     let (code, out, err) = herald(&["config", "check", bad_arg]);
     assert_eq!((code, out.as_str()), (1, ""));
+    // Every error, in line order.
     assert_eq!(
         err,
-        format!("error: {bad_arg}: line 3: unknown key `buffer_msgs` in [session]\n")
+        format!(
+            "error: {bad_arg}: line 3: unknown key `buffer_msgs` in [session]\n\
+             error: {bad_arg}: line 5: `topics[0].pattern`: unbalanced '{{' in segment '{{b'\n"
+        )
     );
     let bad_pattern = temp_file("bad-pattern.toml", "\n[[topics]]\npattern = \"a/{b\"\n");
     let (code, _, err) = herald(&["config", "check", bad_pattern.to_str().unwrap()]);
@@ -423,4 +427,80 @@ async fn reload_applies_new_keys_and_permissions() {
         http_publish(&bin, "key-3", "public/news", json!(0)).await,
         401
     );
+}
+
+/// An HS256 token for `sub`, allowed `feed/**` both ways, valid for an hour.
+fn token(secret: &str, sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = json!({"sub": sub, "exp": exp, "publish": ["feed/**"], "subscribe": ["feed/**"]});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Connects and says hello with `token`; returns the connection and the answer (`welcome`,
+/// or the `error` of a refused token).
+async fn hello_with(bin: &Binary, token: &str) -> (Raw, Value) {
+    let mut c = Raw::connect(&bin.ws_url()).await;
+    c.send(json!({"op": "hello", "token": token})).await;
+    let answer = c.recv().await;
+    (c, answer)
+}
+
+/// Rotating `hs256_secret` by SIGHUP: tokens signed with the new secret are accepted from
+/// then on and tokens signed with the old one are refused (WebSocket and HTTP), while a
+/// connection that said hello with an old token before the reload stays up and keeps the
+/// permissions it was granted.
+#[tokio::test]
+async fn rotating_the_hs256_secret_applies_to_new_connections() {
+    let file = temp_file("rotate.toml", "[auth]\nhs256_secret = \"old-secret\"\n");
+    let bin = start(&file);
+    let (old, new) = (token("old-secret", "alice"), token("new-secret", "bob"));
+    let (_, refused) = hello_with(&bin, &new).await;
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    let (mut kept, welcome) = hello_with(&bin, &old).await;
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    kept.sub("feed/a").await;
+
+    std::fs::write(&file, "[auth]\nhs256_secret = \"new-secret\"\n").unwrap();
+    let lines = sighup(&bin).await;
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["key"] == "auth.hs256_secret" && v["fields"]["new"] == "(hidden)"),
+        "the change is logged without the secret: {lines:#?}"
+    );
+    assert!(
+        !bin.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("new-secret")),
+        "secrets never reach the log"
+    );
+
+    // New connections: the old secret's tokens are refused, the new one's accepted.
+    let (mut late, refused) = hello_with(&bin, &old).await;
+    assert_eq!(refused["code"], "unauthorized", "{refused}");
+    assert_eq!(late.expect_close().await.0, 4001);
+    let (mut fresh, welcome) = hello_with(&bin, &new).await;
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    assert_eq!(http_publish(&bin, &old, "feed/a", json!("old")).await, 401);
+    assert_eq!(http_publish(&bin, &new, "feed/a", json!("http")).await, 200);
+
+    // The connection opened with the old token is still up, receives, and may still
+    // publish within what its token granted.
+    assert_eq!(kept.recv_op("msg").await["data"], "http");
+    fresh.sub("feed/b").await;
+    fresh.publish("feed/a", json!("ws")).await;
+    assert_eq!(kept.recv_op("msg").await["data"], "ws");
+    kept.publish("feed/b", json!("kept")).await;
+    assert_eq!(fresh.recv_op("msg").await["data"], "kept");
 }

@@ -144,6 +144,26 @@ impl Auth {
         })
     }
 
+    /// Every problem compiling `[auth]` meets (where [`Auth::from_config`] stops at the
+    /// first), with the dotted key it is about: for `herald config check`.
+    pub fn config_problems(c: &AuthConfig) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Err(e) =
+            token::Verifier::new(c.hs256_secret.as_deref(), c.public_key_file.as_deref())
+        {
+            problems.push(("auth.public_key_file", e.to_string()));
+        }
+        for (key, patterns) in [
+            ("auth.anonymous.publish", &c.anonymous.publish),
+            ("auth.anonymous.subscribe", &c.anonymous.subscribe),
+        ] {
+            if let Err(e) = Perms::parse(patterns) {
+                problems.push((key, format!("{key}: {e}")));
+            }
+        }
+        problems
+    }
+
     /// Whether `[auth]` is configured.
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()

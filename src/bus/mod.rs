@@ -8,6 +8,7 @@
 
 mod error;
 mod groups;
+mod health;
 mod persist;
 mod presence;
 mod publish;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use error::BusError;
+pub use health::{DurableHealth, RedisHealth, StoreHealth};
 pub use persist::{MAX_IN_FLIGHT, PendingAck, Published};
 pub use publish::{PubAck, Publish};
 pub use query::{HistoryPage, PresenceList};

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -79,6 +79,8 @@ pub(super) struct Feed {
     pub client: redis::Client,
     pub node: Arc<str>,
     pub up: Arc<AtomicBool>,
+    /// Times the connection came back after a loss.
+    pub reconnects: Arc<AtomicU64>,
     pub incoming: mpsc::Sender<Incoming>,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub cancel: CancellationToken,
@@ -112,6 +114,9 @@ impl Feed {
                 }
             };
             backoff = BACKOFF_MIN;
+            if lost_at.is_some() {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
             self.up.store(true, Ordering::Release);
             tracing::info!("redis pub/sub connected");
             let _ = self

@@ -25,7 +25,7 @@ mod publisher;
 pub mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Value;
@@ -143,6 +143,7 @@ pub struct Cluster {
     permits: Arc<Semaphore>,
     feed: mpsc::UnboundedSender<feed::Command>,
     up: Arc<AtomicBool>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Cluster {
@@ -167,11 +168,13 @@ impl Cluster {
         let (incoming_tx, incoming) = mpsc::channel(65_536);
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(false));
+        let reconnects = Arc::new(AtomicU64::new(0));
         tokio::spawn(
             feed::Feed {
                 client,
                 node: node.clone(),
                 up: up.clone(),
+                reconnects: reconnects.clone(),
                 incoming: incoming_tx,
                 commands: feed_rx,
                 cancel,
@@ -188,6 +191,7 @@ impl Cluster {
             conn,
             feed: feed_tx,
             up,
+            reconnects,
         };
         Ok((cluster, incoming))
     }
@@ -200,6 +204,11 @@ impl Cluster {
     /// Whether the feed is connected to Redis.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Times the feed's connection to Redis came back after a loss.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Room for one publish in the pipeline queue, waiting for it.

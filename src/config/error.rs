@@ -53,14 +53,6 @@ pub enum ConfigError {
         key: String,
         table: String,
     },
-    /// A key or table Herald knows but whose feature has not landed yet
-    /// (see [`UNSUPPORTED`](super::UNSUPPORTED)). `what` is `[auth]`, `[[topics]]` or a dotted
-    /// key such as `limits.publish_rate`.
-    #[error("{at}`{what}` is not supported yet")]
-    Unsupported { at: Location, what: String },
-    /// A command-line flag (or its environment variable) whose feature has not landed yet.
-    #[error("{flag} is not supported yet (set by the flag or by {env})")]
-    UnsupportedFlag { flag: String, env: String },
     /// A value of the wrong type or out of range. `key` is the dotted path (`session.ttl`,
     /// `topics[0].pattern`); `message` is the whole sentence.
     #[error("{at}{message}")]
@@ -84,9 +76,8 @@ impl ConfigError {
         match self {
             ConfigError::Syntax { at, .. }
             | ConfigError::UnknownKey { at, .. }
-            | ConfigError::Unsupported { at, .. }
             | ConfigError::Invalid { at, .. } => Some(at),
-            ConfigError::Io { .. } | ConfigError::UnsupportedFlag { .. } => None,
+            ConfigError::Io { .. } => None,
         }
     }
 
@@ -94,9 +85,8 @@ impl ConfigError {
         match self {
             ConfigError::Syntax { at, .. }
             | ConfigError::UnknownKey { at, .. }
-            | ConfigError::Unsupported { at, .. }
             | ConfigError::Invalid { at, .. } => Some(at),
-            ConfigError::Io { .. } | ConfigError::UnsupportedFlag { .. } => None,
+            ConfigError::Io { .. } => None,
         }
     }
 
@@ -118,8 +108,6 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::UnknownKey { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
-            ConfigError::Unsupported { what, .. } => Some(what),
-            ConfigError::UnsupportedFlag { flag, .. } => Some(flag),
             _ => None,
         }
     }

@@ -1,9 +1,8 @@
 //! Herald's configuration (PROTOCOL.md §9): the TOML file, with environment variables and
 //! command-line flags on top (those live in `crate::cli`).
 //!
-//! Reading a file goes: TOML syntax → refuse features that have not landed ([`UNSUPPORTED`]) →
-//! the schema (unknown keys, types, units; `schema.rs`) → semantic checks (`validate.rs`). Every
-//! error names the key and its line. [`Config::to_toml`] writes the effective configuration back
+//! Reading a file goes: TOML syntax → the schema (unknown keys, types, units; `schema.rs`) →
+//! semantic checks (`validate.rs`). Every error names the key and its line. [`Config::to_toml`] writes the effective configuration back
 //! out (`show.rs`) in a form that reads back to the same value.
 
 mod error;
@@ -12,7 +11,6 @@ mod show;
 #[cfg(test)]
 mod tests;
 pub mod units;
-mod unsupported;
 mod validate;
 mod value;
 
@@ -21,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Location};
-pub use unsupported::{UNSUPPORTED, check_unsupported_flag, is_supported};
 
 /// The whole server configuration. `Config::default()` is what runs without a file.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,53 +185,122 @@ impl Default for TopicConfig {
 }
 
 impl Config {
-    /// Parses and validates a configuration file's text. Keys whose feature has not landed yet
-    /// are refused (see [`UNSUPPORTED`]).
+    /// Parses and validates a configuration file's text; the first error (by line) if any.
     pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
-        Self::parse(src, true)
-    }
-
-    /// Like [`Config::from_toml_str`] but accepts the keys of features that have not landed
-    /// yet. For tests and for whoever is building one of those features; the server itself
-    /// must not use it (a setting it would silently ignore is worse than an error).
-    #[doc(hidden)]
-    pub fn from_toml_str_allowing_unsupported(src: &str) -> Result<Config, ConfigError> {
-        Self::parse(src, false)
+        Checked::text(src).into_result()
     }
 
     /// Reads, parses and validates a configuration file; errors name the file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&src).map_err(|e| e.in_file(path))
-    }
-
-    fn parse(src: &str, refuse_unsupported: bool) -> Result<Config, ConfigError> {
-        let doc = schema::parse_document(src)?;
-        if refuse_unsupported {
-            unsupported::check_document(src, doc.get_ref())?;
-        }
-        let (config, lines) = schema::read_config(src, doc.get_ref())?;
-        config.validate().map_err(|e| {
-            let line = e.key().and_then(|key| lines.line_of(key));
-            e.at_line(line)
-        })?;
-        Ok(config)
+        Checked::file(path).into_result()
     }
 
     /// Semantic checks that the types alone do not express (ranges, required non-empty
-    /// strings). The error's key is the dotted path of the offending setting.
+    /// strings): the first problem. The error's key is the dotted path of the offending
+    /// setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate::validate(self)
+        match validate::problems(self).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    /// The effective configuration as TOML, for `herald config show`. Settings whose feature
-    /// has not landed yet are written as comments when they hold their default. The result
-    /// reads back to an equal `Config` (except `data_dir`, which is not a file setting and is
+    /// The effective configuration as TOML, for `herald config show`. The result reads back to an equal `Config` (except `data_dir`, which is not a file setting and is
     /// written as a comment).
     pub fn to_toml(&self) -> String {
         show::to_toml(self)
+    }
+}
+
+/// A configuration text read to the end, with every error found on the way (what
+/// `herald config check` reports): TOML syntax (the first only: past it the text cannot be
+/// read), unknown keys, bad values and failed validation, sorted by line. Errors that only
+/// compiling a section can find (`[auth]` key files) are added with [`Checked::add`].
+#[derive(Debug)]
+pub struct Checked {
+    /// The configuration as far as it could be read (bad values keep their defaults);
+    /// `None` when the file could not be read or parsed.
+    pub config: Option<Config>,
+    pub errors: Vec<ConfigError>,
+    lines: schema::Lines,
+    file: Option<PathBuf>,
+}
+
+impl Checked {
+    /// Checks a configuration file's text.
+    pub fn text(src: &str) -> Checked {
+        let doc = match schema::parse_document(src) {
+            Ok(doc) => doc,
+            Err(e) => return Checked::failed(e),
+        };
+        let (config, lines, mut errors) = schema::read_config(src, doc.get_ref());
+        for e in validate::problems(&config) {
+            let line = e.key().and_then(|key| lines.line_of(key));
+            errors.push(e.at_line(line));
+        }
+        // Stable: errors of one line keep their reading order.
+        errors.sort_by_key(|e| e.line().unwrap_or(usize::MAX));
+        Checked {
+            config: Some(config),
+            errors,
+            lines,
+            file: None,
+        }
+    }
+
+    /// Reads and checks a configuration file; errors name the file.
+    pub fn file(path: &Path) -> Checked {
+        let mut checked = match std::fs::read_to_string(path) {
+            Ok(src) => Checked::text(&src),
+            Err(source) => Checked::failed(ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        };
+        checked.errors = std::mem::take(&mut checked.errors)
+            .into_iter()
+            .map(|e| e.in_file(path))
+            .collect();
+        checked.file = Some(path.to_path_buf());
+        checked
+    }
+
+    fn failed(e: ConfigError) -> Checked {
+        Checked {
+            config: None,
+            errors: vec![e],
+            lines: schema::Lines::default(),
+            file: None,
+        }
+    }
+
+    /// Adds an error found later, at the line of its key — unless an error about that key is
+    /// already known (the first says it better).
+    pub fn add(&mut self, e: ConfigError) {
+        if e.key().is_some() && self.errors.iter().any(|known| known.key() == e.key()) {
+            return;
+        }
+        let line = e.key().and_then(|key| self.lines.line_of(key));
+        let mut e = e.at_line(line);
+        if let Some(file) = &self.file {
+            e = e.in_file(file);
+        }
+        let at = self.errors.partition_point(|known| {
+            known.line().unwrap_or(usize::MAX) <= e.line().unwrap_or(usize::MAX)
+        });
+        self.errors.insert(at, e);
+    }
+
+    /// The configuration, or the first error.
+    pub fn into_result(self) -> Result<Config, ConfigError> {
+        match (self.errors.into_iter().next(), self.config) {
+            (Some(e), _) => Err(e),
+            (None, Some(config)) => Ok(config),
+            // Not built: a configuration that could not be read comes with its error.
+            (None, None) => Err(ConfigError::invalid(
+                "",
+                "the configuration could not be read",
+            )),
+        }
     }
 }

@@ -14,8 +14,7 @@ use toml::de::DeTable;
 use super::error::{ConfigError, Location, line_of};
 use super::value::Field;
 use super::{
-    AuthConfig, ClusterConfig, Config, LimitsConfig, Permissions, SessionConfig, SlowConsumer,
-    TopicConfig,
+    AuthConfig, ClusterConfig, Config, LimitsConfig, SessionConfig, SlowConsumer, TopicConfig,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -87,54 +86,55 @@ impl Lines {
 }
 
 /// Builds a [`Config`] from a parsed document: defaults for what is absent, errors for unknown
-/// keys and bad values. No semantic validation and no check for unsupported features.
-pub(crate) fn read_config(src: &str, doc: &DeTable<'_>) -> Result<(Config, Lines), ConfigError> {
+/// keys and bad values. No semantic validation. Reading goes on past an error (a bad value
+/// keeps its default), so that every error of the file is reported, in reading order.
+pub(crate) fn read_config(src: &str, doc: &DeTable<'_>) -> (Config, Lines, Vec<ConfigError>) {
     let mut r = Reader {
         src,
         lines: Lines::default(),
+        errors: Vec::new(),
     };
-    let top = r.open(doc, "", "the top-level table", TOP_KEYS)?;
     let mut c = Config::default();
-    if let Some(f) = r.field(&top, "listen") {
-        c.listen = f.socket_addr()?;
+    let top = r.open(doc, "", "the top-level table", TOP_KEYS);
+    r.set(&top, "listen", &mut c.listen, Field::socket_addr);
+    r.set(&top, "max_frame", &mut c.max_frame, Field::size);
+    r.set(&top, "heartbeat", &mut c.heartbeat, Field::duration);
+    if let Some(t) = r.table(&top, "session", "[session]", SESSION_KEYS) {
+        c.session = r.session(&t);
     }
-    if let Some(f) = r.field(&top, "max_frame") {
-        c.max_frame = f.size()?;
+    if let Some(t) = r.table(&top, "limits", "[limits]", LIMITS_KEYS) {
+        c.limits = r.limits(&t);
     }
-    if let Some(f) = r.field(&top, "heartbeat") {
-        c.heartbeat = f.duration()?;
+    if let Some(t) = r.table(&top, "auth", "[auth]", AUTH_KEYS) {
+        c.auth = Some(r.auth(&t));
     }
-    if let Some(f) = r.field(&top, "session") {
-        let t = r.open(f.table()?, "session", "[session]", SESSION_KEYS)?;
-        c.session = r.session(&t)?;
-    }
-    if let Some(f) = r.field(&top, "limits") {
-        let t = r.open(f.table()?, "limits", "[limits]", LIMITS_KEYS)?;
-        c.limits = r.limits(&t)?;
-    }
-    if let Some(f) = r.field(&top, "auth") {
-        let t = r.open(f.table()?, "auth", "[auth]", AUTH_KEYS)?;
-        c.auth = Some(r.auth(&t)?);
-    }
-    if let Some(f) = r.field(&top, "topics") {
-        for (i, (offset, entry)) in f.array_of_tables()?.into_iter().enumerate() {
+    if let Some(f) = r.field(&top, "topics")
+        && let Some(entries) = r.ok(f.array_of_tables())
+    {
+        for (i, (offset, entry)) in entries.into_iter().enumerate() {
             let path = format!("topics[{i}]");
             let line = line_of(src, offset);
             r.lines.0.insert(path.clone(), line);
-            let t = r.open(entry, &path, "[[topics]]", TOPIC_KEYS)?;
-            c.topics.push(r.topic(&t, line)?);
+            let t = r.open(entry, &path, "[[topics]]", TOPIC_KEYS);
+            if let Some(topic) = r.topic(&t, line) {
+                c.topics.push(topic);
+            }
         }
     }
-    if let Some(f) = r.field(&top, "cluster") {
-        let t = r.open(f.table()?, "cluster", "[cluster]", CLUSTER_KEYS)?;
-        let Some(redis) = r.field(&t, "redis") else {
-            return Err(required("cluster.redis", f.line));
-        };
-        c.cluster = Some(ClusterConfig {
-            redis: redis.string()?,
-        });
+    if let Some(t) = r.table(&top, "cluster", "[cluster]", CLUSTER_KEYS) {
+        match r.field(&t, "redis") {
+            None => {
+                let line = r.lines.line_of("cluster").unwrap_or(1);
+                r.errors.push(required("cluster.redis", line));
+            }
+            Some(redis) => {
+                if let Some(redis) = r.ok(redis.string()) {
+                    c.cluster = Some(ClusterConfig { redis });
+                }
+            }
+        }
     }
-    Ok((c, r.lines))
+    (c, r.lines, r.errors)
 }
 
 fn required(key: &str, line: usize) -> ConfigError {
@@ -148,6 +148,8 @@ fn required(key: &str, line: usize) -> ConfigError {
 struct Reader<'s> {
     src: &'s str,
     lines: Lines,
+    /// Every error so far, in reading order.
+    errors: Vec<ConfigError>,
 }
 
 /// A table being read: its entries and its dotted path (empty at the top level).
@@ -156,38 +158,53 @@ struct Table<'a, 'i> {
     path: String,
 }
 
-impl Reader<'_> {
-    /// Starts reading a table: records the line of each key and refuses the first unknown one.
-    fn open<'a, 'i>(
+impl<'a, 'i> Reader<'_> {
+    /// Starts reading a table: records the line of each key and an error for each unknown
+    /// one (by line).
+    fn open(
         &mut self,
         entries: &'a DeTable<'i>,
         path: &str,
         name: &str,
         known: &[&str],
-    ) -> Result<Table<'a, 'i>, ConfigError> {
-        let mut unknown: Option<&Spanned<_>> = None;
+    ) -> Table<'a, 'i> {
+        let mut unknown: Vec<&Spanned<_>> = Vec::new();
         for key in entries.keys() {
             let line = line_of(self.src, key.span().start);
             self.lines.0.insert(join(path, key.get_ref()), line);
-            let is_known = known.contains(&key.get_ref().as_ref());
-            if !is_known && unknown.is_none_or(|u| key.span().start < u.span().start) {
-                unknown = Some(key);
+            if !known.contains(&key.get_ref().as_ref()) {
+                unknown.push(key);
             }
         }
-        if let Some(key) = unknown {
-            return Err(ConfigError::UnknownKey {
+        unknown.sort_by_key(|k| k.span().start);
+        for key in unknown {
+            self.errors.push(ConfigError::UnknownKey {
                 at: Location::line(line_of(self.src, key.span().start)),
                 key: key.get_ref().to_string(),
                 table: name.into(),
             });
         }
-        Ok(Table {
+        Table {
             entries,
             path: path.into(),
-        })
+        }
     }
 
-    fn field<'a, 'i>(&self, table: &Table<'a, 'i>, key: &str) -> Option<Field<'a, 'i>> {
+    /// A sub-table of `table`, opened; `None` when absent or not a table (an error).
+    fn table(
+        &mut self,
+        table: &Table<'a, 'i>,
+        key: &str,
+        name: &str,
+        known: &[&str],
+    ) -> Option<Table<'a, 'i>> {
+        let f = self.field(table, key)?;
+        let entries = self.ok(f.table())?;
+        let path = join(&table.path, key);
+        Some(self.open(entries, &path, name, known))
+    }
+
+    fn field(&self, table: &Table<'a, 'i>, key: &str) -> Option<Field<'a, 'i>> {
         let value = table.entries.get(key)?;
         Some(Field::new(
             join(&table.path, key),
@@ -196,117 +213,113 @@ impl Reader<'_> {
         ))
     }
 
-    fn session(&mut self, t: &Table<'_, '_>) -> Result<SessionConfig, ConfigError> {
+    /// The value, or `None` with the error recorded.
+    fn ok<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.errors.push(e)).ok()
+    }
+
+    /// Sets `slot` from `key` of `table` when present and valid; records the error otherwise.
+    fn set<T>(
+        &mut self,
+        table: &Table<'a, 'i>,
+        key: &str,
+        slot: &mut T,
+        read: impl FnOnce(&Field<'a, 'i>) -> Result<T, ConfigError>,
+    ) {
+        if let Some(f) = self.field(table, key)
+            && let Some(v) = self.ok(read(&f))
+        {
+            *slot = v;
+        }
+    }
+
+    fn session(&mut self, t: &Table<'a, 'i>) -> SessionConfig {
         let mut s = SessionConfig::default();
-        if let Some(f) = self.field(t, "ttl") {
-            s.ttl = f.duration()?;
-        }
-        if let Some(f) = self.field(t, "buffer_messages") {
-            s.buffer_messages = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "buffer_bytes") {
-            s.buffer_bytes = f.size()?;
-        }
-        if let Some(f) = self.field(t, "slow_consumer") {
-            s.slow_consumer = match f.string()?.as_str() {
-                "drop_oldest" => SlowConsumer::DropOldest,
-                "disconnect" => SlowConsumer::Disconnect,
-                other => {
-                    return Err(f.error(format!(
-                        r#"invalid value "{other}" for `{}` (use "drop_oldest" or "disconnect")"#,
-                        f.key
-                    )));
-                }
-            };
-        }
-        Ok(s)
+        self.set(t, "ttl", &mut s.ttl, Field::duration);
+        self.set(t, "buffer_messages", &mut s.buffer_messages, Field::integer);
+        self.set(t, "buffer_bytes", &mut s.buffer_bytes, Field::size);
+        self.set(t, "slow_consumer", &mut s.slow_consumer, |f| {
+            match f.string()?.as_str() {
+                "drop_oldest" => Ok(SlowConsumer::DropOldest),
+                "disconnect" => Ok(SlowConsumer::Disconnect),
+                other => Err(f.error(format!(
+                    r#"invalid value "{other}" for `{}` (use "drop_oldest" or "disconnect")"#,
+                    f.key
+                ))),
+            }
+        });
+        s
     }
 
-    fn limits(&mut self, t: &Table<'_, '_>) -> Result<LimitsConfig, ConfigError> {
+    fn limits(&mut self, t: &Table<'a, 'i>) -> LimitsConfig {
         let mut l = LimitsConfig::default();
-        if let Some(f) = self.field(t, "max_subscriptions") {
-            l.max_subscriptions = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "max_connections") {
-            l.max_connections = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "max_connections_per_ip") {
-            l.max_connections_per_ip = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "publish_rate") {
-            l.publish_rate = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "max_pending_requests") {
-            l.max_pending_requests = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "handshake_timeout") {
-            l.handshake_timeout = f.duration()?;
-        }
-        Ok(l)
+        self.set(
+            t,
+            "max_subscriptions",
+            &mut l.max_subscriptions,
+            Field::integer,
+        );
+        self.set(t, "max_connections", &mut l.max_connections, Field::integer);
+        self.set(
+            t,
+            "max_connections_per_ip",
+            &mut l.max_connections_per_ip,
+            Field::integer,
+        );
+        self.set(t, "publish_rate", &mut l.publish_rate, Field::integer);
+        self.set(
+            t,
+            "max_pending_requests",
+            &mut l.max_pending_requests,
+            Field::integer,
+        );
+        self.set(
+            t,
+            "handshake_timeout",
+            &mut l.handshake_timeout,
+            Field::duration,
+        );
+        l
     }
 
-    fn auth(&mut self, t: &Table<'_, '_>) -> Result<AuthConfig, ConfigError> {
+    fn auth(&mut self, t: &Table<'a, 'i>) -> AuthConfig {
         let mut a = AuthConfig::default();
-        if let Some(f) = self.field(t, "hs256_secret") {
-            a.hs256_secret = Some(f.string()?);
+        self.set(t, "hs256_secret", &mut a.hs256_secret, |f| {
+            f.string().map(Some)
+        });
+        self.set(t, "public_key_file", &mut a.public_key_file, |f| {
+            f.string().map(|s| Some(PathBuf::from(s)))
+        });
+        self.set(t, "api_keys", &mut a.api_keys, Field::strings);
+        self.set(t, "admin_keys", &mut a.admin_keys, Field::strings);
+        self.set(t, "origins", &mut a.origins, |f| f.strings().map(Some));
+        if let Some(p) = self.table(t, "anonymous", "[auth.anonymous]", PERMISSION_KEYS) {
+            self.set(&p, "publish", &mut a.anonymous.publish, Field::strings);
+            self.set(&p, "subscribe", &mut a.anonymous.subscribe, Field::strings);
         }
-        if let Some(f) = self.field(t, "public_key_file") {
-            a.public_key_file = Some(PathBuf::from(f.string()?));
-        }
-        if let Some(f) = self.field(t, "api_keys") {
-            a.api_keys = f.strings()?;
-        }
-        if let Some(f) = self.field(t, "admin_keys") {
-            a.admin_keys = f.strings()?;
-        }
-        if let Some(f) = self.field(t, "origins") {
-            a.origins = Some(f.strings()?);
-        }
-        if let Some(f) = self.field(t, "anonymous") {
-            let path = join(&t.path, "anonymous");
-            let p = self.open(f.table()?, &path, "[auth.anonymous]", PERMISSION_KEYS)?;
-            a.anonymous = Permissions {
-                publish: self
-                    .field(&p, "publish")
-                    .map_or(Ok(vec![]), |f| f.strings())?,
-                subscribe: self
-                    .field(&p, "subscribe")
-                    .map_or(Ok(vec![]), |f| f.strings())?,
-            };
-        }
-        Ok(a)
+        a
     }
 
-    fn topic(&mut self, t: &Table<'_, '_>, line: usize) -> Result<TopicConfig, ConfigError> {
+    /// A `[[topics]]` entry; `None` (with the error recorded) without a valid pattern.
+    fn topic(&mut self, t: &Table<'a, 'i>, line: usize) -> Option<TopicConfig> {
         let Some(pattern) = self.field(t, "pattern") else {
-            return Err(required(&join(&t.path, "pattern"), line));
+            self.errors.push(required(&join(&t.path, "pattern"), line));
+            return None;
         };
         let mut c = TopicConfig {
-            pattern: pattern.string()?,
+            pattern: self.ok(pattern.string())?,
             ..TopicConfig::default()
         };
-        if let Some(f) = self.field(t, "history") {
-            c.history = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "history_ttl") {
-            c.history_ttl = Some(f.duration()?);
-        }
-        if let Some(f) = self.field(t, "persist") {
-            c.persist = f.boolean()?;
-        }
-        if let Some(f) = self.field(t, "dedup_window") {
-            c.dedup_window = f.duration()?;
-        }
-        if let Some(f) = self.field(t, "ack_wait") {
-            c.ack_wait = f.duration()?;
-        }
-        if let Some(f) = self.field(t, "max_deliveries") {
-            c.max_deliveries = f.integer()?;
-        }
-        if let Some(f) = self.field(t, "max_rewind") {
-            c.max_rewind = f.integer()?;
-        }
-        Ok(c)
+        self.set(t, "history", &mut c.history, Field::integer);
+        self.set(t, "history_ttl", &mut c.history_ttl, |f| {
+            f.duration().map(Some)
+        });
+        self.set(t, "persist", &mut c.persist, Field::boolean);
+        self.set(t, "dedup_window", &mut c.dedup_window, Field::duration);
+        self.set(t, "ack_wait", &mut c.ack_wait, Field::duration);
+        self.set(t, "max_deliveries", &mut c.max_deliveries, Field::integer);
+        self.set(t, "max_rewind", &mut c.max_rewind, Field::integer);
+        Some(c)
     }
 }
 

@@ -1,11 +1,10 @@
 //! `Config::to_toml`: the effective configuration as a TOML document that reads back to the
-//! same `Config`. Settings whose feature has not landed yet are written as comments while they
-//! hold their default, so that the output stays loadable by `Config::from_toml_str`.
+//! same `Config` through `Config::from_toml_str`.
 
 use std::fmt::Write;
 
 use super::units::{format_duration, format_size};
-use super::{Config, LimitsConfig, TopicConfig, is_supported};
+use super::{Config, TopicConfig};
 
 pub(super) fn to_toml(c: &Config) -> String {
     let mut out = Doc(String::new());
@@ -28,37 +27,16 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("slow_consumer", quote(s.slow_consumer.as_str()));
 
     out.section("[limits]");
-    let (l, d) = (&c.limits, LimitsConfig::default());
-    let limits: [(&str, u64, u64); 5] = [
-        (
-            "max_subscriptions",
-            l.max_subscriptions as u64,
-            d.max_subscriptions as u64,
-        ),
-        (
-            "max_connections",
-            l.max_connections as u64,
-            d.max_connections as u64,
-        ),
-        (
-            "max_connections_per_ip",
-            l.max_connections_per_ip as u64,
-            d.max_connections_per_ip as u64,
-        ),
-        ("publish_rate", l.publish_rate.into(), d.publish_rate.into()),
-        (
-            "max_pending_requests",
-            l.max_pending_requests as u64,
-            d.max_pending_requests as u64,
-        ),
+    let l = &c.limits;
+    let limits: [(&str, u64); 5] = [
+        ("max_subscriptions", l.max_subscriptions as u64),
+        ("max_connections", l.max_connections as u64),
+        ("max_connections_per_ip", l.max_connections_per_ip as u64),
+        ("publish_rate", l.publish_rate.into()),
+        ("max_pending_requests", l.max_pending_requests as u64),
     ];
-    for (key, value, default) in limits {
-        out.maybe_key(
-            &format!("limits.{key}"),
-            key,
-            value.to_string(),
-            value == default,
-        );
+    for (key, value) in limits {
+        out.key(key, value.to_string());
     }
     out.key(
         "handshake_timeout",
@@ -66,11 +44,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     );
 
     match &c.auth {
-        None => out.absent(
-            "auth",
-            "[auth]",
-            "anyone may publish and subscribe to anything",
-        ),
+        None => out.absent("[auth]", "anyone may publish and subscribe to anything"),
         Some(a) => {
             out.section("[auth]");
             if let Some(secret) = &a.hs256_secret {
@@ -92,11 +66,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     }
 
     if c.topics.is_empty() {
-        out.absent(
-            "topics",
-            "[[topics]]",
-            "every topic uses the defaults below",
-        );
+        out.absent("[[topics]]", "every topic uses the defaults below");
         write_topic(&mut out, &TopicConfig::default(), true);
     }
     for topic in &c.topics {
@@ -105,7 +75,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     }
 
     match &c.cluster {
-        None => out.absent("cluster", "[cluster]", "a single node"),
+        None => out.absent("[cluster]", "a single node"),
         Some(cluster) => {
             out.section("[cluster]");
             out.key("redis", quote(&cluster.redis));
@@ -156,23 +126,9 @@ impl Doc {
         self.line(header);
     }
 
-    /// A key whose feature may not have landed: commented out while it holds its default.
-    fn maybe_key(&mut self, path: &str, key: &str, value: String, is_default: bool) {
-        if is_supported(path) || !is_default {
-            self.key(key, value);
-        } else {
-            let _ = writeln!(self.0, "# {key} = {value}  # not supported yet");
-        }
-    }
-
     /// A section that is absent from the effective configuration.
-    fn absent(&mut self, path: &str, header: &str, meaning: &str) {
-        let note = if is_supported(path) {
-            String::new()
-        } else {
-            " (not supported yet)".into()
-        };
-        let _ = write!(self.0, "\n# no {header}{note}: {meaning}\n");
+    fn absent(&mut self, header: &str, meaning: &str) {
+        let _ = write!(self.0, "\n# no {header}: {meaning}\n");
     }
 }
 

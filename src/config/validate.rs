@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::units::{MAX_DURATION, format_duration, format_size};
-use super::{AuthConfig, Config, TopicConfig};
+use super::{AuthConfig, ClusterConfig, Config, TopicConfig};
 
 /// Smallest and largest accepted `max_frame`.
 pub const MAX_FRAME_RANGE: std::ops::RangeInclusive<usize> = 256..=16 << 20;
@@ -19,7 +19,49 @@ pub const HEARTBEAT_RANGE: std::ops::RangeInclusive<Duration> =
 /// Smallest accepted `session.buffer_bytes`.
 pub const MIN_BUFFER_BYTES: usize = 1024;
 
-pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
+/// Every problem of `c`, in the order of the file's sections.
+pub(super) fn problems(c: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut check = |r: Result<(), ConfigError>| {
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    };
+    check(top_level(c));
+    check(duration("session.ttl", c.session.ttl));
+    check(at_least(
+        "session.buffer_messages",
+        c.session.buffer_messages,
+        1,
+    ));
+    check(buffer_bytes(c.session.buffer_bytes));
+    let l = &c.limits;
+    check(at_least("limits.max_subscriptions", l.max_subscriptions, 1));
+    check(at_least("limits.max_connections", l.max_connections, 1));
+    check(at_least(
+        "limits.max_connections_per_ip",
+        l.max_connections_per_ip,
+        1,
+    ));
+    check(at_least(
+        "limits.max_pending_requests",
+        l.max_pending_requests,
+        1,
+    ));
+    check(handshake_timeout(l.handshake_timeout));
+    if let Some(auth) = &c.auth {
+        validate_auth(auth, &mut check);
+    }
+    for (i, topic) in c.topics.iter().enumerate() {
+        validate_topic(&format!("topics[{i}]"), topic, &mut check);
+    }
+    if let Some(cluster) = &c.cluster {
+        check(validate_cluster(c, cluster));
+    }
+    errors
+}
+
+fn top_level(c: &Config) -> Result<(), ConfigError> {
     if !MAX_FRAME_RANGE.contains(&c.max_frame) {
         return Err(ConfigError::invalid(
             "max_frame",
@@ -42,105 +84,118 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    duration("session.ttl", c.session.ttl)?;
-    at_least("session.buffer_messages", c.session.buffer_messages, 1)?;
-    if c.session.buffer_bytes < MIN_BUFFER_BYTES {
+    Ok(())
+}
+
+fn buffer_bytes(bytes: usize) -> Result<(), ConfigError> {
+    if bytes < MIN_BUFFER_BYTES {
         return Err(ConfigError::invalid(
             "session.buffer_bytes",
-            format!(
-                "`session.buffer_bytes` must be at least 1KiB (found {})",
-                c.session.buffer_bytes
-            ),
+            format!("`session.buffer_bytes` must be at least 1KiB (found {bytes})"),
         ));
     }
-    let l = &c.limits;
-    at_least("limits.max_subscriptions", l.max_subscriptions, 1)?;
-    at_least("limits.max_connections", l.max_connections, 1)?;
-    at_least("limits.max_connections_per_ip", l.max_connections_per_ip, 1)?;
-    at_least("limits.max_pending_requests", l.max_pending_requests, 1)?;
-    duration("limits.handshake_timeout", l.handshake_timeout)?;
-    if l.handshake_timeout < Duration::from_millis(10) {
+    Ok(())
+}
+
+fn handshake_timeout(t: Duration) -> Result<(), ConfigError> {
+    duration("limits.handshake_timeout", t)?;
+    if t < Duration::from_millis(10) {
         return Err(ConfigError::invalid(
             "limits.handshake_timeout",
             "`limits.handshake_timeout` must be at least 10ms",
         ));
     }
-    if let Some(auth) = &c.auth {
-        validate_auth(auth)?;
+    Ok(())
+}
+
+fn validate_cluster(c: &Config, cluster: &ClusterConfig) -> Result<(), ConfigError> {
+    if c.data_dir.is_some() {
+        return Err(ConfigError::invalid(
+            "cluster.redis",
+            "a data directory and cluster mode cannot be combined: in cluster mode \
+             history lives in Redis"
+                .to_owned(),
+        ));
     }
-    for (i, topic) in c.topics.iter().enumerate() {
-        validate_topic(&format!("topics[{i}]"), topic)?;
-    }
-    if let Some(cluster) = &c.cluster {
-        if c.data_dir.is_some() {
-            return Err(ConfigError::invalid(
-                "cluster.redis",
-                "a data directory and cluster mode cannot be combined: in cluster mode \
-                 history lives in Redis"
-                    .to_owned(),
-            ));
-        }
-        let url = cluster.redis.trim();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(ConfigError::invalid(
-                "cluster.redis",
-                format!(
-                    r#"`cluster.redis` must be a redis:// or rediss:// URL (found "{}")"#,
-                    cluster.redis
-                ),
-            ));
-        }
+    let url = cluster.redis.trim();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError::invalid(
+            "cluster.redis",
+            format!(
+                r#"`cluster.redis` must be a redis:// or rediss:// URL (found "{}")"#,
+                cluster.redis
+            ),
+        ));
     }
     Ok(())
 }
 
-fn validate_auth(a: &AuthConfig) -> Result<(), ConfigError> {
+fn validate_auth(a: &AuthConfig, check: &mut impl FnMut(Result<(), ConfigError>)) {
     if let Some(secret) = &a.hs256_secret {
-        not_empty("auth.hs256_secret", secret)?;
+        check(not_empty("auth.hs256_secret", secret));
     }
     if let Some(file) = &a.public_key_file {
-        not_empty("auth.public_key_file", &file.to_string_lossy())?;
+        check(not_empty("auth.public_key_file", &file.to_string_lossy()));
     }
-    all_not_empty("auth.api_keys", &a.api_keys)?;
-    all_not_empty("auth.admin_keys", &a.admin_keys)?;
+    check(all_not_empty("auth.api_keys", &a.api_keys));
+    check(all_not_empty("auth.admin_keys", &a.admin_keys));
     if let Some(origins) = &a.origins {
-        all_not_empty("auth.origins", origins)?;
+        check(all_not_empty("auth.origins", origins));
     }
-    all_not_empty("auth.anonymous.publish", &a.anonymous.publish)?;
-    all_not_empty("auth.anonymous.subscribe", &a.anonymous.subscribe)?;
+    check(all_not_empty(
+        "auth.anonymous.publish",
+        &a.anonymous.publish,
+    ));
+    check(all_not_empty(
+        "auth.anonymous.subscribe",
+        &a.anonymous.subscribe,
+    ));
+}
+
+fn validate_topic(path: &str, t: &TopicConfig, check: &mut impl FnMut(Result<(), ConfigError>)) {
+    check(topic_pattern(path, &t.pattern));
+    if let Some(ttl) = t.history_ttl {
+        check(history_ttl(path, ttl));
+    }
+    check(duration(&format!("{path}.dedup_window"), t.dedup_window));
+    check(ack_wait(path, t.ack_wait));
+    check(at_least(
+        &format!("{path}.max_deliveries"),
+        t.max_deliveries as usize,
+        1,
+    ));
+}
+
+fn topic_pattern(path: &str, pattern: &str) -> Result<(), ConfigError> {
+    let key = format!("{path}.pattern");
+    not_empty(&key, pattern)?;
+    if let Err(e) = crate::topic::Pattern::parse(pattern) {
+        return Err(ConfigError::invalid(&key, format!("`{key}`: {e}")));
+    }
     Ok(())
 }
 
-fn validate_topic(path: &str, t: &TopicConfig) -> Result<(), ConfigError> {
-    not_empty(&format!("{path}.pattern"), &t.pattern)?;
-    if let Err(e) = crate::topic::Pattern::parse(&t.pattern) {
-        let key = format!("{path}.pattern");
-        return Err(ConfigError::invalid(&key, format!("`{key}`: {e}")));
+fn history_ttl(path: &str, ttl: Duration) -> Result<(), ConfigError> {
+    let key = format!("{path}.history_ttl");
+    duration(&key, ttl)?;
+    if ttl.is_zero() {
+        return Err(ConfigError::invalid(
+            &key,
+            format!("`{key}` must be longer than 0s (leave it out to keep history forever)"),
+        ));
     }
-    if let Some(ttl) = t.history_ttl {
-        duration(&format!("{path}.history_ttl"), ttl)?;
-        if ttl.is_zero() {
-            let key = format!("{path}.history_ttl");
-            return Err(ConfigError::invalid(
-                &key,
-                format!("`{key}` must be longer than 0s (leave it out to keep history forever)"),
-            ));
-        }
-    }
-    duration(&format!("{path}.dedup_window"), t.dedup_window)?;
-    duration(&format!("{path}.ack_wait"), t.ack_wait)?;
-    if t.ack_wait < Duration::from_millis(1) {
-        let key = format!("{path}.ack_wait");
+    Ok(())
+}
+
+fn ack_wait(path: &str, wait: Duration) -> Result<(), ConfigError> {
+    let key = format!("{path}.ack_wait");
+    duration(&key, wait)?;
+    if wait < Duration::from_millis(1) {
         return Err(ConfigError::invalid(
             &key,
             format!("`{key}` must be at least 1ms"),
         ));
     }
-    at_least(
-        &format!("{path}.max_deliveries"),
-        t.max_deliveries as usize,
-        1,
-    )?;
     Ok(())
 }
 

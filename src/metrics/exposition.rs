@@ -16,7 +16,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{CLOSE_REASONS, ERROR_CODES, Kind, Metrics, Snapshot};
-use crate::bus::Bus;
+use crate::bus::{Bus, StoreHealth};
 
 /// The `Content-Type` of [`Exporter::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -85,6 +85,65 @@ fn labeled_counter<'v>(
     let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, n) in values {
         ConstCounter::new(n).encode(m.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+/// `herald_store_up{backend}` always; the durable store's and Redis's own series when they
+/// are in use.
+fn store_health(e: &mut DescriptorEncoder, h: &StoreHealth) -> fmt::Result {
+    {
+        let mut g = e.encode_descriptor(
+            "store_up",
+            "Whether the message store accepts writes (1) or not (0): always for memory; for redb until a commit fails; for redis while connected.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(h.up)).encode(g.encode_family(&[("backend", h.backend)])?)?;
+    }
+    if let Some(d) = &h.durable {
+        let c = &d.committer;
+        counter(
+            e,
+            "store_commits",
+            "Durable store transactions committed (one fsync each).",
+            c.commits,
+        )?;
+        counter(
+            e,
+            "store_written_messages",
+            "Messages of persisted topics made durable.",
+            c.written,
+        )?;
+        counter(
+            e,
+            "store_errors",
+            "Durable store writes that failed: those of a failed commit, later ones refused after it, and failed expiry passes.",
+            c.errors,
+        )?;
+        if let Some(bytes) = d.file_bytes {
+            let g = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+            g.encode(e.encode_descriptor(
+                "store_file",
+                "Size of the durable store's file.",
+                Some(&Unit::Bytes),
+                g.metric_type(),
+            )?)?;
+        }
+    }
+    if let Some(r) = &h.redis {
+        gauge(
+            e,
+            "redis_connected",
+            "Whether the pub/sub connection to Redis is up (1) or not (0), as /readyz reports.",
+            u64::from(r.connected),
+        )?;
+        counter(
+            e,
+            "redis_reconnects",
+            "Times the connection to Redis came back after a loss.",
+            r.reconnects,
+        )?;
     }
     Ok(())
 }
@@ -283,17 +342,7 @@ impl Collector for HeraldCollector {
             "result",
             [("ok", ok), ("failed", failed)].into_iter(),
         )?;
-        // The in-memory store cannot fail; a durable store or the cluster backplane reports
-        // its own health next to this one.
-        {
-            let mut g = e.encode_descriptor(
-                "store_up",
-                "Whether the message store answers (1) or not (0).",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(1i64).encode(g.encode_family(&[("backend", "memory")])?)?;
-        }
+        store_health(e, &bus.store_health())?;
         {
             let g = ConstGauge::new(m.started_unix().as_secs_f64());
             g.encode(e.encode_descriptor(

@@ -10,10 +10,27 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{Counters, Kind, Metrics, RateMeter};
-use crate::bus::Bus;
+use crate::bus::{Bus, StoreHealth};
 
 fn ms(d: Option<Duration>) -> Value {
     d.map_or(Value::Null, |d| json!(d.as_secs_f64() * 1e3))
+}
+
+/// The backend's health: `{backend, up}`, plus the durable store's or Redis's figures.
+fn store_json(h: &StoreHealth) -> Value {
+    let mut v = json!({"backend": h.backend, "up": h.up});
+    if let Some(d) = &h.durable {
+        let c = &d.committer;
+        v["commits"] = json!(c.commits);
+        v["written"] = json!(c.written);
+        v["errors"] = json!(c.errors);
+        v["file_bytes"] = json!(d.file_bytes);
+    }
+    if let Some(r) = &h.redis {
+        v["redis_connected"] = json!(r.connected);
+        v["redis_reconnects"] = json!(r.reconnects);
+    }
+    v
 }
 
 /// The whole stats document.
@@ -64,6 +81,7 @@ pub fn stats_json(bus: &Bus, metrics: &Metrics, meter: &RateMeter) -> Value {
             "p90": ms(lat.quantile(0.9)),
             "p99": ms(lat.quantile(0.99)),
         },
+        "store": store_json(&bus.store_health()),
         "reloads": reloads,
         "reload_failures": reload_failures,
     })

@@ -17,6 +17,7 @@
 //! a restart recovers from what is on disk.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -135,6 +136,29 @@ struct Shared<P> {
     queue: Mutex<Queue<P>>,
     work: Condvar,
     failed: OnceLock<String>,
+    tally: Tally,
+}
+
+/// What the committer did since start: read by the metrics at scrape time.
+#[derive(Debug, Default)]
+struct Tally {
+    commits: AtomicU64,
+    written: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The durable store's health as the operator sees it (`herald_store_*` metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// No commit has failed: persisted topics accept writes.
+    pub up: bool,
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+    /// Messages made durable.
+    pub written: u64,
+    /// Writes answered with an error: those of a failed commit, later ones refused because
+    /// the store had failed, and failed expiry passes.
+    pub errors: u64,
 }
 
 /// The handle publishers queue writes on. Dropping it ends the threads after they have
@@ -187,6 +211,7 @@ impl<P: Send + 'static> Committer<P> {
             }),
             work: Condvar::new(),
             failed: OnceLock::new(),
+            tally: Tally::default(),
         });
         let worker = Worker {
             engine,
@@ -232,11 +257,26 @@ impl<P: Send + 'static> Committer<P> {
         Ok(ticket)
     }
 
-    /// `Err` once a commit has failed.
+    /// `Err` once a commit has failed. Ask only for a write about to be made: a refusal
+    /// counts as a store error.
     pub fn check(&self) -> Result<(), StoreError> {
         match self.shared.failed.get() {
-            Some(why) => Err(StoreError::Failed(why.clone())),
+            Some(why) => {
+                self.shared.tally.errors.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Failed(why.clone()))
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Whether the store still accepts writes, and what it did so far.
+    pub fn health(&self) -> Health {
+        let t = &self.shared.tally;
+        Health {
+            up: self.shared.failed.get().is_none(),
+            commits: t.commits.load(Ordering::Relaxed),
+            written: t.written.load(Ordering::Relaxed),
+            errors: t.errors.load(Ordering::Relaxed),
         }
     }
 
@@ -327,8 +367,18 @@ impl<P> Worker<P> {
                         r
                     }
                 };
-                if let Err(e) = &result {
-                    self.fail(e);
+                let tally = &self.shared.tally;
+                match &result {
+                    Ok(()) => {
+                        tally.commits.fetch_add(1, Ordering::Relaxed);
+                        let n = batch.writes.len() as u64;
+                        tally.written.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let n = batch.writes.len() as u64;
+                        tally.errors.fetch_add(n, Ordering::Relaxed);
+                        self.fail(e);
+                    }
                 }
                 let _ = self.done.send(Done::Batch(batch, result));
             }
@@ -340,7 +390,10 @@ impl<P> Worker<P> {
                 match self.engine.expire(now_ms()) {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(expired = n, "old messages removed from the store"),
-                    Err(e) => self.fail(&e),
+                    Err(e) => {
+                        self.shared.tally.errors.fetch_add(1, Ordering::Relaxed);
+                        self.fail(&e);
+                    }
                 }
             }
         }
@@ -453,12 +506,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_commit_fails_its_tickets_and_later_writes() {
-        let (c, _, delivered) = start(1);
+        let (c, _, delivered) = start(2);
         let t = c.submit(write(1), 1).unwrap();
+        assert_eq!(t.wait().await.unwrap(), 10);
+        let healthy = Health {
+            up: true,
+            commits: 1,
+            written: 1,
+            errors: 0,
+        };
+        assert_eq!(c.health(), healthy);
+        let t = c.submit(write(2), 2).unwrap();
         assert!(t.wait().await.is_err());
         assert!(c.check().is_err());
-        assert!(c.submit(write(2), 2).is_err());
-        assert!(delivered.lock().is_empty());
+        assert!(c.submit(write(3), 3).is_err());
+        assert_eq!(*delivered.lock(), [1]);
+        // The failed batch's write and the two refused after it.
+        let failed = Health {
+            up: false,
+            errors: 3,
+            ..healthy
+        };
+        assert_eq!(c.health(), failed);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ mod durable;
 mod memory;
 mod redb_store;
 
-pub use committer::{Committer, Deliver, EXPIRE_EVERY, MAX_BATCH, Ticket};
+pub use committer::{Committer, Deliver, EXPIRE_EVERY, Health, MAX_BATCH, Ticket};
 pub use durable::{Durable, Recovered, RetainOp, Retention, StoreError, Write};
 pub use memory::{
     DEDUP_MAX_IDS, Dedup, MemoryStore, SettingsFn, TopicEntry, TopicInfo, TopicState,

@@ -60,7 +60,11 @@ test("the dashboard shows non-zero rates while messages flow", async () => {
   assert.ok((await tile(page, "subscriptions")) >= 3);
   assert.ok((await tile(page, "held")) > 0, "sessions hold what they were sent, for resume");
   // The charts drew points, and the topics table lists the busy topics.
-  assert.equal(await page.$$eval(".uplot canvas", (n) => n.length), 5);
+  assert.equal(await page.$$eval(".uplot canvas", (n) => n.length), 6);
+  const last = (name) => page.$eval(`#chart-${name}`, (n) => (n.dataset.last || "").split(",").map(Number));
+  const [topics] = await last("topics");
+  assert.ok(topics >= 5, `the topics chart follows the five busy topics (last point ${topics})`);
+  assert.ok(Number(await page.$eval("#chart-topics", (n) => n.dataset.points)) >= 2, "the topics chart has a line");
   assert.ok((await tile(page, "p99")) >= 0, "latency from /v1/stats");
   await until(async () => (await page.textContent("#dash-topics")).includes("load/t"), 8000, "the topics table");
   await until(async () => /live/.test(await page.textContent("#dash-status")), 2000);

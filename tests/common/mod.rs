@@ -215,7 +215,13 @@ impl Binary {
     }
 
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Binary {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        Self::spawn_program(env!("CARGO_BIN_EXE_herald"), args, env)
+    }
+
+    /// Like [`Binary::spawn_env`] through another program, e.g. a shell that sets limits
+    /// and then `exec`s the binary (the log and the address are read the same way).
+    pub fn spawn_program(program: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("RUST_LOG", "info")
             .env_remove("HERALD_LISTEN")

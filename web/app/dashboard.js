@@ -60,6 +60,8 @@ export function mountDashboard(root) {
     connections: [],
     sessions: [],
     subscriptions: [],
+    topics: [],
+    groups: [],
     dropped: [],
     slow: [],
     redelivered: [],
@@ -104,6 +106,7 @@ export function mountDashboard(root) {
     charts = {
       rates: make("chart-rates", [line("in /s", "--c1"), line("out /s", "--c3")], true),
       conns: make("chart-conns", [line("connections", "--c1"), line("sessions", "--c3"), line("subscriptions", "--c5")]),
+      topics: make("chart-topics", [line("topics", "--c1"), line("queue groups", "--c4")]),
       drops: make("chart-drops", [line("dropped /s", "--c2"), line("slow consumers /s", "--c4"), line("redelivered /s", "--c5"), line("dead-lettered /s", "--c1")], true),
       buffers: make("chart-buffers", [line("held", "--c1"), line("unsent", "--c2")]),
       latency: make("chart-latency", [line("p50", "--c3", ms), line("p90", "--c4", ms), line("p99", "--c2", ms)], true),
@@ -122,13 +125,25 @@ export function mountDashboard(root) {
     if (data[key].length > KEEP) data[key].shift();
   }
 
+  const SERIES = {
+    rates: ["in", "out"],
+    conns: ["connections", "sessions", "subscriptions"],
+    topics: ["topics", "groups"],
+    drops: ["dropped", "slow", "redelivered", "dead"],
+    buffers: ["held", "unsent"],
+    latency: ["p50", "p90", "p99"],
+  };
+
   function draw() {
     if (!charts) return;
-    charts.rates.setData([data.t, data.in, data.out]);
-    charts.conns.setData([data.t, data.connections, data.sessions, data.subscriptions]);
-    charts.drops.setData([data.t, data.dropped, data.slow, data.redelivered, data.dead]);
-    charts.buffers.setData([data.t, data.held, data.unsent]);
-    charts.latency.setData([data.t, data.p50, data.p90, data.p99]);
+    for (const [name, keys] of Object.entries(SERIES)) {
+      charts[name].setData([data.t, ...keys.map((k) => data[k])]);
+      // The latest point of each line, for whoever reads the page without looking (tests,
+      // screen readers): `data-last="12,0"`.
+      const box = $(`chart-${name}`);
+      box.dataset.last = keys.map((k) => data[k].at(-1) ?? "").join(",");
+      box.dataset.points = String(data.t.length);
+    }
   }
 
   function headers() {
@@ -179,6 +194,8 @@ export function mountDashboard(root) {
       push("connections", s.connections);
       push("sessions", s.sessions);
       push("subscriptions", s.subscriptions);
+      push("topics", s.topics ?? null);
+      push("groups", s.groups ?? null);
       push("dropped", rate.dropped);
       push("slow", rate.slow);
       push("redelivered", rate.redelivered);

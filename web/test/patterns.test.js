@@ -96,9 +96,13 @@ test("the local matcher agrees with the server's router", async () => {
     for (const t of topics) await pub.publish(t, t);
     await pub.publish("zz/done", true);
     await until(() => done.size === patterns.length, 5000, "the end marker");
-    for (const p of patterns) {
+    for (const [i, p] of patterns.entries()) {
       const local = topics.filter((t) => matchPattern(p, t));
+      // The client does not accept more than the server routed to it...
       assert.deepEqual(delivered.get(p), local, `pattern ${p}`);
+      // ...nor less: the session's seq counts every msg the server delivered (the topics
+      // routed to it, then the end marker), whether a handler took it or not.
+      assert.equal(buses[i].lastSeq, local.length + 1, `pattern ${p}: the server delivered ${buses[i].lastSeq - 1} messages, the local matcher accepts ${local.length}`);
     }
   } finally {
     for (const b of buses) b.close();

@@ -94,6 +94,21 @@ export async function startProxy(port) {
         s.pause();
       }
     },
+    /**
+     * Stops forwarding what the server sends on the current connections (the page's side still
+     * reaches the server): to the server, the client has stopped reading. {@link flow} undoes it.
+     */
+    stallDownstream() {
+      for (const s of live) {
+        if (!s.peer) continue;
+        s.unpipe(s.peer);
+        s.pause();
+      }
+    },
+    /** Forwards again what {@link stallDownstream} held back (nothing is lost: it was queued). */
+    flow() {
+      for (const s of live) if (s.peer && !s.destroyed) s.pipe(s.peer);
+    },
     cut() {
       const n = live.size;
       for (const s of live) s.destroy();
@@ -108,6 +123,7 @@ export async function startProxy(port) {
     }
     proxy.connections += 1;
     const upstream = net.connect(proxy.target, "127.0.0.1");
+    upstream.peer = client; // server → page, for stallDownstream()
     live.add(client);
     live.add(upstream);
     const drop = () => {

@@ -66,21 +66,12 @@ impl<T> Table<T> {
     }
 
     #[inline]
-    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&T> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let mut i = self.home(hash);
-        loop {
-            let slot = &self.slots[i];
-            match &slot.entry {
-                None => return None,
-                Some(e) if slot.hash == hash && eq(e) => return Some(e),
-                Some(_) => i = (i + 1) & self.mask,
-            }
-        }
+    pub(crate) fn find(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
+        let i = self.position(hash, eq)?;
+        self.slots[i].entry.as_ref()
     }
 
+    #[inline]
     fn position(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
         if self.slots.is_empty() {
             return None;

@@ -140,6 +140,11 @@ fn child_hash(parent: u64, edge: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// Matches entry `k` of node `parent`'s glob index.
+fn is_glob_entry<V>(parent: u32, k: u32) -> impl Fn(&Node<V>) -> bool {
+    move |n| n.parent == parent && n.kind == Kind::GlobIndex && n.literals == k
+}
+
 fn edge_of(seg: &Segment) -> (Kind, &str) {
     match seg {
         Segment::Literal(s) => (Kind::Literal, s),
@@ -181,9 +186,8 @@ impl<V: Eq + Hash> Trie<V> {
     /// Entry `k` of node `parent`'s glob index.
     #[inline]
     fn glob_index(&self, node: u64, parent: u32, k: u32) -> Option<&Node<V>> {
-        self.nodes.find(self.glob_index_hash(node, k), |n| {
-            n.parent == parent && n.kind == Kind::GlobIndex && n.literals == k
-        })
+        self.nodes
+            .find(self.glob_index_hash(node, k), is_glob_entry(parent, k))
     }
 
     /// Number of entries in the glob index of node `parent` (at path hash `node`).
@@ -217,17 +221,16 @@ impl<V: Eq + Hash> Trie<V> {
         let last = count - 1;
         let moved = self
             .nodes
-            .remove(self.glob_index_hash(node, last), |n| {
-                n.parent == parent && n.kind == Kind::GlobIndex && n.literals == last
-            })
+            .remove(
+                self.glob_index_hash(node, last),
+                is_glob_entry(parent, last),
+            )
             .expect("the last index entry exists");
         if at != last {
             let hash = self.glob_index_hash(node, at);
             let entry = self
                 .nodes
-                .find_mut(hash, |n| {
-                    n.parent == parent && n.kind == Kind::GlobIndex && n.literals == at
-                })
+                .find_mut(hash, is_glob_entry(parent, at))
                 .expect("index entries are dense");
             entry.id = moved.id;
             entry.seg = moved.seg;

@@ -180,8 +180,7 @@ async fn token_in_authorization_header_and_in_hello() {
 #[tokio::test]
 async fn anonymous_clients_get_the_configured_permissions_only() {
     let server = server().await;
-    let mut c = server.connect().await;
-    c.hello().await;
+    let mut c = server.client().await;
     assert_eq!(try_sub(&mut c, "public/news").await["op"], "ok");
     assert_eq!(try_sub(&mut c, "public/**").await["op"], "ok");
     assert_forbidden(&try_sub(&mut c, "**").await, "anonymous sub **");
@@ -199,8 +198,7 @@ async fn auth_without_an_anonymous_section_gives_anonymous_clients_nothing() {
         herald::Config::from_toml_str(&format!("[auth]\nhs256_secret = \"{SECRET}\"\n")).unwrap();
     c.listen = "127.0.0.1:0".parse().unwrap();
     let server = TestServer::with_config(c).await;
-    let mut anon = server.connect().await;
-    anon.hello().await;
+    let mut anon = server.client().await;
     for pattern in ["**", "*", "public/**", "a", "$presence/**"] {
         assert_forbidden(
             &try_sub(&mut anon, pattern).await,
@@ -643,8 +641,7 @@ async fn origin_allow_list_applies_to_browsers() {
 #[tokio::test]
 async fn without_auth_everything_is_open_but_system_topics_keep_their_rules() {
     let server = TestServer::start().await;
-    let mut c = server.connect().await;
-    c.hello().await;
+    let mut c = server.client().await;
     assert_eq!(try_sub(&mut c, "**").await["op"], "ok");
     assert_eq!(try_pub(&mut c, "any/topic").await["op"], "ok");
     let e = try_pub(&mut c, "$sys/x").await;

@@ -39,8 +39,7 @@ async fn read_msgs(c: &mut Raw, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn history_op_returns_latest_and_pages_forward() {
     let server = TestServer::with_config(with_history("chat/**", 5)).await;
-    let mut c = server.connect().await;
-    c.hello().await;
+    let mut c = server.client().await;
     let acks = publish_n(&mut c, "chat/general", 8).await;
     let epoch = acks[0]["epoch"].clone();
     assert_eq!(acks[7]["offset"], 8);
@@ -125,8 +124,7 @@ async fn history_ttl_drops_old_messages() {
         ..TopicConfig::default()
     });
     let server = TestServer::with_config(c).await;
-    let mut c = server.connect().await;
-    c.hello().await;
+    let mut c = server.client().await;
     publish_n(&mut c, "ticks", 3).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     c.publish("ticks", json!({"n": 4})).await;
@@ -140,13 +138,11 @@ async fn history_ttl_drops_old_messages() {
 #[tokio::test]
 async fn rewind_replays_latest_per_topic_before_live() {
     let server = TestServer::with_config(with_history("feed/**", 10)).await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     publish_n(&mut p, "feed/a", 4).await;
     publish_n(&mut p, "feed/b", 1).await;
 
-    let mut s = server.connect().await;
-    s.hello().await;
+    let mut s = server.client().await;
     let ok = s
         .request(json!({"op": "sub", "pattern": "feed/*", "rewind": 2}))
         .await;
@@ -180,14 +176,12 @@ async fn rewind_replays_latest_per_topic_before_live() {
 #[tokio::test]
 async fn since_recovers_missed_messages_or_says_it_cannot() {
     let server = TestServer::with_config(with_history("orders/**", 3)).await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     let acks = publish_n(&mut p, "orders/eu", 5).await;
     let epoch = acks[0]["epoch"].as_str().unwrap().to_owned();
 
     // Offsets 3, 4, 5 are held: resuming after 3 recovers 4 and 5.
-    let mut s = server.connect().await;
-    s.hello().await;
+    let mut s = server.client().await;
     let ok = s
         .request(json!({"op": "sub", "pattern": "orders/eu",
                         "since": {"epoch": epoch, "offset": 3}}))
@@ -199,8 +193,7 @@ async fn since_recovers_missed_messages_or_says_it_cannot() {
     assert_eq!(msgs[0]["replay"], true);
 
     // After 1: offset 2 is gone, so not recovered; what is held is still replayed.
-    let mut s2 = server.connect().await;
-    s2.hello().await;
+    let mut s2 = server.client().await;
     let ok = s2
         .request(json!({"op": "sub", "pattern": "orders/eu",
                         "since": {"epoch": epoch, "offset": 1}}))
@@ -210,8 +203,7 @@ async fn since_recovers_missed_messages_or_says_it_cannot() {
     assert_eq!(msgs[0]["offset"], 3);
 
     // Up to date: recovered, nothing replayed, then live.
-    let mut s3 = server.connect().await;
-    s3.hello().await;
+    let mut s3 = server.client().await;
     let ok = s3
         .request(json!({"op": "sub", "pattern": "orders/eu",
                         "since": {"epoch": epoch, "offset": 5}}))
@@ -239,8 +231,7 @@ async fn since_recovers_missed_messages_or_says_it_cannot() {
 #[tokio::test]
 async fn retained_message_comes_first_and_null_clears_it() {
     let server = TestServer::start().await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     let ok = p
         .request(json!({"op": "pub", "topic": "status/door", "data": "open", "retain": true}))
         .await;
@@ -249,8 +240,7 @@ async fn retained_message_comes_first_and_null_clears_it() {
     p.request(json!({"op": "pub", "topic": "status/light", "data": "on", "retain": true}))
         .await;
 
-    let mut s = server.connect().await;
-    s.hello().await;
+    let mut s = server.client().await;
     s.sub("status/*").await;
     let msgs = read_msgs(&mut s, 2).await;
     let got: Vec<(Value, Value)> = msgs
@@ -271,8 +261,7 @@ async fn retained_message_comes_first_and_null_clears_it() {
     // Clearing: later subscribers get nothing for that topic.
     p.request(json!({"op": "pub", "topic": "status/door", "data": null, "retain": true}))
         .await;
-    let mut s2 = server.connect().await;
-    s2.hello().await;
+    let mut s2 = server.client().await;
     s2.sub("status/door").await;
     assert!(s2.recv_within(Duration::from_millis(300)).await.is_none());
 

@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn http_publish_reaches_socket_subscribers() {
     let srv = TestServer::start().await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     c.sub("orders/**").await;
     let r = http()
         .post(srv.http("/v1/publish"))
@@ -32,8 +31,7 @@ async fn http_publish_reaches_socket_subscribers() {
 #[tokio::test]
 async fn batch_publish_answers_each_item() {
     let srv = TestServer::start().await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     c.sub("b/*").await;
     let r = http()
         .post(srv.http("/v1/publish/batch"))
@@ -115,8 +113,7 @@ async fn http_errors_are_json() {
 #[tokio::test]
 async fn topics_listing_and_health() {
     let srv = TestServer::start().await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     c.sub("t/*").await;
     for t in ["t/a", "t/a", "t/b", "u/c"] {
         srv.bus.publish_json(t, &json!(0)).unwrap();

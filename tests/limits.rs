@@ -24,8 +24,7 @@ async fn publish_rate_refuses_over_the_bucket_then_closes_4029() {
     let mut c = config();
     c.limits.publish_rate = 5; // bursts of 10
     let server = TestServer::with_config(c).await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     for i in 0..10 {
         let ok = p
             .request(json!({"op": "pub", "topic": "r/x", "data": i}))
@@ -52,8 +51,7 @@ async fn publish_rate_refuses_over_the_bucket_then_closes_4029() {
     let (code, frames) = p.expect_close().await;
     assert_eq!(code, 4029, "{frames:?}");
     // Another connection has its own bucket.
-    let mut q = server.connect().await;
-    q.hello().await;
+    let mut q = server.client().await;
     assert_eq!(q.publish("r/x", json!(1)).await["op"], "ok");
 }
 
@@ -64,8 +62,7 @@ async fn connections_per_address_are_capped_with_429() {
     let server = TestServer::with_config(c).await;
     let mut open = Vec::new();
     for _ in 0..3 {
-        let mut r = server.connect().await;
-        r.hello().await;
+        let r = server.client().await;
         open.push(r);
     }
     assert_eq!(upgrade_status(&server.ws_url()).await, 429);
@@ -87,10 +84,8 @@ async fn global_connection_cap_answers_503() {
     let mut c = config();
     c.limits.max_connections = 2;
     let server = TestServer::with_config(c).await;
-    let mut a = server.connect().await;
-    a.hello().await;
-    let mut b = server.connect().await;
-    b.hello().await;
+    let _a = server.client().await;
+    let _b = server.client().await;
     assert_eq!(upgrade_status(&server.ws_url()).await, 503);
 }
 
@@ -133,8 +128,7 @@ async fn handshake_timeout_drops_silent_and_slow_clients() {
     assert!(slow_closed, "a slow handshake was kept");
     assert!(started.elapsed() < Duration::from_secs(3));
     // A prompt client is served, and its WebSocket outlives the handshake timeout.
-    let mut ok = server.connect().await;
-    ok.hello().await;
+    let mut ok = server.client().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ok.publish("x", json!(1)).await["op"], "ok");
 }

@@ -31,16 +31,13 @@ async fn group_members_share_work_and_plain_subscribers_get_everything() {
     let server = TestServer::start().await;
     let mut members = Vec::new();
     for _ in 0..3 {
-        let mut m = server.connect().await;
-        m.hello().await;
+        let mut m = server.client().await;
         sub_group(&mut m, "jobs/*", "workers", false).await;
         members.push(m);
     }
-    let mut watcher = server.connect().await;
-    watcher.hello().await;
+    let mut watcher = server.client().await;
     watcher.sub("jobs/**").await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     for i in 0..30 {
         p.publish("jobs/resize", json!(i)).await;
     }
@@ -132,8 +129,7 @@ async fn work_queue_loses_nothing_and_repeats_nothing_when_a_worker_dies() {
     let done = Arc::new(Mutex::new(HashMap::new()));
     let mut tasks = Vec::new();
     for w in 0..3 {
-        let mut c = server.connect().await;
-        c.hello().await;
+        let mut c = server.client().await;
         sub_group(&mut c, "work/thumbnails", "thumbs", true).await;
         let stop = (w == 2).then_some(1_000);
         tasks.push(tokio::spawn(worker(c, done.clone(), stop, JOBS)));
@@ -186,14 +182,11 @@ async fn a_job_that_always_fails_lands_in_the_dead_letter_topic() {
         ..TopicConfig::default()
     }))
     .await;
-    let mut dlq = server.connect().await;
-    dlq.hello().await;
+    let mut dlq = server.client().await;
     dlq.sub("$dlq/**").await;
-    let mut w = server.connect().await;
-    w.hello().await;
+    let mut w = server.client().await;
     sub_group(&mut w, "flaky/job", "w", true).await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     p.send(
         json!({"op": "pub", "id": "p", "topic": "flaky/job", "data": {"x": 1},
                   "msg_id": "job-1"}),
@@ -231,11 +224,9 @@ async fn a_job_that_always_fails_lands_in_the_dead_letter_topic() {
 #[tokio::test]
 async fn duplicate_publishes_are_delivered_once() {
     let server = TestServer::start().await;
-    let mut s = server.connect().await;
-    s.hello().await;
+    let mut s = server.client().await;
     s.sub("pay/*").await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     let first = p
         .request(json!({"op": "pub", "topic": "pay/in", "data": 1, "msg_id": "tx-9"}))
         .await;
@@ -284,8 +275,7 @@ async fn dedup_window_expires() {
         ..TopicConfig::default()
     }))
     .await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     let f = json!({"op": "pub", "topic": "t", "data": 1, "msg_id": "a"});
     assert_eq!(p.request(f.clone()).await["duplicate"], false);
     assert_eq!(p.request(f.clone()).await["duplicate"], true);
@@ -316,13 +306,11 @@ async fn request_to_a_group_of_three_is_answered_once() {
     let server = TestServer::start().await;
     let answered = Arc::new(Mutex::new(0));
     for tag in ["a", "b", "c"] {
-        let mut c = server.connect().await;
-        c.hello().await;
+        let mut c = server.client().await;
         sub_group(&mut c, "svc/echo", "echo", false).await;
         tokio::spawn(responder(c, tag, answered.clone()));
     }
-    let mut r = server.connect().await;
-    r.hello().await;
+    let mut r = server.client().await;
     for i in 0..6 {
         r.send(json!({"op": "req", "id": i, "topic": "svc/echo", "data": i}))
             .await;
@@ -347,13 +335,11 @@ async fn first_reply_wins_no_responders_and_timeouts() {
     // Three plain responders: all get the request, only the first reply counts.
     let answered = Arc::new(Mutex::new(0));
     for tag in ["a", "b", "c"] {
-        let mut c = server.connect().await;
-        c.hello().await;
+        let mut c = server.client().await;
         c.sub("svc/all").await;
         tokio::spawn(responder(c, tag, answered.clone()));
     }
-    let mut r = server.connect().await;
-    r.hello().await;
+    let mut r = server.client().await;
     r.send(json!({"op": "req", "id": 1, "topic": "svc/all", "data": "hi"}))
         .await;
     let reply = r.recv().await;
@@ -373,8 +359,7 @@ async fn first_reply_wins_no_responders_and_timeouts() {
     assert_eq!(e["code"], "no_responders", "{e}");
 
     // A subscriber that never answers.
-    let mut silent = server.connect().await;
-    silent.hello().await;
+    let mut silent = server.client().await;
     silent.sub("svc/silent").await;
     r.send(json!({"op": "req", "id": "t1", "topic": "svc/silent", "data": 1, "timeout_ms": 200}))
         .await;
@@ -396,8 +381,7 @@ async fn first_reply_wins_no_responders_and_timeouts() {
     assert!(r.recv_within(Duration::from_millis(300)).await.is_none());
 
     // Inbox publishes are never routed, even to a `$inbox/**` subscriber.
-    let mut spy = server.connect().await;
-    spy.hello().await;
+    let mut spy = server.client().await;
     spy.sub("$inbox/**").await;
     r.send(json!({"op": "req", "id": 9, "topic": "svc/all", "data": "x"}))
         .await;
@@ -419,8 +403,7 @@ async fn presence_follows_subscriptions_not_sockets() {
         c
     })
     .await;
-    let mut watch = server.connect().await;
-    watch.hello().await;
+    let mut watch = server.client().await;
     watch.sub("$presence/chat/lobby").await;
 
     let mut a = server.connect().await;
@@ -494,14 +477,12 @@ async fn presence_follows_subscriptions_not_sockets() {
 #[tokio::test]
 async fn a_responder_arriving_after_no_responders_is_found() {
     let server = TestServer::start().await;
-    let mut r = server.connect().await;
-    r.hello().await;
+    let mut r = server.client().await;
     let e = r
         .request(json!({"op": "req", "topic": "svc/late", "data": 1}))
         .await;
     assert_eq!(e["code"], "no_responders");
-    let mut c = server.connect().await;
-    c.hello().await;
+    let mut c = server.client().await;
     sub_group(&mut c, "svc/late", "g", false).await;
     tokio::spawn(responder(c, "late", Arc::new(Mutex::new(0))));
     r.send(json!({"op": "req", "id": 2, "topic": "svc/late", "data": 2}))
@@ -588,13 +569,11 @@ async fn redelivery_goes_to_another_connected_member() {
     .await;
     let mut members = Vec::new();
     for _ in 0..2 {
-        let mut m = server.connect().await;
-        m.hello().await;
+        let mut m = server.client().await;
         sub_group(&mut m, "jobs/render", "render", true).await;
         members.push(m);
     }
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     p.publish("jobs/render", json!("ignored")).await;
     p.publish("jobs/render", json!("done")).await;
     let mut jobs = Vec::new();
@@ -643,8 +622,7 @@ async fn a_resumed_member_does_not_get_back_a_job_redelivered_elsewhere() {
     let mut a = server.connect().await;
     let session = a.hello().await["session"].as_str().unwrap().to_owned();
     sub_group(&mut a, "jobs/mail", "mail", true).await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     p.publish("jobs/mail", json!("job-1")).await;
     // `a` is the only member: the job is its own.
     let job = a.recv_op("msg").await;
@@ -652,8 +630,7 @@ async fn a_resumed_member_does_not_get_back_a_job_redelivered_elsewhere() {
         (job["seq"].as_u64(), job["data"].as_str()),
         (Some(1), Some("job-1"))
     );
-    let mut b = server.connect().await;
-    b.hello().await;
+    let mut b = server.client().await;
     sub_group(&mut b, "jobs/mail", "mail", true).await;
     // `a` crashes before processing it; after `ack_wait` the job goes to `b`.
     drop(a);
@@ -694,8 +671,7 @@ async fn a_resumed_member_does_not_get_back_a_job_redelivered_elsewhere() {
 #[tokio::test]
 async fn batch_publishes_are_deduplicated() {
     let server = TestServer::start().await;
-    let mut s = server.connect().await;
-    s.hello().await;
+    let mut s = server.client().await;
     s.sub("bill/*").await;
     let batch = json!([
         {"topic": "bill/a", "data": 1, "msg_id": "inv-1"},
@@ -739,8 +715,7 @@ async fn batch_publishes_are_deduplicated() {
         .await
         .unwrap();
     assert_eq!(again[0]["duplicate"], true, "{again}");
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     let ws = p
         .request(json!({"op": "pub", "topic": "bill/b", "data": 2, "msg_id": "inv-1"}))
         .await;
@@ -775,14 +750,11 @@ async fn a_job_waits_for_a_member_when_its_group_empties() {
         ..TopicConfig::default()
     }))
     .await;
-    let mut dlq = server.connect().await;
-    dlq.hello().await;
+    let mut dlq = server.client().await;
     dlq.sub("$dlq/**").await;
-    let mut a = server.connect().await;
-    a.hello().await;
+    let mut a = server.client().await;
     sub_group(&mut a, "jobs/scan", "scan", true).await;
-    let mut p = server.connect().await;
-    p.hello().await;
+    let mut p = server.client().await;
     p.publish("jobs/scan", json!("job-1")).await;
     assert_eq!(a.recv_op("msg").await["data"], "job-1");
     // The only member leaves without acking: the group is gone.
@@ -793,8 +765,7 @@ async fn a_job_waits_for_a_member_when_its_group_empties() {
         dlq.recv_within(Duration::from_millis(600)).await.is_none(),
         "dead-lettered after one delivery"
     );
-    let mut b = server.connect().await;
-    b.hello().await;
+    let mut b = server.client().await;
     sub_group(&mut b, "jobs/scan", "scan", true).await;
     let m = b.recv_op("msg").await;
     assert_eq!(
@@ -821,11 +792,9 @@ async fn a_job_of_an_abandoned_group_is_dead_lettered_after_the_ttl() {
     });
     cfg.session.ttl = Duration::from_millis(500);
     let server = TestServer::with_config(cfg).await;
-    let mut dlq = server.connect().await;
-    dlq.hello().await;
+    let mut dlq = server.client().await;
     dlq.sub("$dlq/**").await;
-    let mut a = server.connect().await;
-    a.hello().await;
+    let mut a = server.client().await;
     sub_group(&mut a, "jobs/scan", "scan", true).await;
     a.publish("jobs/scan", json!("job-1")).await;
     assert_eq!(a.recv_op("msg").await["data"], "job-1");

@@ -82,8 +82,7 @@ async fn prometheus_metrics_move_with_traffic() {
     let welcome = sub.hello().await;
     let session = welcome["session"].as_str().unwrap().to_owned();
     sub.sub("orders/*").await;
-    let mut publisher = srv.connect().await;
-    publisher.hello().await;
+    let mut publisher = srv.client().await;
     for i in 0..N {
         publisher.publish("orders/eu-7781", json!({"n": i})).await;
     }
@@ -162,8 +161,7 @@ async fn drops_and_gaps_are_counted() {
     // Wait until the server has let go of the socket: from here on, messages stay unsent.
     stats_until(&srv, |s| s["connections"] == 0).await;
 
-    let mut publisher = srv.connect().await;
-    publisher.hello().await;
+    let mut publisher = srv.client().await;
     for i in 0..10 {
         publisher.publish("feed", json!(i)).await;
     }
@@ -214,11 +212,9 @@ async fn stats_give_the_dashboard_rates_and_latency() {
     assert_eq!(s["latency_ms"]["count"], 0);
     assert_eq!(s["latency_ms"]["p50"], Value::Null);
 
-    let mut sub = srv.connect().await;
-    sub.hello().await;
+    let mut sub = srv.client().await;
     sub.sub("t/**").await;
-    let mut publisher = srv.connect().await;
-    publisher.hello().await;
+    let mut publisher = srv.client().await;
     for i in 0..20 {
         publisher.publish(&format!("t/{}", i % 4), json!(i)).await;
     }

@@ -53,8 +53,7 @@ async fn implicit_hello() {
 #[tokio::test]
 async fn every_error_code_reachable_so_far() {
     let srv = TestServer::start().await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
 
     c.send_text("{not json").await;
     assert_eq!(c.recv().await["code"], "bad_json");
@@ -123,8 +122,7 @@ async fn frame_over_max_frame_closes_1009() {
     let (code, _) = c.expect_close().await;
     assert_eq!(code, 1009);
     // The server is fine.
-    let mut d = srv.connect().await;
-    d.hello().await;
+    srv.client().await;
 }
 
 /// The server pings, and a client that sends nothing for two heartbeats is closed. The

@@ -44,8 +44,7 @@ async fn wildcard_table_end_to_end() {
         ("$presence/**", &["$presence/chat/a"], &["presence/chat"]),
     ];
     for (pattern, yes, no) in table {
-        let mut c = srv.connect().await;
-        c.hello().await;
+        let mut c = srv.client().await;
         c.sub(pattern).await;
         // A wildcard end marker: an exact subscription would join presence and publish
         // to `$presence/test/end`, which the `$presence/**` row would then see.
@@ -66,13 +65,11 @@ async fn hundred_subscribers_thousand_messages_in_order() {
     let srv = TestServer::start().await;
     let mut subs = Vec::new();
     for _ in 0..100 {
-        let mut c = srv.connect().await;
-        c.hello().await;
+        let mut c = srv.client().await;
         c.sub("load/*").await;
         subs.push(c);
     }
-    let mut publisher = srv.connect().await;
-    publisher.hello().await;
+    let mut publisher = srv.client().await;
     for i in 0..1000 {
         publisher
             .send(json!({"op": "pub", "topic": "load/a", "data": {"i": i}}))
@@ -103,8 +100,7 @@ async fn hundred_subscribers_thousand_messages_in_order() {
 #[tokio::test]
 async fn overlapping_patterns_deliver_once() {
     let srv = TestServer::start().await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     for p in ["a/*", "a/b", "**", "a/{b,c}"] {
         c.sub(p).await;
     }
@@ -151,8 +147,7 @@ async fn overlapping_patterns_deliver_once() {
 #[tokio::test]
 async fn offsets_epochs_and_seq() {
     let srv = TestServer::start().await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     c.sub("o/*").await;
     let mut p = srv.connect().await;
     let a1 = p.publish("o/a", json!(1)).await;
@@ -191,8 +186,7 @@ async fn idempotent_subscribe_and_subscription_limit() {
     let mut cfg = config();
     cfg.limits.max_subscriptions = 3;
     let srv = TestServer::with_config(cfg).await;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     c.sub("x/1").await;
     c.sub("x/1").await;
     c.sub("x/2").await;

@@ -89,8 +89,7 @@ async fn shutdown_flushes_buffered_messages_before_bye() {
     cfg.session.buffer_messages = N as usize;
     let srv = TestServer::with_config(cfg).await;
     let addr = srv.addr;
-    let mut c = srv.connect().await;
-    c.hello().await;
+    let mut c = srv.client().await;
     c.sub("drain").await;
     let pad = "x".repeat(200);
     for i in 1..=N {

@@ -61,6 +61,13 @@ impl TestServer {
         Raw::connect(&self.ws_url()).await
     }
 
+    /// A connection that has said `hello` (a fresh session): what most tests start from.
+    pub async fn client(&self) -> Raw {
+        let mut c = self.connect().await;
+        c.hello().await;
+        c
+    }
+
     /// Shuts down and waits for the drain.
     pub async fn stop(mut self) {
         self.handle.shutdown();

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::redis::Redis;
 use common::*;
 use serde_json::{Value, json};
 
@@ -441,63 +442,12 @@ async fn durable_store_health_is_reported() {
     );
 }
 
-/// A `redis-server` of our own on a free port, without persistence.
-struct Redis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis { port, child: None };
-        r.launch();
-        r
-    }
-
-    fn launch(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (./scripts/test.sh installs it)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Cluster mode with a real Redis: `herald_redis_connected` follows the connection (as
 /// `/readyz` does) and `herald_redis_reconnects_total` counts its returns.
 #[tokio::test]
 async fn redis_health_follows_the_connection() {
     let mut redis = Redis::start();
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = redis.url();
     let bin = Binary::spawn(&["--listen", "127.0.0.1:0", "--redis", &url]);
     let connected = |want: f64| {
         move |t: &str| {

@@ -1,6 +1,8 @@
 //! Test harness: real servers on ephemeral ports and raw WebSocket clients.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -114,7 +114,12 @@ impl Glob {
 
     pub(crate) fn matches(&self, s: &str) -> bool {
         match &self.matcher {
-            Matcher::Stars(pieces) => match_stars(pieces, s),
+            Matcher::Stars(pieces) => match pieces.as_ref() {
+                [first, middle @ .., last] => {
+                    match_stars(first, middle.iter().map(|p| &**p), last, s)
+                }
+                _ => false,
+            },
             Matcher::OneOf(alts) => alts.iter().any(|a| **a == *s),
             Matcher::Nfa(prog) => run_nfa(prog, s),
         }
@@ -146,56 +151,55 @@ fn classify(toks: &[Tok]) -> Option<Matcher> {
     (pieces.len() >= 2).then(|| Matcher::Stars(pieces.into_iter().map(Into::into).collect()))
 }
 
-/// `pieces` were separated by `*`: the first must be a prefix, the last a suffix, and the
-/// middle ones appear in order in between. Taking the leftmost occurrence of each middle
-/// piece is optimal, so this is exact.
 /// Matches `s` against a glob given by its source text, without the compiled form, for the
 /// two shapes most globs have: literals and `*` (`ab*`, `*.json`, `a*b`), and a whole-segment
 /// alternation of literals (`{eu,us}`). `None` for anything else (`?`, classes, escapes,
 /// nested or partial alternation): the caller uses the compiled [`Glob`]. Why: the router
 /// keeps a glob's source text inline in its index, so these need no pointer to follow.
 pub(crate) fn matches_source(src: &str, s: &str) -> Option<bool> {
-    const SPECIAL: [char; 10] = ['*', '?', '[', ']', '{', '}', ',', '\\', '#', '+'];
+    /// Glob syntax other than `*` and `,`.
+    const OTHER: [char; 8] = ['?', '[', ']', '{', '}', '\\', '#', '+'];
     if let Some(inner) = src.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
-        if inner.contains(['*', '?', '[', ']', '{', '}', '\\', '#', '+']) {
+        if inner.contains('*') || inner.contains(OTHER) {
             return None;
         }
         return Some(inner.split(',').any(|alt| alt == s));
     }
-    let first_star = src.find('*')?;
-    let last_star = src.rfind('*')?;
-    if src.contains(&SPECIAL[1..]) {
+    let (first_star, last_star) = (src.find('*')?, src.rfind('*')?);
+    if src.contains(',') || src.contains(OTHER) {
         return None;
     }
-    let (first, last) = (&src[..first_star], &src[last_star + 1..]);
-    let Some(mut rest) = s.strip_prefix(first) else {
-        return Some(false);
-    };
-    if first_star < last_star {
-        for piece in src[first_star + 1..last_star].split('*') {
-            match rest.find(piece) {
-                Some(at) => rest = &rest[at + piece.len()..],
-                None => return Some(false),
-            }
-        }
-    }
-    Some(rest.ends_with(last))
+    let middle = src
+        .get(first_star + 1..last_star)
+        .into_iter()
+        .flat_map(|m| m.split('*'));
+    Some(match_stars(
+        &src[..first_star],
+        middle,
+        &src[last_star + 1..],
+        s,
+    ))
 }
 
-fn match_stars(pieces: &[Box<str>], s: &str) -> bool {
-    let [first, middle @ .., last] = pieces else {
-        return false;
-    };
-    let Some(mut rest) = s.strip_prefix(&**first) else {
+/// Pieces separated by `*`: `first` must be a prefix, `last` a suffix, and the `middle` ones
+/// appear in order in between. Taking the leftmost occurrence of each middle piece is
+/// optimal, so this is exact.
+fn match_stars<'p>(
+    first: &str,
+    middle: impl IntoIterator<Item = &'p str>,
+    last: &str,
+    s: &str,
+) -> bool {
+    let Some(mut rest) = s.strip_prefix(first) else {
         return false;
     };
     for piece in middle {
-        match rest.find(&**piece) {
+        match rest.find(piece) {
             Some(at) => rest = &rest[at + piece.len()..],
             None => return false,
         }
     }
-    rest.ends_with(&**last)
+    rest.ends_with(last)
 }
 
 fn emit(toks: &[Tok], prog: &mut Vec<Inst>) {

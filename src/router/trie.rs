@@ -202,6 +202,7 @@ impl<V: Eq + Hash> Trie<V> {
         let mut entry = Node::new(child, parent, Kind::GlobIndex, glob.source());
         entry.literals = k;
         self.nodes.insert_new(self.glob_index_hash(node, k), entry);
+        // Whether the source text alone answers depends on the glob, not on the input.
         if matches_source(glob.source(), "").is_none() {
             self.compiled.insert(child, glob.clone());
         }
@@ -429,7 +430,10 @@ impl<'n, V: Eq + Hash> Trie<V> {
         // The whole literal path at once: its misses overlap. (Also prefetching, for every
         // level, the path taking `*` there measured no faster: the walk prefetches each
         // `*` branch when it reaches a node that has one.)
-        self.prefetch_path(self.root_hash, edges);
+        // (The root itself is not in the table: start at its child.)
+        if let Some((&first, rest)) = edges.split_first() {
+            self.prefetch_path(child_hash(self.root_hash, first), rest);
+        }
         let mut w = Walk {
             topic,
             edges,
@@ -531,7 +535,7 @@ impl<'n, V: Eq + Hash> Trie<V> {
             if !hit {
                 continue;
             }
-            let h = child_hash(hash, edge_hash(&self.state, Kind::Glob, src));
+            let h = child_hash(hash, self.edge_hash(Kind::Glob, src));
             if let Some(child) = self.child(h, node.id, Kind::Glob, src) {
                 self.visit(w, child, h, i + 1, false)?;
             }

@@ -35,6 +35,7 @@ pub mod config;
 pub mod event;
 pub mod fd_limit;
 pub mod metrics;
+mod prefetch;
 pub mod protocol;
 pub mod reload;
 pub mod router;

@@ -61,7 +61,7 @@ impl<T> Table<T> {
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
         if let Some(slot) = self.slots.get(self.home(hash)) {
-            prefetch(slot);
+            crate::prefetch::line(slot);
         }
     }
 
@@ -192,18 +192,6 @@ fn advise_huge(start: *const u8, len: usize) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge(_start: *const u8, _len: usize) {
     let _ = (HUGE_FROM, HUGE_PAGE);
-}
-
-/// Starts loading `*p`'s cache line; a hint that reads nothing and never faults.
-#[inline]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` is a hint; it dereferences nothing and cannot fault.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[cfg(test)]

@@ -596,21 +596,13 @@ impl Session {
 /// does not wait for it. A prefetch never faults: past the end of the buffer it is a no-op.
 #[inline]
 fn prefetch_next(buf: &VecDeque<Slot>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (a, b) = buf.as_slices();
-        let next = if b.is_empty() {
-            a.as_ptr().wrapping_add(a.len())
-        } else {
-            b.as_ptr().wrapping_add(b.len())
-        };
-        // SAFETY: `_mm_prefetch` is a hint; it reads nothing and never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(next.cast());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = buf;
+    let (a, b) = buf.as_slices();
+    let next = if b.is_empty() {
+        a.as_ptr().wrapping_add(a.len())
+    } else {
+        b.as_ptr().wrapping_add(b.len())
+    };
+    crate::prefetch::line(next);
 }
 
 /// `s_` followed by 24 random hex digits: unguessable enough that a session id works as a

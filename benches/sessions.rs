@@ -26,15 +26,7 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    herald::bench::proc::status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 fn start_server() -> (std::process::Child, String) {

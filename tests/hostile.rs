@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{Binary, Raw};
 use futures_util::{SinkExt, StreamExt};
+use herald::bench::proc::status_kib;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,22 +22,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    status_kib(pid, "VmRSS").expect("VmRSS")
 }
 
 /// Peak resident memory of a process since its last [`reset_peak`], in KiB.
 fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
+    status_kib(pid, "VmHWM").expect("VmHWM")
 }
 
 /// Resets a process's peak resident memory to its current RSS (`clear_refs` 5, Linux 4.0+),

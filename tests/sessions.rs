@@ -238,13 +238,7 @@ async fn resume_takes_over_a_live_connection() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap()
+    herald::bench::proc::status_kib(pid, "VmRSS").expect("VmRSS")
 }
 
 /// A raw client whose socket receive buffer is small, so that a stalled one parks little in

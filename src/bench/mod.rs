@@ -24,7 +24,7 @@ mod args;
 mod chart;
 mod idle;
 mod load;
-mod proc;
+pub mod proc;
 mod proto;
 mod report;
 mod summary;

@@ -7,10 +7,17 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// Resident set size in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS").map(|kib| kib * 1024)
+}
+
+/// A KiB figure of `/proc/<pid>/status`, such as `VmRSS` (resident memory) or `VmHWM` (its
+/// peak).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// User plus system CPU seconds used so far (`/proc/<pid>/stat`; `self` for this process).

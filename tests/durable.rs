@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Binary, Raw, WAIT, http};
+use common::{Binary, Raw, WAIT, http, post_json};
 use futures_util::{SinkExt, StreamExt};
 use herald::store::{Durable, FILE_NAME, RedbStore, Retention};
 use serde_json::{Value, json};
@@ -322,15 +322,11 @@ async fn restart_recovers_history_retained_epoch_and_offsets() {
         epoch = ok["epoch"].clone();
     }
     // An HTTP publish is acked once durable too.
-    let r: Value = http()
-        .post(format!("http://{}/v1/publish", bin.addr))
-        .json(&json!({"topic": "keep/b", "data": "x", "retain": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        format!("http://{}/v1/publish", bin.addr),
+        &json!({"topic": "keep/b", "data": "x", "retain": true}),
+    )
+    .await;
     assert_eq!(r["offset"], 1, "{r}");
     let mem_epoch = c.publish("mem/a", json!(1)).await["epoch"].clone();
     stop(bin).await;

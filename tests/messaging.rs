@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Raw, TestServer, config, http};
+use common::{Raw, TestServer, config, http, post_json};
 use herald::config::TopicConfig;
 use serde_json::{Value, json};
 
@@ -237,15 +237,11 @@ async fn duplicate_publishes_are_delivered_once() {
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["offset"], first["offset"]);
     // HTTP publishes share the window.
-    let r: Value = http()
-        .post(server.http("/v1/publish"))
-        .json(&json!({"topic": "pay/in", "data": 1, "msg_id": "tx-9"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        server.http("/v1/publish"),
+        &json!({"topic": "pay/in", "data": 1, "msg_id": "tx-9"}),
+    )
+    .await;
     assert_eq!(
         (r["duplicate"].clone(), r["offset"].clone()),
         (json!(true), first["offset"].clone())
@@ -679,15 +675,7 @@ async fn batch_publishes_are_deduplicated() {
         {"topic": "bill/b", "data": 2, "msg_id": "inv-1"},
         {"topic": "bill/a", "data": 3},
     ]);
-    let r: Value = http()
-        .post(server.http("/v1/publish/batch"))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(server.http("/v1/publish/batch"), &batch).await;
     let got: Vec<(Value, Value)> = r
         .as_array()
         .unwrap()
@@ -705,15 +693,11 @@ async fn batch_publishes_are_deduplicated() {
         "{r}"
     );
     // A second batch and a socket publish repeating the id are duplicates too.
-    let again: Value = http()
-        .post(server.http("/v1/publish/batch"))
-        .json(&json!([{"topic": "bill/a", "data": 1, "msg_id": "inv-1"}]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = post_json(
+        server.http("/v1/publish/batch"),
+        &json!([{"topic": "bill/a", "data": 1, "msg_id": "inv-1"}]),
+    )
+    .await;
     assert_eq!(again[0]["duplicate"], true, "{again}");
     let mut p = server.client().await;
     let ws = p

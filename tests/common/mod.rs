@@ -323,6 +323,22 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl
     http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// POSTs `body` as JSON and parses the answer (whatever its status).
+pub async fn post_json<T: serde::de::DeserializeOwned>(
+    url: impl reqwest::IntoUrl,
+    body: &impl serde::Serialize,
+) -> T {
+    http()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// What a [`Proxy`] does with the bytes of one direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {

@@ -93,18 +93,25 @@ impl<T> Table<T> {
     }
 
     /// Inserts `entry`, which the caller knows is not in the table yet.
-    pub(crate) fn insert_new(&mut self, hash: u64, entry: T) -> &mut T {
+    pub(crate) fn insert_new(&mut self, hash: u64, entry: T) {
         if (self.len + 1) * 2 > self.slots.len() {
             self.resize((self.slots.len() * 2).max(MIN_SLOTS));
         }
+        self.len += 1;
+        self.put(hash, entry);
+    }
+
+    /// Stores `entry` in the first free slot of `hash`'s probe run (there is one: the table
+    /// is never full).
+    fn put(&mut self, hash: u64, entry: T) {
         let mut i = self.home(hash);
         while self.slots[i].entry.is_some() {
             i = (i + 1) & self.mask;
         }
-        self.len += 1;
-        let slot = &mut self.slots[i];
-        slot.hash = hash;
-        slot.entry.insert(entry)
+        self.slots[i] = Slot {
+            hash,
+            entry: Some(entry),
+        };
     }
 
     pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<T> {
@@ -141,14 +148,7 @@ impl<T> Table<T> {
         self.mask = slots - 1;
         for slot in old {
             if let Some(e) = slot.entry {
-                let mut i = self.home(slot.hash);
-                while self.slots[i].entry.is_some() {
-                    i = (i + 1) & self.mask;
-                }
-                self.slots[i] = Slot {
-                    hash: slot.hash,
-                    entry: Some(e),
-                };
+                self.put(slot.hash, e);
             }
         }
     }

@@ -99,6 +99,14 @@ impl Access {
     }
 }
 
+/// [`Access::open`], shared by every connection of a server without `[auth]` (one per
+/// connection would be an allocation each idle connection keeps).
+fn open_access() -> Arc<Access> {
+    static OPEN: std::sync::LazyLock<Arc<Access>> =
+        std::sync::LazyLock::new(|| Arc::new(Access::open()));
+    OPEN.clone()
+}
+
 /// The server's authentication settings, compiled from `[auth]`.
 pub struct Auth {
     inner: Option<Enabled>,
@@ -172,7 +180,7 @@ impl Auth {
     /// What a client without a token may do.
     pub fn anonymous(&self) -> Arc<Access> {
         match &self.inner {
-            None => Arc::new(Access::open()),
+            None => open_access(),
             Some(e) => e.anonymous.clone(),
         }
     }
@@ -181,7 +189,7 @@ impl Auth {
     /// looked at: everything is allowed anyway.
     pub fn verify(&self, token: &str) -> Result<Arc<Access>, AuthError> {
         let Some(e) = &self.inner else {
-            return Ok(Arc::new(Access::open()));
+            return Ok(open_access());
         };
         if !e.verifier.has_keys() {
             return Err(AuthError::InvalidToken(

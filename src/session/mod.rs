@@ -13,8 +13,9 @@
 
 mod outbox;
 mod registry;
+mod subs;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -163,6 +164,14 @@ pub struct Identity {
     pub info: serde_json::Value,
 }
 
+/// The one identity of every anonymous session, shared: idle anonymous connections are
+/// the many, and each would otherwise hold a copy of nothing.
+fn anonymous_identity() -> Arc<Identity> {
+    static ANONYMOUS: std::sync::LazyLock<Arc<Identity>> =
+        std::sync::LazyLock::new(|| Arc::new(Identity::default()));
+    ANONYMOUS.clone()
+}
+
 #[derive(Debug)]
 struct State {
     next_seq: u64,
@@ -173,7 +182,7 @@ struct State {
     unsent_bytes: usize,
     /// Last seq written to the current connection or covered by a gap.
     sent: u64,
-    subs: HashMap<SubKey, Pattern>,
+    subs: subs::Subs,
     outbox: Option<Arc<Outbox>>,
     /// When the last connection left; `None` while attached.
     detached_at: Option<Instant>,
@@ -207,13 +216,13 @@ impl Session {
                 bytes: 0,
                 unsent_bytes: 0,
                 sent: 0,
-                subs: HashMap::new(),
+                subs: subs::Subs::default(),
                 outbox: None,
                 detached_at: Some(Instant::now()),
                 closed: false,
                 filter: None,
             }),
-            identity: Mutex::new(Arc::new(Identity::default())),
+            identity: Mutex::new(anonymous_identity()),
         }
     }
 
@@ -234,7 +243,14 @@ impl Session {
     }
 
     pub fn set_identity(&self, identity: Identity) {
-        *self.identity.lock() = Arc::new(identity);
+        let mut cur = self.identity.lock();
+        if **cur != identity {
+            *cur = if identity == Identity::default() {
+                anonymous_identity()
+            } else {
+                Arc::new(identity)
+            };
+        }
     }
 
     /// Sets what may be delivered to this session from now on (`None`: anything), and
@@ -490,7 +506,7 @@ impl Session {
         s.bytes = 0;
         s.unsent_bytes = 0;
         s.outbox = None;
-        std::mem::take(&mut s.subs).into_iter().collect()
+        s.subs.take()
     }
 
     pub fn is_closed(&self) -> bool {

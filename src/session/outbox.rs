@@ -99,6 +99,15 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
+    /// Frees the control queue's buffer if it is empty and small: called by a writer going
+    /// idle, as idle connections are the many and each would keep a few slots' worth.
+    pub fn release_idle(&self) {
+        let mut s = self.state.lock();
+        if s.control.is_empty() && s.control.capacity() <= 16 {
+            s.control = VecDeque::new();
+        }
+    }
+
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

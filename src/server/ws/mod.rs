@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
@@ -129,14 +130,24 @@ pub(crate) async fn upgrade(
                 )
                 .await;
                 st.metrics.connection_opened();
-                // Box the rest: the idle connection then holds only the connection's own
-                // small future, not the space of the upgrade and the handshake states.
-                Box::pin(conn::run(st.clone(), (write, ws), peer, token)).await;
+                // A task of its own: this one, with the space of the upgrade and the
+                // handshake states, ends here, and an idle connection holds only its own
+                // small future (one allocation, the task's).
+                // (`map`, not an `async` block awaiting `run`: that would keep a second slot
+                // for the moved-in future.)
+                let run = conn::run(st.clone(), (write, ws), peer, token);
+                let tasks = st.tasks.clone();
+                tasks.spawn(run.map(move |()| {
+                    st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
+                    drop(ip_slot);
+                }));
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "upgrade failed");
+                st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
+                drop(ip_slot);
+            }
         }
-        st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
-        drop(ip_slot);
     };
     state.tasks.spawn(fut);
 

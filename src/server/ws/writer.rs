@@ -61,6 +61,15 @@ where
 {
     let mut w = Writer::default();
     let stop = w.pump(&mut sink, &conn, heartbeat).await;
+    // Boxed: only a closing connection pays for the farewell's state, not every idle one.
+    Box::pin(farewell(w, stop, sink, conn)).await;
+}
+
+/// The last words of a connection: the shutdown flush and `bye`, or a close frame.
+async fn farewell<W>(mut w: Writer, stop: Stop, mut sink: W, conn: Arc<Conn>)
+where
+    W: AsyncWrite + Unpin,
+{
     conn.metrics.connection_closed(match &stop {
         Stop::Shutdown => Some(close::SHUTDOWN),
         Stop::Close(c) => Some(c.code),
@@ -91,11 +100,11 @@ where
             }
         }
     }
-    let farewell = async {
+    let words = async {
         let _ = w.write_out(&mut sink, &conn, true).await;
         let _ = std::future::poll_fn(|cx| Pin::new(&mut sink).poll_flush(cx)).await;
     };
-    let _ = tokio::time::timeout(FAREWELL, farewell).await;
+    let _ = tokio::time::timeout(FAREWELL, words).await;
     conn.done.cancel();
 }
 
@@ -147,6 +156,10 @@ impl Writer {
             if self.out.capacity() < KEEP_BELOW {
                 self.out = Vec::new();
                 self.unflushed = Vec::new();
+                if self.drained.control.capacity() <= 16 {
+                    self.drained.control = Vec::new();
+                }
+                conn.outbox.release_idle();
             }
         }
     }

@@ -97,7 +97,9 @@ impl ServeArgs {
     /// top (clap has already let flags win over variables), and validates the result.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
+            // With `[auth]` compiled too, so that a bad key file or anonymous pattern is
+            // reported at its line (at start and on SIGHUP), as `herald config check` does.
+            Some(path) => checked_with_auth(path).into_result()?,
             None => Config::default(),
         };
         if let Some(listen) = self.listen {
@@ -159,6 +161,11 @@ pub fn run_config_command_to(cmd: &ConfigCommand, out: &mut dyn Write, err: &mut
 /// file's own (syntax, keys, values, validation), then `[auth]` compiled (the key file read
 /// and parsed, the anonymous patterns checked).
 pub fn check_file(file: &std::path::Path) -> Vec<ConfigError> {
+    checked_with_auth(file).errors
+}
+
+/// A configuration file checked, then its `[auth]` compiled, each error at its line.
+fn checked_with_auth(file: &std::path::Path) -> Checked {
     let mut checked = Checked::file(file);
     let auth = checked.config.as_ref().and_then(|c| c.auth.clone());
     if let Some(auth) = auth {
@@ -166,5 +173,5 @@ pub fn check_file(file: &std::path::Path) -> Vec<ConfigError> {
             checked.add(ConfigError::invalid(key, message));
         }
     }
-    checked.errors
+    checked
 }

@@ -504,3 +504,69 @@ async fn rotating_the_hs256_secret_applies_to_new_connections() {
     kept.publish("feed/b", json!("kept")).await;
     assert_eq!(fresh.recv_op("msg").await["data"], "kept");
 }
+
+/// Sends `n` publishes back to back on `c`, then returns how many were accepted and the
+/// error codes of the others.
+async fn publish_burst(c: &mut Raw, n: usize) -> (usize, Vec<String>) {
+    for i in 0..n {
+        c.send(json!({"op": "pub", "id": format!("b{i}"), "topic": "rate/x", "data": i}))
+            .await;
+    }
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for i in 0..n {
+        let answer = c.recv_op_id(&format!("b{i}")).await;
+        match answer["op"].as_str() {
+            Some("ok") => accepted += 1,
+            _ => refused.push(answer["code"].as_str().unwrap_or_default().to_owned()),
+        }
+    }
+    (accepted, refused)
+}
+
+#[tokio::test]
+async fn reload_changes_the_publish_rate_of_open_connections() {
+    let file = temp_file("rate.toml", "[limits]\npublish_rate = 1000\n");
+    let bin = start(&file);
+    let mut a = Raw::connect(&bin.ws_url()).await;
+    a.hello().await;
+    assert_eq!(publish_burst(&mut a, 20).await, (20, vec![]));
+
+    // Lowered to 2 per second (bursts of 4): the same connection is held to it at once.
+    std::fs::write(&file, "[limits]\npublish_rate = 2\n").unwrap();
+    sighup(&bin).await;
+    let (accepted, refused) = publish_burst(&mut a, 7).await;
+    assert!((4..=5).contains(&accepted), "accepted {accepted}");
+    assert_eq!(refused.len(), 7 - accepted);
+    assert!(refused.iter().all(|c| c == "rate_limited"), "{refused:?}");
+
+    // Lifted (0: unlimited): the same connection publishes freely again.
+    std::fs::write(&file, "[limits]\npublish_rate = 0\n").unwrap();
+    sighup(&bin).await;
+    assert_eq!(publish_burst(&mut a, 50).await, (50, vec![]));
+}
+
+#[tokio::test]
+async fn a_bad_auth_section_is_refused_at_its_line() {
+    let file = temp_file("auth-line.toml", "[auth]\nhs256_secret = \"a-secret\"\n");
+    let bin = start(&file);
+    let missing = std::env::temp_dir().join("herald-reload-test-no-such-key.pem");
+    std::fs::write(
+        &file,
+        format!(
+            "[auth]\nhs256_secret = \"a-secret\"\npublic_key_file = \"{}\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let lines = sighup(&bin).await;
+    let err = lines
+        .iter()
+        .find(|v| message(v).starts_with("configuration not reloaded"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    let text = err["fields"]["error"].as_str().unwrap();
+    assert!(
+        text.contains("line 3") && text.contains("auth.public_key_file"),
+        "{text}"
+    );
+}

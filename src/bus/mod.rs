@@ -191,6 +191,11 @@ impl Bus {
         self.inner.live.load().config.clone()
     }
 
+    /// `limits.publish_rate` in effect (read at every publish: no reference count taken).
+    pub fn publish_rate(&self) -> u32 {
+        self.inner.live.load().config.limits.publish_rate
+    }
+
     /// The reloadable settings in effect.
     pub fn settings(&self) -> Arc<Settings> {
         self.inner.live.get()

@@ -10,13 +10,13 @@
 //! What a reload changes, and when it takes effect:
 //! - `limits.max_subscriptions`: the next `sub` of every session (existing subscriptions
 //!   above a lowered cap stay); `limits.max_connections`: the next upgrade;
-//!   `limits.max_pending_requests`: the next `req`.
+//!   `limits.max_pending_requests`: the next `req`; `limits.publish_rate`: every
+//!   connection's next `pub` or `req` (with a fresh burst at the new rate).
 //! - `session.ttl`: every session, from the next reaper pass. `session.buffer_messages`,
 //!   `buffer_bytes`, `slow_consumer`: sessions opened after the reload (a live session's
 //!   buffer is never resized under it).
 //! - `[[topics]]`: every topic, at its next publish or read (see `Bus::reload`).
-//! - `limits.max_connections_per_ip`, `limits.handshake_timeout`: the next connection;
-//!   `limits.publish_rate`: connections opened after the reload.
+//! - `limits.max_connections_per_ip`, `limits.handshake_timeout`: the next connection.
 //! - `[auth]` (through `server::ReloadHandle`, which compiles it first): API keys and admin
 //!   keys from the next HTTP request, token keys from the next `hello`, anonymous permissions
 //!   and the Origin allow-list from the next connection. An open connection keeps the access

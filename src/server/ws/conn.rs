@@ -512,7 +512,7 @@ impl Reader {
 
     async fn handle(&mut self, frame: ClientFrame<'_>, session: &Arc<Session>) {
         let bus = self.state.bus.clone();
-        match self.guard.check(&frame) {
+        match self.guard.check(&frame, || bus.publish_rate()) {
             Verdict::Allow => {}
             Verdict::Deny(code, message) => {
                 return self.send_error(frame.id().cloned(), code, message).await;

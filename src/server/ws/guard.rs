@@ -20,6 +20,9 @@ pub(super) enum Verdict {
 
 pub(super) struct Guard {
     access: Arc<Access>,
+    /// `limits.publish_rate` the bucket was made for: a reload that changes it replaces the
+    /// bucket at the connection's next publish.
+    rate: u32,
     bucket: Option<TokenBucket>,
     /// Publishes refused for going over the rate, less those let through since. A client
     /// that keeps going until this is a whole burst is not listening and gets closed with
@@ -32,6 +35,7 @@ impl Guard {
     pub(super) fn new(access: Arc<Access>, publish_rate: u32) -> Guard {
         Guard {
             access,
+            rate: publish_rate,
             bucket: TokenBucket::new(publish_rate),
             refused: 0,
         }
@@ -45,12 +49,19 @@ impl Guard {
         self.access = access;
     }
 
-    pub(super) fn check(&mut self, frame: &ClientFrame<'_>) -> Verdict {
+    /// `publish_rate`: the `limits.publish_rate` in effect now, asked for publishes only.
+    pub(super) fn check(
+        &mut self,
+        frame: &ClientFrame<'_>,
+        publish_rate: impl FnOnce() -> u32,
+    ) -> Verdict {
         let a = &self.access;
         match frame {
             // Without `[auth]` everything is allowed: no per-frame parsing on the hot path.
             ClientFrame::Sub { .. } if a.subscribe.is_all() => Verdict::Allow,
-            ClientFrame::Pub { .. } | ClientFrame::Req { .. } if a.publish.is_all() => self.rate(),
+            ClientFrame::Pub { .. } | ClientFrame::Req { .. } if a.publish.is_all() => {
+                self.rate(publish_rate())
+            }
             ClientFrame::History { .. } | ClientFrame::Presence { .. } if a.subscribe.is_all() => {
                 Verdict::Allow
             }
@@ -64,13 +75,13 @@ impl Guard {
                 if validate_topic(topic).is_ok() && !a.may_publish(topic) {
                     return forbidden(format!("no permission to publish to '{topic}'"));
                 }
-                self.rate()
+                self.rate(publish_rate())
             }
             ClientFrame::Req { topic, .. } => {
                 if validate_topic(topic).is_ok() && !a.publish.allows_topic(topic) {
                     return forbidden(format!("no permission to send requests to '{topic}'"));
                 }
-                self.rate()
+                self.rate(publish_rate())
             }
             ClientFrame::History { topic, .. } | ClientFrame::Presence { topic, .. } => {
                 if validate_topic(topic).is_ok() && !a.subscribe.allows_topic(topic) {
@@ -85,8 +96,14 @@ impl Guard {
         }
     }
 
-    /// Takes a publish token.
-    fn rate(&mut self) -> Verdict {
+    /// Takes a publish token, under the rate in effect (`limit`).
+    fn rate(&mut self, limit: u32) -> Verdict {
+        if limit != self.rate {
+            // A reload changed the limit: a fresh bucket (a full burst) at the new rate.
+            self.rate = limit;
+            self.bucket = TokenBucket::new(limit);
+            self.refused = 0;
+        }
         let Some(bucket) = &mut self.bucket else {
             return Verdict::Allow;
         };

@@ -106,6 +106,22 @@ async fn sub_replay(c: &mut Raw, sub: Value) -> (Value, Vec<Value>) {
     }
 }
 
+/// `GET /v1/topics?pattern=…` on node `b`: (topic, offset, subscribers) per row.
+async fn topic_rows(b: &Binary, pattern: &str) -> Vec<(Value, Value, Value)> {
+    let url = format!("http://{}/v1/topics?pattern={pattern}", b.addr);
+    let rows: Value = common::get_json(url.as_str()).await;
+    let rows = rows.as_array().unwrap_or_else(|| panic!("{rows}"));
+    rows.iter()
+        .map(|r| {
+            (
+                r["topic"].clone(),
+                r["offset"].clone(),
+                r["subscribers"].clone(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_node_fanout_offsets_and_history() {
     let redis = Redis::start();
@@ -148,6 +164,16 @@ async fn cross_node_fanout_offsets_and_history() {
         pages.push(page);
     }
     assert!(pages.windows(2).all(|w| w[0] == w[1]));
+    // `GET /v1/topics` on any node lists the cluster's topics with their cluster-wide offset,
+    // even one only another node ever saw; `subscribers` counts the asked node's.
+    let mut solo = client(&n[0]).await;
+    for i in 0..3 {
+        solo.publish("solo/x", json!(i)).await;
+    }
+    let rows = topic_rows(&n[2], "solo/**").await;
+    assert_eq!(rows, vec![(json!("solo/x"), json!(3), json!(0))]);
+    let rows = topic_rows(&n[1], "news/*").await;
+    assert_eq!(rows, vec![(json!("news/a"), json!(300), json!(1))]);
     // `since` replays from Redis on a node that never saw the topic.
     let mut late = client(&n[2]).await;
     let epoch = pages[0]["epoch"].as_str().unwrap();

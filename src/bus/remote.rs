@@ -576,6 +576,35 @@ impl Bus {
         })
     }
 
+    /// `GET /v1/topics`: in cluster mode every topic published to anywhere in the cluster,
+    /// with its cluster-wide offset and epoch (from Redis); `subscribers` counts this node's,
+    /// as the others' are theirs. Else [`Bus::topics`].
+    pub async fn topics_async(
+        &self,
+        pattern: Option<&str>,
+    ) -> Result<Vec<super::TopicRow>, BusError> {
+        let Some(remote) = self.remote() else {
+            return self.topics(pattern);
+        };
+        let pattern = pattern.map(crate::topic::Pattern::parse).transpose()?;
+        let mut names = remote.cluster.topics(false).await?;
+        names.retain(|t| pattern.as_ref().is_none_or(|p| p.matches(t)));
+        names.sort_unstable();
+        let meta = remote.cluster.offsets(&names).await?;
+        Ok(names
+            .into_iter()
+            .zip(meta)
+            .filter_map(|(topic, (offset, epoch))| {
+                Some(super::TopicRow {
+                    subscribers: self.inner.router.matches(&topic).len(),
+                    offset: offset?,
+                    epoch: epoch?,
+                    topic,
+                })
+            })
+            .collect())
+    }
+
     /// A topic's members: from Redis in cluster mode, else [`Bus::presence`].
     pub async fn presence_async(&self, topic: &str) -> Result<super::PresenceList, BusError> {
         let Some(remote) = self.remote() else {

@@ -441,6 +441,31 @@ impl Cluster {
             .await?)
     }
 
+    /// Each topic's last offset and epoch, in order (`None` where Redis has no such key).
+    pub async fn offsets(
+        &self,
+        topics: &[String],
+    ) -> Result<Vec<(Option<u64>, Option<String>)>, ClusterError> {
+        let mut out = Vec::with_capacity(topics.len());
+        // In pipelines of bounded size: a cluster may know many topics.
+        for chunk in topics.chunks(512) {
+            let mut pipe = redis::pipe();
+            for topic in chunk {
+                let keys = TopicKeys::new(topic);
+                pipe.cmd("GET")
+                    .arg(&keys.offset)
+                    .cmd("GET")
+                    .arg(&keys.epoch);
+            }
+            let values: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+            for pair in values.chunks(2) {
+                let offset = pair[0].as_deref().and_then(|v| v.parse().ok());
+                out.push((offset, pair.get(1).cloned().flatten()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Claims the delivery of each key for this node; true where this node won.
     pub async fn claim(&self, keys: &[String], ttl: Duration) -> Result<Vec<bool>, ClusterError> {
         let mut pipe = redis::pipe();

@@ -235,7 +235,7 @@ async fn topics(
             );
         }
     };
-    match state.bus.topics(pattern.as_deref()) {
+    match state.bus.topics_async(pattern.as_deref()).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(e) => bus_error(&e),
     }

@@ -44,6 +44,32 @@ pub(crate) fn socket_config(max_frame: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_frame))
 }
 
+/// One connection counted in the `connections` stat (what `limits.max_connections` caps);
+/// dropping it uncounts the connection, on every way out.
+struct Counted(Arc<AppState>);
+
+impl Counted {
+    /// Counts a connection, or `None` when `max` are open already.
+    fn take(state: &Arc<AppState>, max: u64) -> Option<Counted> {
+        let connections = &state.bus.stats().connections;
+        if connections.fetch_add(1, Ordering::AcqRel) >= max {
+            connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Counted(state.clone()))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0
+            .bus
+            .stats()
+            .connections
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Handles the upgrade request and spawns the connection.
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
@@ -91,19 +117,16 @@ pub(crate) async fn upgrade(
         .any(|p| p.trim() == SUBPROTOCOL);
 
     let max = state.config().limits.max_connections as u64;
-    let stats = state.bus.stats();
-    if stats.connections.fetch_add(1, Ordering::AcqRel) >= max {
-        stats.connections.fetch_sub(1, Ordering::AcqRel);
+    let Some(counted) = Counted::take(&state, max) else {
         state.metrics.connection_rejected();
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "connection limit reached",
         );
-    }
+    };
     let per_ip_max = state.config().limits.max_connections_per_ip;
     let Some(ip_slot) = state.per_ip.acquire(peer.ip(), per_ip_max) else {
-        stats.connections.fetch_sub(1, Ordering::AcqRel);
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -111,7 +134,6 @@ pub(crate) async fn upgrade(
         );
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        stats.connections.fetch_sub(1, Ordering::AcqRel);
         return error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
@@ -137,16 +159,10 @@ pub(crate) async fn upgrade(
                 // for the moved-in future.)
                 let run = conn::run(st.clone(), (write, ws), peer, token);
                 let tasks = st.tasks.clone();
-                tasks.spawn(run.map(move |()| {
-                    st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
-                    drop(ip_slot);
-                }));
+                // The connection's slots are given back when it ends.
+                tasks.spawn(run.map(move |()| drop((counted, ip_slot))));
             }
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "upgrade failed");
-                st.bus.stats().connections.fetch_sub(1, Ordering::AcqRel);
-                drop(ip_slot);
-            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
     };
     state.tasks.spawn(fut);

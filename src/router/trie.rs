@@ -37,13 +37,13 @@ type SegKey = Key<SEG_INLINE>;
 /// The root's id; the root itself is not in the table.
 const ROOT: u32 = 0;
 
-/// Node flags: which non-literal children exist.
+/// Node flags: which non-literal children exist (glob children: their count, see
+/// [`GLOB_SHIFT`]).
 const STAR: u8 = 1;
 const DOUBLE_STAR: u8 = 2;
-const GLOBS: u8 = 4;
 /// The glob children count's place in the flags, and its saturation value: from there on
 /// the index is scanned to its end.
-const GLOB_SHIFT: u8 = 3;
+const GLOB_SHIFT: u8 = 2;
 const GLOB_COUNT_MAX: u8 = 31;
 
 /// Topics with up to this many segments have their segment hashes on the stack.
@@ -72,8 +72,8 @@ struct Node<V> {
     /// Number of literal children.
     literals: u32,
     kind: Kind,
-    /// `STAR`, `DOUBLE_STAR`, `GLOBS`, and above [`GLOB_SHIFT`] the number of glob children
-    /// (saturating at [`GLOB_COUNT_MAX`]).
+    /// `STAR`, `DOUBLE_STAR`, and above [`GLOB_SHIFT`] the number of glob children
+    /// (saturating at [`GLOB_COUNT_MAX`]; not zero while there is one).
     flags: u8,
     /// A one-hash Bloom filter of the literal children's edges: a clear bit means no such
     /// child, so a walk neither probes nor prefetches for it (an absent key's probe run is
@@ -111,6 +111,12 @@ impl<V> Node<V> {
     #[inline]
     fn may_have(&self, edge: u64) -> bool {
         self.literals > 0 && self.children & child_bit(edge) != 0
+    }
+
+    /// Whether the node has glob children.
+    #[inline]
+    fn has_globs(&self) -> bool {
+        self.flags >> GLOB_SHIFT != 0
     }
 
     /// The number of glob children, if below the saturation point.
@@ -341,10 +347,7 @@ impl<V: Eq + Hash> Trie<V> {
                         }
                         Kind::Star => parent.flags |= STAR,
                         Kind::DoubleStar => parent.flags |= DOUBLE_STAR,
-                        Kind::Glob | Kind::GlobIndex => {
-                            parent.flags |= GLOBS;
-                            parent.glob_added();
-                        }
+                        Kind::Glob | Kind::GlobIndex => parent.glob_added(),
                     }
                     if let Segment::Glob(g) = seg {
                         self.add_glob(hash, id, new, g);
@@ -408,9 +411,6 @@ impl<V: Eq + Hash> Trie<V> {
                     let more = self.remove_glob(parent_hash, parent_id, id);
                     let parent = self.node_mut(parent_id, parent_hash);
                     parent.glob_removed(!more);
-                    if !more {
-                        parent.flags &= !GLOBS;
-                    }
                 }
             }
         }
@@ -542,7 +542,7 @@ impl<'n, V: Eq + Hash> Trie<V> {
         if let Some(h) = double_star {
             self.nodes.prefetch(h);
         }
-        let globs = node.flags & GLOBS != 0 && i < w.topic.len();
+        let globs = node.has_globs() && i < w.topic.len();
         if globs {
             let known = node.globs_known().unwrap_or(GLOB_PREFETCH);
             for k in 0..known.min(GLOB_PREFETCH) {

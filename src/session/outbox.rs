@@ -14,6 +14,10 @@ use tokio::sync::Notify;
 /// Control frames held for a writer before the reader is made to wait.
 pub const CONTROL_QUEUE_MAX: usize = 256;
 
+/// A control queue's buffer up to this capacity is freed when its writer goes idle (idle
+/// connections are the many); a larger one, a busy connection's, is kept for reuse.
+const IDLE_FREE_UP_TO: usize = 16;
+
 #[derive(Debug, Default)]
 pub struct Outbox {
     state: Mutex<OutboxState>,
@@ -43,6 +47,15 @@ pub struct Close {
 pub struct Drained {
     pub control: Vec<String>,
     pub close: Option<Close>,
+}
+
+impl Drained {
+    /// [`Outbox::release_idle`] for the writer's side.
+    pub fn release_idle(&mut self) {
+        if self.control.is_empty() && self.control.capacity() <= IDLE_FREE_UP_TO {
+            self.control = Vec::new();
+        }
+    }
 }
 
 impl Outbox {
@@ -100,10 +113,10 @@ impl Outbox {
     }
 
     /// Frees the control queue's buffer if it is empty and small: called by a writer going
-    /// idle, as idle connections are the many and each would keep a few slots' worth.
+    /// idle.
     pub fn release_idle(&self) {
         let mut s = self.state.lock();
-        if s.control.is_empty() && s.control.capacity() <= 16 {
+        if s.control.is_empty() && s.control.capacity() <= IDLE_FREE_UP_TO {
             s.control = VecDeque::new();
         }
     }

@@ -156,9 +156,7 @@ impl Writer {
             if self.out.capacity() < KEEP_BELOW {
                 self.out = Vec::new();
                 self.unflushed = Vec::new();
-                if self.drained.control.capacity() <= 16 {
-                    self.drained.control = Vec::new();
-                }
+                self.drained.release_idle();
                 conn.outbox.release_idle();
             }
         }

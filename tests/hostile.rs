@@ -76,6 +76,59 @@ async fn probe(url: &str) {
     assert_eq!(m["data"], "still here");
 }
 
+/// Logs the peak RSS since [`reset_peak`] gave `base`, and returns the peak.
+fn report_peak(what: &str, pid: u32, base: u64) -> u64 {
+    let peak = peak_kib(pid);
+    eprintln!(
+        "{what}: RSS {base} KiB, peak since {peak} KiB (+{} KiB)",
+        peak.saturating_sub(base)
+    );
+    peak
+}
+
+/// The seq a `msg` or `gap` frame brings a subscriber up to (`None` for other frames).
+fn seq_covered(v: &Value) -> Option<u64> {
+    let field = match v["op"].as_str() {
+        Some("msg") => "seq",
+        Some("gap") => "to_seq",
+        _ => return None,
+    };
+    Some(
+        v[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field}: {v}")),
+    )
+}
+
+/// The start of each flood test: a server with `config`, warmed up by a probe; a watcher
+/// subscribed to `flood/x`; a flooder past its `hello`; the RSS peak reset to `base`.
+struct FloodScene {
+    b: Binary,
+    pid: u32,
+    watcher: Raw,
+    flooder: Raw,
+    base: u64,
+}
+
+async fn flood_scene(config: &str) -> FloodScene {
+    let (b, _) = spawn(config);
+    let pid = b.child.id();
+    probe(&b.ws_url()).await;
+    let mut watcher = Raw::connect(&b.ws_url()).await;
+    watcher.hello().await;
+    watcher.sub("flood/x").await;
+    let mut flooder = Raw::connect(&b.ws_url()).await;
+    flooder.hello().await;
+    let base = reset_peak(pid);
+    FloodScene {
+        b,
+        pid,
+        watcher,
+        flooder,
+        base,
+    }
+}
+
 fn report(what: &str, pid: u32, base: u64) -> u64 {
     let now = rss_kib(pid);
     eprintln!(
@@ -156,15 +209,13 @@ where
 #[tokio::test]
 async fn ten_thousand_tiny_frames_per_second_from_one_client() {
     // No publish_rate: the server takes every frame.
-    let (b, _) = spawn("");
-    let pid = b.child.id();
-    probe(&b.ws_url()).await;
-    let mut watcher = Raw::connect(&b.ws_url()).await;
-    watcher.hello().await;
-    watcher.sub("flood/x").await;
-    let mut flooder = Raw::connect(&b.ws_url()).await;
-    flooder.hello().await;
-    let base = reset_peak(pid);
+    let FloodScene {
+        b,
+        pid,
+        mut watcher,
+        flooder,
+        base,
+    } = flood_scene("").await;
     let (tx, rx) = flooder.ws.split();
     let frame = json!({"op": "pub", "topic": "flood/x", "data": 0}).to_string();
     let probed = Arc::new(AtomicBool::new(false));
@@ -183,11 +234,8 @@ async fn ten_thousand_tiny_frames_per_second_from_one_client() {
     // Every flood message reached the subscriber (as messages or a gap), in order.
     let mut last = 0u64;
     while last < sent {
-        let v = watcher.recv().await;
-        match v["op"].as_str() {
-            Some("msg") => last = v["seq"].as_u64().unwrap(),
-            Some("gap") => last = v["to_seq"].as_u64().unwrap(),
-            _ => {}
+        if let Some(seq) = seq_covered(&watcher.recv().await) {
+            last = seq;
         }
     }
     assert_eq!(last, sent);
@@ -198,11 +246,7 @@ async fn ten_thousand_tiny_frames_per_second_from_one_client() {
     flooder.send(json!({"op": "ping", "id": "after"})).await;
     let pong = flooder.recv().await;
     assert_eq!(pong, json!({"op": "pong", "id": "after"}));
-    let peak = peak_kib(pid);
-    eprintln!(
-        "10,000 frames/s: RSS {base} KiB, peak since {peak} KiB (+{} KiB)",
-        peak.saturating_sub(base)
-    );
+    let peak = report_peak("10,000 frames/s", pid, base);
     assert!(peak < base + 32 * 1024, "peak {peak} KiB from {base} KiB");
 }
 
@@ -210,15 +254,13 @@ async fn ten_thousand_tiny_frames_per_second_from_one_client() {
 async fn ten_thousand_frames_per_second_over_the_publish_rate_are_refused_then_closed() {
     // 1,000 publishes per second, bursts of 2,000: the flood is ten times the rate, so it
     // gets a token every tenth frame or so, and is still closed.
-    let (b, _) = spawn("[limits]\npublish_rate = 1000\n");
-    let pid = b.child.id();
-    probe(&b.ws_url()).await;
-    let mut watcher = Raw::connect(&b.ws_url()).await;
-    watcher.hello().await;
-    watcher.sub("flood/x").await;
-    let mut flooder = Raw::connect(&b.ws_url()).await;
-    flooder.hello().await;
-    let base = reset_peak(pid);
+    let FloodScene {
+        b,
+        pid,
+        mut watcher,
+        flooder,
+        base,
+    } = flood_scene("[limits]\npublish_rate = 1000\n").await;
     let started = std::time::Instant::now();
     let (tx, mut rx) = flooder.ws.split();
     let frame = json!({"op": "pub", "topic": "flood/x", "data": 0}).to_string();
@@ -268,10 +310,8 @@ async fn ten_thousand_frames_per_second_over_the_publish_rate_are_refused_then_c
     // session numbers them: the last number, of a message or a gap, is how many there were).
     let mut accepted = 0u64;
     while let Some(v) = watcher.recv_within(Duration::from_millis(500)).await {
-        match v["op"].as_str() {
-            Some("msg") => accepted = v["seq"].as_u64().unwrap(),
-            Some("gap") => accepted = v["to_seq"].as_u64().unwrap(),
-            _ => {}
+        if let Some(seq) = seq_covered(&v) {
+            accepted = seq;
         }
     }
     let most = 2000 + (1000.0 * elapsed.as_secs_f64()).ceil() as u64;
@@ -280,11 +320,7 @@ async fn ten_thousand_frames_per_second_over_the_publish_rate_are_refused_then_c
         "{accepted} accepted, at most {most}"
     );
     assert!(refusals > 2000, "{refusals} refusals");
-    let peak = peak_kib(pid);
-    eprintln!(
-        "over publish_rate: RSS {base} KiB, peak since {peak} KiB (+{} KiB)",
-        peak.saturating_sub(base)
-    );
+    let peak = report_peak("over publish_rate", pid, base);
     assert!(peak < base + 32 * 1024, "peak {peak} KiB from {base} KiB");
     probe(&b.ws_url()).await;
 }
@@ -309,11 +345,7 @@ async fn ten_megabyte_frame_closes_1009() {
     let (code, frames) = big.expect_close().await;
     assert_eq!(code, 1009, "{frames:?}");
     // A server that had buffered the frame would have peaked at least 10 MiB higher.
-    let peak = peak_kib(pid);
-    eprintln!(
-        "10 MB frame: RSS {base} KiB, peak since {peak} KiB (+{} KiB)",
-        peak.saturating_sub(base)
-    );
+    let peak = report_peak("10 MB frame", pid, base);
     assert!(peak < base + 8 * 1024, "peak {peak} KiB from {base} KiB");
     probe(&b.ws_url()).await;
 }

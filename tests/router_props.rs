@@ -309,38 +309,7 @@ proptest! {
         unicode in any::<bool>(),
         cache in prop_oneof![Just(0usize), Just(4), Just(4096)],
     ) {
-        let patterns: Vec<Pattern> = pool.iter().map(|p| parse(p, unicode)).collect();
-        let oracles: Vec<Oracle> = pool.iter().map(Oracle::new).collect();
-        let router: Router<u8> = Router::with_cache_capacity(cache);
-        // The model: (pattern source, value) pairs, and which pool entry each source came from.
-        let mut model: HashSet<(String, u8)> = HashSet::new();
-        for (step, &(insert, i, v)) in ops.iter().enumerate() {
-            let i = i % pool.len();
-            let key = (patterns[i].as_str().to_owned(), v);
-            if insert {
-                prop_assert_eq!(router.insert(&patterns[i], v), model.insert(key));
-            } else {
-                prop_assert_eq!(router.remove(&patterns[i], &v), model.remove(&key));
-            }
-            prop_assert_eq!(router.len(), model.len());
-            let distinct: HashSet<&str> = model.iter().map(|(s, _)| s.as_str()).collect();
-            prop_assert_eq!(router.patterns(), distinct.len());
-            // Query some topics after every change, so cached results get invalidated.
-            for t in topics.iter().skip(step % 3).step_by(2) {
-                let oracle_topic = t.render(Render::Oracle);
-                let expect: BTreeSet<u8> = model.iter().filter(|(src, _)| {
-                    let k = patterns.iter().position(|p| p.as_str() == src.as_str());
-                    k.is_some_and(|k| oracles[k].matches(&oracle_topic))
-                }).map(|&(_, v)| v).collect();
-                let subject = t.render(Render::Subject(unicode));
-                for got in [router.matches(&subject), router.matches_uncached(&subject)] {
-                    let set: BTreeSet<u8> = got.iter().copied().collect();
-                    prop_assert_eq!(got.len(), set.len(), "duplicates for {}", subject);
-                    prop_assert_eq!(&set, &expect, "topic {}", subject);
-                }
-                prop_assert_eq!(router.has_match(&subject), !expect.is_empty());
-            }
-        }
+        check_router(&pool, &ops, &topics, unicode, cache)?;
     }
 
     #[test]
@@ -372,6 +341,106 @@ proptest! {
         }
         prop_assert!(router.matches(&t).is_empty());
         prop_assert!(router.matches(&junk).is_empty());
+    }
+}
+
+/// Applies `ops` (insert or remove pool pattern `i` with value `v`) to a router and to a
+/// model of (pattern, value) pairs, and after each one checks counts and, for some of
+/// `topics`, every way to ask for matches against the oracle. Then removes every pair left
+/// and checks the router is empty.
+fn check_router(
+    pool: &[Pat],
+    ops: &[(bool, usize, u8)],
+    topics: &[Top],
+    unicode: bool,
+    cache: usize,
+) -> Result<(), TestCaseError> {
+    let patterns: Vec<Pattern> = pool.iter().map(|p| parse(p, unicode)).collect();
+    let oracles: Vec<Oracle> = pool.iter().map(Oracle::new).collect();
+    let router: Router<u8> = Router::with_cache_capacity(cache);
+    // The model: (pattern source, value) pairs, and which pool entry each source came from.
+    let mut model: HashSet<(String, u8)> = HashSet::new();
+    for (step, &(insert, i, v)) in ops.iter().enumerate() {
+        let i = i % pool.len();
+        let key = (patterns[i].as_str().to_owned(), v);
+        if insert {
+            prop_assert_eq!(router.insert(&patterns[i], v), model.insert(key));
+        } else {
+            prop_assert_eq!(router.remove(&patterns[i], &v), model.remove(&key));
+        }
+        prop_assert_eq!(router.len(), model.len());
+        let distinct: HashSet<&str> = model.iter().map(|(s, _)| s.as_str()).collect();
+        prop_assert_eq!(router.patterns(), distinct.len());
+        // Query some topics after every change, so cached results get invalidated.
+        for t in topics.iter().skip(step % 3).step_by(2) {
+            let oracle_topic = t.render(Render::Oracle);
+            let expect: BTreeSet<u8> = model
+                .iter()
+                .filter(|(src, _)| {
+                    let k = patterns.iter().position(|p| p.as_str() == src.as_str());
+                    k.is_some_and(|k| oracles[k].matches(&oracle_topic))
+                })
+                .map(|&(_, v)| v)
+                .collect();
+            let subject = t.render(Render::Subject(unicode));
+            for got in [router.matches(&subject), router.matches_uncached(&subject)] {
+                let set: BTreeSet<u8> = got.iter().copied().collect();
+                prop_assert_eq!(got.len(), set.len(), "duplicates for {}", subject);
+                prop_assert_eq!(&set, &expect, "topic {}", subject);
+            }
+            prop_assert_eq!(router.has_match(&subject), !expect.is_empty());
+        }
+    }
+    for (src, v) in &model {
+        let p = Pattern::parse(src).expect("was parsed");
+        prop_assert!(router.remove(&p, v), "{} {}", src, v);
+    }
+    prop_assert!(router.is_empty());
+    prop_assert_eq!(router.patterns(), 0);
+    for t in topics {
+        prop_assert!(
+            router
+                .matches_uncached(&t.render(Render::Subject(unicode)))
+                .is_empty()
+        );
+    }
+    Ok(())
+}
+
+/// A pattern that starts with up to two `a` segments: many patterns then share a prefix,
+/// so trie nodes get many children of every kind (literal-child filters fill up, glob
+/// indexes grow past what a walk prefetches), and removing them all must prune every one.
+fn crowded_pat() -> impl Strategy<Value = Pat> {
+    (pat(), 0..3usize).prop_map(|(mut p, k)| {
+        for _ in 0..k {
+            p.segs.insert(0, Seg::Word(vec![0]));
+        }
+        p
+    })
+}
+
+fn crowded_top() -> impl Strategy<Value = Top> {
+    (top(), 0..3usize).prop_map(|(mut t, k)| {
+        for _ in 0..k {
+            t.segs.insert(0, vec![0]);
+        }
+        t
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Many patterns under shared prefixes, changed at random, then all removed.
+    #[test]
+    fn router_agrees_with_oracle_when_crowded(
+        pool in prop::collection::vec(crowded_pat(), 24..96),
+        ops in prop::collection::vec((prop::bool::weighted(0.8), 0..96usize, 0..3u8), 60..240),
+        topics in prop::collection::vec(crowded_top(), 1..8),
+        unicode in any::<bool>(),
+        cache in prop_oneof![Just(0usize), Just(64)],
+    ) {
+        check_router(&pool, &ops, &topics, unicode, cache)?;
     }
 }
 

@@ -5,8 +5,9 @@
 //! - Wildcard patterns live in a segment trie ([`trie`]): literal edges, `*`, `**` and glob
 //!   segments. A match walks the topic's segments, so its cost grows with topic depth (and
 //!   with the `**` and glob edges actually on the way), not with the number of
-//!   subscriptions. The exact slot and the trie's whole literal path are prefetched
-//!   together, so a cold match waits for memory about once, not once per level.
+//!   subscriptions. The exact slot and the first levels of the trie's literal path are
+//!   prefetched together, so a cold match waits for memory about once for them, not once
+//!   per level.
 //! - Results are cached per topic ([`cache`]), bounded, and invalidated on change.
 //!
 //! Concurrency: the index sits behind one `parking_lot::RwLock`. Subscribe/unsubscribe take

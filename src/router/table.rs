@@ -65,6 +65,18 @@ impl<T> Table<T> {
         }
     }
 
+    /// [`prefetch`](Self::prefetch), and the `n` slots after it.
+    #[inline]
+    pub(crate) fn prefetch_run(&self, hash: u64, n: usize) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let home = self.home(hash);
+        for k in 0..=n {
+            crate::prefetch::line(&self.slots[(home + k) & self.mask]);
+        }
+    }
+
     #[inline]
     pub(crate) fn find(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
         let i = self.position(hash, eq)?;

@@ -21,7 +21,9 @@
 //! Glob children are listed in the table too: a node's `k`-th glob has an index entry at a
 //! hash made from the node's and `k`, holding the glob's source text. A walk prefetches the
 //! first entries with the node's other children and, for the common shapes, matches the
-//! source text in place (no compiled matcher to follow a pointer to).
+//! source text in place (no compiled matcher to follow a pointer to). A node's `*` and `**`
+//! children and first glob index entries sit in the slots right after it
+//! ([`child_hash_of`]), so the walk's up-front prefetch covers them too.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -55,6 +57,10 @@ const STACK_SEGMENTS: usize = 16;
 
 /// Glob index entries prefetched with a node's other children.
 const GLOB_PREFETCH: u32 = 2;
+
+/// Slots after a node's that a walk prefetches with it: where its `*` and `**` children
+/// and first glob index entries live (see [`child_hash_of`]).
+const NEAR_SLOTS: usize = 2 + GLOB_PREFETCH as usize;
 
 /// Levels of the topic's literal path a walk prefetches before reading any node.
 const PATH_PREFETCH: usize = 2;
@@ -212,6 +218,32 @@ fn child_hash(parent: u64, edge: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// The path hash of a child of the node at path hash `parent` along an edge of `kind`
+/// (whose own hash is `edge`). A node's `*` and `**` children, then its first
+/// [`GLOB_PREFETCH`] glob index entries, get the table slots right after their parent's:
+/// their hash's low half is the parent's plus one to four (the table indexes by low bits;
+/// the high half still tells paths apart). A walk then finds them on the lines next to the
+/// node's, in the same page, and prefetches them with it: on this VM, lines of one page cost
+/// about two thirds of lines on separate pages. At 1M subscriptions this took the cold pages
+/// a match touches from 7.5 to 4.8. Literal children stay spread out: a node may have a
+/// million of them.
+#[inline]
+fn child_hash_of(parent: u64, kind: Kind, edge: u64) -> u64 {
+    let h = child_hash(parent, edge);
+    match kind {
+        Kind::Star => near(parent, 1, h),
+        Kind::DoubleStar => near(parent, 2, h),
+        _ => h,
+    }
+}
+
+/// `mixed` with its low half replaced by `parent`'s plus `offset`.
+#[inline]
+fn near(parent: u64, offset: u64, mixed: u64) -> u64 {
+    const LOW: u64 = 0xFFFF_FFFF;
+    (mixed & !LOW) | (parent.wrapping_add(offset) & LOW)
+}
+
 /// Matches entry `k` of node `parent`'s glob index.
 fn is_glob_entry<V>(parent: u32, k: u32) -> impl Fn(&Node<V>) -> bool {
     move |n| n.parent == parent && n.kind == Kind::GlobIndex && n.literals == k
@@ -252,7 +284,13 @@ impl<V: Eq + Hash> Trie<V> {
     #[inline]
     fn glob_index_hash(&self, node: u64, k: u32) -> u64 {
         let edge = (u64::from(k) + 1).wrapping_mul(0xA24B_AED4_963E_E407);
-        child_hash(node, self.double_star_hash ^ edge)
+        let h = child_hash(node, self.double_star_hash ^ edge);
+        // The first entries next to the node, after its `*` and `**` children.
+        if k < GLOB_PREFETCH {
+            near(node, 3 + u64::from(k), h)
+        } else {
+            h
+        }
     }
 
     /// Entry `k` of node `parent`'s glob index.
@@ -341,7 +379,7 @@ impl<V: Eq + Hash> Trie<V> {
         for seg in segs {
             let (kind, text) = edge_of(seg);
             let edge = self.edge_hash(kind, text);
-            let child = child_hash(hash, edge);
+            let child = child_hash_of(hash, kind, edge);
             id = match self.child(child, id, kind, text) {
                 Some(node) => node.id,
                 None => {
@@ -381,7 +419,7 @@ impl<V: Eq + Hash> Trie<V> {
         for seg in segs {
             let (kind, text) = edge_of(seg);
             let &(id, hash) = path.last().expect("starts at the root");
-            let child = child_hash(hash, self.edge_hash(kind, text));
+            let child = child_hash_of(hash, kind, self.edge_hash(kind, text));
             let Some(node) = self.child(child, id, kind, text) else {
                 return NO_CHANGE;
             };
@@ -437,10 +475,10 @@ impl<V: Eq + Hash> Trie<V> {
     /// hashes of the rest of the topic, as literal edges).
     #[inline]
     fn prefetch_path(&self, mut hash: u64, rest: &[u64]) {
-        self.nodes.prefetch(hash);
+        self.nodes.prefetch_run(hash, NEAR_SLOTS);
         for &edge in rest {
             hash = child_hash(hash, edge);
-            self.nodes.prefetch(hash);
+            self.nodes.prefetch_run(hash, NEAR_SLOTS);
         }
     }
 }
@@ -546,7 +584,7 @@ impl<'n, V: Eq + Hash> Trie<V> {
         let dollar_only = root && w.system;
         let wild = !dollar_only;
         let double_star = (wild && node.flags & DOUBLE_STAR != 0)
-            .then(|| child_hash(hash, self.double_star_hash));
+            .then(|| child_hash_of(hash, Kind::DoubleStar, self.double_star_hash));
         if let Some(h) = double_star {
             self.nodes.prefetch(h);
         }
@@ -560,7 +598,8 @@ impl<'n, V: Eq + Hash> Trie<V> {
         if let Some(&seg) = w.topic.get(i) {
             // Start loading the `*` branch (and its literal continuation) before walking
             // the literal child, so both branches' misses overlap.
-            let star = (wild && node.flags & STAR != 0).then(|| child_hash(hash, self.star_hash));
+            let star = (wild && node.flags & STAR != 0)
+                .then(|| child_hash_of(hash, Kind::Star, self.star_hash));
             let ahead = w.edges.get(i + 1);
             if let Some(h) = star {
                 self.nodes.prefetch(h);
@@ -795,6 +834,40 @@ mod tests {
         assert!(t.insert(&segs("a/**/z"), 5).pair);
         assert_eq!(matched(&t, "a/z"), vec![5]);
         assert_eq!(matched(&t, "a/c/d/z"), vec![5]);
+    }
+
+    #[test]
+    fn wildcard_children_sit_after_their_parent() {
+        let t: Trie<u32> = Trie::default();
+        let parent = child_hash(t.root_hash, edge_hash(&t.state, Kind::Literal, "a"));
+        let star = child_hash_of(parent, Kind::Star, t.star_hash);
+        let double_star = child_hash_of(parent, Kind::DoubleStar, t.double_star_hash);
+        let globs = [t.glob_index_hash(parent, 0), t.glob_index_hash(parent, 1)];
+        // Whatever the table's size, the home slots follow the parent's, wrapping around.
+        for mask in [15u64, (1 << 20) - 1, (1 << 31) - 1] {
+            let home = |h: u64| h & mask;
+            assert_eq!(home(star), (home(parent) + 1) & mask);
+            assert_eq!(home(double_star), (home(parent) + 2) & mask);
+            assert_eq!(home(globs[0]), (home(parent) + 3) & mask);
+            assert_eq!(home(globs[1]), (home(parent) + 4) & mask);
+        }
+        // The full hashes still differ, from each other and across parents.
+        let other = child_hash(t.root_hash, edge_hash(&t.state, Kind::Literal, "b"));
+        let all = [
+            parent,
+            star,
+            double_star,
+            globs[0],
+            globs[1],
+            child_hash_of(other, Kind::Star, t.star_hash),
+        ];
+        let distinct: std::collections::HashSet<u64> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len());
+        // Literal children are spread as before.
+        assert_eq!(
+            child_hash_of(parent, Kind::Literal, 7),
+            child_hash(parent, 7)
+        );
     }
 
     #[test]

@@ -12,11 +12,10 @@
 //! next level of its path the same way. (Not the whole path: deep paths mostly do not
 //! exist, and a prefetched absent node costs a line all the same. Prefetching whole paths,
 //! 5.6 of the 14 lines a cold match touched at 1M subscriptions were never read.) Per
-//! node, flags say whether
-//! a `*`, a `**` or glob children exist (and how many globs), and a 16-bit filter which
-//! literal children may, so a walk probes only edges that are there: in an index far larger
-//! than the caches what a cold match costs is mostly the number of cache lines it touches,
-//! and a probe for an absent key touches two or three.
+//! node, flags say whether a `*`, a `**` or glob children exist (and how many globs), and a
+//! 16-bit filter which literal children may, so a walk probes only edges that are there: in
+//! an index far larger than the caches what a cold match costs is mostly the number of
+//! cache lines it touches, and a probe for an absent key touches two or three.
 //!
 //! Glob children are listed in the table too: a node's `k`-th glob has an index entry at a
 //! hash made from the node's and `k`, holding the glob's source text. A walk prefetches the
@@ -58,9 +57,14 @@ const STACK_SEGMENTS: usize = 16;
 /// Glob index entries prefetched with a node's other children.
 const GLOB_PREFETCH: u32 = 2;
 
-/// Slots after a node's that a walk prefetches with it: where its `*` and `**` children
-/// and first glob index entries live (see [`child_hash_of`]).
-const NEAR_SLOTS: usize = 2 + GLOB_PREFETCH as usize;
+/// Where a node's `*` child, `**` child and first [`GLOB_PREFETCH`] glob index entries
+/// live: this many slots after the node's own (see [`child_hash_of`]).
+const STAR_SLOT: u64 = 1;
+const DOUBLE_STAR_SLOT: u64 = 2;
+const FIRST_GLOB_SLOT: u64 = 3;
+
+/// Slots after a node's that a walk prefetches with it: all of the above.
+const NEAR_SLOTS: usize = FIRST_GLOB_SLOT as usize + GLOB_PREFETCH as usize - 1;
 
 /// Levels of the topic's literal path a walk prefetches before reading any node.
 const PATH_PREFETCH: usize = 2;
@@ -231,8 +235,8 @@ fn child_hash(parent: u64, edge: u64) -> u64 {
 fn child_hash_of(parent: u64, kind: Kind, edge: u64) -> u64 {
     let h = child_hash(parent, edge);
     match kind {
-        Kind::Star => near(parent, 1, h),
-        Kind::DoubleStar => near(parent, 2, h),
+        Kind::Star => near(parent, STAR_SLOT, h),
+        Kind::DoubleStar => near(parent, DOUBLE_STAR_SLOT, h),
         _ => h,
     }
 }
@@ -287,7 +291,7 @@ impl<V: Eq + Hash> Trie<V> {
         let h = child_hash(node, self.double_star_hash ^ edge);
         // The first entries next to the node, after its `*` and `**` children.
         if k < GLOB_PREFETCH {
-            near(node, 3 + u64::from(k), h)
+            near(node, FIRST_GLOB_SLOT + u64::from(k), h)
         } else {
             h
         }

@@ -365,17 +365,8 @@ fn profile(label: &str) {
 /// other process preempted: a steadier figure than a mean, though still not one to publish
 /// without a quiet run beside it.
 fn batches(f: &Fixture) {
-    const BATCH: usize = 1024;
     let mut next = f.cold.cycle(0..f.cold.len());
-    let mut per_match: Vec<f64> = (0..2000)
-        .map(|_| {
-            let t0 = Instant::now();
-            for _ in 0..BATCH {
-                black_box(f.router.matches_uncached(next()));
-            }
-            t0.elapsed().as_nanos() as f64 / BATCH as f64
-        })
-        .collect();
+    let mut per_match: Vec<f64> = (0..2000).map(|_| time_batch(f, &mut next)).collect();
     per_match.sort_by(f64::total_cmp);
     eprintln!(
         "batches of {BATCH} cold matches: fastest {:.0} ns, 10th percentile {:.0} ns, median {:.0} ns per match",
@@ -385,60 +376,58 @@ fn batches(f: &Fixture) {
     );
 }
 
+/// Cold matches per timed batch.
+const BATCH: usize = 1024;
+
+/// Wall time per match of [`BATCH`] cold matches, taking topics from `next`.
+fn time_batch<'a>(f: &Fixture, next: &mut impl FnMut() -> &'a str) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..BATCH {
+        black_box(f.router.matches_uncached(next()));
+    }
+    t0.elapsed().as_nanos() as f64 / BATCH as f64
+}
+
 /// `ROUTER_PROFILE=ratio`: the 1k and 1M fixtures in one process, timed in alternating
-/// batches of 1,024 cold matches (each after an untimed batch of its own size). Other load on the machine then falls on both sizes
-/// alike, so the ratio of a 1M batch to the 1k batch next to it is steadier than the ratio
-/// of figures from separate runs. Reports each size's fastest batch and 10th percentile,
-/// and the median and 10th percentile of the pairwise ratios.
+/// batches of 1,024 cold matches (each after an untimed batch of its own size). Other load
+/// on the machine then falls on both sizes alike, so the ratio of a 1M batch to the 1k
+/// batch next to it is steadier than the ratio of figures from separate runs. Reports each
+/// size's fastest batch and 10th percentile, and the median and 10th percentile of the
+/// pairwise ratios.
 fn ratio() {
-    const BATCH: usize = 1024;
     const PAIRS: usize = 2000;
     let small = build("1k", 1_000);
     let large = build("1M", 1_000_000);
     for f in [&small, &large] {
         profile_cold(f, f.cold.len());
     }
-    let time = |f: &Fixture, next: &mut dyn FnMut() -> usize| {
-        let t0 = Instant::now();
-        for _ in 0..BATCH {
-            black_box(f.router.matches_uncached(f.cold.get(next())));
-        }
-        t0.elapsed().as_nanos() as f64 / BATCH as f64
-    };
-    let cursor = |f: &Fixture| {
-        let n = f.cold.len();
-        let mut i = 0;
-        move || {
-            i = (i + 1) % n;
-            i
-        }
-    };
-    let (mut next_small, mut next_large) = (cursor(&small), cursor(&large));
+    let mut next_small = small.cold.cycle(0..small.cold.len());
+    let mut next_large = large.cold.cycle(0..large.cold.len());
     // Each timed batch follows an untimed one of the same size, so neither size's batch
     // finds its cache lines evicted by the other's (the 1k index fits the CPU caches).
-    let mut pairs: Vec<(f64, f64)> = (0..PAIRS)
+    let pairs: Vec<(f64, f64)> = (0..PAIRS)
         .map(|_| {
-            time(&small, &mut next_small);
-            let a = time(&small, &mut next_small);
-            time(&large, &mut next_large);
-            (a, time(&large, &mut next_large))
+            time_batch(&small, &mut next_small);
+            let a = time_batch(&small, &mut next_small);
+            time_batch(&large, &mut next_large);
+            (a, time_batch(&large, &mut next_large))
         })
         .collect();
-    let pick = |v: &mut Vec<f64>, q: usize| {
+    let sorted = |f: &dyn Fn(&(f64, f64)) -> f64| {
+        let mut v: Vec<f64> = pairs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
-        v[v.len() * q / 100]
+        v
     };
-    let mut s: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-    let mut l: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-    let mut r: Vec<f64> = pairs.iter_mut().map(|p| p.1 / p.0).collect();
+    let (s, l, r) = (sorted(&|p| p.0), sorted(&|p| p.1), sorted(&|p| p.1 / p.0));
+    let at = |v: &[f64], q: usize| v[v.len() * q / 100];
     eprintln!(
         "cold match, alternating batches: 1k fastest {:.0} ns (p10 {:.0}), 1M fastest {:.0} ns (p10 {:.0}); 1M/1k ratio median {:.2}, p10 {:.2}",
-        pick(&mut s, 0),
-        pick(&mut s, 10),
-        pick(&mut l, 0),
-        pick(&mut l, 10),
-        pick(&mut r, 50),
-        pick(&mut r, 10),
+        s[0],
+        at(&s, 10),
+        l[0],
+        at(&l, 10),
+        at(&r, 50),
+        at(&r, 10),
     );
 }
 

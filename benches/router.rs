@@ -340,14 +340,16 @@ fn config() -> Criterion {
 /// simulated cache misses are repeatable where timings on a shared machine are not.
 /// With `ROUTER_BATCHES=1` as well (and no valgrind), it then times [`batches`].
 fn profile(label: &str) {
-    if label == "ratio" {
-        return ratio();
+    match label {
+        "ratio" => return ratio(),
+        "shape" => return shape(),
+        _ => {}
     }
     let n = match label {
         "1k" => 1_000,
         "100k" => 100_000,
         "1M" => 1_000_000,
-        _ => panic!("ROUTER_PROFILE: 1k, 100k or 1M"),
+        _ => panic!("ROUTER_PROFILE: 1k, 100k, 1M, ratio or shape"),
     };
     let f = build("profile", n);
     let iters = 100_000;
@@ -429,6 +431,64 @@ fn ratio() {
         at(&r, 50),
         at(&r, 10),
     );
+}
+
+/// `ROUTER_PROFILE=shape`: which cold matches the 1M index makes slower than the 1k one.
+/// Times every cold topic on its own, the fastest of 12 passes (so a preempted pass does
+/// not count; passes alternate between the sizes, so other load falls on both alike; each
+/// time includes a clock read, about 20 ns, alike at both sizes), and reports the median
+/// per topic depth and per fan-out (values in the result), at both sizes. This is how the
+/// growth with fan-out showed: each pattern with several subscribers cost a miss per
+/// pointer followed to reach them.
+fn shape() {
+    type Groups = std::collections::BTreeMap<usize, Vec<f64>>;
+    let fixtures = [build("1k", 1_000), build("1M", 1_000_000)];
+    let mut best: Vec<Vec<f64>> = fixtures
+        .iter()
+        .map(|f| vec![f64::MAX; f.cold.len()])
+        .collect();
+    for _ in 0..12 {
+        for (f, best) in fixtures.iter().zip(&mut best) {
+            for (i, b) in best.iter_mut().enumerate() {
+                let topic = f.cold.get(i);
+                let t0 = Instant::now();
+                black_box(f.router.matches_uncached(topic));
+                *b = b.min(t0.elapsed().as_nanos() as f64);
+            }
+        }
+    }
+    let groups = |f: &Fixture, best: &[f64]| {
+        let (mut depth, mut fanout) = (Groups::new(), Groups::new());
+        for (topic, &t) in f.cold.iter().zip(best) {
+            depth.entry(topic.split('/').count()).or_default().push(t);
+            let n = f.router.matches_uncached(topic).len().min(6);
+            fanout.entry(n).or_default().push(t);
+        }
+        (depth, fanout)
+    };
+    let (small, large) = (
+        groups(&fixtures[0], &best[0]),
+        groups(&fixtures[1], &best[1]),
+    );
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let print = |what: &str, small: &Groups, large: &Groups| {
+        for (k, a) in small {
+            let Some(b) = large.get(k) else { continue };
+            let (ma, mb) = (median(a), median(b));
+            eprintln!(
+                "{what} {k}: 1k {ma:.0} ns ({} topics), 1M {mb:.0} ns ({} topics), ratio {:.2}",
+                a.len(),
+                b.len(),
+                mb / ma
+            );
+        }
+    };
+    print("depth", &small.0, &large.0);
+    print("fan-out (6: 6 or more)", &small.1, &large.1);
 }
 
 #[inline(never)]

@@ -257,6 +257,7 @@ impl<V: Clone + Eq + Hash + Send + Sync + 'static> Router<V> {
         let system = topic.starts_with('$');
         with_segments(topic, |segs| {
             let _ = index.trie.walk(segs, system, |subs| {
+                subs.prefetch();
                 found.push(subs);
                 ControlFlow::Continue(())
             });

@@ -28,7 +28,8 @@ pub(crate) enum Subscribers<V> {
     #[default]
     Zero,
     One(V),
-    /// Two to `SMALL_MAX`, except transiently after removals from `Large`.
+    /// Two to `SMALL_MAX` (one left turns it into `One`; a `Large` shrinking below half of
+    /// `SMALL_MAX` turns into this).
     Small(thin_vec::ThinVec<V>),
     Large(Box<HashSet<V>>),
 }
@@ -108,7 +109,7 @@ impl<V: Eq + Hash> Subscribers<V> {
     }
 
     /// Only `Zero` is empty: `Small` holds two or more (below that it turns into `One` or
-    /// `Zero`), and `Large` more than `SMALL_MAX / 2`. So this reads no heap memory. A match
+    /// `Zero`), and `Large` at least `SMALL_MAX / 2`. So this reads no heap memory. A match
     /// asks it of every node where the topic ends, and at a million subscriptions a shared
     /// pattern's vector is a cache miss away: asking its length there cost every such match
     /// a dependent miss in the middle of the walk.

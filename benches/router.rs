@@ -368,14 +368,25 @@ fn profile(label: &str) {
 /// without a quiet run beside it.
 fn batches(f: &Fixture) {
     let mut next = f.cold.cycle(0..f.cold.len());
-    let mut per_match: Vec<f64> = (0..2000).map(|_| time_batch(f, &mut next)).collect();
-    per_match.sort_by(f64::total_cmp);
+    let per_match = sorted((0..2000).map(|_| time_batch(f, &mut next)));
     eprintln!(
         "batches of {BATCH} cold matches: fastest {:.0} ns, 10th percentile {:.0} ns, median {:.0} ns per match",
         per_match[0],
-        per_match[per_match.len() / 10],
-        per_match[per_match.len() / 2]
+        percentile(&per_match, 10),
+        percentile(&per_match, 50)
     );
+}
+
+/// `xs` in ascending order.
+fn sorted(xs: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = xs.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The `q`th percentile of `sorted` (ascending, not empty).
+fn percentile(sorted: &[f64], q: usize) -> f64 {
+    sorted[sorted.len() * q / 100]
 }
 
 /// Cold matches per timed batch.
@@ -415,21 +426,19 @@ fn ratio() {
             (a, time_batch(&large, &mut next_large))
         })
         .collect();
-    let sorted = |f: &dyn Fn(&(f64, f64)) -> f64| {
-        let mut v: Vec<f64> = pairs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let (s, l, r) = (sorted(&|p| p.0), sorted(&|p| p.1), sorted(&|p| p.1 / p.0));
-    let at = |v: &[f64], q: usize| v[v.len() * q / 100];
+    let (s, l, r) = (
+        sorted(pairs.iter().map(|p| p.0)),
+        sorted(pairs.iter().map(|p| p.1)),
+        sorted(pairs.iter().map(|p| p.1 / p.0)),
+    );
     eprintln!(
         "cold match, alternating batches: 1k fastest {:.0} ns (p10 {:.0}), 1M fastest {:.0} ns (p10 {:.0}); 1M/1k ratio median {:.2}, p10 {:.2}",
         s[0],
-        at(&s, 10),
+        percentile(&s, 10),
         l[0],
-        at(&l, 10),
-        at(&r, 50),
-        at(&r, 10),
+        percentile(&l, 10),
+        percentile(&r, 50),
+        percentile(&r, 10),
     );
 }
 
@@ -470,11 +479,7 @@ fn shape() {
         groups(&fixtures[0], &best[0]),
         groups(&fixtures[1], &best[1]),
     );
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: &[f64]| percentile(&sorted(v.iter().copied()), 50);
     let print = |what: &str, small: &Groups, large: &Groups| {
         for (k, a) in small {
             let Some(b) = large.get(k) else { continue };

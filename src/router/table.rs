@@ -60,9 +60,7 @@ impl<T> Table<T> {
     /// Hints the CPU to start loading the slot `hash` probes first.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        if let Some(slot) = self.slots.get(self.home(hash)) {
-            crate::prefetch::line(slot);
-        }
+        self.prefetch_run(hash, 0);
     }
 
     /// [`prefetch`](Self::prefetch), and the `n` slots after it.

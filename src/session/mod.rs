@@ -629,19 +629,27 @@ pub fn new_session_id() -> String {
     format!("s_{a:016x}{b:08x}")
 }
 
-/// The router's handle for a session: identity and hash by key, not by pointer or id.
+/// The router's handle for a session: identity and hash by the `Arc`'s address.
+///
+/// Why the address and not the session's `key`: a cold match deduplicates the subscribers
+/// it found by comparing handles, and a shared pattern's set hashes every member when it
+/// grows. Comparing keys reads each session through its pointer, a cache miss per
+/// subscriber when there are many sessions; comparing addresses reads nothing. The two are
+/// the same identity: every `Session` gets its own key and lives in one `Arc`, and a live
+/// handle keeps that allocation alive, so its address cannot be reused while the router
+/// holds it.
 #[derive(Debug, Clone)]
 pub struct SessionRef(pub Arc<Session>);
 
 impl PartialEq for SessionRef {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 impl Eq for SessionRef {}
 impl std::hash::Hash for SessionRef {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.key);
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
     }
 }
 

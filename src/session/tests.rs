@@ -357,3 +357,24 @@ fn usage_counts_held_unsent_messages_not_dropped_seqs() {
     let (held, _, unsent) = s.usage();
     assert_eq!((held, unsent), (10, 10));
 }
+
+#[test]
+fn session_ref_identity_is_the_session() {
+    use std::hash::BuildHasher;
+    let a = Arc::new(Session::new(limits(4, SlowConsumer::DropOldest)));
+    let b = Arc::new(Session::new(limits(4, SlowConsumer::DropOldest)));
+    let (a1, a2, b1) = (SessionRef(a.clone()), SessionRef(a), SessionRef(b));
+    let state = std::hash::RandomState::new();
+    assert_eq!(a1, a2);
+    assert_eq!(state.hash_one(&a1), state.hash_one(&a2));
+    assert_ne!(a1, b1);
+    // Through the router: one session under two matching patterns is one subscriber.
+    let router = crate::router::Router::new();
+    for p in ["room/*", "room/1", "**"] {
+        router.insert(&crate::topic::Pattern::parse(p).unwrap(), a1.clone());
+    }
+    router.insert(&crate::topic::Pattern::parse("room/1").unwrap(), b1.clone());
+    let mut found = router.matches_uncached("room/1").to_vec();
+    found.sort_by_key(|s| s.0.key);
+    assert_eq!(found, vec![a2, b1]);
+}

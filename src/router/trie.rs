@@ -698,6 +698,17 @@ impl<'n, V: Eq + Hash> Trie<V> {
         let Some(upto) = w.entered.enter(node.id, from, w.topic.len()) else {
             return ControlFlow::Continue(());
         };
+        // A `**` with no children (`**`, `orders/**`: the usual shape) can only match where
+        // the topic ends. Visiting it at every remaining position cost a full visit each, a
+        // tenth of a cold match's instructions with one global `**` subscribed. It matches
+        // once, when this entry's positions reach the end (a re-entry lower down stops where
+        // the earlier one began, so it never reports twice).
+        if node.literals == 0 && node.flags == 0 {
+            if upto > w.topic.len() && !node.subs.is_empty() {
+                (w.found)(&node.subs)?;
+            }
+            return ControlFlow::Continue(());
+        }
         // `**/x` tries a literal child at every remaining position: load them all first.
         for &edge in &w.edges[from..upto.min(w.edges.len())] {
             if node.may_have(edge) {
@@ -729,6 +740,34 @@ mod tests {
         });
         seen.sort();
         seen
+    }
+
+    #[test]
+    fn a_childless_double_star_reports_once_from_any_entry() {
+        // Trailing `**` nodes reached from several positions (the second `**` of `**/a/**`
+        // from every `a`), or whose prefix is the whole topic (`a/b/**` on `a/b`): each
+        // pattern's subscribers come out exactly once, and only where the `**` may match.
+        let mut t: Trie<u32> = Trie::default();
+        let pats = [
+            "**",
+            "a/**",
+            "**/a/**",
+            "a/**/b/**",
+            "a/b/**",
+            "b/**",
+            "**/b",
+        ];
+        for (i, p) in pats.iter().enumerate() {
+            assert!(t.insert(&segs(p), i as u32).pair);
+        }
+        assert_eq!(matched(&t, "a/a/b/a/b"), [0, 1, 2, 3, 6]);
+        assert_eq!(matched(&t, "a/b"), [0, 1, 2, 3, 4, 6]);
+        assert_eq!(matched(&t, "a"), [0, 1, 2]);
+        assert_eq!(matched(&t, "b/a"), [0, 2, 5]);
+        assert_eq!(matched(&t, "c"), [0]);
+        // A `**` with children is still walked through: `a/**/b/**` needs its `b`.
+        assert_eq!(matched(&t, "a/c/c"), [0, 1, 2]);
+        assert_eq!(matched(&t, "a/c/b/c"), [0, 1, 2, 3]);
     }
 
     #[test]

@@ -742,13 +742,23 @@ mod tests {
         seen
     }
 
+    /// A trie holding pattern `i` of `pats` with subscriber `i` (each insert is new, and a
+    /// second one of the same pair changes nothing).
+    fn numbered(pats: &[&str]) -> Trie<u32> {
+        let mut t = Trie::default();
+        for (i, p) in pats.iter().enumerate() {
+            assert!(t.insert(&segs(p), i as u32).pair);
+            assert!(!t.insert(&segs(p), i as u32).pair);
+        }
+        t
+    }
+
     #[test]
     fn a_childless_double_star_reports_once_from_any_entry() {
         // Trailing `**` nodes reached from several positions (the second `**` of `**/a/**`
         // from every `a`), or whose prefix is the whole topic (`a/b/**` on `a/b`): each
         // pattern's subscribers come out exactly once, and only where the `**` may match.
-        let mut t: Trie<u32> = Trie::default();
-        let pats = [
+        let t = numbered(&[
             "**",
             "a/**",
             "**/a/**",
@@ -756,10 +766,7 @@ mod tests {
             "a/b/**",
             "b/**",
             "**/b",
-        ];
-        for (i, p) in pats.iter().enumerate() {
-            assert!(t.insert(&segs(p), i as u32).pair);
-        }
+        ]);
         assert_eq!(matched(&t, "a/a/b/a/b"), [0, 1, 2, 3, 6]);
         assert_eq!(matched(&t, "a/b"), [0, 1, 2, 3, 4, 6]);
         assert_eq!(matched(&t, "a"), [0, 1, 2]);
@@ -772,7 +779,6 @@ mod tests {
 
     #[test]
     fn removing_every_pattern_empties_the_table() {
-        let mut t: Trie<u32> = Trie::default();
         let pats = [
             "a/*",
             "a/b/*",
@@ -785,10 +791,7 @@ mod tests {
             "a/b/c/*",
             "$sys/*",
         ];
-        for (i, p) in pats.iter().enumerate() {
-            assert!(t.insert(&segs(p), i as u32).pair);
-            assert!(!t.insert(&segs(p), i as u32).pair);
-        }
+        let mut t = numbered(&pats);
         assert_eq!(matched(&t, "a/x/c"), [2, 3, 4, 7]);
         assert_eq!(matched(&t, "a/b/c"), [1, 2, 3, 7]);
         assert_eq!(matched(&t, "z/b"), [6, 7]);

@@ -119,11 +119,17 @@ impl<V> Node<V> {
 
 impl<V: Eq + Hash> Node<V> {
     fn is_empty(&self) -> bool {
-        self.subs.is_empty() && self.literals == 0 && self.flags == 0
+        self.subs.is_empty() && !self.has_children()
     }
 }
 
 impl<V> Node<V> {
+    /// Whether the node has any child: literal, `*`, `**` or glob.
+    #[inline]
+    fn has_children(&self) -> bool {
+        self.literals != 0 || self.flags != 0
+    }
+
     /// Whether a literal child along `edge` (its edge hash) may exist.
     #[inline]
     fn may_have(&self, edge: u64) -> bool {
@@ -699,11 +705,11 @@ impl<'n, V: Eq + Hash> Trie<V> {
             return ControlFlow::Continue(());
         };
         // A `**` with no children (`**`, `orders/**`: the usual shape) can only match where
-        // the topic ends. Visiting it at every remaining position cost a full visit each, a
-        // tenth of a cold match's instructions with one global `**` subscribed. It matches
-        // once, when this entry's positions reach the end (a re-entry lower down stops where
-        // the earlier one began, so it never reports twice).
-        if node.literals == 0 && node.flags == 0 {
+        // the topic ends. Visiting it at every remaining position cost a full visit each:
+        // 13.5% of a cold match's instructions with one global `**` subscribed
+        // (BENCHMARKS.md). It matches once, when this entry's positions reach the end (a
+        // re-entry lower down stops where the earlier one began, so it never reports twice).
+        if !node.has_children() {
             if upto > w.topic.len() && !node.subs.is_empty() {
                 (w.found)(&node.subs)?;
             }

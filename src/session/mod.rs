@@ -148,7 +148,8 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct Session {
     id: Arc<str>,
-    /// Process-unique number: the router's identity for this session (cheap hash and eq).
+    /// Process-unique number: a cheap key for this session in the maps of pending acks,
+    /// group members and presence. (The router compares [`SessionRef`]s by address.)
     key: u64,
     limits: Limits,
     state: Mutex<State>,

@@ -368,7 +368,7 @@ fn session_ref_identity_is_the_session() {
     assert_eq!(a1, a2);
     assert_eq!(state.hash_one(&a1), state.hash_one(&a2));
     assert_ne!(a1, b1);
-    // Through the router: one session under two matching patterns is one subscriber.
+    // Through the router: one session under three matching patterns is one subscriber.
     let router = crate::router::Router::new();
     for p in ["room/*", "room/1", "**"] {
         router.insert(&crate::topic::Pattern::parse(p).unwrap(), a1.clone());

@@ -9,7 +9,7 @@
 #
 # Installs what is missing (nats-server from apt, socket.io from npm into bench/peers/), builds
 # herald --release, then for each server and each scenario: starts the server alone on core 1
-# (taskset -c 1), runs `herald bench SCENARIO` on core 0 against it, and stops it. A fresh server
+# (taskset -c 1), runs `herald-bench SCENARIO` on core 0 against it, and stops it. A fresh server
 # per scenario keeps one scenario's leftovers (buffers, allocator caches) out of the next, which
 # matters most for the idle-memory figure. Raw results: target/bench-compare/*.json.
 #
@@ -22,6 +22,7 @@ cd "$ROOT"
 PEERS="$ROOT/bench/peers"
 OUT="$ROOT/target/bench-compare"
 BIN="$ROOT/target/release/herald"
+BENCH="$ROOT/target/release/herald-bench"
 HERALD_PORT="${HERALD_BENCH_PORT:-7400}"
 NATS_PORT=9222
 SIO_PORT=9300
@@ -67,7 +68,7 @@ if [[ ! -f "$PEERS/node_modules/socket.io/package.json" ]]; then
 fi
 
 log "building herald --release"
-cargo build --release --quiet --bin herald
+cargo build --release --quiet -p herald -p herald-bench --bins
 
 # Both processes hold many sockets in the idle scenario.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -131,7 +132,7 @@ run() {
   local target=$1 scenario=$2; shift 2
   start_server "$target"
   log "$target $scenario"
-  if ! taskset -c 0 "$BIN" bench "$scenario" --target "$target" --url "$URL" \
+  if ! taskset -c 0 "$BENCH" "$scenario" --target "$target" --url "$URL" \
       --server-pid "$SERVER_PID" --json "$OUT/$target-$scenario.json" "$@" \
       2>&1 | tee -a "$OUT/bench.log"; then
     FAILED+=("$target $scenario")
@@ -165,7 +166,7 @@ SIO_VERSION=$(node -p "require('$PEERS/node_modules/socket.io/package.json').ver
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 NOTES=()
 [[ $QUICK == 0 && -f "$ROOT/bench/notes.md" ]] && NOTES=(--notes "$ROOT/bench/notes.md")
-"$BIN" bench report "$OUT"/*-*.json --out "$MD" --svg "$SVG" \
+"$BENCH" report "$OUT"/*-*.json --out "$MD" --svg "$SVG" \
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --command "$CMD" \
   --fact "Servers: herald $REV (release build), $(nats-server --version), socket.io $SIO_VERSION on node $(node --version)" \
   --fact "Load average (1/5/15 min) at start $LOAD_BEFORE, at end $LOAD_AFTER: other work on the machine makes figures noisy; compare ratios within one run" \

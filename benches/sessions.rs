@@ -26,7 +26,7 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 fn rss_kib(pid: u32) -> u64 {
-    herald::bench::proc::status_kib(pid, "VmRSS").unwrap_or(0)
+    herald_bench::proc::status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 fn start_server() -> (std::process::Child, String) {

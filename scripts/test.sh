@@ -4,8 +4,9 @@
 #   ./scripts/test.sh            (from any directory)
 #
 # Sections, in order; the first one that fails stops the run with a non-zero exit:
-#   rust     cargo test --all-targets --no-fail-fast   (lib, bin, tests/, examples, benches)
-#   doc      cargo test --doc
+#   rust     cargo test --workspace --all-targets --no-fail-fast   (every crate: lib, bin, tests/,
+#            examples, benches)
+#   doc      cargo test --workspace --doc
 #   js       node --test web/test/                     (when web/test/ exists)
 #   browser  node --test tests/browser/                (when tests/browser/ exists; Debian's chromium)
 # redis-server is installed first when tests/cluster.rs exists (the cluster tests need it).
@@ -155,12 +156,12 @@ section_redis() {
 section_rust() {
   # tests/examples.rs runs the example programs as a user would; `cargo test` only builds
   # them as test harnesses, so build the plain binaries first.
-  cargo build --examples
-  cargo test --all-targets --no-fail-fast
+  cargo build --workspace --examples
+  cargo test --workspace --all-targets --no-fail-fast
 }
 
 section_doc() {
-  cargo test --doc
+  cargo test --workspace --doc
 }
 
 section_js() {
@@ -226,8 +227,8 @@ skip() {
 if [[ -f tests/cluster.rs ]]; then
   run redis "redis-server for the cluster tests" section_redis
 fi
-run rust "cargo test --all-targets --no-fail-fast" section_rust
-run doc "cargo test --doc" section_doc
+run rust "cargo test --workspace --all-targets --no-fail-fast" section_rust
+run doc "cargo test --workspace --doc" section_doc
 if [[ -d web/test ]]; then
   run js "node --test web/test/" section_js
 else

@@ -2,6 +2,7 @@
 //! `herald config check|show`. Every serve flag has an environment variable; clap applies
 //! "flag over variable", and [`ServeArgs::load_config`] puts both over the file.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ impl Cli {
             None => Some(&self.serve),
             Some(Command::Serve(args)) => Some(args),
             Some(Command::Config(_)) => None,
-            Some(Command::Bench(_)) => None,
+            Some(Command::Bench { .. }) => None,
         }
     }
 }
@@ -48,9 +49,14 @@ pub enum Command {
     /// Configuration tools
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Load generator: Herald, NATS (WebSocket) and Socket.IO side by side (see BENCHMARKS.md)
-    #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
+    /// Load generator: Herald, NATS (WebSocket) and Socket.IO side by side (see BENCHMARKS.md);
+    /// runs the `herald-bench` binary installed beside this one
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed to `herald-bench` unchanged (`herald bench --help` lists them)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,4 +180,30 @@ fn checked_with_auth(file: &std::path::Path) -> Checked {
         }
     }
     checked
+}
+
+/// Runs `herald bench ARGS…` as `herald-bench ARGS…`: the load generator is a crate of its own
+/// (`bench/`), so the server does not carry it, and this alias keeps the command that
+/// BENCHMARKS.md and older scripts give. Looks beside this executable first, then on `PATH`;
+/// returns the tool's exit code.
+pub fn run_bench_alias(args: &[OsString]) -> i32 {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("herald-bench")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("herald-bench"));
+    match std::process::Command::new(&program).args(args).status() {
+        Ok(status) => status.code().unwrap_or(1),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "herald bench: the load generator is the herald-bench binary, which is neither \
+                 beside this one nor on PATH; build it with `cargo build --release -p herald-bench`"
+            );
+            127
+        }
+        Err(e) => {
+            eprintln!("herald bench: cannot run {}: {e}", program.display());
+            1
+        }
+    }
 }

@@ -23,26 +23,27 @@
 //! # }
 //! ```
 //!
-//! The wire protocol is specified in `PROTOCOL.md`; [`protocol`] holds its frame types.
+//! The wire protocol is specified in `PROTOCOL.md`; its frame types and the topic syntax live in
+//! the `herald-protocol` crate, re-exported here as [`protocol`] and [`topic`]. A program that
+//! only talks to a Herald server needs the `herald-client` crate, not this one.
 
 pub mod auth;
-pub mod bench;
 pub mod bus;
 pub mod cli;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod fd_limit;
 pub mod metrics;
 mod prefetch;
-pub mod protocol;
 pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
-pub mod topic;
+
+pub use herald_protocol as protocol;
+pub use herald_protocol::topic;
 
 pub use bus::Bus;
 pub use config::Config;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use herald::cli::{Cli, Command, LogFormat, ServeArgs, run_config_command};
+use herald::cli::{Cli, Command, LogFormat, ServeArgs, run_bench_alias, run_config_command};
 use herald::server::Server;
 
 #[global_allocator]
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Config(cmd)) => ExitCode::from(run_config_command(&cmd).clamp(0, 255) as u8),
-        Some(Command::Bench(cmd)) => ExitCode::from(herald::bench::run(&cmd).clamp(0, 255) as u8),
+        Some(Command::Bench { args }) => ExitCode::from(run_bench_alias(&args).clamp(0, 255) as u8),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }

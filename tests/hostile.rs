@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Binary, Raw};
 use futures_util::{SinkExt, StreamExt};
-use herald::bench::proc::status_kib;
+use herald_bench::proc::status_kib;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

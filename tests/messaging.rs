@@ -491,7 +491,7 @@ async fn a_responder_arriving_after_no_responders_is_found() {
 /// The Rust client's calls for history, presence, `since` and requests.
 #[tokio::test]
 async fn rust_client_history_presence_since_and_request() {
-    use herald::client::{Client, PublishOptions, Since, SubscribeOptions};
+    use herald_client::{Client, PublishOptions, Since, SubscribeOptions};
     let server = TestServer::with_config({
         let mut c = config();
         c.topics.push(TopicConfig {

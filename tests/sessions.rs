@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use herald::client::{Client, ClientEvent, ClientOptions, Delivery};
+use herald_client::{Client, ClientEvent, ClientOptions, Delivery};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -238,7 +238,7 @@ async fn resume_takes_over_a_live_connection() {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    herald::bench::proc::status_kib(pid, "VmRSS").expect("VmRSS")
+    herald_bench::proc::status_kib(pid, "VmRSS").expect("VmRSS")
 }
 
 /// A raw client whose socket receive buffer is small, so that a stalled one parks little in

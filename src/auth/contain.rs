@@ -25,9 +25,9 @@
 //! Every check runs under a work budget; running out means "no". A hostile client sending
 //! huge patterns gets a quick refusal, never a CPU-bound server.
 
-use crate::router::glob::{Glob, Tok};
-use crate::router::segment::Segment;
 use crate::topic::Pattern;
+use crate::topic::glob::{Glob, Tok};
+use crate::topic::segment::Segment;
 
 /// Most alternatives one segment (or one whole pattern, across segments) expands into.
 const MAX_EXPANSIONS: usize = 256;

@@ -10,9 +10,11 @@ mod schema;
 mod show;
 #[cfg(test)]
 mod tests;
-pub mod units;
 mod validate;
 mod value;
+
+/// The duration and size syntax, shared with the load generator.
+pub use herald_protocol::units;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -15,9 +15,7 @@
 //! touch it at all (see [`cache`]).
 
 mod cache;
-pub(crate) mod glob;
 mod key;
-pub(crate) mod segment;
 mod subs;
 mod table;
 mod trie;

@@ -29,11 +29,11 @@ use std::hash::{BuildHasher, Hash};
 use std::ops::ControlFlow;
 
 use super::FastState;
-use super::glob::{Glob, matches_source};
 use super::key::Key;
-use super::segment::Segment;
 use super::subs::Subscribers;
 use super::table::Table;
+use crate::topic::glob::{Glob, matches_source};
+use crate::topic::segment::Segment;
 
 /// Literal segments up to this many bytes are stored inline (24-byte keys).
 const SEG_INLINE: usize = 22;

@@ -1,4 +1,4 @@
-//! `herald bench report`: the comparison section of `BENCHMARKS.md` and its chart, from the
+//! `herald-bench report`: the comparison section of `BENCHMARKS.md` and its chart, from the
 //! JSON results of one `bench/compare.sh` run.
 //!
 //! Only the text between `<!-- compare:begin -->` and `<!-- compare:end -->` is replaced, so
@@ -119,7 +119,7 @@ impl Results {
         let _ = writeln!(
             s,
             "Written by `bench/compare.sh`{}. Every server ran alone on core 1 \
-             (`taskset -c 1`), the load tool `herald bench` on core 0; all on loopback, \
+             (`taskset -c 1`), the load tool `herald-bench` on core 0; all on loopback, \
              driven by the same tool in the same run. Ratios are Herald ÷ peer.\n",
             args.date
                 .as_deref()

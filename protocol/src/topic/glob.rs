@@ -11,12 +11,15 @@
 //! Matching is a bit-parallel simulation of a Thompson NFA: linear in the segment length
 //! times the pattern size, with no backtracking blow-up (`*a*a*a*b` is safe) and no heap
 //! allocation. The common shapes (`ab*`, `*ab`, `a*b*c`, `{x,y,z}`) skip the NFA.
+//!
+//! Public for the server (its trie keys glob edges by source text, its permission checks read
+//! [`Tok`]s); a client only ever needs [`Pattern`](super::Pattern).
 
-use crate::topic::PatternError;
+use super::error::PatternError;
 
 /// A compiled glob for one segment, with the source text it came from.
 #[derive(Clone, Debug)]
-pub(crate) struct Glob {
+pub struct Glob {
     src: Box<str>,
     matcher: Matcher,
 }
@@ -32,9 +35,9 @@ enum Matcher {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Class {
-    pub(crate) negated: bool,
-    pub(crate) ranges: Box<[(char, char)]>,
+pub struct Class {
+    pub negated: bool,
+    pub ranges: Box<[(char, char)]>,
 }
 
 impl Class {
@@ -43,9 +46,9 @@ impl Class {
     }
 }
 
-/// One parsed token of a segment glob (also read by `crate::auth::contain`).
+/// One parsed token of a segment glob (also read by the server's `auth::contain`).
 #[derive(Clone, Debug)]
-pub(crate) enum Tok {
+pub enum Tok {
     Lit(char),
     Any,
     Star,
@@ -64,13 +67,13 @@ enum Inst {
 }
 
 /// Each source character yields at most 3 instructions (`*`), plus the final `Match`.
-const MAX_INSTS: usize = 3 * crate::topic::MAX_PATTERN_BYTES + 1;
+const MAX_INSTS: usize = 3 * super::error::MAX_PATTERN_BYTES + 1;
 const WORDS: usize = MAX_INSTS.div_ceil(64);
 
 impl Glob {
     /// Compiles segment `seg`; `rest` (the pattern after this segment) and `pattern` only
     /// improve error messages.
-    pub(crate) fn compile(seg: &str, rest: &str, pattern: &str) -> Result<Glob, PatternError> {
+    pub fn compile(seg: &str, rest: &str, pattern: &str) -> Result<Glob, PatternError> {
         let mut p = Parser {
             seg,
             rest,
@@ -96,13 +99,14 @@ impl Glob {
         })
     }
 
-    pub(crate) fn source(&self) -> &str {
+    #[inline]
+    pub fn source(&self) -> &str {
         &self.src
     }
 
     /// The token tree of a segment, exactly as [`Glob::compile`] parses it: the permission
     /// containment check reasons over the same syntax the matcher runs.
-    pub(crate) fn tokens(seg: &str) -> Result<Vec<Tok>, PatternError> {
+    pub fn tokens(seg: &str) -> Result<Vec<Tok>, PatternError> {
         let mut p = Parser {
             seg,
             rest: "",
@@ -112,7 +116,8 @@ impl Glob {
         p.sequence(0).map(|(toks, _)| toks)
     }
 
-    pub(crate) fn matches(&self, s: &str) -> bool {
+    #[inline]
+    pub fn matches(&self, s: &str) -> bool {
         match &self.matcher {
             Matcher::Stars(pieces) => match pieces.as_ref() {
                 [first, middle @ .., last] => {
@@ -156,7 +161,8 @@ fn classify(toks: &[Tok]) -> Option<Matcher> {
 /// alternation of literals (`{eu,us}`). `None` for anything else (`?`, classes, escapes,
 /// nested or partial alternation): the caller uses the compiled [`Glob`]. Why: the router
 /// keeps a glob's source text inline in its index, so these need no pointer to follow.
-pub(crate) fn matches_source(src: &str, s: &str) -> Option<bool> {
+#[inline]
+pub fn matches_source(src: &str, s: &str) -> Option<bool> {
     // One pass over the bytes classifies the source (a match runs this for every glob child
     // it meets; `str::contains` with a set of chars cost several times more). Every byte
     // tested is ASCII, and UTF-8 never uses ASCII bytes inside a multi-byte character, so

@@ -5,11 +5,14 @@
 //! Every scenario is written once against [`Client`]: subscribe to a topic or pattern, encode
 //! publishes into a buffer, and read deliveries. A delivery is handed to the caller as the
 //! message payload (the bytes after its opening quote, where the send time is written), without
-//! decoding the rest of the frame.
+//! decoding the rest of the frame: decoding every delivery would make the tool, not the
+//! server, the bottleneck. Herald's control frames (`sub`, `gap`, `error`) go through the
+//! `herald-protocol` types, so that the tool and the server agree on them.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use herald_protocol::{ClientFrame, Id, ServerFrame};
 use memchr::memmem;
 use tokio::io::AsyncWriteExt;
 
@@ -142,8 +145,16 @@ impl Client {
             let subject = self.target.subject(t);
             match self.target {
                 Target::Herald => {
-                    let frame = format!(r#"{{"op":"sub","id":{i},"pattern":{subject:?}}}"#);
-                    ws::encode_frame(self.mask, OP_TEXT, frame.as_bytes(), &mut req);
+                    let frame = serde_json::to_vec(&ClientFrame::Sub {
+                        id: Some(Id::Num(i as i64)),
+                        pattern: subject.as_str().into(),
+                        group: None,
+                        ack: None,
+                        rewind: None,
+                        since: None,
+                    })
+                    .expect("a sub frame always encodes");
+                    ws::encode_frame(self.mask, OP_TEXT, &frame, &mut req);
                 }
                 Target::Nats => {
                     let sub = format!("SUB {subject} {}\r\n", i + 1);
@@ -459,16 +470,20 @@ fn herald_control(f: &[u8], seen: &mut Seen) -> Result<(), BenchError> {
     if f.starts_with(br#"{"op":"ok""#) {
         seen.acks += 1;
     } else if f.starts_with(br#"{"op":"gap""#) {
-        let v: serde_json::Value = serde_json::from_slice(f)
-            .map_err(|e| BenchError::Protocol(format!("Herald: bad gap frame: {e}")))?;
-        let from = v["from_seq"].as_u64().unwrap_or(0);
-        let to = v["to_seq"].as_u64().unwrap_or(0);
-        seen.gap_msgs += to.saturating_sub(from) + 1;
+        match serde_json::from_slice(f) {
+            Ok(ServerFrame::Gap(g)) => seen.gap_msgs += g.to_seq.saturating_sub(g.from_seq) + 1,
+            _ => {
+                return Err(BenchError::Protocol(format!(
+                    "Herald: bad gap frame: {}",
+                    String::from_utf8_lossy(f)
+                )));
+            }
+        }
     } else if f.starts_with(br#"{"op":"error""#) || f.starts_with(br#"{"op":"bye""#) {
-        return Err(BenchError::Protocol(format!(
-            "Herald: {}",
-            String::from_utf8_lossy(f)
-        )));
+        return Err(BenchError::Protocol(match serde_json::from_slice(f) {
+            Ok(ServerFrame::Error(e)) => format!("Herald: error {}: {}", e.code, e.message),
+            _ => format!("Herald: {}", String::from_utf8_lossy(f)),
+        }));
     }
     Ok(())
 }

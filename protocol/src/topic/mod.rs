@@ -2,8 +2,8 @@
 //!
 //! A [`Topic`] is what a message is published to; a [`Pattern`] is what a subscriber listens
 //! on. Both are validated once, at the edge, so the router and everything behind it can trust
-//! them. A pattern is compiled into one [`Segment`](crate::router::segment::Segment) per
-//! `/`-separated part, which is the unit the router's trie is keyed by.
+//! them. A pattern is compiled into one [`Segment`] per `/`-separated part
+//! (a literal, `*`, `**` or a [`glob`]), which is the unit the server's router is keyed by.
 //!
 //! Validation never panics and never allocates on success: fuzzers and hostile clients feed
 //! these functions arbitrary strings.
@@ -13,76 +13,14 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::router::segment::{self, Segment};
+mod error;
+pub mod glob;
+pub mod segment;
 
-/// Longest topic, in bytes.
-pub const MAX_TOPIC_BYTES: usize = 256;
-/// Longest pattern, in bytes.
-pub const MAX_PATTERN_BYTES: usize = 256;
-/// Most `/`-separated segments in a pattern.
-pub const MAX_PATTERN_SEGMENTS: usize = 32;
-
-/// Why a string is not a valid topic. Each message names the offending part.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TopicError {
-    #[error("topic is empty")]
-    Empty,
-    #[error("topic is {len} bytes, over the {MAX_TOPIC_BYTES}-byte limit")]
-    TooLong { len: usize },
-    #[error("topic segment is empty: '{}'", Shown(.topic))]
-    EmptySegment { topic: String },
-    #[error("topic contains a control character: '{}'", Shown(.topic))]
-    ControlChar { topic: String },
-    #[error("topic contains '{ch}', which is reserved for patterns: '{}'", Shown(.topic))]
-    ReservedChar { ch: char, topic: String },
-}
-
-/// Why a string is not a valid pattern. Each message names the offending part.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PatternError {
-    #[error("pattern is empty")]
-    Empty,
-    #[error("pattern is {len} bytes, over the {MAX_PATTERN_BYTES}-byte limit")]
-    TooLong { len: usize },
-    #[error("pattern has {count} segments, over the {MAX_PATTERN_SEGMENTS}-segment limit")]
-    TooManySegments { count: usize },
-    #[error("pattern segment is empty: '{}'", Shown(.pattern))]
-    EmptySegment { pattern: String },
-    #[error("pattern contains a control character: '{}'", Shown(.pattern))]
-    ControlChar { pattern: String },
-    #[error("unbalanced '{ch}' in segment '{segment}'")]
-    Unbalanced { ch: char, segment: String },
-    #[error("'**' must be a whole segment: '{segment}'")]
-    GluedDoubleStar { segment: String },
-    #[error("alternation may not span '/' (subscribe to each alternative separately): '{pattern}'")]
-    AlternationSpansSlash { pattern: String },
-    #[error("a character class may not contain '/': '{pattern}'")]
-    ClassSpansSlash { pattern: String },
-    #[error("invalid range '{lo}-{hi}' in segment '{segment}'")]
-    InvalidRange { lo: char, hi: char, segment: String },
-    #[error("',' outside '{{...}}' in segment '{segment}'")]
-    StrayComma { segment: String },
-    #[error(
-        "'{ch}' is not a wildcard here: use '*' for one segment, '**' for any number: '{segment}'"
-    )]
-    NotAWildcard { ch: char, segment: String },
-}
-
-/// Displays user input inside an error message with control characters escaped.
-struct Shown<'a>(&'a str);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                fmt::Write::write_char(f, c)?;
-            }
-        }
-        Ok(())
-    }
-}
+pub use error::{
+    MAX_PATTERN_BYTES, MAX_PATTERN_SEGMENTS, MAX_TOPIC_BYTES, PatternError, TopicError,
+};
+pub use segment::Segment;
 
 const OK: u8 = 0;
 const SEP: u8 = 1;
@@ -117,12 +55,14 @@ fn is_c1_at(b: &[u8], i: usize) -> bool {
 
 /// True if `s` contains a control character (C0, DEL or C1), the same set as
 /// [`char::is_control`].
-pub(crate) fn has_control_char(s: &str) -> bool {
+#[inline]
+pub fn has_control_char(s: &str) -> bool {
     let b = s.as_bytes();
     (0..b.len()).any(|i| BYTE_CLASS[b[i] as usize] == CTRL || is_c1_at(b, i))
 }
 
 /// Checks `s` against the topic rules of PROTOCOL.md §1 without allocating (unless it fails).
+#[inline]
 pub fn validate_topic(s: &str) -> Result<(), TopicError> {
     let b = s.as_bytes();
     if b.is_empty() {
@@ -183,6 +123,7 @@ impl Topic {
         Ok(Topic(Arc::from(s)))
     }
 
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -307,11 +248,13 @@ impl Pattern {
         })
     }
 
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.src
     }
 
     /// No wildcard tokens: the pattern matches exactly one topic, itself.
+    #[inline]
     pub fn is_exact(&self) -> bool {
         self.exact
     }
@@ -321,12 +264,14 @@ impl Pattern {
         self.system
     }
 
-    pub(crate) fn segments(&self) -> &[Segment] {
+    #[inline]
+    pub fn segments(&self) -> &[Segment] {
         &self.segs
     }
 
     /// Whether `topic` matches, with the full §1 semantics including the `$` rule. An
     /// invalid topic matches nothing.
+    #[inline]
     pub fn matches(&self, topic: &str) -> bool {
         if validate_topic(topic).is_err() || starts_system(topic) != self.system {
             return false;
@@ -343,7 +288,8 @@ impl Pattern {
 }
 
 /// Splits a validated topic into `buf`; `None` if it has more segments than `buf` holds.
-pub(crate) fn split_topic<'a>(topic: &'a str, buf: &mut [&'a str]) -> Option<usize> {
+#[inline]
+pub fn split_topic<'a>(topic: &'a str, buf: &mut [&'a str]) -> Option<usize> {
     let mut n = 0;
     for part in topic.split('/') {
         *buf.get_mut(n)? = part;

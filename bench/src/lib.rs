@@ -1,4 +1,4 @@
-//! `herald bench`: the load generator that measures Herald side by side with the servers
+//! `herald-bench`: the load generator that measures Herald side by side with the servers
 //! people would pick instead (nats-server over WebSocket, Socket.IO 4), driven the same way.
 //!
 //! Scenarios (each against one server, chosen with `--target`):
@@ -17,7 +17,7 @@
 //! server to the other, so the server, not the tool, is measured; the report shows both
 //! processes' CPU use so that a run limited by the tool can be told apart.
 //!
-//! `herald bench report` turns the JSON results of a run into the `BENCHMARKS.md` section and
+//! `herald-bench report` turns the JSON results of a run into the `BENCHMARKS.md` section and
 //! its SVG chart.
 
 mod args;
@@ -51,7 +51,7 @@ pub enum BenchError {
     Timeout(String),
 }
 
-/// Runs `herald bench …`; returns the process exit code.
+/// Runs `herald-bench …`; returns the process exit code.
 pub fn run(cmd: &BenchCommand) -> i32 {
     let result = match (cmd, cmd.run_args()) {
         (_, Some((scenario, args))) => run_scenario(scenario, args),
@@ -61,7 +61,7 @@ pub fn run(cmd: &BenchCommand) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("herald bench: {e}");
+            eprintln!("herald-bench: {e}");
             1
         }
     }

@@ -1,12 +1,15 @@
 //! One `/`-separated part of a compiled pattern, and matching a pattern's segments against a
 //! topic's segments.
+//!
+//! Public for the server, whose trie is keyed by these; a client only ever needs
+//! [`Pattern`](super::Pattern).
 
+use super::error::PatternError;
 use super::glob::Glob;
-use crate::topic::PatternError;
 
 /// A compiled pattern segment: the key of one edge in the router's trie.
 #[derive(Clone, Debug)]
-pub(crate) enum Segment {
+pub enum Segment {
     /// No wildcard: matches exactly this segment.
     Literal(Box<str>),
     /// `*` as the whole segment: any one segment.
@@ -20,7 +23,7 @@ pub(crate) enum Segment {
 
 /// Compiles one non-empty segment `part` of `pattern`; `rest` is what follows it after the
 /// `/`, used to explain a `[`/`{` left open (it spans a `/` if `rest` closes it).
-pub(crate) fn parse(part: &str, rest: &str, pattern: &str) -> Result<Segment, PatternError> {
+pub fn parse(part: &str, rest: &str, pattern: &str) -> Result<Segment, PatternError> {
     match part {
         "*" => return Ok(Segment::Star),
         "**" => return Ok(Segment::DoubleStar),
@@ -35,7 +38,8 @@ pub(crate) fn parse(part: &str, rest: &str, pattern: &str) -> Result<Segment, Pa
 impl Segment {
     /// Whether this single-segment matcher accepts `seg`. `DoubleStar` is handled by the
     /// callers (it spans a variable number of segments); here it accepts any one segment.
-    pub(crate) fn matches_one(&self, seg: &str) -> bool {
+    #[inline]
+    pub fn matches_one(&self, seg: &str) -> bool {
         match self {
             Segment::Literal(l) => **l == *seg,
             Segment::Star | Segment::DoubleStar => true,
@@ -49,7 +53,8 @@ impl Segment {
 /// segment consumes exactly one topic segment. The greedy match with backtracking to the
 /// last `**` is therefore exact and takes O(pattern × topic) steps at worst, whatever the
 /// number of `**`.
-pub(crate) fn match_segments(pat: &[Segment], topic: &[&str]) -> bool {
+#[inline]
+pub fn match_segments(pat: &[Segment], topic: &[&str]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while t < topic.len() {

@@ -2,7 +2,7 @@
 //! to one worker, and a job whose worker dies before acking is redelivered to another.
 //!
 //! ```text
-//! cargo run --example worker -- ws://127.0.0.1:7400/ws 'jobs/**'            # run 2 or 3 of these
+//! cargo run -p herald-client --example worker -- ws://127.0.0.1:7400/ws 'jobs/**'            # run 2 or 3 of these
 //! curl -XPOST localhost:7400/v1/publish -d '{"topic":"jobs/resize","data":{"image":"a.png"}}'
 //! ```
 //!
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use herald::client::{Client, SubscribeOptions};
+use herald_client::{Client, SubscribeOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,14 +1,14 @@
 //! A consumer following every topic that matches a wildcard pattern.
 //!
 //! ```text
-//! cargo run --example subscribe -- ws://127.0.0.1:7400/ws 'orders/**'
-//! cargo run --example subscribe -- ws://127.0.0.1:7400/ws 'orders/*/created' --count 5
+//! cargo run -p herald-client --example subscribe -- ws://127.0.0.1:7400/ws 'orders/**'
+//! cargo run -p herald-client --example subscribe -- ws://127.0.0.1:7400/ws 'orders/*/created' --count 5
 //! ```
 //!
 //! The client reconnects by itself and resumes its session: a brief outage loses nothing,
 //! and if the server had to drop messages meanwhile, the exact range is reported as a gap.
 
-use herald::client::{Client, Delivery};
+use herald_client::{Client, Delivery};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Answer, ClientError, ClientEvent, Command, Delivery, Shared};
-use crate::protocol::{ClientFrame, OkFrame, ServerFrame};
+use herald_protocol::{ClientFrame, OkFrame, ServerFrame};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -76,7 +76,7 @@ pub(super) async fn open(url: &str, shared: &Arc<Shared>) -> Result<Ws, ClientEr
                 id: None,
                 pattern: pattern.into(),
                 group,
-                ack: manual.then_some(crate::protocol::AckMode::Manual),
+                ack: manual.then_some(herald_protocol::AckMode::Manual),
                 rewind: None,
                 since: None,
             };
@@ -259,8 +259,8 @@ fn dispatch(shared: &Shared, text: &str) {
     }
 }
 
-fn resolve(shared: &Shared, id: Option<crate::protocol::Id>, r: Result<Answer, ClientError>) {
-    if let Some(crate::protocol::Id::Num(n)) = id
+fn resolve(shared: &Shared, id: Option<herald_protocol::Id>, r: Result<Answer, ClientError>) {
+    if let Some(herald_protocol::Id::Num(n)) = id
         && let Some(tx) = shared.pending.lock().remove(&n)
     {
         let _ = tx.send(r);

@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! cargo run --release                                   # the bus, in another terminal
-//! cargo run --example broadcast -- ws://127.0.0.1:7400/ws 10
+//! cargo run -p herald-client --example broadcast -- ws://127.0.0.1:7400/ws 10
 //! ```
 //!
 //! Publishes `count` order events to `orders/<region>/created` and prints each
 //! acknowledgement: the topic's offset and epoch, assigned by the bus.
 
-use herald::client::Client;
+use herald_client::Client;
 use serde_json::json;
 
 #[tokio::main]

@@ -1,4 +1,4 @@
-//! The result of one run: printed for a person, written as JSON for `herald bench report`.
+//! The result of one run: printed for a person, written as JSON for `herald-bench report`.
 
 use std::fmt::Write;
 

@@ -1,4 +1,4 @@
-//! The command line of `herald bench` and the run plan it resolves to.
+//! The command line of `herald-bench` and the run plan it resolves to.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::BenchError;
 use super::proto::Target;
 use super::ws::WsUrl;
-use crate::config::units::parse_duration;
+use herald_protocol::units::parse_duration;
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum BenchCommand {
@@ -104,7 +104,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// JSON results written by `herald bench … --json`
+    /// JSON results written by `herald-bench … --json`
     #[arg(required = true)]
     pub results: Vec<PathBuf>,
     /// The Markdown file whose section between `<!-- compare:begin -->` and

@@ -1,14 +1,38 @@
-//! `herald bench` against a real Herald server (the binary, on an ephemeral port): every
-//! scenario reports deliveries with zero loss, and `herald bench report` turns the results into
+//! The `herald-bench` binary against a real Herald server on an ephemeral port: every
+//! scenario reports deliveries with zero loss, and `herald-bench report` turns the results into
 //! the BENCHMARKS.md section and its chart. No timing is asserted: figures are for benchmarks.
+//!
+//! The server runs inside this test process (the `herald` crate, on its own runtime), so the
+//! test needs no other binary; `--server-pid` is this process, which is the server and an idle
+//! test harness.
 
-mod common;
-
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Binary;
 use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_herald-bench");
+
+/// Starts a Herald server on 127.0.0.1:0 on a thread of its own; returns its WebSocket URL.
+/// It lives until the test process exits.
+fn start_server() -> String {
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let config = herald::Config {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            };
+            let server = herald::Server::bind(config).await.unwrap();
+            tx.send(server.local_addr()).unwrap();
+            server.run().await.unwrap();
+        });
+    });
+    let addr = rx.recv().expect("the server started");
+    format!("ws://{addr}/ws")
+}
 
 /// A scratch folder removed at the end.
 struct Scratch(PathBuf);
@@ -28,19 +52,18 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `herald bench ARGS --json FILE`; returns the parsed report.
+/// Runs `herald-bench ARGS --json FILE`; returns the parsed report.
 fn bench(args: &[&str], json: &Path) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("bench")
+    let out = Command::new(BENCH)
         .args(args)
         .arg("--json")
         .arg(json)
         .output()
-        .expect("run herald bench");
+        .expect("run herald-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "herald bench {args:?} failed: {stdout}\n{}",
+        "herald-bench {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
@@ -60,9 +83,8 @@ fn assert_lossless(r: &Value, subscribers: u64) {
 
 #[test]
 fn every_scenario_delivers_without_loss_and_the_report_is_written() {
-    let server = Binary::spawn(&["--listen", "127.0.0.1:0"]);
-    let url = server.ws_url();
-    let pid = server.child.id().to_string();
+    let url = start_server();
+    let pid = std::process::id().to_string();
     let dir = Scratch::new("all");
     let common = [
         "--url",
@@ -154,8 +176,8 @@ fn every_scenario_delivers_without_loss_and_the_report_is_written() {
         .iter()
         .map(|s| dir.0.join(format!("herald-{s}.json")))
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["bench", "report"])
+    let out = Command::new(BENCH)
+        .arg("report")
         .args(&results)
         .arg("--out")
         .arg(&md)
@@ -188,26 +210,26 @@ fn every_scenario_delivers_without_loss_and_the_report_is_written() {
 
 #[test]
 fn bad_options_are_refused_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["bench", "topics", "--target", "socketio"])
+    let out = Command::new(BENCH)
+        .args(["topics", "--target", "socketio"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("wildcard"), "{err}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["bench", "fanout", "--size", "4"])
+    let out = Command::new(BENCH)
+        .args(["fanout", "--size", "4"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--size"));
 
     // Nothing listens on this port: a clear error, not a hang or a panic.
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["bench", "fanout", "--url", "ws://127.0.0.1:1/ws"])
+    let out = Command::new(BENCH)
+        .args(["fanout", "--url", "ws://127.0.0.1:1/ws"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("herald bench:"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("herald-bench:"));
 }

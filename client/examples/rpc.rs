@@ -1,8 +1,8 @@
 //! Request-reply: a service answering requests, and a caller.
 //!
 //! ```text
-//! cargo run --example rpc -- serve ws://127.0.0.1:7400/ws       # run one or several
-//! cargo run --example rpc -- call ws://127.0.0.1:7400/ws "hello"
+//! cargo run -p herald-client --example rpc -- serve ws://127.0.0.1:7400/ws       # run one or several
+//! cargo run -p herald-client --example rpc -- call ws://127.0.0.1:7400/ws "hello"
 //! ```
 //!
 //! Services join the queue group `upper`, so each request is answered by one of them. A
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use herald::client::{Client, SubscribeOptions};
+use herald_client::{Client, SubscribeOptions};
 use serde_json::json;
 
 const TOPIC: &str = "rpc/upper";

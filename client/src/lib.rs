@@ -1,8 +1,8 @@
 //! A Rust client for Herald over WebSocket, on the same frame types as the server.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), herald::client::ClientError> {
-//! use herald::client::{Client, Delivery};
+//! # async fn demo() -> Result<(), herald_client::ClientError> {
+//! use herald_client::{Client, Delivery};
 //! let client = Client::connect("ws://127.0.0.1:7400/ws").await?;
 //! let mut orders = client.subscribe("orders/**").await?;
 //! client.publish("orders/eu/created", &serde_json::json!({"id": 7})).await?;
@@ -28,9 +28,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::protocol::{AckMode, ClientFrame, ErrorCode, Id, OkFrame};
-pub use crate::protocol::{GapFrame, HistoryMessage, MsgFrame, PresenceClient, Since};
-use crate::topic::Pattern;
+use herald_protocol::topic::Pattern;
+use herald_protocol::{AckMode, ClientFrame, ErrorCode, Id, OkFrame};
+pub use herald_protocol::{GapFrame, HistoryMessage, MsgFrame, PresenceClient, Since};
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]

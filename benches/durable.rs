@@ -264,7 +264,10 @@ async fn history_section() {
     let mut read = 0;
     let mut since = 0;
     while read < n {
-        let page = bus.history("bench/h", Some(since), Some(1000)).unwrap();
+        let page = bus
+            .history("bench/h", Some(since), Some(1000))
+            .await
+            .unwrap();
         read += page.messages.len();
         since = page.messages.last().unwrap().offset;
     }
@@ -357,7 +360,7 @@ async fn restart_section() {
         .await
         .unwrap();
         let took = started.elapsed();
-        let page = bus.history("bench/r9", None, Some(1)).unwrap();
+        let page = bus.history("bench/r9", None, Some(1)).await.unwrap();
         assert_eq!(page.messages[0].offset, per_topic as u64);
         println!(
             "  Bus::open (recovery in-process): {:.2} s",

@@ -45,9 +45,12 @@ fn scrape(c: &mut Criterion) {
     for sessions in [1_000usize, 100_000] {
         let bus = Bus::new(herald::Config::default());
         let mut keep = Vec::with_capacity(sessions);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         for i in 0..sessions {
             let s = bus.open_session();
-            bus.subscribe_session(&s, &format!("t/{}", i % 1000), None)
+            rt.block_on(bus.subscribe_session(&s, &format!("t/{}", i % 1000), None))
                 .unwrap();
             keep.push(s);
         }

@@ -84,13 +84,14 @@ fn own_rss() -> u64 {
     rss_kib(std::process::id())
 }
 
-fn idle_sessions(n: usize) {
+async fn idle_sessions(n: usize) {
     let bus = herald::Bus::new(Config::default());
     let before = own_rss();
     let mut keep = Vec::with_capacity(n);
     for i in 0..n {
         let s = bus.open_session();
         bus.subscribe_session(&s, &format!("idle/{i}"), None)
+            .await
             .unwrap();
         keep.push(s);
     }
@@ -162,10 +163,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 10_000 } else { 200 });
     resume_cost();
-    idle_sessions(if full { 100_000 } else { 1000 });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    rt.block_on(idle_sessions(if full { 100_000 } else { 1000 }));
     rt.block_on(idle_connections(conns));
 }

@@ -15,7 +15,7 @@
 //! let server = herald::Server::bind(config).await?;
 //! println!("listening on {}", server.local_addr());
 //! let bus = server.bus();
-//! let mut sub = bus.subscribe("orders/**").unwrap();
+//! let mut sub = bus.subscribe("orders/**").await.unwrap();
 //! bus.publish_json("orders/eu/created", &serde_json::json!({"id": 1})).unwrap();
 //! let first = sub.recv().await;
 //! # drop(first);

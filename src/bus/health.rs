@@ -44,10 +44,7 @@ impl Bus {
                 .as_ref()
                 .and_then(|dir| std::fs::metadata(dir.join(FILE_NAME)).ok().map(|m| m.len())),
         });
-        let redis = self.remote().map(|r| RedisHealth {
-            connected: r.cluster.is_up(),
-            reconnects: r.cluster.reconnects(),
-        });
+        let redis = self.inner.backplane.health();
         let (backend, up) = match (&redis, &durable) {
             (Some(r), _) => ("redis", r.connected),
             (None, Some(d)) => ("redb", d.committer.up),

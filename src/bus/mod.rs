@@ -6,13 +6,16 @@
 //! push the shared event into each session's buffer. Pushing never blocks, so a publisher is
 //! never slowed by a subscriber; writers drain the buffers on their own tasks.
 
+mod backplane;
 mod error;
 mod groups;
 mod health;
+mod inboxes;
 mod persist;
 mod presence;
 mod publish;
 mod query;
+mod redeliver;
 mod remote;
 mod requests;
 mod subscribe;
@@ -26,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::BusError;
 pub use health::{DurableHealth, RedisHealth, StoreHealth};
+pub use inboxes::INBOX_PREFIX;
 pub use persist::{MAX_IN_FLIGHT, PendingAck, Published};
 pub use publish::{PubAck, Publish};
 pub use query::{HistoryPage, PresenceList};
-pub use requests::INBOX_PREFIX;
 pub use subscribe::{SubOptions, SubOutcome};
 pub use subscription::{Received, Subscription};
 
@@ -37,11 +40,12 @@ use crate::config::{Config, ConfigError};
 use crate::reload::{Live, Reload, Settings};
 use crate::router::Router;
 use crate::session::{Registry, Session, SessionRef};
-use crate::store::{MemoryStore, StoreError, TopicInfo};
-use crate::topic::{Pattern, Topic};
+use crate::store::{MemoryStore, StoreError};
+use crate::topic::Topic;
+use backplane::Backplane;
 use groups::{GroupRef, Groups, Pending};
+use inboxes::Inboxes;
 use presence::Presence;
-use requests::Inboxes;
 
 /// Longest accepted `msg_id`.
 pub const MAX_MSG_ID: usize = 256;
@@ -76,8 +80,8 @@ struct Inner {
     durable: Option<persist::Persistence>,
     /// Topics holding a retained message: a new wildcard subscription looks only at these.
     retained: dashmap::DashSet<Topic>,
-    /// Cluster mode (`--redis`).
-    remote: Option<remote::Remote>,
+    /// Local, or Redis in cluster mode (`--redis`).
+    backplane: Backplane,
     /// Cluster mode: topics this node recorded in Redis's topic set already.
     noted: dashmap::DashSet<Topic>,
     stats: Stats,
@@ -152,13 +156,12 @@ impl Bus {
                     opened = Err(e);
                     None
                 });
-            let remote = redis.as_deref().and_then(|url| {
-                remote::start(url)
-                    .map_err(|e| opened = Err(StoreError::Cluster(e.to_string())))
-                    .ok()
+            let backplane = Backplane::start(redis.as_deref()).unwrap_or_else(|e| {
+                opened = Err(StoreError::Cluster(e.to_string()));
+                Backplane::Local
             });
-            let inboxes = match &remote {
-                Some(r) => Inboxes::for_node(r.cluster.node().into()),
+            let inboxes = match backplane.node() {
+                Some(node) => Inboxes::for_node(node.into()),
                 None => Inboxes::default(),
             };
             Inner {
@@ -174,15 +177,13 @@ impl Bus {
                 topics,
                 durable,
                 retained,
-                remote,
+                backplane,
                 noted: dashmap::DashSet::new(),
                 stats: Stats::default(),
             }
         });
         let bus = opened.map(|()| Bus { inner })?;
-        if let Some(r) = &bus.inner.remote {
-            r.run(&bus);
-        }
+        bus.inner.backplane.run(&bus);
         Ok(bus)
     }
 
@@ -219,9 +220,9 @@ impl Bus {
 
     /// Subscribes from inside the process: a session of its own, drained by the returned
     /// [`Subscription`].
-    pub fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
+    pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
         let session = self.open_session();
-        if let Err(e) = self.subscribe_session(&session, pattern, None) {
+        if let Err(e) = self.subscribe_session(&session, pattern, None).await {
             self.close_session(&session);
             return Err(e);
         }
@@ -286,22 +287,15 @@ impl Bus {
         })
     }
 
-    /// Known topics matching `pattern` (all when `None`), with their subscriber counts.
-    pub fn topics(&self, pattern: Option<&str>) -> Result<Vec<TopicRow>, BusError> {
-        let pattern = pattern.map(Pattern::parse).transpose()?;
-        Ok(self
-            .inner
-            .topics
-            .list()
-            .into_iter()
-            .filter(|t: &TopicInfo| pattern.as_ref().is_none_or(|p| p.matches(t.topic.as_str())))
-            .map(|t| TopicRow {
-                subscribers: self.inner.router.matches(t.topic.as_str()).len(),
-                topic: t.topic.as_str().to_owned(),
-                offset: t.offset,
-                epoch: t.epoch.to_string(),
-            })
-            .collect())
+    /// Whether this node is in cluster mode.
+    pub fn is_clustered(&self) -> bool {
+        self.inner.backplane.is_clustered()
+    }
+
+    /// Ready to serve: always for a single node; in cluster mode, while the feed is
+    /// connected to Redis.
+    pub fn is_ready(&self) -> bool {
+        self.inner.backplane.is_up()
     }
 
     /// Number of live sessions.

@@ -188,8 +188,8 @@ impl Bus {
     /// full); `None` otherwise.
     /// In cluster mode: room in the queue of publishes for Redis.
     pub(super) async fn durable_permit(&self, topic: &str) -> Option<OwnedSemaphorePermit> {
-        if self.inner.remote.is_some() {
-            return self.remote_permit().await;
+        if self.inner.backplane.is_clustered() {
+            return self.inner.backplane.publish_permit().await;
         }
         let p = self.inner.durable.as_ref()?;
         // While there is room, take it without looking the topic up: a publish to a topic

@@ -7,13 +7,11 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::groups::{self, Due, Unacked};
+use super::groups::{self, Unacked};
+use super::inboxes::INBOX_PREFIX;
 use super::persist::Published;
-use super::requests::INBOX_PREFIX;
 use super::{Bus, BusError, MAX_MSG_ID};
 use crate::event::{Delivery, Event, EventParts, now_ms};
-use crate::protocol::Id;
-use crate::session::{Outbox, SeqState};
 use crate::store::{RetainOp, TopicState};
 use crate::topic::Topic;
 
@@ -98,111 +96,6 @@ impl Bus {
         })
     }
 
-    /// Sends a request: publishes `data` to `topic` with a fresh `reply_to` inbox whose
-    /// first reply reaches `outbox` as `reply {id}`. Fails with `no_responders` at once when
-    /// nobody subscribes to `topic`. Returns the inbox; the caller closes it on timeout with
-    /// [`Bus::cancel_request`].
-    pub fn request(
-        &self,
-        topic: &str,
-        data: &RawValue,
-        outbox: Arc<Outbox>,
-        id: Option<Id>,
-    ) -> Result<Box<str>, BusError> {
-        if topic.starts_with('$') {
-            crate::topic::validate_topic(topic)?;
-            return Err(BusError::Forbidden(format!(
-                "requests may not go to system topic '{topic}'"
-            )));
-        }
-        let inbox = self.inner.inboxes.open(outbox.clone(), id.clone());
-        if self.remote().is_some() {
-            return self.request_remote(topic, data, inbox, outbox, id);
-        }
-        let p = Publish {
-            topic,
-            data,
-            msg_id: None,
-            retain: false,
-        };
-        let result = self.publish_inner(p, Some(&inbox), None).map(|r| match r {
-            // Not delivered yet: whether anyone will get it is whether anyone matches now.
-            Published::Pending(_) => usize::from(self.has_subscribers(topic)),
-            Published::Done(ack) => ack.delivered,
-        });
-        match result {
-            Ok(delivered) if delivered > 0 => Ok(inbox),
-            Ok(_) => {
-                self.inner.inboxes.close(&inbox);
-                self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-                Err(BusError::NoResponders(topic.to_owned()))
-            }
-            Err(e) => {
-                self.inner.inboxes.close(&inbox);
-                Err(e)
-            }
-        }
-    }
-
-    /// A request in cluster mode: whether anyone listens is known only from Redis's
-    /// answer, so `no_responders` (or a failed publish) reaches the requester as an error
-    /// frame once it comes.
-    fn request_remote(
-        &self,
-        topic: &str,
-        data: &RawValue,
-        inbox: Box<str>,
-        outbox: Arc<crate::session::Outbox>,
-        id: Option<Id>,
-    ) -> Result<Box<str>, BusError> {
-        let p = Publish {
-            topic,
-            data,
-            msg_id: None,
-            retain: false,
-        };
-        let published = match self.publish_inner(p, Some(&inbox), None) {
-            Ok(p) => p,
-            Err(e) => {
-                self.inner.inboxes.close(&inbox);
-                return Err(e);
-            }
-        };
-        let bus = self.clone();
-        let (name, topic) = (inbox.clone(), topic.to_owned());
-        tokio::spawn(async move {
-            let failed = match published.ack().await {
-                Ok(ack) if ack.delivered == 0 => BusError::NoResponders(topic),
-                Ok(_) => return,
-                Err(e) => e,
-            };
-            if bus.inner.inboxes.close(&name) {
-                bus.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-                let frame = crate::protocol::ServerFrame::Error(crate::protocol::ErrorFrame {
-                    id,
-                    code: failed.code(),
-                    message: failed.to_string(),
-                });
-                let _ = outbox.try_push_control(frame.encode());
-            }
-        });
-        Ok(inbox)
-    }
-
-    /// Whether a request is still waiting for its reply.
-    pub fn request_open(&self, inbox: &str) -> bool {
-        self.inner.inboxes.is_open(inbox)
-    }
-
-    /// Gives up on a request; true when it was still waiting (so it timed out).
-    pub fn cancel_request(&self, inbox: &str) -> bool {
-        let open = self.inner.inboxes.close(inbox);
-        if open {
-            self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-        }
-        open
-    }
-
     /// Whether a plain subscription or a group matches `topic`.
     pub(super) fn has_subscribers(&self, topic: &str) -> bool {
         !self.inner.router.matches(topic).is_empty()
@@ -245,7 +138,12 @@ impl Bus {
             }
             // A reply: straight to the requester, never through the router or history.
             let answered = self.inner.inboxes.reply(topic.as_str(), p.data);
-            if !answered && let Some(sent) = self.reply_remote(topic.as_str(), p.data.get()) {
+            if !answered
+                && let Some(sent) = self
+                    .inner
+                    .backplane
+                    .reply(self, topic.as_str(), p.data.get())
+            {
                 return Ok(sent);
             }
             if answered {
@@ -258,10 +156,20 @@ impl Bus {
                 delivered: usize::from(answered),
             }));
         }
-        if let Some(remote) = self.remote() {
-            return self.publish_remote(remote, &topic, p, reply_to, permit);
-        }
-        let entry = self.inner.topics.entry(&topic);
+        self.inner
+            .backplane
+            .publish(self, &topic, p, reply_to, permit)
+    }
+
+    /// A publish ordered by this node (a single node: see [`Backplane`](super::backplane)).
+    pub(super) fn publish_here(
+        &self,
+        topic: &Topic,
+        p: Publish<'_>,
+        reply_to: Option<&str>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Published, BusError> {
+        let entry = self.inner.topics.entry(topic);
         let settings = entry.settings();
         let now = Instant::now();
         let mut state = entry.lock();
@@ -406,7 +314,7 @@ impl Bus {
         }
     }
 
-    fn count_drops(&self, dropped: u64, kicked: u64) {
+    pub(super) fn count_drops(&self, dropped: u64, kicked: u64) {
         if dropped > 0 {
             self.inner
                 .stats
@@ -418,121 +326,6 @@ impl Bus {
                 .stats
                 .slow_consumers
                 .fetch_add(kicked, Ordering::Relaxed);
-        }
-    }
-
-    /// Settles a manual-ack group message (`ack {seq}`); false when nothing awaited it.
-    pub fn ack(&self, session: &crate::session::Session, seq: u64) -> bool {
-        self.inner.pending.ack(session.key(), seq)
-    }
-
-    /// Redelivers group messages whose `ack_wait` passed, preferably to another member;
-    /// after `max_deliveries` they go to `$dlq/<topic>` instead.
-    ///
-    /// A group whose members all left has nobody to redeliver to. PROTOCOL.md §5 sends a
-    /// message to the dead-letter topic only after `max_deliveries`, so such a message is
-    /// held (and retried) until a member joins the group again, which may be a new group
-    /// object for the same (pattern, name). It is held for at most the session TTL, the
-    /// time the protocol gives a disconnected member to come back; a group still empty then
-    /// is abandoned, and the message goes to `$dlq/<topic>` (its `deliveries` showing it was
-    /// not exhausted) rather than being kept forever or lost silently.
-    pub(super) fn redeliver_due(&self) {
-        if self.inner.pending.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let orphan_limit = self.inner.live.load().config.session.ttl;
-        for (why, seq, u) in self.inner.pending.take_due(now) {
-            let max = self
-                .inner
-                .topics
-                .entry(&u.event.topic)
-                .settings()
-                .max_deliveries;
-            let deliveries = match why {
-                Due::Expired => u.deliveries + 1,
-                Due::Undelivered => u.deliveries,
-            };
-            if why == Due::Expired && u.deliveries >= max {
-                u.holder.withhold(seq);
-                self.dead_letter(&u);
-                continue;
-            }
-            let group = self
-                .inner
-                .groups
-                .current(&u.group)
-                .unwrap_or_else(|| u.group.clone());
-            let Some(picked) = group.pick(Some(u.holder.key())) else {
-                let since = u.orphaned.unwrap_or(now);
-                if now.duration_since(since) < orphan_limit {
-                    let deadline = if u.sent { now + u.ack_wait } else { u.deadline };
-                    let held = Unacked {
-                        orphaned: Some(since),
-                        deadline,
-                        ..u
-                    };
-                    self.inner.pending.insert(seq, held);
-                } else {
-                    u.holder.withhold(seq);
-                    self.dead_letter(&u);
-                }
-                continue;
-            };
-            if why == Due::Undelivered
-                && picked.session.key() == u.holder.key()
-                && u.holder.seq_state(seq) == SeqState::Unsent
-            {
-                // Its only member is away but may resume: keep it where it is.
-                self.inner.pending.insert(
-                    seq,
-                    Unacked {
-                        deadline: Instant::now(),
-                        ..u
-                    },
-                );
-                continue;
-            }
-            // The member held it only until now (PROTOCOL.md §5): a resume of the member
-            // must not bring back a job that another member (or a later delivery) has.
-            u.holder.withhold(seq);
-            let r = picked.session.push(&u.event, groups::delivery(deliveries));
-            self.count_drops(u64::from(r.dropped_unsent), u64::from(r.kicked));
-            self.inner.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-            if picked.manual && r.seq > 0 {
-                self.inner.pending.insert(
-                    r.seq,
-                    Unacked {
-                        holder: picked.session.clone(),
-                        group,
-                        deliveries,
-                        deadline: Instant::now(),
-                        sent: false,
-                        orphaned: None,
-                        ..u
-                    },
-                );
-            }
-        }
-    }
-
-    fn dead_letter(&self, u: &Unacked) {
-        let body = serde_json::json!({
-            "topic": u.event.topic.as_str(),
-            "data": serde_json::from_str::<serde_json::Value>(u.event.data_json())
-                .unwrap_or(serde_json::Value::Null),
-            "deliveries": u.deliveries,
-            "msg_id": u.event.msg_id.as_deref(),
-        });
-        let topic = format!("$dlq/{}", u.event.topic.as_str());
-        match self.publish_json(&topic, &body) {
-            Ok(_) => {
-                self.inner
-                    .stats
-                    .dead_lettered
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!(error = %e, %topic, "dead letter not published"),
         }
     }
 }

@@ -1,136 +1,83 @@
-//! Request-reply (PROTOCOL.md §5): a `req` is published with a unique `$inbox/…` reply
-//! topic; the first publish to that inbox becomes the requester's `reply`, later ones are
-//! dropped.
-//!
-//! Inbox names are random and unrelated to session ids (a session id is a resume
-//! credential), and inbox publishes never go through the router: only the requester can
-//! receive a reply, whatever anyone subscribes to.
+//! Request-reply on the bus (PROTOCOL.md §5): a `req` is a publish with a fresh reply inbox
+//! (see `inboxes.rs`), answered `no_responders` when nobody can hear it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use dashmap::DashMap;
+use serde_json::value::RawValue;
 
-use crate::protocol::{Id, ServerFrame};
+use super::persist::Published;
+use super::{Bus, BusError, Publish};
+use crate::protocol::Id;
 use crate::session::Outbox;
 
-/// Topic prefix of reply inboxes.
-pub const INBOX_PREFIX: &str = "$inbox/";
-
-#[derive(Debug)]
-struct Waiting {
-    outbox: Arc<Outbox>,
-    id: Option<Id>,
-}
-
-#[derive(Debug, Default)]
-pub struct Inboxes {
-    map: DashMap<Box<str>, Waiting>,
-    /// In cluster mode, the node id leading every inbox name (`$inbox/<node>.<random>`),
-    /// so a responder on another node knows where to send the reply.
-    node: Option<Arc<str>>,
-    /// Replies lost to a full control queue (see [`Inboxes::reply`]).
-    dropped: AtomicU64,
-}
-
-/// The node an inbox belongs to, in cluster mode.
-pub fn node_of(inbox: &str) -> Option<&str> {
-    inbox
-        .strip_prefix(INBOX_PREFIX)?
-        .split_once('.')
-        .map(|(n, _)| n)
-}
-
-impl Inboxes {
-    /// Inboxes named after `node` (cluster mode).
-    pub fn for_node(node: Arc<str>) -> Inboxes {
-        Inboxes {
-            map: DashMap::new(),
-            node: Some(node),
-            dropped: AtomicU64::new(0),
+impl Bus {
+    /// Sends a request: publishes `data` to `topic` with a fresh `reply_to` inbox whose
+    /// first reply reaches `outbox` as `reply {id}`. Fails with `no_responders` at once when
+    /// nobody subscribes to `topic`. Returns the inbox; the caller closes it on timeout with
+    /// [`Bus::cancel_request`].
+    pub fn request(
+        &self,
+        topic: &str,
+        data: &RawValue,
+        outbox: Arc<Outbox>,
+        id: Option<Id>,
+    ) -> Result<Box<str>, BusError> {
+        if topic.starts_with('$') {
+            crate::topic::validate_topic(topic)?;
+            return Err(BusError::Forbidden(format!(
+                "requests may not go to system topic '{topic}'"
+            )));
         }
+        let inbox = self.inner.inboxes.open(outbox.clone(), id.clone());
+        self.inner
+            .backplane
+            .request(self, topic, data, inbox, outbox, id)
     }
 
-    /// A fresh inbox topic whose reply goes to `outbox` as `reply {id}`.
-    pub fn open(&self, outbox: Arc<Outbox>, id: Option<Id>) -> Box<str> {
-        loop {
-            let a: u64 = rand::random();
-            let b: u64 = rand::random();
-            let name: Box<str> = match &self.node {
-                Some(node) => format!("{INBOX_PREFIX}{node}.{a:016x}{b:016x}").into(),
-                None => format!("{INBOX_PREFIX}{a:016x}{b:016x}").into(),
-            };
-            if let dashmap::Entry::Vacant(v) = self.map.entry(name.clone()) {
-                v.insert(Waiting { outbox, id });
-                return name;
+    /// A request on a single node: whether anyone listens is known at once.
+    pub(super) fn request_here(
+        &self,
+        topic: &str,
+        data: &RawValue,
+        inbox: Box<str>,
+    ) -> Result<Box<str>, BusError> {
+        let p = Publish {
+            topic,
+            data,
+            msg_id: None,
+            retain: false,
+        };
+        let result = self.publish_inner(p, Some(&inbox), None).map(|r| match r {
+            // Not delivered yet: whether anyone will get it is whether anyone matches now.
+            Published::Pending(_) => usize::from(self.has_subscribers(topic)),
+            Published::Done(ack) => ack.delivered,
+        });
+        match result {
+            Ok(delivered) if delivered > 0 => Ok(inbox),
+            Ok(_) => {
+                self.inner.inboxes.close(&inbox);
+                self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+                Err(BusError::NoResponders(topic.to_owned()))
+            }
+            Err(e) => {
+                self.inner.inboxes.close(&inbox);
+                Err(e)
             }
         }
     }
 
-    /// Forgets an inbox (timed out, or no responders). True when it was still open.
-    pub fn close(&self, name: &str) -> bool {
-        self.map.remove(name).is_some()
+    /// Whether a request is still waiting for its reply.
+    pub fn request_open(&self, inbox: &str) -> bool {
+        self.inner.inboxes.is_open(inbox)
     }
 
-    /// Delivers the first reply to an inbox. False when the inbox is closed or unknown (a
-    /// late or duplicate reply), which is dropped.
-    ///
-    /// The reply is queued without waiting: a responder must never be slowed by a requester
-    /// that stopped reading. So when the requester's control queue is full (it has not read
-    /// [`crate::session::CONTROL_QUEUE_MAX`] answers), the reply is lost: the inbox counts as
-    /// answered all the same (later replies are dropped as duplicates), the requester's `req`
-    /// ends in `timeout`, and the loss is counted ([`Inboxes::replies_dropped`], the
-    /// `replies_dropped` statistic).
-    pub fn reply(&self, name: &str, data: &serde_json::value::RawValue) -> bool {
-        let Some((_, w)) = self.map.remove(name) else {
-            return false;
-        };
-        let data = serde_json::from_str(data.get()).unwrap_or(serde_json::Value::Null);
-        let frame = ServerFrame::Reply { id: w.id, data }.encode();
-        if w.outbox.try_push_control(frame).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("requester's control queue is full; reply dropped");
+    /// Gives up on a request; true when it was still waiting (so it timed out).
+    pub fn cancel_request(&self, inbox: &str) -> bool {
+        let open = self.inner.inboxes.close(inbox);
+        if open {
+            self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
         }
-        true
-    }
-
-    /// Replies lost to a requester's full control queue, since start.
-    pub fn replies_dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    pub fn is_open(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::CONTROL_QUEUE_MAX;
-
-    fn raw(s: &str) -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string(s.into()).unwrap()
-    }
-
-    #[test]
-    fn a_reply_to_a_full_control_queue_is_reported_dropped() {
-        let inboxes = Inboxes::default();
-        let outbox = Arc::new(Outbox::new());
-        let inbox = inboxes.open(outbox.clone(), Some(Id::Num(1)));
-        for i in 0..CONTROL_QUEUE_MAX {
-            outbox.try_push_control(i.to_string()).unwrap();
-        }
-        assert!(inboxes.reply(&inbox, &raw("1")));
-        assert_eq!(inboxes.replies_dropped(), 1);
-        // Answered all the same: a later reply is a duplicate.
-        assert!(!inboxes.reply(&inbox, &raw("2")));
-        let inbox = inboxes.open(Arc::new(Outbox::new()), None);
-        assert!(inboxes.reply(&inbox, &raw("3")));
-        assert_eq!(inboxes.replies_dropped(), 1);
+        open
     }
 }

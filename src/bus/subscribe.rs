@@ -45,7 +45,7 @@ pub const MAX_GROUP: usize = 128;
 
 impl Bus {
     /// Adds a plain or group subscription. `Ok(true)` if new, `Ok(false)` if it existed.
-    pub fn subscribe_session(
+    pub async fn subscribe_session(
         &self,
         session: &Arc<Session>,
         pattern: &str,
@@ -55,11 +55,26 @@ impl Bus {
             group,
             ..Default::default()
         };
-        self.subscribe_with(session, pattern, &opts).map(|o| o.new)
+        Ok(self.subscribe_with(session, pattern, &opts).await?.new)
     }
 
-    /// Adds a subscription with every option of `sub`.
-    pub fn subscribe_with(
+    /// Adds a subscription with every option of `sub`. In cluster mode the node starts
+    /// receiving the pattern from Redis first, and what the subscription replays comes from
+    /// Redis (see `remote/queries.rs`).
+    pub async fn subscribe_with(
+        &self,
+        session: &Arc<Session>,
+        pattern: &str,
+        opts: &SubOptions<'_>,
+    ) -> Result<SubOutcome, BusError> {
+        self.inner
+            .backplane
+            .subscribe(self, session, pattern, opts)
+            .await
+    }
+
+    /// [`Bus::subscribe_with`] against this node's state.
+    pub(super) fn subscribe_here(
         &self,
         session: &Arc<Session>,
         pattern: &str,
@@ -112,7 +127,7 @@ impl Bus {
                     {
                         self.inner.group_router.insert(&pattern, super::GroupRef(g));
                     }
-                    self.watch_remote(&pattern, true);
+                    self.inner.backplane.watch(&pattern, true);
                     Ok(SubOutcome {
                         new: true,
                         recovered: None,
@@ -126,9 +141,11 @@ impl Bus {
             Ok(true) => {}
         }
         let recovered = self.attach_plain(session, &pattern, opts);
-        self.watch_remote(&pattern, true);
+        self.inner.backplane.watch(&pattern, true);
         if pattern.is_exact() && self.inner.presence.join(pattern.as_str(), session) {
-            self.presence_remote(pattern.as_str(), session, true);
+            self.inner
+                .backplane
+                .presence_changed(self, pattern.as_str(), session, true);
             self.announce(pattern.as_str(), session, "join");
         }
         Ok(SubOutcome {
@@ -254,7 +271,7 @@ impl Bus {
 
     /// Takes one of a session's subscriptions out of the router, its group or presence.
     fn forget_sub(&self, session: &Arc<Session>, key: &SubKey, pattern: &Pattern) {
-        self.watch_remote(pattern, false);
+        self.inner.backplane.watch(pattern, false);
         match &key.group {
             Some(group) => {
                 if let Some(g) = self.inner.groups.leave(&key.pattern, group, session) {
@@ -268,7 +285,9 @@ impl Bus {
                 if pattern.is_exact()
                     && let Some(m) = self.inner.presence.leave(pattern.as_str(), session)
                 {
-                    self.presence_remote(pattern.as_str(), session, false);
+                    self.inner
+                        .backplane
+                        .presence_changed(self, pattern.as_str(), session, false);
                     self.announce_member(pattern.as_str(), &m, "leave");
                 }
             }

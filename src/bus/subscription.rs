@@ -44,9 +44,10 @@ impl Subscription {
     }
 
     /// Subscribes this same session to one more pattern.
-    pub fn add(&self, pattern: &str) -> Result<(), super::BusError> {
+    pub async fn add(&self, pattern: &str) -> Result<(), super::BusError> {
         self.bus
             .subscribe_session(&self.session, pattern, None)
+            .await
             .map(|_| ())
     }
 

@@ -235,7 +235,7 @@ async fn topics(
             );
         }
     };
-    match state.bus.topics_async(pattern.as_deref()).await {
+    match state.bus.topics(pattern.as_deref()).await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(e) => bus_error(&e),
     }
@@ -267,7 +267,7 @@ async fn history(
     if let Err(e) = caller.may_read(&q.topic) {
         return auth_error(&e);
     }
-    match state.bus.history_async(&q.topic, q.since, q.limit).await {
+    match state.bus.history(&q.topic, q.since, q.limit).await {
         Ok(page) => {
             axum::Json(json!({"epoch": &*page.epoch, "messages": page.rows()})).into_response()
         }
@@ -296,7 +296,7 @@ async fn presence(
             );
         }
     };
-    match state.bus.presence_async(&q.topic).await {
+    match state.bus.presence(&q.topic).await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => bus_error(&e),
     }

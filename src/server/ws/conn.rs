@@ -541,7 +541,7 @@ impl Reader {
                     rewind,
                     since: since.as_ref(),
                 };
-                match bus.subscribe_async(session, &pattern, &opts).await {
+                match bus.subscribe_with(session, &pattern, &opts).await {
                     Ok(outcome) => {
                         let ok = OkFrame {
                             pattern: Some(pattern.into_owned()),
@@ -598,7 +598,7 @@ impl Reader {
                 topic,
                 since,
                 limit,
-            } => match bus.history_async(&topic, since, limit).await {
+            } => match bus.history(&topic, since, limit).await {
                 Ok(page) => {
                     let ok = OkFrame {
                         epoch: Some(page.epoch.to_string()),
@@ -609,7 +609,7 @@ impl Reader {
                 }
                 Err(e) => self.send_error(id, e.code(), e.to_string()).await,
             },
-            ClientFrame::Presence { id, topic } => match bus.presence_async(&topic).await {
+            ClientFrame::Presence { id, topic } => match bus.presence(&topic).await {
                 Ok(list) => {
                     let ok = OkFrame {
                         count: Some(list.count),

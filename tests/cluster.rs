@@ -474,3 +474,71 @@ async fn a_dead_nodes_presence_members_leave() {
     let list: Value = common::get_json(url.as_str()).await;
     assert_eq!(list["count"], 0, "{list}");
 }
+
+/// The embedded API answers the same on a cluster node as the HTTP API does: an in-process
+/// `Bus` on the same Redis reads history, topics and presence from the cluster, for a topic
+/// it never subscribed to (it used to read only its local mirror, and saw nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_bus_queries_the_cluster_not_its_mirror() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 1).await;
+    let config = herald::Config {
+        cluster: Some(herald::config::ClusterConfig { redis: redis.url() }),
+        topics: vec![herald::config::TopicConfig {
+            pattern: "**".into(),
+            history: 100,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let bus = herald::Bus::open(config).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !bus.is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded node never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut publisher = client(&n[0]).await;
+    for i in 1..=5 {
+        publisher.publish("orders/eu", json!({"i": i})).await;
+    }
+    let mut member = client(&n[0]).await;
+    member.sub("room/1").await;
+
+    let page = bus.history("orders/eu", None, None).await.unwrap();
+    let offsets: Vec<u64> = page.messages.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, vec![1, 2, 3, 4, 5]);
+    let rows = bus.topics(Some("orders/*")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].topic.as_str(), rows[0].offset), ("orders/eu", 5));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let who = bus.presence("room/1").await.unwrap();
+        if who.count == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other node's member never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A subscription on the embedded node replays from Redis too.
+    let session = bus.open_session();
+    let opts = herald::bus::SubOptions {
+        rewind: Some(2),
+        ..Default::default()
+    };
+    let outcome = bus
+        .subscribe_with(&session, "orders/**", &opts)
+        .await
+        .unwrap();
+    assert!(outcome.new);
+    let mut batch = herald::session::Batch::default();
+    session.take(&mut batch, 10);
+    let replayed: Vec<u64> = batch.entries.iter().map(|e| e.event.offset).collect();
+    assert_eq!(replayed, vec![4, 5]);
+}

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
@@ -19,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::super::AppState;
+use super::acks::pub_ok;
 use super::guard::{Guard, Verdict};
+use super::shared::{Conn, Replies};
 use super::{acks, writer};
 use crate::auth::Access;
-use crate::bus::{PendingAck, PubAck, Publish, Published, SubOptions};
+use crate::bus::{PendingAck, Publish, Published, SubOptions};
 use crate::protocol::{
     AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
     WelcomeFrame, close, decode,
@@ -33,48 +34,9 @@ use crate::session::{Close, Outbox, Session};
 const REQUEST_TIMEOUT_DEFAULT_MS: u64 = 5_000;
 const REQUEST_TIMEOUT_MAX_MS: u64 = 60_000;
 
-/// State shared by the two halves of a connection.
-pub(super) struct Conn {
-    pub outbox: Arc<Outbox>,
-    session: Mutex<Option<Arc<Session>>>,
-    /// Reply inboxes of this connection's requests (pruned as they are answered).
-    inboxes: Mutex<Vec<Box<str>>>,
-    /// Set when either half ends.
-    pub done: CancellationToken,
-    /// The server's shutdown signal.
-    pub shutdown: CancellationToken,
-    /// Where the writer counts what it writes.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The peer's last ping, for the writer to answer, and the payload of the peer's close
-    /// frame, for the writer to echo (RFC 6455 §5.5): tungstenite does not write.
-    replies: Mutex<Replies>,
-}
-
-#[derive(Default)]
-struct Replies {
-    pong: Option<Bytes>,
-    close: Option<Bytes>,
-}
-
 /// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
 /// connections of one session apart, nor name a connection before its `hello`.
 static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-impl Conn {
-    pub fn session(&self) -> Option<Arc<Session>> {
-        self.session.lock().clone()
-    }
-
-    /// The payload of the pong owed to the peer, if any.
-    pub fn take_pong(&self) -> Option<Bytes> {
-        self.replies.lock().pong.take()
-    }
-
-    /// The payload of the close frame to echo to the peer, if it sent one.
-    pub fn take_peer_close(&self) -> Option<Bytes> {
-        self.replies.lock().close.take()
-    }
-}
 
 /// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
 /// returning a small future, so the setup's temporaries are not kept for the connection's
@@ -621,15 +583,5 @@ impl Reader {
                 Err(e) => self.send_error(id, e.code(), e.to_string()).await,
             },
         }
-    }
-}
-
-/// The `ok` of a publish.
-pub(super) fn pub_ok(ack: &PubAck) -> OkFrame {
-    OkFrame {
-        offset: Some(ack.offset),
-        epoch: Some(ack.epoch.to_string()),
-        duplicate: Some(ack.duplicate),
-        ..Default::default()
     }
 }

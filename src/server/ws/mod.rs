@@ -9,6 +9,7 @@
 mod acks;
 mod conn;
 mod guard;
+mod shared;
 mod writer;
 
 use std::net::SocketAddr;

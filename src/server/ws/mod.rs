@@ -9,6 +9,9 @@
 mod acks;
 mod conn;
 mod guard;
+mod hello;
+mod ops;
+mod reader;
 mod shared;
 mod writer;
 

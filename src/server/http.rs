@@ -19,6 +19,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::http_auth::{Admin, HttpCaller, auth_error};
+use super::reply::error_response;
 use super::{AppState, web, ws};
 use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
@@ -44,17 +45,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/{*path}", get(web::asset))
         .fallback(not_found)
         .with_state(state)
-}
-
-/// The protocol's HTTP error body.
-pub(crate) fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
-    let body = json!({"error": {"code": code, "message": message}});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 fn bus_error(e: &BusError) -> Response {

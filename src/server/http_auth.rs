@@ -10,7 +10,8 @@ use axum::http::request::Parts;
 use axum::response::Response;
 
 use super::AppState;
-use super::http::error_response;
+use super::credentials::bearer;
+use super::reply::error_response;
 use crate::auth::{AuthError, Caller};
 
 /// Whoever is calling; missing or refused credentials are answered 401 before the handler
@@ -33,7 +34,7 @@ impl FromRequestParts<Arc<AppState>> for HttpCaller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let bearer = super::ws::bearer(&parts.headers);
+        let bearer = bearer(&parts.headers);
         state
             .auth
             .load()

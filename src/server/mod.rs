@@ -5,8 +5,10 @@
 //! accepting, tell every WebSocket client `bye` and close with 1001, give writers a bounded
 //! time to flush, then return.
 
+mod credentials;
 mod http;
 mod http_auth;
+mod reply;
 mod web;
 mod ws;
 

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 
-use super::http::error_response;
+use super::reply::error_response;
 use crate::protocol::ErrorCode;
 
 #[derive(RustEmbed)]

@@ -9,8 +9,7 @@
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::pub_ok;
-use crate::bus::PendingAck;
+use crate::bus::{PendingAck, PubAck};
 use crate::protocol::{ErrorFrame, Id, OkFrame, ServerFrame};
 use crate::session::Outbox;
 
@@ -42,4 +41,14 @@ pub(super) fn spawn(outbox: std::sync::Arc<Outbox>, done: CancellationToken) -> 
         }
     });
     tx
+}
+
+/// The `ok` of a publish (also the reader's, for a publish answered at once).
+pub(super) fn pub_ok(ack: &PubAck) -> OkFrame {
+    OkFrame {
+        offset: Some(ack.offset),
+        epoch: Some(ack.epoch.to_string()),
+        duplicate: Some(ack.duplicate),
+        ..Default::default()
+    }
 }

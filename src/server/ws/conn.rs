@@ -4,12 +4,14 @@
 //! [`super::writer`]) is the only one that touches the socket's sending half, and also
 //! sends the pongs and the close reply the reader asks for. Either half ending cancels
 //! `done`, which ends the other.
+//!
+//! This file starts the connection and runs the reader's loop, down to which frame it is;
+//! what a frame then does is in `hello.rs` and `ops.rs`, how it is answered in `reader.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
@@ -19,62 +21,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::super::AppState;
-use super::guard::{Guard, Verdict};
-use super::{acks, writer};
-use crate::auth::Access;
-use crate::bus::{PendingAck, PubAck, Publish, Published, SubOptions};
-use crate::protocol::{
-    AckMode, ClientFrame, DecodeError, ErrorCode, ErrorFrame, Id, OkFrame, ServerFrame,
-    WelcomeFrame, close, decode,
-};
-use crate::session::{Close, Outbox, Session};
-
-/// `req.timeout_ms` when absent, and its maximum (PROTOCOL.md §4).
-const REQUEST_TIMEOUT_DEFAULT_MS: u64 = 5_000;
-const REQUEST_TIMEOUT_MAX_MS: u64 = 60_000;
-
-/// State shared by the two halves of a connection.
-pub(super) struct Conn {
-    pub outbox: Arc<Outbox>,
-    session: Mutex<Option<Arc<Session>>>,
-    /// Reply inboxes of this connection's requests (pruned as they are answered).
-    inboxes: Mutex<Vec<Box<str>>>,
-    /// Set when either half ends.
-    pub done: CancellationToken,
-    /// The server's shutdown signal.
-    pub shutdown: CancellationToken,
-    /// Where the writer counts what it writes.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The peer's last ping, for the writer to answer, and the payload of the peer's close
-    /// frame, for the writer to echo (RFC 6455 §5.5): tungstenite does not write.
-    replies: Mutex<Replies>,
-}
-
-#[derive(Default)]
-struct Replies {
-    pong: Option<Bytes>,
-    close: Option<Bytes>,
-}
+use super::guard::Guard;
+use super::reader::Reader;
+use super::shared::{Conn, Replies};
+use super::writer;
+use crate::protocol::{ClientFrame, DecodeError, ErrorCode, close, decode};
+use crate::session::Outbox;
 
 /// Process-unique connection ids, for the `conn` span: a session id alone cannot tell two
 /// connections of one session apart, nor name a connection before its `hello`.
 static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-impl Conn {
-    pub fn session(&self) -> Option<Arc<Session>> {
-        self.session.lock().clone()
-    }
-
-    /// The payload of the pong owed to the peer, if any.
-    pub fn take_pong(&self) -> Option<Bytes> {
-        self.replies.lock().pong.take()
-    }
-
-    /// The payload of the close frame to echo to the peer, if it sent one.
-    pub fn take_peer_close(&self) -> Option<Bytes> {
-        self.replies.lock().close.take()
-    }
-}
 
 /// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
 /// returning a small future, so the setup's temporaries are not kept for the connection's
@@ -140,21 +96,6 @@ where
             s.detach(&reader.conn.outbox);
         }
     }
-}
-
-struct Reader {
-    state: Arc<AppState>,
-    conn: Arc<Conn>,
-    span: tracing::Span,
-    /// Permissions and publish rate.
-    guard: Guard,
-    /// When the token expires: the connection closes with 4001 then.
-    expires: Option<tokio::time::Instant>,
-    /// Publishes to persisted topics awaiting the disk (see `acks.rs`).
-    acks: Option<acks::AckQueue>,
-    /// The connection closed on a stream error (a frame over `max_frame`, invalid UTF-8, a
-    /// protocol error) the peer may still be sending the rest of: see [`linger`].
-    drain_raw: bool,
 }
 
 /// Waits until `at`, or forever.
@@ -307,93 +248,6 @@ impl Reader {
         true
     }
 
-    fn close(&self, code: u16, reason: &str) {
-        self.conn.outbox.close(Close {
-            code,
-            reason: reason.chars().take(120).collect(),
-            last_words: None,
-        });
-    }
-
-    async fn send(&self, frame: ServerFrame) {
-        self.conn.outbox.push_control(frame.encode()).await;
-    }
-
-    async fn send_error(&self, id: Option<Id>, code: ErrorCode, message: impl Into<String>) {
-        self.state.metrics.error(code);
-        self.send(ServerFrame::Error(ErrorFrame {
-            id,
-            code,
-            message: message.into(),
-        }))
-        .await;
-    }
-
-    async fn send_ok(&self, id: Option<Id>, ok: OkFrame) {
-        if id.is_some() {
-            self.send(ServerFrame::Ok(OkFrame { id, ..ok })).await;
-        }
-    }
-
-    /// Answers a publish to a persisted topic once it is durable, without holding up the
-    /// reader: later frames (more publishes to batch with it) keep flowing meanwhile.
-    async fn ack_when_durable(&mut self, id: Option<Id>, pending: PendingAck) {
-        let conn = &self.conn;
-        let acks = self
-            .acks
-            .get_or_insert_with(|| acks::spawn(conn.outbox.clone(), conn.done.clone()));
-        let _ = acks.send((id, pending)).await;
-    }
-
-    /// `req`: publishes with a reply inbox and arms the timeout. The reply itself reaches
-    /// the outbox from whoever publishes to the inbox (see `bus::requests`).
-    async fn request(
-        &mut self,
-        id: Option<Id>,
-        topic: &str,
-        data: &serde_json::value::RawValue,
-        timeout_ms: Option<u64>,
-    ) {
-        let timeout_ms = timeout_ms.unwrap_or(REQUEST_TIMEOUT_DEFAULT_MS);
-        if timeout_ms == 0 || timeout_ms > REQUEST_TIMEOUT_MAX_MS {
-            let msg = format!("'timeout_ms' must be 1 to {REQUEST_TIMEOUT_MAX_MS}");
-            return self.send_error(id, ErrorCode::BadRequest, msg).await;
-        }
-        let max = self.state.config().limits.max_pending_requests;
-        self.conn
-            .inboxes
-            .lock()
-            .retain(|i| self.state.bus.request_open(i));
-        if self.conn.inboxes.lock().len() >= max {
-            let msg = format!("at most {max} requests may wait for a reply at once");
-            return self.send_error(id, ErrorCode::RateLimited, msg).await;
-        }
-        let bus = self.state.bus.clone();
-        match bus.request(topic, data, self.conn.outbox.clone(), id.clone()) {
-            Ok(inbox) => {
-                self.conn.inboxes.lock().push(inbox.clone());
-                let outbox = self.conn.outbox.clone();
-                let done = self.conn.done.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = done.cancelled() => { bus.cancel_request(&inbox); }
-                        _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {
-                            if bus.cancel_request(&inbox) {
-                                let frame = ServerFrame::Error(ErrorFrame {
-                                    id,
-                                    code: ErrorCode::Timeout,
-                                    message: format!("no reply within {timeout_ms} ms"),
-                                });
-                                let _ = outbox.try_push_control(frame.encode());
-                            }
-                        }
-                    }
-                });
-            }
-            Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-        }
-    }
-
     /// Handles one text frame. Returns false when the connection should end.
     async fn on_text(&mut self, text: &str) -> bool {
         if self.conn.outbox.is_closing() {
@@ -434,202 +288,5 @@ impl Reader {
         let session = self.ensure_session().await;
         self.handle(frame, &session).await;
         true
-    }
-
-    /// The connection's session, opening a new one (as if `hello {}` came) if none yet.
-    async fn ensure_session(&mut self) -> Arc<Session> {
-        if let Some(s) = self.conn.session() {
-            return s;
-        }
-        self.hello(None, None).await
-    }
-
-    /// Verifies a token and makes its permissions the connection's. On failure: an
-    /// `unauthorized` error, then close 4001; returns false.
-    async fn authenticate(&mut self, token: &str) -> bool {
-        match self.state.auth.load().verify(token) {
-            Ok(access) => {
-                self.expires = access
-                    .time_left()
-                    .map(|left| tokio::time::Instant::now() + left);
-                self.guard.set_access(access);
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "token refused");
-                self.send_error(None, e.code(), e.to_string()).await;
-                self.close(close::UNAUTHORIZED, &e.to_string());
-                false
-            }
-        }
-    }
-
-    /// Gives the session the connection's identity and delivery filter.
-    fn apply_access(&self, session: &Session, access: &Access) {
-        session.set_identity(access.identity());
-        session.set_filter(if access.subscribe.is_all() {
-            None
-        } else {
-            Some(Arc::new(access.subscribe.clone()))
-        });
-    }
-
-    async fn hello(&mut self, resume: Option<&str>, last_seq: Option<u64>) -> Arc<Session> {
-        let bus = &self.state.bus;
-        let access = self.guard.access().clone();
-        // A session belongs to its user: another user's connection cannot resume it.
-        let found = resume
-            .and_then(|id| bus.find_session(id))
-            .filter(|s| s.identity().user == access.user);
-        let resumed = found.is_some();
-        let session = found.unwrap_or_else(|| bus.open_session());
-        self.apply_access(&session, &access);
-        self.span.record("session", &**session.id());
-        // `welcome` goes out before anything the session holds: queue it, then attach.
-        self.send(ServerFrame::Welcome(WelcomeFrame {
-            session: session.id().to_string(),
-            resumed,
-            heartbeat_ms: self.state.config().heartbeat.as_millis() as u64,
-            max_frame: self.state.config().max_frame,
-        }))
-        .await;
-        *self.conn.session.lock() = Some(session.clone());
-        let replay_from = if resumed {
-            Some(last_seq.unwrap_or(0))
-        } else {
-            None
-        };
-        if let Some(previous) = session.attach(self.conn.outbox.clone(), replay_from) {
-            previous.close(Close {
-                code: close::POLICY,
-                reason: "session resumed by another connection".into(),
-                last_words: None,
-            });
-        }
-        tracing::debug!(resumed, "hello");
-        session
-    }
-
-    async fn handle(&mut self, frame: ClientFrame<'_>, session: &Arc<Session>) {
-        let bus = self.state.bus.clone();
-        match self.guard.check(&frame, || bus.publish_rate()) {
-            Verdict::Allow => {}
-            Verdict::Deny(code, message) => {
-                return self.send_error(frame.id().cloned(), code, message).await;
-            }
-            Verdict::Close(code, reason) => {
-                let id = frame.id().cloned();
-                self.send_error(id, ErrorCode::RateLimited, reason.clone())
-                    .await;
-                return self.close(code, &reason);
-            }
-        }
-        match frame {
-            ClientFrame::Hello { .. } => {}
-            ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,
-            ClientFrame::Sub {
-                id,
-                pattern,
-                group,
-                ack,
-                rewind,
-                since,
-            } => {
-                let opts = SubOptions {
-                    group: group.as_deref(),
-                    manual_ack: ack == Some(AckMode::Manual),
-                    rewind,
-                    since: since.as_ref(),
-                };
-                match bus.subscribe_with(session, &pattern, &opts).await {
-                    Ok(outcome) => {
-                        let ok = OkFrame {
-                            pattern: Some(pattern.into_owned()),
-                            recovered: outcome.recovered,
-                            ..Default::default()
-                        };
-                        self.send_ok(id, ok).await
-                    }
-                    Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-                }
-            }
-            ClientFrame::Unsub { id, pattern, group } => {
-                match bus.unsubscribe_session(session, &pattern, group.as_deref()) {
-                    Ok(()) => {
-                        let ok = OkFrame {
-                            pattern: Some(pattern.into_owned()),
-                            ..Default::default()
-                        };
-                        self.send_ok(id, ok).await
-                    }
-                    Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-                }
-            }
-            ClientFrame::Pub {
-                id,
-                topic,
-                data,
-                msg_id,
-                retain,
-            } => {
-                let p = Publish {
-                    topic: &topic,
-                    data,
-                    msg_id: msg_id.as_deref(),
-                    retain,
-                };
-                match bus.submit_as_client(p).await {
-                    Ok(Published::Done(ack)) => self.send_ok(id, pub_ok(&ack)).await,
-                    Ok(Published::Pending(pending)) => self.ack_when_durable(id, pending).await,
-                    Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-                }
-            }
-            ClientFrame::Req {
-                id,
-                topic,
-                data,
-                timeout_ms,
-            } => self.request(id, &topic, data, timeout_ms).await,
-            ClientFrame::Ack { seq } => {
-                bus.ack(session, seq);
-            }
-            ClientFrame::History {
-                id,
-                topic,
-                since,
-                limit,
-            } => match bus.history(&topic, since, limit).await {
-                Ok(page) => {
-                    let ok = OkFrame {
-                        epoch: Some(page.epoch.to_string()),
-                        messages: Some(page.rows()),
-                        ..Default::default()
-                    };
-                    self.send_ok(id, ok).await
-                }
-                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-            },
-            ClientFrame::Presence { id, topic } => match bus.presence(&topic).await {
-                Ok(list) => {
-                    let ok = OkFrame {
-                        count: Some(list.count),
-                        clients: Some(list.clients),
-                        ..Default::default()
-                    };
-                    self.send_ok(id, ok).await
-                }
-                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-            },
-        }
-    }
-}
-
-/// The `ok` of a publish.
-pub(super) fn pub_ok(ack: &PubAck) -> OkFrame {
-    OkFrame {
-        offset: Some(ack.offset),
-        epoch: Some(ack.epoch.to_string()),
-        duplicate: Some(ack.duplicate),
-        ..Default::default()
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::io::AsyncWrite;
 
-use super::conn::Conn;
+use super::shared::Conn;
 use crate::event::Delivery;
 use crate::metrics::WriteTally;
 use crate::protocol::{ByeFrame, GapFrame, GapReason, ServerFrame, close};

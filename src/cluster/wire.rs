@@ -97,11 +97,6 @@ fn number(b: &[u8]) -> Option<u64> {
 /// Its KEYS, ARGV and answer are listed at the top of `lua/publish.lua`.
 pub const PUBLISH_SCRIPT: &str = include_str!("lua/publish.lua");
 
-/// Removes presence members whose expiry passed and returns them, each to exactly one
-/// caller however many nodes reap at once. Its KEYS, ARGV and answer are listed at the top
-/// of `lua/reap_presence.lua`.
-pub const REAP_PRESENCE_SCRIPT: &str = include_str!("lua/reap_presence.lua");
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,20 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::error::ClusterError;
 use super::keys::{self, REPLY_PREFIX};
-use super::{ClusterError, Incoming};
+
+/// What the feed hands to the bus.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A message published on `topic` (possibly twice, when a channel and a pattern of this
+    /// node both match: offsets tell).
+    Message { topic: String, payload: Vec<u8> },
+    /// A reply for one of this node's request inboxes: `<inbox> <data>`.
+    Reply { payload: Vec<u8> },
+    /// The feed (re)connected; `lost_at_ms` is when it was lost (none on first connect).
+    Resynced { lost_at_ms: Option<u64> },
+}
 
 /// Longest wait for Redis to answer a (re)connect or a subscribe.
 const ANSWER: Duration = Duration::from_secs(2);

@@ -18,9 +18,16 @@
 //! The connection to Redis is two connections: a multiplexed one (publishes, in pipelined
 //! batches, and reads) that reconnects by itself, and the pub/sub feed. While Redis is away
 //! a publish fails with `unavailable` — never a false `ok`.
+//!
+//! This file holds the [`Cluster`] handle (connecting, publishing, watching channels, claims
+//! and replies); reading stored messages back is in `history.rs`, presence in
+//! `presence.rs`, and the Lua scripts Redis runs are under `lua/`.
 
+mod error;
 mod feed;
+mod history;
 pub mod keys;
+mod presence;
 mod publisher;
 pub mod wire;
 
@@ -33,58 +40,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use error::ClusterError;
+pub use feed::Incoming;
+pub use history::Tail;
 pub use keys::TopicKeys;
+pub use presence::{PRESENCE_REFRESH, PRESENCE_TTL, RemoteMember};
 pub use wire::Record;
 
 use crate::store::RetainOp;
 use crate::topic::Topic;
-
-/// A stream range as Redis returns it: `(id, [(field, value)])` per entry.
-type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
-
-/// What the feed hands to the bus.
-#[derive(Debug)]
-pub enum Incoming {
-    /// A message published on `topic` (possibly twice, when a channel and a pattern of this
-    /// node both match: offsets tell).
-    Message { topic: String, payload: Vec<u8> },
-    /// A reply for one of this node's request inboxes: `<inbox> <data>`.
-    Reply { payload: Vec<u8> },
-    /// The feed (re)connected; `lost_at_ms` is when it was lost (none on first connect).
-    Resynced { lost_at_ms: Option<u64> },
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClusterError {
-    #[error("invalid Redis URL {url:?}: {message}")]
-    Url { url: String, message: String },
-    #[error("Redis is unavailable: {0}")]
-    Unavailable(String),
-    #[error("Redis refused: {0}")]
-    Redis(String),
-    #[error(transparent)]
-    Malformed(Arc<wire::Malformed>),
-}
-
-impl From<redis::RedisError> for ClusterError {
-    fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-        {
-            ClusterError::Unavailable(e.to_string())
-        } else {
-            ClusterError::Redis(e.to_string())
-        }
-    }
-}
-
-impl From<wire::Malformed> for ClusterError {
-    fn from(e: wire::Malformed) -> Self {
-        ClusterError::Malformed(Arc::new(e))
-    }
-}
 
 /// What one publish asks of Redis.
 #[derive(Debug, Clone, Copy)]
@@ -109,29 +73,6 @@ pub struct Published {
     /// Nodes subscribed to the topic's channel (0: nobody anywhere listens).
     pub receivers: u64,
 }
-
-/// A topic's state in Redis, for a node that starts serving it.
-#[derive(Debug, Clone)]
-pub struct Tail {
-    pub epoch: Arc<str>,
-    pub offset: u64,
-    /// Oldest first.
-    pub history: Vec<Record>,
-    pub retained: Option<Record>,
-}
-
-/// A presence member as stored in Redis.
-#[derive(Debug, Clone)]
-pub struct RemoteMember {
-    pub session: String,
-    /// `{"user":…,"info":…}`.
-    pub info: serde_json::Value,
-}
-
-/// How long a presence entry lives without a refresh from its node.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
-/// How often a node refreshes its members and reaps expired ones.
-pub const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
 
 /// A node's handle on the cluster.
 pub struct Cluster {
@@ -186,7 +127,7 @@ impl Cluster {
             node,
             publish_hash: publish.get_hash().to_owned(),
             publisher: publisher::spawn(conn.clone(), wire::PUBLISH_SCRIPT),
-            reap: redis::Script::new(wire::REAP_PRESENCE_SCRIPT),
+            reap: redis::Script::new(presence::REAP_SCRIPT),
             permits: Arc::new(Semaphore::new(publisher::QUEUE)),
             conn,
             feed: feed_tx,
@@ -334,18 +275,7 @@ impl Cluster {
 
     /// A topic's epoch (created now when the topic is new, as a first publish would).
     pub async fn epoch(&self, topic: &str) -> Result<Arc<str>, ClusterError> {
-        let keys = TopicKeys::new(topic);
-        let (epoch,): (String,) = redis::pipe()
-            .cmd("SET")
-            .arg(&keys.epoch)
-            .arg(&*crate::store::new_epoch())
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&keys.epoch)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(epoch.into())
+        history::epoch(&self.conn, topic).await
     }
 
     /// Stored messages of `topic`: the first `limit` after `since`, or the newest `limit`.
@@ -357,29 +287,7 @@ impl Cluster {
         limit: usize,
         ttl: Option<Duration>,
     ) -> Result<(Arc<str>, Vec<Record>), ClusterError> {
-        let epoch = self.epoch(topic.as_str()).await?;
-        let keys = TopicKeys::new(topic.as_str());
-        let mut cmd = match since {
-            Some(after) => {
-                let mut c = redis::cmd("XRANGE");
-                c.arg(&keys.history)
-                    .arg(format!("{}-0", after.saturating_add(1)))
-                    .arg("+");
-                c
-            }
-            None => {
-                let mut c = redis::cmd("XREVRANGE");
-                c.arg(&keys.history).arg("+").arg("-");
-                c
-            }
-        };
-        cmd.arg("COUNT").arg(limit);
-        let entries: StreamEntries = cmd.query_async(&mut self.conn.clone()).await?;
-        let mut records = decode_entries(topic, entries, ttl)?;
-        if since.is_none() {
-            records.reverse();
-        }
-        Ok((epoch, records))
+        history::history(&self.conn, topic, since, limit, ttl).await
     }
 
     /// Everything a node needs to start serving `topic` with replay: epoch, last offset, the
@@ -390,42 +298,7 @@ impl Cluster {
         with_history: bool,
         ttl: Option<Duration>,
     ) -> Result<Tail, ClusterError> {
-        let keys = TopicKeys::new(topic.as_str());
-        let (offset, epoch, entries, retained): (
-            Option<u64>,
-            Option<String>,
-            StreamEntries,
-            Option<Vec<u8>>,
-        ) = redis::pipe()
-            .cmd("GET")
-            .arg(&keys.offset)
-            .cmd("GET")
-            .arg(&keys.epoch)
-            .cmd("XRANGE")
-            .arg(&keys.history)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(if with_history { u32::MAX } else { 0 })
-            .cmd("GET")
-            .arg(&keys.retained)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let epoch: Arc<str> = match epoch {
-            Some(e) => e.into(),
-            None => self.epoch(topic.as_str()).await?,
-        };
-        let history = decode_entries(topic, entries, ttl)?;
-        let retained = retained
-            .map(|b| wire::decode(topic, &b))
-            .transpose()?
-            .filter(|r| *r.event.epoch == *epoch);
-        Ok(Tail {
-            epoch,
-            offset: offset.unwrap_or(0),
-            history,
-            retained,
-        })
+        history::tail(&self.conn, topic, with_history, ttl).await
     }
 
     /// Known topics (all that were ever published to) matching `pattern`.
@@ -498,108 +371,23 @@ impl Cluster {
         topic: &str,
         members: &[(String, String)],
     ) -> Result<(), ClusterError> {
-        if members.is_empty() {
-            return Ok(());
-        }
-        let keys = TopicKeys::new(topic);
-        let expires = crate::event::now_ms() + PRESENCE_TTL.as_millis() as u64;
-        let mut pipe = redis::pipe();
-        for (session, info) in members {
-            pipe.cmd("ZADD")
-                .arg(&keys.presence)
-                .arg(expires)
-                .arg(session)
-                .ignore();
-            pipe.cmd("HSET")
-                .arg(&keys.presence_info)
-                .arg(session)
-                .arg(info)
-                .ignore();
-        }
-        pipe.cmd("SADD")
-            .arg(keys::PRESENCE_TOPICS)
-            .arg(topic)
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
+        presence::join(&self.conn, topic, members).await
     }
 
     /// Removes a presence member; true when it was one.
     pub async fn presence_leave(&self, topic: &str, session: &str) -> Result<bool, ClusterError> {
-        let keys = TopicKeys::new(topic);
-        let (removed, _): (u64, u64) = redis::pipe()
-            .cmd("ZREM")
-            .arg(&keys.presence)
-            .arg(session)
-            .cmd("HDEL")
-            .arg(&keys.presence_info)
-            .arg(session)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(removed > 0)
+        presence::leave(&self.conn, topic, session).await
     }
 
     /// The live members of `topic`, ordered by session id.
     pub async fn presence(&self, topic: &str) -> Result<Vec<RemoteMember>, ClusterError> {
-        let keys = TopicKeys::new(topic);
-        let now = crate::event::now_ms();
-        let sessions: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&keys.presence)
-            .arg(format!("({now}"))
-            .arg("+inf")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        if sessions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let infos: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&keys.presence_info)
-            .arg(&sessions)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let mut members: Vec<RemoteMember> = sessions
-            .into_iter()
-            .zip(infos)
-            .map(|(session, info)| RemoteMember {
-                session,
-                info: info
-                    .and_then(|i| serde_json::from_str(&i).ok())
-                    .unwrap_or(serde_json::Value::Null),
-            })
-            .collect();
-        members.sort_by(|a, b| a.session.cmp(&b.session));
-        Ok(members)
+        presence::members(&self.conn, topic).await
     }
 
     /// Removes members whose node stopped refreshing them; returns `(topic, member)` for
     /// each, to announce their leave. Each expired member is returned to one node only.
     pub async fn reap_presence(&self) -> Result<Vec<(String, RemoteMember)>, ClusterError> {
-        let topics: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys::PRESENCE_TOPICS)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let now = crate::event::now_ms();
-        let mut gone = Vec::new();
-        for topic in topics {
-            let keys = TopicKeys::new(&topic);
-            let flat: Vec<String> = self
-                .reap
-                .key(&keys.presence)
-                .key(&keys.presence_info)
-                .arg(now)
-                .invoke_async(&mut self.conn.clone())
-                .await?;
-            for pair in flat.chunks_exact(2) {
-                gone.push((
-                    topic.clone(),
-                    RemoteMember {
-                        session: pair[0].clone(),
-                        info: serde_json::from_str(&pair[1]).unwrap_or(serde_json::Value::Null),
-                    },
-                ));
-            }
-        }
-        Ok(gone)
+        presence::reap(&self.conn, &self.reap).await
     }
 }
 
@@ -626,24 +414,4 @@ fn parse_published(v: Value) -> Result<Published, ClusterError> {
         }),
         _ => Err(bad()),
     }
-}
-
-fn decode_entries(
-    topic: &Topic,
-    entries: StreamEntries,
-    ttl: Option<Duration>,
-) -> Result<Vec<Record>, ClusterError> {
-    let cutoff = ttl.map_or(0, |t| {
-        crate::event::now_ms().saturating_sub(t.as_millis() as u64)
-    });
-    let mut out = Vec::with_capacity(entries.len());
-    for (_, fields) in entries {
-        if let Some((_, p)) = fields.into_iter().find(|(k, _)| k == "p") {
-            let r = wire::decode(topic, &p)?;
-            if r.event.ts >= cutoff {
-                out.push(r);
-            }
-        }
-    }
-    Ok(out)
 }

@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, Value};
 use tokio::sync::mpsc;
 
-use super::ClusterError;
+use super::error::ClusterError;
 
 /// Most publishes sent in one pipeline.
 const BATCH: usize = 512;

@@ -94,67 +94,8 @@ fn number(b: &[u8]) -> Option<u64> {
 /// (trimmed by count, and by age from the oldest end), sets or clears the retained message
 /// and publishes on the topic's channel.
 ///
-/// KEYS: offset, epoch, history, retained, dedup (the offset key again without a msg_id).
-/// ARGV: channel, data, msg_id, reply_to, retain flag, history count, dedup window ms,
-/// epoch candidate, ts ms, history ttl ms (0: none).
-/// Returns `{new 0|1, offset, epoch, receivers}`.
-pub const PUBLISH_SCRIPT: &str = r#"
-local msgid = ARGV[3]
-local dedup = msgid ~= '' and tonumber(ARGV[7]) > 0
-local ep = redis.call('GET', KEYS[2])
-if dedup and ep then
-  local prev = redis.call('GET', KEYS[5])
-  if prev then return {0, tonumber(prev), ep, 0} end
-end
-if not ep then
-  ep = ARGV[8]
-  redis.call('SET', KEYS[2], ep)
-  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
-end
-local off = redis.call('INCR', KEYS[1])
-if dedup then redis.call('SET', KEYS[5], off, 'PX', ARGV[7]) end
-local p = ARGV[5] .. ' ' .. off .. ' ' .. ARGV[9] .. ' ' .. ep .. ' ' .. #msgid .. ' ' .. #ARGV[4] .. ' ' .. msgid .. ARGV[4] .. ARGV[2]
-local keep = tonumber(ARGV[6])
-if keep > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', keep, off .. '-0', 'p', p)
-  local ttl = tonumber(ARGV[10])
-  if ttl > 0 then
-    local cutoff = tonumber(ARGV[9]) - ttl
-    for _ = 1, 64 do
-      local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
-      if #first == 0 then break end
-      local _, _, ts = string.find(first[1][2][2], '^%S+ %S+ (%d+)')
-      if tonumber(ts) >= cutoff then break end
-      redis.call('XDEL', KEYS[3], first[1][1])
-    end
-  end
-else
-  redis.call('DEL', KEYS[3])
-end
-if ARGV[5] == 'r' then
-  redis.call('SET', KEYS[4], p)
-elseif ARGV[5] == 'c' then
-  redis.call('DEL', KEYS[4])
-end
-local n = redis.call('PUBLISH', ARGV[1], p)
-return {1, off, ep, n}
-"#;
-
-/// Removes presence members whose expiry passed. KEYS: presence zset, presence info hash.
-/// ARGV: now ms. Returns the removed members' `{session, info}` pairs, flattened; a member is
-/// returned by exactly one caller however many nodes reap at once.
-pub const REAP_PRESENCE_SCRIPT: &str = r#"
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local out = {}
-for _, s in ipairs(gone) do
-  redis.call('ZREM', KEYS[1], s)
-  local info = redis.call('HGET', KEYS[2], s)
-  redis.call('HDEL', KEYS[2], s)
-  table.insert(out, s)
-  table.insert(out, info or '{}')
-end
-return out
-"#;
+/// Its KEYS, ARGV and answer are listed at the top of `lua/publish.lua`.
+pub const PUBLISH_SCRIPT: &str = include_str!("lua/publish.lua");
 
 #[cfg(test)]
 mod tests {

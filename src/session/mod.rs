@@ -1,29 +1,33 @@
 //! Sessions: the per-subscriber stream of PROTOCOL.md §3 that outlives sockets.
 //!
 //! A session numbers every message it receives (`seq` 1, 2, …) and keeps them in a bounded
-//! ring: the unsent backlog plus already-sent messages kept for a resume. Because the
-//! oldest message is always the one dropped, the ring is always a *contiguous* run of seqs
-//! `[first, next_seq)`. The writer's cursor `sent` is the last seq written (or covered by a
-//! gap). So a gap is never stored: whenever `sent + 1 < first` the writer reports
-//! `gap {sent+1, first-1}` and moves on. That makes the protocol's invariant — every seq is
-//! delivered once as `msg` or covered by exactly one `gap` — hold by construction, live and
-//! across resumes alike (a resume just sets `sent` to the client's `last_seq`).
+//! ring (`ring.rs`): the unsent backlog plus already-sent messages kept for a resume.
+//! Because the oldest message is always the one dropped, the ring is always a *contiguous*
+//! run of seqs `[first, next_seq)`. The writer's cursor `sent` is the last seq written (or
+//! covered by a gap). So a gap is never stored: whenever `sent + 1 < first` the writer
+//! reports `gap {sent+1, first-1}` and moves on. That makes the protocol's invariant — every
+//! seq is delivered once as `msg` or covered by exactly one `gap` — hold by construction,
+//! live and across resumes alike (a resume just sets `sent` to the client's `last_seq`).
 //!
 //! Everything here is synchronous and lock-scoped: no lock is held across an `.await`.
 
+mod identity;
 mod outbox;
 mod registry;
+mod ring;
 mod subs;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
+pub use identity::Identity;
 pub use outbox::{CONTROL_QUEUE_MAX, Close, Drained, Outbox};
 pub use registry::Registry;
+pub use ring::{Batch, Entry, Taken};
+pub use subs::SubKey;
 
 use crate::config::SlowConsumer;
 use crate::event::{Delivery, Event};
@@ -37,86 +41,6 @@ pub struct Limits {
     pub buffer_bytes: usize,
     pub slow_consumer: SlowConsumer,
     pub max_subscriptions: usize,
-}
-
-/// Identifies a subscription within a session: the pattern and the group it joined.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SubKey {
-    pub pattern: Arc<str>,
-    pub group: Option<Arc<str>>,
-}
-
-/// One buffered message, as [`Session::take`] hands it out.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub seq: u64,
-    pub event: Arc<Event>,
-    pub how: Delivery,
-}
-
-/// One message in a session's ring: 16 bytes, four to a cache line. Its seq is implied by
-/// its position (the ring holds the contiguous run `[first, next_seq)`), its cost is kept so
-/// that evicting it does not touch the (long cold) event, and its delivery flags are packed.
-#[derive(Debug)]
-struct Slot {
-    event: Arc<Event>,
-    cost: u32,
-    how: PackedDelivery,
-}
-
-/// A [`Delivery`] in 32 bits: bit 0 `retained`, bit 1 `replay`, bit 2 *withheld* (see
-/// [`Session::set_filter`]), the rest `redelivered` plus one (0: not a redelivery).
-#[derive(Debug, Clone, Copy)]
-struct PackedDelivery(u32);
-
-impl PackedDelivery {
-    const WITHHELD: u32 = 4;
-
-    fn pack(how: Delivery) -> PackedDelivery {
-        let n = how
-            .redelivered
-            .map_or(0, |n| n.min(u32::MAX >> 3).saturating_add(1));
-        PackedDelivery(u32::from(how.retained) | u32::from(how.replay) << 1 | n << 3)
-    }
-
-    fn unpack(self) -> Delivery {
-        let n = self.0 >> 3;
-        Delivery {
-            retained: self.0 & 1 != 0,
-            replay: self.0 & 2 != 0,
-            redelivered: (n > 0).then(|| n - 1),
-        }
-    }
-
-    /// Whether the message is held back from the client (its topic is outside the
-    /// session's current subscribe permissions): it is reported as part of a gap.
-    fn withheld(self) -> bool {
-        self.0 & Self::WITHHELD != 0
-    }
-}
-
-/// What [`Session::take_each`] saw: a gap to report first, and how many messages it passed on.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Taken {
-    pub gap: Option<(u64, u64)>,
-    pub messages: usize,
-}
-
-/// What a drain yields, in order: an optional gap, then messages.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub gap: Option<(u64, u64)>,
-    pub entries: Vec<Entry>,
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.gap.is_none() && self.entries.is_empty()
-    }
-    pub fn clear(&mut self) {
-        self.gap = None;
-        self.entries.clear();
-    }
 }
 
 /// Where one seq stands in a session's stream.
@@ -157,32 +81,9 @@ pub struct Session {
     identity: Mutex<Arc<Identity>>,
 }
 
-/// The user behind a session and what presence shows about them (PROTOCOL.md §7: the
-/// token's `sub` and `info` claims). Anonymous sessions have neither.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Identity {
-    pub user: Option<String>,
-    pub info: serde_json::Value,
-}
-
-/// The one identity of every anonymous session, shared: idle anonymous connections are
-/// the many, and each would otherwise hold a copy of nothing.
-fn anonymous_identity() -> Arc<Identity> {
-    static ANONYMOUS: std::sync::LazyLock<Arc<Identity>> =
-        std::sync::LazyLock::new(|| Arc::new(Identity::default()));
-    ANONYMOUS.clone()
-}
-
 #[derive(Debug)]
 struct State {
-    next_seq: u64,
-    buf: VecDeque<Slot>,
-    /// Cost of everything in `buf`.
-    bytes: usize,
-    /// Cost of the entries after `sent`.
-    unsent_bytes: usize,
-    /// Last seq written to the current connection or covered by a gap.
-    sent: u64,
+    ring: ring::Ring,
     subs: subs::Subs,
     outbox: Option<Arc<Outbox>>,
     /// When the last connection left; `None` while attached.
@@ -212,18 +113,14 @@ impl Session {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             limits,
             state: Mutex::new(State {
-                next_seq: 1,
-                buf: VecDeque::new(),
-                bytes: 0,
-                unsent_bytes: 0,
-                sent: 0,
+                ring: ring::Ring::new(),
                 subs: subs::Subs::default(),
                 outbox: None,
                 detached_at: Some(Instant::now()),
                 closed: false,
                 filter: None,
             }),
-            identity: Mutex::new(anonymous_identity()),
+            identity: Mutex::new(identity::anonymous()),
         }
     }
 
@@ -247,7 +144,7 @@ impl Session {
         let mut cur = self.identity.lock();
         if **cur != identity {
             *cur = if identity == Identity::default() {
-                anonymous_identity()
+                identity::anonymous()
             } else {
                 Arc::new(identity)
             };
@@ -272,11 +169,7 @@ impl Session {
     pub fn set_filter(&self, filter: Option<Arc<dyn DeliveryFilter>>) {
         let mut s = self.state.lock();
         if let Some(f) = &filter {
-            for slot in s.buf.iter_mut() {
-                if !slot.how.withheld() && !f.allows(slot.event.topic.as_str()) {
-                    slot.how.0 |= PackedDelivery::WITHHELD;
-                }
-            }
+            s.ring.withhold_unless(|topic| f.allows(topic));
         }
         s.filter = filter;
     }
@@ -305,44 +198,20 @@ impl Session {
         {
             return out;
         }
-        let seq = s.next_seq;
-        s.next_seq += 1;
-        out.seq = seq;
-        // Whether the writer still has messages to take: it then comes back for this one
-        // without a wake (it only waits once a take found nothing, under this same lock).
-        let writer_behind = s.sent + 1 < seq;
-        let cost = u32::try_from(event.cost()).unwrap_or(u32::MAX);
-        // Make room first, then append: with a full ring the new entry takes the very slot
-        // the oldest one left, so the ring never grows past `buffer_messages` and a push
-        // touches one cache line of it instead of two (at 100+ subscribers per message the
-        // rings do not fit in cache, and these misses were the top cost of fan-out).
-        let first = seq - s.buf.len() as u64;
-        let mut dropped = 0u64;
-        while s.buf.len() >= self.limits.buffer_messages
-            || (s.bytes + cost as usize > self.limits.buffer_bytes && !s.buf.is_empty())
-        {
-            let Some(old) = s.buf.pop_front() else { break };
-            let c = old.cost as usize;
-            s.bytes -= c;
-            if first + dropped > s.sent {
-                s.unsent_bytes -= c;
-                out.dropped_unsent += 1;
-            }
-            dropped += 1;
-        }
-        s.buf.push_back(Slot {
-            event: event.clone(),
-            cost,
-            how: PackedDelivery::pack(how),
-        });
-        prefetch_next(&s.buf);
-        s.bytes += cost as usize;
-        s.unsent_bytes += cost as usize;
+        let pushed = s.ring.push(
+            event,
+            how,
+            self.limits.buffer_messages,
+            self.limits.buffer_bytes,
+        );
+        out.seq = pushed.seq;
+        out.dropped_unsent = pushed.dropped_unsent;
         if self.limits.slow_consumer == SlowConsumer::Disconnect
             && let Some(ob) = &s.outbox
         {
-            let unsent = (s.next_seq - 1).saturating_sub(s.sent) as usize;
-            if (unsent >= self.limits.buffer_messages || s.unsent_bytes >= self.limits.buffer_bytes)
+            let unsent = s.ring.behind() as usize;
+            if (unsent >= self.limits.buffer_messages
+                || s.ring.unsent_bytes() >= self.limits.buffer_bytes)
                 && !ob.is_closing()
             {
                 ob.close(Close {
@@ -353,7 +222,10 @@ impl Session {
                 out.kicked = true;
             }
         }
-        if !writer_behind && let Some(ob) = &s.outbox {
+        // Only a writer that had taken everything waits for a wake (see `writer_behind`).
+        if !pushed.writer_behind
+            && let Some(ob) = &s.outbox
+        {
             ob.wake();
         }
         out
@@ -362,7 +234,7 @@ impl Session {
     /// Moves up to `max` messages (and a gap, if any) past the cursor into `batch`.
     pub fn take(&self, batch: &mut Batch, max: usize) {
         let mut s = self.state.lock();
-        let taken = Self::take_locked(&mut s, max, |seq, event, how| {
+        let taken = s.ring.take(max, |seq, event, how| {
             batch.entries.push(Entry {
                 seq,
                 event: event.clone(),
@@ -378,7 +250,7 @@ impl Session {
     pub fn take_for(&self, outbox: &Arc<Outbox>, batch: &mut Batch, max: usize) {
         let mut s = self.state.lock();
         if s.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox)) {
-            let taken = Self::take_locked(&mut s, max, |seq, event, how| {
+            let taken = s.ring.take(max, |seq, event, how| {
                 batch.entries.push(Entry {
                     seq,
                     event: event.clone(),
@@ -401,57 +273,15 @@ impl Session {
     ) -> Taken {
         let mut s = self.state.lock();
         if s.outbox.as_ref().is_some_and(|o| Arc::ptr_eq(o, outbox)) {
-            Self::take_locked(&mut s, max, f)
+            s.ring.take(max, f)
         } else {
             Taken::default()
         }
     }
 
-    fn take_locked(
-        s: &mut State,
-        max: usize,
-        mut f: impl FnMut(u64, &Arc<Event>, Delivery),
-    ) -> Taken {
-        let mut taken = Taken::default();
-        let first = s.next_seq - s.buf.len() as u64;
-        let mut gap_from = None;
-        if s.sent + 1 < first {
-            gap_from = Some(s.sent + 1);
-            s.sent = first - 1;
-        }
-        // Withheld messages at the cursor extend the gap (one gap covers a contiguous run);
-        // the messages after them stop at the next withheld one, which the next take
-        // reports as a gap of its own.
-        let mut start = (s.sent + 1 - first) as usize;
-        while let Some(slot) = s.buf.get(start)
-            && slot.how.withheld()
-        {
-            gap_from.get_or_insert(s.sent + 1);
-            s.unsent_bytes = s.unsent_bytes.saturating_sub(slot.cost as usize);
-            s.sent += 1;
-            start += 1;
-        }
-        taken.gap = gap_from.map(|from| (from, s.sent));
-        let mut taken_bytes = 0;
-        let mut seq = s.sent;
-        for e in s.buf.iter().skip(start).take(max) {
-            if e.how.withheld() {
-                break;
-            }
-            seq += 1;
-            taken_bytes += e.cost as usize;
-            f(seq, &e.event, e.how.unpack());
-        }
-        taken.messages = (seq - s.sent) as usize;
-        s.sent = seq;
-        s.unsent_bytes = s.unsent_bytes.saturating_sub(taken_bytes);
-        taken
-    }
-
     /// Whether messages or a gap are waiting for the writer.
     pub fn has_pending(&self) -> bool {
-        let s = self.state.lock();
-        s.sent + 1 < s.next_seq
+        self.state.lock().ring.has_pending()
     }
 
     /// Attaches a connection. With `last_seq` (a resume), delivery restarts after it: the
@@ -460,16 +290,7 @@ impl Session {
     pub fn attach(&self, outbox: Arc<Outbox>, last_seq: Option<u64>) -> Option<Arc<Outbox>> {
         let mut s = self.state.lock();
         if let Some(last) = last_seq {
-            let newest = s.next_seq - 1;
-            s.sent = last.min(newest);
-            let first = s.next_seq - s.buf.len() as u64;
-            let sent = s.sent;
-            s.unsent_bytes = s
-                .buf
-                .iter()
-                .skip(sent.saturating_add(1).saturating_sub(first) as usize)
-                .map(|e| e.cost as usize)
-                .sum();
+            s.ring.resume(last);
         }
         s.detached_at = None;
         let previous = s.outbox.replace(outbox.clone());
@@ -503,9 +324,7 @@ impl Session {
     pub fn close(&self) -> Vec<(SubKey, Pattern)> {
         let mut s = self.state.lock();
         s.closed = true;
-        s.buf = VecDeque::new();
-        s.bytes = 0;
-        s.unsent_bytes = 0;
+        s.ring.clear();
         s.outbox = None;
         s.subs.take()
     }
@@ -562,15 +381,16 @@ impl Session {
     /// counting them would show a capped, stalled session's backlog growing without bound.
     pub fn usage(&self) -> (usize, usize, u64) {
         let s = self.state.lock();
-        let behind = (s.next_seq - 1).saturating_sub(s.sent);
-        (s.buf.len(), s.bytes, behind.min(s.buf.len() as u64))
+        let held = s.ring.len();
+        (held, s.ring.bytes(), s.ring.behind().min(held as u64))
     }
 
     /// Whether the unsent backlog is below the buffer caps (a group prefers such members).
     pub fn has_room(&self) -> bool {
         let s = self.state.lock();
-        let unsent = (s.next_seq - 1).saturating_sub(s.sent) as usize;
-        unsent < self.limits.buffer_messages / 2 && s.unsent_bytes < self.limits.buffer_bytes / 2
+        let unsent = s.ring.behind() as usize;
+        unsent < self.limits.buffer_messages / 2
+            && s.ring.unsent_bytes() < self.limits.buffer_bytes / 2
     }
 
     /// Withholds one buffered message from now on (see [`Session::set_filter`]): a resume
@@ -578,23 +398,15 @@ impl Session {
     /// unacked message only until it is redelivered (PROTOCOL.md §5), so the bus withholds
     /// the member's copy when it hands the message on. False when `seq` is not held.
     pub fn withhold(&self, seq: u64) -> bool {
-        let mut s = self.state.lock();
-        let first = s.next_seq - s.buf.len() as u64;
-        if seq < first || seq >= s.next_seq {
-            return false;
-        }
-        let slot = &mut s.buf[(seq - first) as usize];
-        slot.how.0 |= PackedDelivery::WITHHELD;
-        true
+        self.state.lock().ring.withhold(seq)
     }
 
     /// Whether `seq` reached the connection yet.
     pub fn seq_state(&self, seq: u64) -> SeqState {
         let s = self.state.lock();
-        let first = s.next_seq - s.buf.len() as u64;
-        if s.closed || seq < first {
+        if s.closed || seq < s.ring.first() {
             SeqState::Gone
-        } else if seq <= s.sent {
+        } else if seq <= s.ring.sent() {
             SeqState::Sent
         } else {
             SeqState::Unsent
@@ -603,23 +415,8 @@ impl Session {
 
     /// The last seq assigned.
     pub fn last_seq(&self) -> u64 {
-        self.state.lock().next_seq - 1
+        self.state.lock().ring.last_seq()
     }
-}
-
-/// Asks the CPU to fetch the ring slot the next push writes (the one after the newest
-/// entry; with a full ring also the one evicted then). Between two pushes to one session the
-/// publisher pushes to every other subscriber, so the line arrives in time and the push
-/// does not wait for it. A prefetch never faults: past the end of the buffer it is a no-op.
-#[inline]
-fn prefetch_next(buf: &VecDeque<Slot>) {
-    let (a, b) = buf.as_slices();
-    let next = if b.is_empty() {
-        a.as_ptr().wrapping_add(a.len())
-    } else {
-        b.as_ptr().wrapping_add(b.len())
-    };
-    crate::prefetch::line(next);
 }
 
 /// `s_` followed by 24 random hex digits: unguessable enough that a session id works as a

@@ -6,9 +6,16 @@
 //! map.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::SubKey;
 use crate::topic::Pattern;
+
+/// Identifies a subscription within a session: the pattern and the group it joined.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    pub pattern: Arc<str>,
+    pub group: Option<Arc<str>>,
+}
 
 /// The most subscriptions kept as a list.
 const FEW: usize = 8;

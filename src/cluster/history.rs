@@ -1,0 +1,141 @@
+//! Reading a topic's stored messages back from Redis: its epoch, its history stream, and
+//! the whole tail a node needs to start serving the topic with replay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use super::error::ClusterError;
+use super::keys::TopicKeys;
+use super::wire::{self, Record};
+use crate::topic::Topic;
+
+/// A stream range as Redis returns it: `(id, [(field, value)])` per entry.
+type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// A topic's state in Redis, for a node that starts serving it.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+    /// Oldest first.
+    pub history: Vec<Record>,
+    pub retained: Option<Record>,
+}
+
+/// A topic's epoch (created now when the topic is new, as a first publish would).
+pub(super) async fn epoch(conn: &ConnectionManager, topic: &str) -> Result<Arc<str>, ClusterError> {
+    let keys = TopicKeys::new(topic);
+    let (epoch,): (String,) = redis::pipe()
+        .cmd("SET")
+        .arg(&keys.epoch)
+        .arg(&*crate::store::new_epoch())
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(&keys.epoch)
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(epoch.into())
+}
+
+/// Stored messages of `topic`: the first `limit` after `since`, or the newest `limit`.
+/// Messages older than `ttl` are left out.
+pub(super) async fn history(
+    conn: &ConnectionManager,
+    topic: &Topic,
+    since: Option<u64>,
+    limit: usize,
+    ttl: Option<Duration>,
+) -> Result<(Arc<str>, Vec<Record>), ClusterError> {
+    let epoch = epoch(conn, topic.as_str()).await?;
+    let keys = TopicKeys::new(topic.as_str());
+    let mut cmd = match since {
+        Some(after) => {
+            let mut c = redis::cmd("XRANGE");
+            c.arg(&keys.history)
+                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg("+");
+            c
+        }
+        None => {
+            let mut c = redis::cmd("XREVRANGE");
+            c.arg(&keys.history).arg("+").arg("-");
+            c
+        }
+    };
+    cmd.arg("COUNT").arg(limit);
+    let entries: StreamEntries = cmd.query_async(&mut conn.clone()).await?;
+    let mut records = decode_entries(topic, entries, ttl)?;
+    if since.is_none() {
+        records.reverse();
+    }
+    Ok((epoch, records))
+}
+
+/// Everything a node needs to start serving `topic` with replay: epoch, last offset, the
+/// whole stored history and the retained message.
+pub(super) async fn tail(
+    conn: &ConnectionManager,
+    topic: &Topic,
+    with_history: bool,
+    ttl: Option<Duration>,
+) -> Result<Tail, ClusterError> {
+    let keys = TopicKeys::new(topic.as_str());
+    let (offset, epoch, entries, retained): (
+        Option<u64>,
+        Option<String>,
+        StreamEntries,
+        Option<Vec<u8>>,
+    ) = redis::pipe()
+        .cmd("GET")
+        .arg(&keys.offset)
+        .cmd("GET")
+        .arg(&keys.epoch)
+        .cmd("XRANGE")
+        .arg(&keys.history)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(if with_history { u32::MAX } else { 0 })
+        .cmd("GET")
+        .arg(&keys.retained)
+        .query_async(&mut conn.clone())
+        .await?;
+    let epoch: Arc<str> = match epoch {
+        Some(e) => e.into(),
+        None => self::epoch(conn, topic.as_str()).await?,
+    };
+    let history = decode_entries(topic, entries, ttl)?;
+    let retained = retained
+        .map(|b| wire::decode(topic, &b))
+        .transpose()?
+        .filter(|r| *r.event.epoch == *epoch);
+    Ok(Tail {
+        epoch,
+        offset: offset.unwrap_or(0),
+        history,
+        retained,
+    })
+}
+
+fn decode_entries(
+    topic: &Topic,
+    entries: StreamEntries,
+    ttl: Option<Duration>,
+) -> Result<Vec<Record>, ClusterError> {
+    let cutoff = ttl.map_or(0, |t| {
+        crate::event::now_ms().saturating_sub(t.as_millis() as u64)
+    });
+    let mut out = Vec::with_capacity(entries.len());
+    for (_, fields) in entries {
+        if let Some((_, p)) = fields.into_iter().find(|(k, _)| k == "p") {
+            let r = wire::decode(topic, &p)?;
+            if r.event.ts >= cutoff {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}

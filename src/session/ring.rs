@@ -133,41 +133,49 @@ impl Ring {
     }
 
     /// The oldest seq held (`next_seq` when the ring is empty).
+    #[inline]
     pub(super) fn first(&self) -> u64 {
         self.next_seq - self.buf.len() as u64
     }
 
     /// The last seq assigned.
+    #[inline]
     pub(super) fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
 
     /// The writer's cursor: the last seq written or covered by a gap.
+    #[inline]
     pub(super) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// Messages held.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// Cost of the messages held.
+    #[inline]
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Cost of the messages held past the cursor.
+    #[inline]
     pub(super) fn unsent_bytes(&self) -> usize {
         self.unsent_bytes
     }
 
     /// Seqs past the cursor, whether still held or dropped.
+    #[inline]
     pub(super) fn behind(&self) -> u64 {
         (self.next_seq - 1).saturating_sub(self.sent)
     }
 
     /// Whether messages or a gap are waiting for the writer.
+    #[inline]
     pub(super) fn has_pending(&self) -> bool {
         self.sent + 1 < self.next_seq
     }
@@ -224,6 +232,7 @@ impl Ring {
 
     /// Moves the cursor past a gap, if any, and up to `max` messages, calling `f` with each
     /// message, in order.
+    #[inline]
     pub(super) fn take(
         &mut self,
         max: usize,

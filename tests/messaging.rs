@@ -527,10 +527,7 @@ async fn rust_client_history_presence_since_and_request() {
         .subscribe_with(
             "room/1",
             SubscribeOptions {
-                since: Some(Since {
-                    epoch: first.epoch.clone(),
-                    offset: 1,
-                }),
+                since: Some(Since::at(first.epoch.clone(), 1)),
                 ..Default::default()
             },
         )

@@ -471,7 +471,9 @@ fn herald_control(f: &[u8], seen: &mut Seen) -> Result<(), BenchError> {
         seen.acks += 1;
     } else if f.starts_with(br#"{"op":"gap""#) {
         match serde_json::from_slice(f) {
-            Ok(ServerFrame::Gap(g)) => seen.gap_msgs += g.to_seq.saturating_sub(g.from_seq) + 1,
+            Ok(ServerFrame::Gap(herald_protocol::Gap::Seq(g))) => {
+                seen.gap_msgs += g.to_seq.saturating_sub(g.from_seq) + 1
+            }
             _ => {
                 return Err(BenchError::Protocol(format!(
                     "Herald: bad gap frame: {}",

@@ -220,7 +220,8 @@ fn dispatch(shared: &Shared, text: &str) {
                 let _ = s.tx.send(Delivery::Msg(m.clone()));
             }
         }
-        ServerFrame::Gap(g) => {
+        ServerFrame::Gap(herald_protocol::Gap::Topic(_)) => {}
+        ServerFrame::Gap(herald_protocol::Gap::Seq(g)) => {
             shared.last_seq.store(g.to_seq, Ordering::Release);
             for s in shared.subs.lock().iter() {
                 let _ = s.tx.send(Delivery::Gap(g.clone()));

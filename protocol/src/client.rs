@@ -7,6 +7,7 @@
 //! `unknown_op`, `bad_request`) and still echo the request's `id`.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -41,11 +42,91 @@ pub enum AckMode {
     Manual,
 }
 
-/// `sub.since`: resume an exact topic after an offset of a given epoch.
+/// Where a client stands in one topic: the last offset it has, in an epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Since {
+pub struct Position {
     pub epoch: String,
     pub offset: u64,
+}
+
+/// Most topics one `sub.since` may list (PROTOCOL.md §4): the replay is computed with all of
+/// them locked, so the cap bounds what one request can make the server hold up.
+pub const MAX_SINCE_TOPICS: usize = 1000;
+
+/// `sub.since`: what a subscription recovers first (PROTOCOL.md §5).
+///
+/// Decoded through one flat struct, so that a mix of the two forms or a half-given position
+/// is refused with a message saying so instead of serde's "did not match any variant".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, try_from = "RawSince")]
+pub enum Since {
+    /// `{"epoch","offset"}`: everything after a position of an exact topic.
+    Position(Position),
+    /// `{"topics":{…},"ts":…}`: for any pattern, every listed topic after its position, and
+    /// the other matching topics after a time.
+    Topics(TopicPositions),
+}
+
+/// The `{"topics","ts"}` form of [`Since`]. Both parts are optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPositions {
+    /// Per topic, the last position the client has (at most [`MAX_SINCE_TOPICS`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub topics: BTreeMap<String, Position>,
+    /// Unix milliseconds: matching topics not in `topics` replay their messages newer
+    /// than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+}
+
+impl Since {
+    /// The `{"epoch","offset"}` form.
+    pub fn at(epoch: impl Into<String>, offset: u64) -> Since {
+        Since::Position(Position {
+            epoch: epoch.into(),
+            offset,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RawSince {
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    topics: Option<BTreeMap<String, Position>>,
+    #[serde(default)]
+    ts: Option<u64>,
+}
+
+impl TryFrom<RawSince> for Since {
+    type Error = String;
+
+    fn try_from(r: RawSince) -> Result<Since, String> {
+        let position = r.epoch.is_some() || r.offset.is_some();
+        let topics = r.topics.is_some() || r.ts.is_some();
+        match (r.epoch, r.offset) {
+            _ if position && topics => {
+                Err("use either {\"epoch\",\"offset\"} or {\"topics\",\"ts\"}, not both".into())
+            }
+            (Some(epoch), Some(offset)) => Ok(Since::Position(Position { epoch, offset })),
+            (Some(_), None) | (None, Some(_)) => {
+                Err("a position needs both 'epoch' and 'offset'".into())
+            }
+            (None, None) => {
+                let topics = r.topics.unwrap_or_default();
+                if topics.len() > MAX_SINCE_TOPICS {
+                    return Err(format!(
+                        "'since.topics' lists {} topics; at most {MAX_SINCE_TOPICS} are allowed",
+                        topics.len()
+                    ));
+                }
+                Ok(Since::Topics(TopicPositions { topics, ts: r.ts }))
+            }
+        }
+    }
 }
 
 /// A decoded client frame. `data` borrows the socket's text: it is raw JSON, validated but
@@ -273,7 +354,10 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
                 Some(v) => Some(serde_json::from_str::<Since>(v.get()).map_err(|e| {
                     DecodeError::new(
                         ErrorCode::BadRequest,
-                        format!("'since' must be {{\"epoch\",\"offset\"}}: {e}"),
+                        format!(
+                            "'since' must be {{\"topics\":{{\"<topic>\":{{\"epoch\",\"offset\"}}}},\"ts\"}} \
+                             or {{\"epoch\",\"offset\"}}: {e}"
+                        ),
                         id.clone(),
                     )
                 })?),
@@ -411,6 +495,77 @@ mod tests {
         );
     }
 
+    fn since(text: &str) -> Result<Option<Since>, DecodeError> {
+        match decode(text)? {
+            ClientFrame::Sub { since, .. } => Ok(since),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn since_has_two_forms() {
+        assert_eq!(
+            since(r#"{"op":"sub","pattern":"a","since":{"epoch":"e","offset":4}}"#).unwrap(),
+            Some(Since::at("e", 4))
+        );
+        let s = since(
+            r#"{"op":"sub","pattern":"t/**","since":{"topics":{"t/a":{"epoch":"e","offset":2}},"ts":7}}"#,
+        )
+        .unwrap();
+        let Some(Since::Topics(p)) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(p.ts, Some(7));
+        assert_eq!(
+            p.topics["t/a"],
+            Position {
+                epoch: "e".into(),
+                offset: 2
+            }
+        );
+        assert_eq!(
+            since(r#"{"op":"sub","pattern":"t/**","since":{}}"#).unwrap(),
+            Some(Since::Topics(TopicPositions::default()))
+        );
+        // What the client encodes, the server decodes.
+        let back = serde_json::to_string(&Since::Topics(p.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Since>(&back).unwrap(),
+            Since::Topics(p)
+        );
+    }
+
+    #[test]
+    fn bad_since_is_a_bad_request_that_says_why() {
+        for (text, says) in [
+            (r#"{"epoch":"e"}"#, "both 'epoch' and 'offset'"),
+            (r#"{"offset":3}"#, "both 'epoch' and 'offset'"),
+            (r#"{"epoch":"e","offset":1,"ts":5}"#, "not both"),
+            (r#"{"topics":{"a":{"epoch":"e"}}}"#, "offset"),
+            (r#"{"topics":{"a":{"epoch":"e","offset":-1}}}"#, "since"),
+            (r#"{"topics":[1]}"#, "since"),
+            (r#"{"ts":"yesterday"}"#, "since"),
+            (r#"5"#, "since"),
+        ] {
+            let e = since(&format!(
+                r#"{{"op":"sub","id":1,"pattern":"t/**","since":{text}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{text}");
+            assert_eq!(e.id, Some(Id::Num(1)));
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
+        let many: Vec<String> = (0..=MAX_SINCE_TOPICS)
+            .map(|i| format!(r#""t/{i}":{{"epoch":"e","offset":1}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"op":"sub","pattern":"t/*","since":{{"topics":{{{}}}}}}}"#,
+            many.join(",")
+        );
+        let e = since(&text).unwrap_err();
+        assert!(e.message.contains("at most 1000"), "{}", e.message);
+    }
+
     #[test]
     fn echoes_id_on_errors() {
         let e = decode(r#"{"op":"fly","id":"x1"}"#).unwrap_err();
@@ -431,7 +586,7 @@ mod tests {
         assert!(matches!(
             f,
             ClientFrame::Sub {
-                since: Some(Since { offset: 4, .. }),
+                since: Some(Since::Position(Position { offset: 4, .. })),
                 ..
             }
         ));

@@ -17,11 +17,14 @@ mod server;
 pub mod topic;
 pub mod units;
 
-pub use client::{AckMode, ClientFrame, DecodeError, Id, Since, decode};
+pub use client::{
+    AckMode, ClientFrame, DecodeError, Id, MAX_SINCE_TOPICS, Position, Since, TopicPositions,
+    decode,
+};
 pub use codes::{ErrorCode, close};
 pub use server::{
-    ByeFrame, ErrorFrame, GapFrame, GapReason, HistoryMessage, MsgFrame, OkFrame, PresenceClient,
-    ServerFrame, WelcomeFrame,
+    ByeFrame, ErrorFrame, Gap, GapFrame, GapReason, HistoryMessage, MsgFrame, OkFrame,
+    PresenceClient, ServerFrame, TopicGapFrame, TopicGapReason, WelcomeFrame,
 };
 
 /// The WebSocket subprotocol a client may ask for.

@@ -14,7 +14,7 @@ pub enum ServerFrame {
     Welcome(WelcomeFrame),
     Ok(OkFrame),
     Msg(MsgFrame),
-    Gap(GapFrame),
+    Gap(Gap),
     Reply {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Id>,
@@ -117,6 +117,15 @@ pub struct MsgFrame {
     pub deliveries: Option<u32>,
 }
 
+/// A `gap`: seqs of the session's stream that will never come (§3), or offsets of one topic
+/// that a recovering subscription cannot replay (§5). Told apart by their fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Gap {
+    Seq(GapFrame),
+    Topic(TopicGapFrame),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GapReason {
@@ -124,11 +133,35 @@ pub enum GapReason {
     Expired,
 }
 
+/// A gap in the session's seqs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GapFrame {
     pub from_seq: u64,
     pub to_seq: u64,
     pub reason: GapReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicGapReason {
+    /// History no longer holds these offsets (trimmed, or past `max_rewind`).
+    History,
+    /// The topic's epoch is not the one the client gave: what the old epoch held after the
+    /// client's offset cannot be told; the range is in the current epoch.
+    Epoch,
+}
+
+/// A gap in one topic's offsets, sent before what the subscription still replays of it.
+/// `from_offset..=to_offset` are offsets of `epoch`, the topic's current epoch; with reason
+/// `epoch` the range may be empty (`to_offset` below `from_offset`) when the current epoch
+/// is held from its start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicGapFrame {
+    pub topic: String,
+    pub from_offset: u64,
+    pub to_offset: u64,
+    pub reason: TopicGapReason,
+    pub epoch: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,11 +209,37 @@ mod tests {
         let gap = r#"{"op":"gap","from_seq":42,"to_seq":97,"reason":"overflow"}"#;
         assert!(matches!(
             serde_json::from_str::<ServerFrame>(gap).unwrap(),
-            ServerFrame::Gap(GapFrame {
+            ServerFrame::Gap(Gap::Seq(GapFrame {
                 from_seq: 42,
                 to_seq: 97,
                 ..
-            })
+            }))
         ));
+    }
+
+    #[test]
+    fn topic_gaps_round_trip_beside_seq_gaps() {
+        let gap = ServerFrame::Gap(Gap::Topic(TopicGapFrame {
+            topic: "t/a".into(),
+            from_offset: 5,
+            to_offset: 9,
+            reason: TopicGapReason::History,
+            epoch: "e1".into(),
+        }));
+        let text = gap.encode();
+        assert_eq!(
+            text,
+            r#"{"op":"gap","topic":"t/a","from_offset":5,"to_offset":9,"reason":"history","epoch":"e1"}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), gap);
+        let seq = ServerFrame::Gap(Gap::Seq(GapFrame {
+            from_seq: 1,
+            to_seq: 2,
+            reason: GapReason::Expired,
+        }));
+        assert_eq!(
+            serde_json::from_str::<ServerFrame>(&seq.encode()).unwrap(),
+            seq
+        );
     }
 }

@@ -97,6 +97,9 @@ impl Bus {
                 "'ack' applies only to a 'group' subscription".into(),
             ));
         }
+        if let Some(Since::Topics(_)) = opts.since {
+            return Err(BusError::BadRequest("not yet".into()));
+        }
         if opts.since.is_some() {
             if !pattern.is_exact() {
                 return Err(BusError::BadRequest(
@@ -200,7 +203,7 @@ impl Bus {
             .min()
             .unwrap_or(0);
         for ((_, entry), state) in entries.iter().zip(guards.iter_mut()) {
-            let replay: Vec<Arc<Event>> = if let Some(since) = opts.since {
+            let replay: Vec<Arc<Event>> = if let Some(Since::Position(since)) = opts.since {
                 let same_epoch = *state.epoch == *since.epoch;
                 recovered = Some(same_epoch && state.holds_after(since.offset));
                 let after = if same_epoch { since.offset } else { 0 };

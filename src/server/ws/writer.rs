@@ -26,7 +26,7 @@ use tokio::io::AsyncWrite;
 use super::shared::Conn;
 use crate::event::Delivery;
 use crate::metrics::WriteTally;
-use crate::protocol::{ByeFrame, GapFrame, GapReason, ServerFrame, close};
+use crate::protocol::{ByeFrame, Gap, GapFrame, GapReason, ServerFrame, close};
 use crate::session::{Close, Drained};
 
 /// Messages taken from the session per round (bounded so control frames are not starved).
@@ -223,11 +223,11 @@ impl Writer {
         *payload_bytes += bytes;
         if let Some((from_seq, to_seq)) = taken.gap {
             // The gap goes before the messages (rare: move them behind it).
-            let gap = ServerFrame::Gap(GapFrame {
+            let gap = ServerFrame::Gap(Gap::Seq(GapFrame {
                 from_seq,
                 to_seq,
                 reason: GapReason::Overflow,
-            })
+            }))
             .encode();
             conn.metrics.gap(from_seq, to_seq);
             let msgs = self.out.split_off(start);

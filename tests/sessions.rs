@@ -85,6 +85,10 @@ async fn chaos_resume_loses_nothing() {
                         }
                         ClientEvent::Gap(g) => panic!("subscriber {i}: unexpected gap {g:?}"),
                         ClientEvent::Bye { .. } => panic!("subscriber {i}: server said bye"),
+                        e @ (ClientEvent::Recovered { .. }
+                        | ClientEvent::RecoveryRefused { .. }) => {
+                            panic!("subscriber {i}: the session was lost: {e:?}")
+                        }
                     }
                 }
                 hits[i].fetch_add(1, Ordering::AcqRel);
@@ -104,6 +108,9 @@ async fn chaos_resume_loses_nothing() {
                         next += 1;
                     }
                     Delivery::Gap(g) => panic!("subscriber {i}: unexpected gap {g:?}"),
+                    d @ (Delivery::TopicGap(_) | Delivery::Recovered { .. }) => {
+                        panic!("subscriber {i}: the session was lost: {d:?}")
+                    }
                 }
             }
             client

@@ -12,16 +12,43 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Reconnecting, resuming, recovering
+//!
 //! A background task owns the socket. When the connection drops it reconnects with
-//! exponential backoff and jitter, resumes its session with `last_seq`, and subscribes
-//! again if the server no longer knew the session. Gaps the server reports reach every
-//! subscription as [`Delivery::Gap`] and the event stream as [`ClientEvent::Gap`].
+//! exponential backoff and jitter, and says `hello` with its session and `last_seq`:
+//!
+//! - If the server still has the session, it **resumes**: the server sends what the
+//!   session buffered meanwhile, in order. Messages the buffer had to drop reach every
+//!   subscription as [`Delivery::Gap`] and the event stream as [`ClientEvent::Gap`].
+//! - If not (the session's TTL ran out, the server restarted, or the client reached
+//!   another node), each subscription **recovers**: every plain subscription remembers the
+//!   last epoch and offset of each topic it delivered (the newest 1000 topics) and the
+//!   newest `ts`, and subscribes again asking for what follows them
+//!   (`sub.since {topics, ts}`), so topics with history lose nothing. What the server can no
+//!   longer replay arrives as a [`Delivery::TopicGap`] with the exact offsets; then each
+//!   subscription gets [`Delivery::Recovered`] (and the event stream
+//!   [`ClientEvent::Recovered`]) saying whether nothing is missing. Group subscriptions are
+//!   made again without recovery: their unacked messages are redelivered anyway.
+//!
+//! A subscription never shows a message twice: one whose epoch and offset it already
+//! delivered is dropped, which makes the seam between a replay and live messages safe.
+//! A subscription that never got a message recovers from the time it was made, taken
+//! from the server's timestamps when the client has seen any (the local clock may be off).
+//!
+//! # Several servers
+//!
+//! [`Client::connect_urls`] takes several URLs (the nodes of a cluster, or standbys): the
+//! first connect tries them in turn, and every reconnect attempt moves to the next one, so a
+//! client whose node died reaches another; recovery then fetches what it missed there.
 
+mod positions;
+mod recovery;
+mod subscription;
 mod task;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -29,21 +56,22 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use herald_protocol::topic::Pattern;
-use herald_protocol::{AckMode, ClientFrame, ErrorCode, Id, OkFrame};
-pub use herald_protocol::{GapFrame, HistoryMessage, MsgFrame, PresenceClient, Since};
+use herald_protocol::{AckMode, ClientFrame, Id, OkFrame};
+pub use herald_protocol::{
+    ErrorCode, GapFrame, HistoryMessage, MsgFrame, Position, PresenceClient, Since, TopicGapFrame,
+    TopicGapReason, TopicPositions,
+};
+pub use subscription::{Delivery, SubscribeOptions, Subscription};
 
-/// What a subscription yields.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
-    Msg(MsgFrame),
-    /// Messages `from_seq..=to_seq` of the session were lost (the buffer overflowed).
-    Gap(GapFrame),
-}
+use positions::{Positions, ServerClock};
+use subscription::LocalSub;
 
 /// Connection life events, from [`Client::events`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
     Connected {
+        /// The URL connected to (of those given to [`Client::connect_urls`]).
+        url: String,
         session: String,
         resumed: bool,
     },
@@ -51,6 +79,20 @@ pub enum ClientEvent {
         reason: String,
     },
     Gap(GapFrame),
+    /// A subscription was made again on a new session; `recovered` is false when it could
+    /// not get everything it missed (see [`Delivery::TopicGap`]).
+    Recovered {
+        pattern: String,
+        recovered: bool,
+    },
+    /// The server refused to recover a subscription (e.g. a server older than recovery):
+    /// it was made again without, so live messages flow but what was missed is lost. A
+    /// [`ClientEvent::Recovered`] with `recovered: false` follows.
+    RecoveryRefused {
+        pattern: String,
+        code: ErrorCode,
+        message: String,
+    },
     /// The server is shutting down.
     Bye {
         retry_ms: u64,
@@ -73,11 +115,13 @@ pub enum ClientError {
     Invalid(String),
 }
 
-/// Tuning for [`Client::connect_with`].
+/// Tuning for [`Client::connect_with`] and [`Client::connect_urls`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Reconnect and resume after the connection drops (default true).
     pub reconnect: bool,
+    /// Wait before the first reconnect attempt, doubled per failed attempt up to
+    /// `backoff_max` (with jitter).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// How long `publish`/`subscribe` wait for their `ok`.
@@ -128,19 +172,6 @@ pub(crate) enum Answer {
     Reply(serde_json::Value),
 }
 
-/// Options of [`Client::subscribe_with`] (the optional fields of `sub`).
-#[derive(Debug, Clone, Default)]
-pub struct SubscribeOptions {
-    /// Join a queue group: each message goes to one member.
-    pub group: Option<String>,
-    /// With a group: messages must be acked ([`Client::ack`]) or they are redelivered.
-    pub manual_ack: bool,
-    /// Replay the N latest messages of each matching topic first.
-    pub rewind: Option<u64>,
-    /// Replay everything after this offset (exact topics only).
-    pub since: Option<Since>,
-}
-
 pub(crate) struct Shared {
     subs: Mutex<Vec<LocalSub>>,
     pending: Mutex<HashMap<i64, oneshot::Sender<Result<Answer, ClientError>>>>,
@@ -152,14 +183,21 @@ pub(crate) struct Shared {
     options: ClientOptions,
     /// Fires on [`Client::close`], also while reconnecting.
     closing: tokio_util::sync::CancellationToken,
+    /// The URLs to connect to, and which one is in use.
+    urls: Vec<String>,
+    url: AtomicUsize,
+    /// Counts deliveries: the recency order of the position maps.
+    tick: AtomicU64,
+    /// The newest `ts` seen, for when a subscription started.
+    clock: Mutex<ServerClock>,
+    /// Ids of the recovery `sub`s awaiting their answer, with their pattern.
+    recovering: Mutex<HashMap<i64, String>>,
 }
 
-struct LocalSub {
-    key: u64,
-    pattern: Pattern,
-    group: Option<String>,
-    manual_ack: bool,
-    tx: mpsc::UnboundedSender<Delivery>,
+impl Shared {
+    pub(crate) fn tick(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 pub(crate) enum Command {
@@ -174,7 +212,23 @@ impl Client {
         Self::connect_with(url, ClientOptions::default()).await
     }
 
+    /// Connects to one URL with options.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        Self::connect_urls([url], options).await
+    }
+
+    /// Connects to the first of `urls` that works (tried in turn); each reconnect attempt
+    /// then moves to the next one, round robin. With one URL, its error is returned as is;
+    /// with several, a [`ClientError::Connect`] lists each one's.
+    pub async fn connect_urls<I, S>(urls: I, options: ClientOptions) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(ClientError::Invalid("no URL to connect to".into()));
+        }
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             subs: Mutex::new(Vec::new()),
@@ -186,11 +240,38 @@ impl Client {
             events,
             options,
             closing: Default::default(),
+            urls,
+            url: AtomicUsize::new(0),
+            tick: AtomicU64::new(0),
+            clock: Mutex::new(ServerClock::default()),
+            recovering: Mutex::new(HashMap::new()),
         });
-        let (cmd, rx) = mpsc::unbounded_channel();
-        let ws = task::open(url, &shared).await?;
-        tokio::spawn(task::run(url.to_owned(), ws, shared.clone(), rx));
-        Ok(Client { shared, cmd })
+        let mut failed = Vec::new();
+        for i in 0..shared.urls.len() {
+            match task::open(&shared, i).await {
+                Ok(ws) => {
+                    let (cmd, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(task::run(ws, shared.clone(), rx));
+                    return Ok(Client { shared, cmd });
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+        if failed.len() == 1 {
+            return Err(failed.remove(0));
+        }
+        let each: Vec<String> = shared
+            .urls
+            .iter()
+            .zip(&failed)
+            .map(|(u, e)| format!("{u}: {e}"))
+            .collect();
+        Err(ClientError::Connect(each.join("; ")))
+    }
+
+    /// The URL of the current connection (while reconnecting: of the last one).
+    pub fn url(&self) -> &str {
+        &self.shared.urls[self.shared.url.load(Ordering::Acquire)]
     }
 
     /// The current session id.
@@ -203,7 +284,7 @@ impl Client {
         self.shared.last_seq.load(Ordering::Acquire)
     }
 
-    /// Connection events (connected, disconnected, gaps, bye).
+    /// Connection events (connected, disconnected, gaps, recoveries, bye).
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
         self.shared.events.subscribe()
     }
@@ -216,7 +297,8 @@ impl Client {
 
     /// Subscribes with options: a queue group (with manual acks), `rewind` or `since`.
     /// Returns once the server confirmed; [`Subscription::recovered`] tells whether a
-    /// `since` replay was complete.
+    /// `since` replay was complete. `rewind` and `since` apply to this subscribe only: when
+    /// the session is lost, the subscription recovers from what it delivered.
     pub async fn subscribe_with(
         &self,
         pattern: &str,
@@ -225,11 +307,19 @@ impl Client {
         let parsed = Pattern::parse(pattern).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let key = self.shared.next_sub.fetch_add(1, Ordering::Relaxed);
+        let positions = opts.group.is_none().then(|| {
+            let mut p = Positions::new(self.shared.clock.lock().start_ts());
+            if let Some(since) = &opts.since {
+                p.seed(pattern, since, &mut || self.shared.tick());
+            }
+            p
+        });
         self.shared.subs.lock().push(LocalSub {
             key,
             pattern: parsed,
             group: opts.group.clone(),
             manual_ack: opts.manual_ack,
+            positions,
             tx,
         });
         let mut sub = Subscription {
@@ -389,7 +479,7 @@ impl Client {
         let _ = self.cmd.send(Command::Close);
     }
 
-    fn send_frame(&self, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
+    pub(crate) fn send_frame(&self, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
         let text = serde_json::to_string(frame).map_err(|e| ClientError::Invalid(e.to_string()))?;
         self.cmd
             .send(Command::Send(text))
@@ -425,75 +515,6 @@ impl Client {
                 self.shared.pending.lock().remove(&n);
                 Err(ClientError::Timeout(timeout))
             }
-        }
-    }
-}
-
-/// A stream of deliveries for one pattern. Dropping it unsubscribes.
-pub struct Subscription {
-    rx: mpsc::UnboundedReceiver<Delivery>,
-    key: u64,
-    pattern: String,
-    group: Option<String>,
-    recovered: Option<bool>,
-    client: Client,
-}
-
-impl Subscription {
-    /// The next delivery; `None` once the client is closed.
-    pub async fn next(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
-    }
-
-    /// The next message, skipping gaps.
-    pub async fn next_msg(&mut self) -> Option<MsgFrame> {
-        loop {
-            match self.next().await? {
-                Delivery::Msg(m) => return Some(m),
-                Delivery::Gap(_) => continue,
-            }
-        }
-    }
-
-    pub fn pattern(&self) -> &str {
-        &self.pattern
-    }
-
-    /// With `since`: whether every message after the offset was replayed.
-    pub fn recovered(&self) -> Option<bool> {
-        self.recovered
-    }
-
-    /// Acknowledges a message of a manual-ack group subscription.
-    pub fn ack(&self, msg: &MsgFrame) -> Result<(), ClientError> {
-        self.client.ack(msg.seq)
-    }
-}
-
-impl futures_util::Stream for Subscription {
-    type Item = Delivery;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let still_used = {
-            let mut subs = self.client.shared.subs.lock();
-            subs.retain(|s| s.key != self.key);
-            subs.iter()
-                .any(|s| s.pattern.as_str() == self.pattern && s.group == self.group)
-        };
-        if !still_used {
-            let _ = self.client.send_frame(&ClientFrame::Unsub {
-                id: None,
-                pattern: self.pattern.as_str().into(),
-                group: self.group.clone(),
-            });
         }
     }
 }

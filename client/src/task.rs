@@ -1,4 +1,5 @@
-//! The client's connection task: handshake, dispatch, reconnect and resume.
+//! The client's connection task: handshake, dispatch, reconnect (round robin over the
+//! URLs), resume or recover.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,17 +11,18 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{Answer, ClientError, ClientEvent, Command, Delivery, Shared};
-use herald_protocol::{ClientFrame, OkFrame, ServerFrame};
+use super::{Answer, ClientError, ClientEvent, Command, Delivery, Shared, recovery};
+use herald_protocol::{ClientFrame, Gap, Id, OkFrame, ServerFrame};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long the server gets to answer `hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects, says `hello` (resuming the session if there is one) and waits for `welcome`.
-/// Subscribes again when the server did not resume the session.
-pub(super) async fn open(url: &str, shared: &Arc<Shared>) -> Result<Ws, ClientError> {
+/// Connects to the `i`th URL, says `hello` (resuming the session if there is one) and waits
+/// for `welcome`. Subscribes again, recovering, when the server did not resume the session.
+pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientError> {
+    let url = shared.urls[i].as_str();
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
@@ -59,31 +61,24 @@ pub(super) async fn open(url: &str, shared: &Arc<Shared>) -> Result<Ws, ClientEr
     .map_err(|_| ClientError::Timeout(WELCOME_TIMEOUT))??;
 
     *shared.session.lock() = Some(welcome.session.clone());
+    // Answers to recovery `sub`s of an earlier connection will not come.
+    shared.recovering.lock().clear();
     if !welcome.resumed {
         shared.last_seq.store(0, Ordering::Release);
-        let subs: Vec<(String, Option<String>, bool)> = {
-            let subs = shared.subs.lock();
-            let mut p: Vec<(String, Option<String>, bool)> = subs
-                .iter()
-                .map(|s| (s.pattern.as_str().to_owned(), s.group.clone(), s.manual_ack))
-                .collect();
-            p.sort();
-            p.dedup();
-            p
-        };
-        for (pattern, group, manual) in subs {
-            let sub = ClientFrame::Sub {
-                id: None,
-                pattern: pattern.into(),
-                group,
-                ack: manual.then_some(herald_protocol::AckMode::Manual),
-                rewind: None,
-                since: None,
-            };
-            send(&mut ws, &sub).await?;
+        let plan = recovery::plan(&shared.subs.lock());
+        for r in plan {
+            // A recovery `sub` has an id, to hear whether it worked; a group's needs none.
+            let id = r.since.as_ref().map(|_| {
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                shared.recovering.lock().insert(id, r.pattern.clone());
+                id
+            });
+            send(&mut ws, &r.frame(id)).await?;
         }
     }
+    shared.url.store(i, Ordering::Release);
     let _ = shared.events.send(ClientEvent::Connected {
+        url: url.to_owned(),
         session: welcome.session,
         resumed: welcome.resumed,
     });
@@ -104,12 +99,7 @@ enum End {
     Lost(String),
 }
 
-pub(super) async fn run(
-    url: String,
-    mut ws: Ws,
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-) {
+pub(super) async fn run(mut ws: Ws, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Command>) {
     let mut backoff = shared.options.backoff_min;
     loop {
         let end = drive(&mut ws, &shared, &mut rx).await;
@@ -129,7 +119,9 @@ pub(super) async fn run(
                 }
             }
         }
-        // Reconnect with exponential backoff and jitter; a close command stops trying.
+        // Reconnect with exponential backoff and jitter, each attempt to the next URL; a
+        // close command stops trying.
+        let mut i = shared.url.load(Ordering::Acquire);
         ws = loop {
             let jitter = 0.5 + rand::random::<f64>() * 0.5;
             let wait = backoff.mul_f64(jitter);
@@ -144,9 +136,10 @@ pub(super) async fn run(
                 fail_pending(&shared, &End::Close);
                 return;
             }
-            match open(&url, &shared).await {
+            i = (i + 1) % shared.urls.len();
+            match open(&shared, i).await {
                 Ok(ws) => break ws,
-                Err(e) => tracing::debug!(error = %e, "reconnect failed"),
+                Err(e) => tracing::debug!(url = %shared.urls[i], error = %e, "reconnect failed"),
             }
         };
         backoff = shared.options.backoff_min;
@@ -191,7 +184,13 @@ async fn drive(ws: &mut Ws, shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Co
             m = ws.next() => match m {
                 None => return End::Lost("connection closed".into()),
                 Some(Err(e)) => return End::Lost(e.to_string()),
-                Some(Ok(Message::Text(t))) => dispatch(shared, &t),
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(frame) = dispatch(shared, &t)
+                        && let Err(e) = ws.send(Message::text(frame)).await
+                    {
+                        return End::Lost(e.to_string());
+                    }
+                }
                 Some(Ok(Message::Close(c))) => {
                     let why = c.map(|c| format!("closed by server: {} {}", u16::from(c.code), c.reason))
                         .unwrap_or_else(|| "closed by server".into());
@@ -203,32 +202,57 @@ async fn drive(ws: &mut Ws, shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Co
     }
 }
 
-fn dispatch(shared: &Shared, text: &str) {
+/// Hands a server frame to whoever waits for it; returns a frame to send back, if any.
+fn dispatch(shared: &Shared, text: &str) -> Option<String> {
     let frame = match serde_json::from_str::<ServerFrame>(text) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "unreadable frame from server");
-            return;
+            return None;
         }
     };
     match frame {
         ServerFrame::Msg(m) => {
             shared.last_seq.store(m.seq, Ordering::Release);
+            shared.clock.lock().saw(m.ts);
+            let tick = shared.tick();
             let mut subs = shared.subs.lock();
             subs.retain(|s| !s.tx.is_closed());
-            for s in subs.iter().filter(|s| s.pattern.matches(&m.topic)) {
+            for s in subs.iter_mut().filter(|s| s.pattern.matches(&m.topic)) {
+                // What this subscription already delivered is not shown again.
+                if let Some(p) = &mut s.positions
+                    && !p.accept(&m, tick)
+                {
+                    continue;
+                }
                 let _ = s.tx.send(Delivery::Msg(m.clone()));
             }
         }
-        ServerFrame::Gap(herald_protocol::Gap::Topic(_)) => {}
-        ServerFrame::Gap(herald_protocol::Gap::Seq(g)) => {
+        ServerFrame::Gap(Gap::Topic(g)) => {
+            let tick = shared.tick();
+            for s in shared.subs.lock().iter_mut() {
+                if let Some(p) = &mut s.positions
+                    && s.pattern.matches(&g.topic)
+                {
+                    p.skip(&g, tick);
+                    let _ = s.tx.send(Delivery::TopicGap(g.clone()));
+                }
+            }
+        }
+        ServerFrame::Gap(Gap::Seq(g)) => {
             shared.last_seq.store(g.to_seq, Ordering::Release);
             for s in shared.subs.lock().iter() {
                 let _ = s.tx.send(Delivery::Gap(g.clone()));
             }
             let _ = shared.events.send(ClientEvent::Gap(g));
         }
-        ServerFrame::Ok(ok) => resolve(shared, ok.id.clone(), Ok(Answer::Ok(ok))),
+        ServerFrame::Ok(ok) => {
+            if let Some(pattern) = recovering(shared, &ok.id) {
+                recovery::done(shared, pattern, ok.recovered.unwrap_or(true));
+            } else {
+                resolve(shared, ok.id.clone(), Ok(Answer::Ok(ok)));
+            }
+        }
         ServerFrame::Reply { id, data } => resolve(shared, id, Ok(Answer::Reply(data))),
         ServerFrame::Pong { id } => resolve(
             shared,
@@ -239,6 +263,9 @@ fn dispatch(shared: &Shared, text: &str) {
             })),
         ),
         ServerFrame::Error(e) => {
+            if let Some(pattern) = recovering(shared, &e.id) {
+                return Some(recovery::refused(shared, pattern, e.code, e.message));
+            }
             if e.id.is_none() {
                 tracing::debug!(code = %e.code, message = %e.message, "server error");
             }
@@ -258,10 +285,19 @@ fn dispatch(shared: &Shared, text: &str) {
         }
         ServerFrame::Welcome(_) => {}
     }
+    None
 }
 
-fn resolve(shared: &Shared, id: Option<herald_protocol::Id>, r: Result<Answer, ClientError>) {
-    if let Some(herald_protocol::Id::Num(n)) = id
+/// The pattern of the recovery `sub` this answers, if it answers one.
+fn recovering(shared: &Shared, id: &Option<Id>) -> Option<String> {
+    match id {
+        Some(Id::Num(n)) => shared.recovering.lock().remove(n),
+        _ => None,
+    }
+}
+
+fn resolve(shared: &Shared, id: Option<Id>, r: Result<Answer, ClientError>) {
+    if let Some(Id::Num(n)) = id
         && let Some(tx) = shared.pending.lock().remove(&n)
     {
         let _ = tx.send(r);

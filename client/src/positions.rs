@@ -1,0 +1,459 @@
+//! Where a plain subscription stands in each topic it delivered: the last `(epoch, offset)`
+//! of its newest [`MAX_SINCE_TOPICS`] topics and the newest live `ts`. This is what a
+//! recovery asks the server for (`sub.since {topics, ts}`), and what keeps a recovery's
+//! replay from showing the application a message twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_protocol::{MAX_SINCE_TOPICS, MsgFrame, Position, Since, TopicGapFrame, TopicPositions};
+
+/// How far back of the estimated server time a subscription's start is put: the estimate
+/// must not be later than the server's real time of subscribing, or a recovery would miss
+/// what came in between.
+pub(crate) const CLOCK_SLACK: Duration = Duration::from_millis(1000);
+
+/// One subscription's positions, bounded to the most recently delivered topics.
+#[derive(Debug)]
+pub(crate) struct Positions {
+    topics: HashMap<String, Entry>,
+    /// Tick of the last delivery → topic, oldest first: the eviction order.
+    by_tick: BTreeMap<u64, String>,
+    cap: usize,
+    /// The newest `ts` of a live message delivered (replayed and retained messages are
+    /// older than the subscription's start, so they do not say where it stands in time).
+    live_ts: Option<u64>,
+    /// The server's time when the subscription was made, as well as the client can tell:
+    /// the `ts` a recovery asks for while no live message came.
+    start_ts: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    position: Position,
+    tick: u64,
+}
+
+impl Positions {
+    pub(crate) fn new(start_ts: u64) -> Positions {
+        Self::with_cap(MAX_SINCE_TOPICS, start_ts)
+    }
+
+    pub(crate) fn with_cap(cap: usize, start_ts: u64) -> Positions {
+        Positions {
+            topics: HashMap::new(),
+            by_tick: BTreeMap::new(),
+            cap: cap.max(1),
+            live_ts: None,
+            start_ts,
+        }
+    }
+
+    /// Takes a user's `since` as where the subscription starts: what it lists, the client
+    /// has. `pattern` is the topic of the `{epoch, offset}` form (an exact pattern).
+    pub(crate) fn seed(&mut self, pattern: &str, since: &Since, tick: &mut impl FnMut() -> u64) {
+        match since {
+            Since::Position(p) => self.set(pattern, &p.epoch, p.offset, tick()),
+            Since::Topics(t) => {
+                for (topic, p) in &t.topics {
+                    self.set(topic, &p.epoch, p.offset, tick());
+                }
+                if let Some(ts) = t.ts {
+                    self.start_ts = ts;
+                }
+            }
+        }
+    }
+
+    /// Records a delivered message; false when the subscription already has it (same
+    /// epoch, offset not past the remembered one), which is then not shown again.
+    ///
+    /// A retained message is filtered the same way but not recorded: it may be far older
+    /// than the topic's last offset, and recovering from it would replay messages from
+    /// before the subscription.
+    pub(crate) fn accept(&mut self, m: &MsgFrame, tick: u64) -> bool {
+        if let Some(e) = self.topics.get(m.topic.as_str())
+            && e.position.epoch == m.epoch
+            && m.offset <= e.position.offset
+        {
+            return false;
+        }
+        if m.retained {
+            return true;
+        }
+        if !m.replay {
+            self.live_ts = Some(self.live_ts.map_or(m.ts, |t| t.max(m.ts)));
+        }
+        self.set(&m.topic, &m.epoch, m.offset, tick);
+        true
+    }
+
+    /// A topic gap: what it covers will never come, so the topic's position moves to its
+    /// end when that is further (another epoch, or a later offset). Returns whether it moved.
+    pub(crate) fn skip(&mut self, g: &TopicGapFrame, tick: u64) -> bool {
+        let further = match self.topics.get(g.topic.as_str()) {
+            None => true,
+            Some(e) => e.position.epoch != g.epoch || g.to_offset > e.position.offset,
+        };
+        if further {
+            self.set(&g.topic, &g.epoch, g.to_offset, tick);
+        }
+        further
+    }
+
+    /// The `ts` a recovery asks for: the newest live message's, else the start.
+    pub(crate) fn ts(&self) -> u64 {
+        self.live_ts.unwrap_or(self.start_ts)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, topic: &str) -> Option<&Position> {
+        self.topics.get(topic).map(|e| &e.position)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// What a recovery resubscribe sends.
+    pub(crate) fn since(&self) -> TopicPositions {
+        TopicPositions {
+            topics: self
+                .topics
+                .iter()
+                .map(|(t, e)| (t.clone(), e.position.clone()))
+                .collect(),
+            ts: Some(self.ts()),
+        }
+    }
+
+    fn set(&mut self, topic: &str, epoch: &str, offset: u64, tick: u64) {
+        if let Some(e) = self.topics.get_mut(topic) {
+            if let Some(t) = self.by_tick.remove(&e.tick) {
+                self.by_tick.insert(tick, t);
+            }
+            e.tick = tick;
+            if e.position.epoch != epoch {
+                e.position.epoch = epoch.to_owned();
+            }
+            e.position.offset = offset;
+            return;
+        }
+        if self.topics.len() >= self.cap
+            && let Some((_, oldest)) = self.by_tick.pop_first()
+        {
+            self.topics.remove(&oldest);
+        }
+        self.by_tick.insert(tick, topic.to_owned());
+        self.topics.insert(
+            topic.to_owned(),
+            Entry {
+                position: Position {
+                    epoch: epoch.to_owned(),
+                    offset,
+                },
+                tick,
+            },
+        );
+    }
+}
+
+/// One `since` for several local subscriptions of the same pattern: the server holds one
+/// subscription per pattern and ignores a second `sub` of it, so they must recover
+/// together. Per topic the lowest offset wins (each subscription filters out what it
+/// already has); where they disagree on the epoch, the most recently delivered one wins;
+/// the most recently delivered [`MAX_SINCE_TOPICS`] topics are kept; `ts` is the earliest.
+pub(crate) fn merge<'a>(all: impl IntoIterator<Item = &'a Positions>) -> TopicPositions {
+    let mut all = all.into_iter().peekable();
+    let Some(first) = all.next() else {
+        return TopicPositions::default();
+    };
+    if all.peek().is_none() {
+        return first.since();
+    }
+    let mut ts = first.ts();
+    let mut out: HashMap<&str, (Position, u64)> = first
+        .topics
+        .iter()
+        .map(|(t, e)| (t.as_str(), (e.position.clone(), e.tick)))
+        .collect();
+    for p in all {
+        ts = ts.min(p.ts());
+        for (t, e) in &p.topics {
+            match out.get_mut(t.as_str()) {
+                None => {
+                    out.insert(t, (e.position.clone(), e.tick));
+                }
+                Some((have, tick)) if have.epoch == e.position.epoch => {
+                    have.offset = have.offset.min(e.position.offset);
+                    *tick = (*tick).max(e.tick);
+                }
+                Some((have, tick)) => {
+                    if e.tick > *tick {
+                        *have = e.position.clone();
+                        *tick = e.tick;
+                    }
+                }
+            }
+        }
+    }
+    let mut list: Vec<(&str, (Position, u64))> = out.into_iter().collect();
+    if list.len() > MAX_SINCE_TOPICS {
+        list.sort_unstable_by_key(|(_, (_, tick))| std::cmp::Reverse(*tick));
+        list.truncate(MAX_SINCE_TOPICS);
+    }
+    TopicPositions {
+        topics: list
+            .into_iter()
+            .map(|(t, (p, _))| (t.to_owned(), p))
+            .collect(),
+        ts: Some(ts),
+    }
+}
+
+/// The newest message `ts` the client saw and when it came: an estimate of the server's
+/// clock that does not depend on the local one being right.
+#[derive(Debug, Default)]
+pub(crate) struct ServerClock {
+    newest: Option<(u64, Instant)>,
+}
+
+impl ServerClock {
+    pub(crate) fn saw(&mut self, ts: u64) {
+        if self.newest.is_none_or(|(t, _)| ts > t) {
+            self.newest = Some((ts, Instant::now()));
+        }
+    }
+
+    /// The server's time now, minus [`CLOCK_SLACK`]: the newest `ts` seen plus the time
+    /// since it came, else the local wall clock.
+    pub(crate) fn start_ts(&self) -> u64 {
+        let now = match self.newest {
+            Some((ts, at)) => ts + at.elapsed().as_millis() as u64,
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        now.saturating_sub(CLOCK_SLACK.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, epoch: &str, offset: u64, ts: u64) -> MsgFrame {
+        MsgFrame {
+            seq: offset,
+            topic: topic.into(),
+            data: serde_json::Value::Null,
+            offset,
+            epoch: epoch.into(),
+            ts,
+            msg_id: None,
+            reply_to: None,
+            retained: false,
+            replay: false,
+            redelivered: false,
+            deliveries: None,
+        }
+    }
+
+    fn gap(topic: &str, epoch: &str, from: u64, to: u64) -> TopicGapFrame {
+        TopicGapFrame {
+            topic: topic.into(),
+            from_offset: from,
+            to_offset: to,
+            reason: herald_protocol::TopicGapReason::History,
+            epoch: epoch.into(),
+        }
+    }
+
+    fn at(p: &Positions, topic: &str) -> Option<(String, u64)> {
+        p.get(topic).map(|p| (p.epoch.clone(), p.offset))
+    }
+
+    #[test]
+    fn keeps_the_most_recently_delivered_topics() {
+        let mut p = Positions::with_cap(3, 0);
+        let mut tick = 0..;
+        for t in ["a", "b", "c"] {
+            assert!(p.accept(&msg(t, "e", 1, 10), tick.next().unwrap()));
+        }
+        // `a` delivered again: `b` is now the least recently delivered.
+        assert!(p.accept(&msg("a", "e", 2, 11), tick.next().unwrap()));
+        assert!(p.accept(&msg("d", "e", 1, 12), tick.next().unwrap()));
+        assert_eq!(p.len(), 3);
+        assert_eq!(at(&p, "b"), None);
+        assert_eq!(at(&p, "a"), Some(("e".into(), 2)));
+        assert!(at(&p, "c").is_some() && at(&p, "d").is_some());
+        // A gap counts as a delivery of its topic.
+        assert!(p.skip(&gap("c", "e", 2, 5), tick.next().unwrap()));
+        assert!(p.accept(&msg("f", "e", 1, 13), tick.next().unwrap()));
+        assert_eq!(at(&p, "a"), None, "a is now the oldest");
+        assert_eq!(at(&p, "c"), Some(("e".into(), 5)));
+        let since = p.since();
+        assert_eq!(
+            since.topics.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["c", "d", "f"]
+        );
+    }
+
+    #[test]
+    fn bounded_at_the_protocols_cap() {
+        let mut p = Positions::new(0);
+        for i in 0..=MAX_SINCE_TOPICS as u64 {
+            assert!(p.accept(&msg(&format!("t/{i}"), "e", 1, i), i));
+        }
+        assert_eq!(p.len(), MAX_SINCE_TOPICS);
+        assert_eq!(at(&p, "t/0"), None);
+        assert!(at(&p, "t/1").is_some());
+        assert_eq!(p.since().topics.len(), MAX_SINCE_TOPICS);
+    }
+
+    #[test]
+    fn drops_what_the_subscription_already_has() {
+        let mut p = Positions::new(0);
+        for o in 1..=3 {
+            assert!(p.accept(&msg("a", "e1", o, 100 + o), o));
+        }
+        // A replay of 2..=4 after a recovery: only 4 is new.
+        for (o, new) in [(2, false), (3, false), (4, true)] {
+            let mut m = msg("a", "e1", o, 100 + o);
+            m.replay = true;
+            assert_eq!(p.accept(&m, 10 + o), new, "offset {o}");
+        }
+        assert_eq!(at(&p, "a"), Some(("e1".into(), 4)));
+        // Another topic with the same offsets is not a duplicate.
+        assert!(p.accept(&msg("b", "e1", 2, 200), 20));
+        // Another epoch starts over: offset 1 of e2 is new.
+        assert!(p.accept(&msg("a", "e2", 1, 300), 21));
+        assert_eq!(at(&p, "a"), Some(("e2".into(), 1)));
+        assert!(!p.accept(&msg("a", "e2", 1, 300), 22));
+    }
+
+    #[test]
+    fn retained_messages_are_filtered_but_not_recorded() {
+        let mut p = Positions::new(50);
+        let mut r = msg("a", "e", 7, 5);
+        r.retained = true;
+        assert!(p.accept(&r, 1), "a retained message not yet seen is shown");
+        assert_eq!(at(&p, "a"), None, "and not taken as the topic's position");
+        assert_eq!(p.ts(), 50, "nor as the subscription's time");
+        assert!(p.accept(&msg("a", "e", 9, 60), 2));
+        assert!(!p.accept(&r, 3), "one it already has is dropped");
+    }
+
+    #[test]
+    fn gaps_move_positions_forward_only() {
+        let mut p = Positions::new(0);
+        assert!(p.accept(&msg("a", "e1", 3, 1), 1));
+        assert!(p.skip(&gap("a", "e1", 4, 10), 2));
+        assert_eq!(at(&p, "a"), Some(("e1".into(), 10)));
+        assert!(!p.accept(&msg("a", "e1", 9, 2), 3));
+        assert!(p.accept(&msg("a", "e1", 11, 2), 4));
+        // A gap behind the position (it came after the replay that followed it).
+        assert!(!p.skip(&gap("a", "e1", 4, 8), 5));
+        assert_eq!(at(&p, "a"), Some(("e1".into(), 11)));
+        // A new epoch held from its start: an empty gap, then offset 1 of it is new.
+        assert!(p.skip(&gap("a", "e2", 1, 0), 6));
+        assert_eq!(at(&p, "a"), Some(("e2".into(), 0)));
+        assert!(p.accept(&msg("a", "e2", 1, 3), 7));
+        // A gap on a topic never delivered starts its position.
+        assert!(p.skip(&gap("b", "e1", 1, 4), 8));
+        assert_eq!(at(&p, "b"), Some(("e1".into(), 4)));
+    }
+
+    #[test]
+    fn ts_is_the_newest_live_message_or_the_start() {
+        let mut p = Positions::new(1000);
+        assert_eq!(p.ts(), 1000);
+        let mut old = msg("a", "e", 1, 10);
+        old.replay = true;
+        assert!(p.accept(&old, 1));
+        assert_eq!(p.ts(), 1000, "replayed messages are older than the start");
+        assert!(p.accept(&msg("a", "e", 2, 1500), 2));
+        assert!(p.accept(&msg("b", "e", 1, 1400), 3));
+        assert_eq!(p.ts(), 1500);
+        assert_eq!(p.since().ts, Some(1500));
+    }
+
+    #[test]
+    fn a_users_since_is_where_it_starts() {
+        let mut p = Positions::new(1000);
+        let mut n = 0;
+        let mut tick = || {
+            n += 1;
+            n
+        };
+        p.seed("t/a", &Since::at("e", 4), &mut tick);
+        assert_eq!(at(&p, "t/a"), Some(("e".into(), 4)));
+        let mut topics = BTreeMap::new();
+        topics.insert(
+            "t/b".to_owned(),
+            Position {
+                epoch: "e".into(),
+                offset: 2,
+            },
+        );
+        p.seed(
+            "t/**",
+            &Since::Topics(TopicPositions {
+                topics,
+                ts: Some(77),
+            }),
+            &mut tick,
+        );
+        assert_eq!(at(&p, "t/b"), Some(("e".into(), 2)));
+        assert_eq!(p.ts(), 77);
+        assert!(!p.accept(&msg("t/b", "e", 2, 80), 10));
+        assert!(p.accept(&msg("t/b", "e", 3, 80), 11));
+    }
+
+    #[test]
+    fn subscriptions_of_one_pattern_recover_together() {
+        let mut a = Positions::new(500);
+        let mut b = Positions::new(400);
+        assert!(a.accept(&msg("x", "e", 5, 600), 1));
+        assert!(b.accept(&msg("x", "e", 3, 600), 2));
+        assert!(a.accept(&msg("y", "old", 9, 600), 3));
+        assert!(b.accept(&msg("y", "new", 2, 600), 4));
+        assert!(b.accept(&msg("z", "e", 1, 700), 5));
+        let m = merge([&a, &b]);
+        assert_eq!(m.topics["x"].offset, 3, "the lower offset");
+        assert_eq!(m.topics["y"].epoch, "new", "the later delivered epoch");
+        assert_eq!(m.topics["z"].offset, 1);
+        assert_eq!(m.ts, Some(600));
+        assert_eq!(merge([&a]), a.since());
+        assert_eq!(merge(std::iter::empty()), TopicPositions::default());
+
+        let mut c = Positions::new(0);
+        let mut d = Positions::new(0);
+        for i in 0..MAX_SINCE_TOPICS as u64 {
+            assert!(c.accept(&msg(&format!("c/{i}"), "e", 1, 1), 10 + 2 * i));
+            assert!(d.accept(&msg(&format!("d/{i}"), "e", 1, 1), 11 + 2 * i));
+        }
+        let m = merge([&c, &d]);
+        assert_eq!(m.topics.len(), MAX_SINCE_TOPICS);
+        assert!(m.topics.contains_key("c/999") && m.topics.contains_key("d/999"));
+        assert!(!m.topics.contains_key("c/0") && !m.topics.contains_key("d/499"));
+        assert!(m.topics.contains_key("d/500"));
+    }
+
+    #[test]
+    fn server_clock_prefers_the_servers_timestamps() {
+        let mut c = ServerClock::default();
+        let local = c.start_ts();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(local <= wall - 1000 && local + 5000 > wall - 1000);
+        c.saw(10_000);
+        c.saw(9_000);
+        let s = c.start_ts();
+        assert!((9_000..9_100).contains(&s), "{s}");
+    }
+}

@@ -222,7 +222,11 @@ impl Ring {
     #[cold]
     fn notes_due(&mut self, out: &mut Vec<Arc<str>>) -> u64 {
         let first = self.first();
-        while self.notes.front().is_some_and(|n| n.sent && n.before < first) {
+        while self
+            .notes
+            .front()
+            .is_some_and(|n| n.sent && n.before < first)
+        {
             self.notes.pop_front();
         }
         let next = self.sent + 1;

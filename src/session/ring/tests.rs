@@ -105,7 +105,8 @@ impl Model {
             pos += 1;
         }
         let first = self.first();
-        self.notes.retain(|(before, _, sent)| !(*sent && *before < first));
+        self.notes
+            .retain(|(before, _, sent)| !(*sent && *before < first));
         let mut notes = Vec::new();
         let mut stop = u64::MAX;
         for (before, frame, sent) in self.notes.iter_mut().filter(|n| !n.2) {

@@ -228,7 +228,7 @@ fn example_file_loads_and_documents_every_key() {
         ..TopicConfig::default()
     };
     let loaded = Config::from_toml_str(&example).unwrap();
-    assert_eq!(loaded.topics, [chat.clone()]);
+    assert_eq!(loaded.topics, std::slice::from_ref(&chat));
     assert_eq!(
         Config {
             topics: Vec::new(),

@@ -524,3 +524,41 @@ async fn a_topic_gap_is_sent_again_on_resume() {
     assert_eq!(offsets, [Some(8), Some(9), Some(10)]);
     server.stop().await;
 }
+
+/// (d): a session that expired (its TTL ran out while the client was away) recovers the
+/// same way as one lost to a restart.
+#[tokio::test]
+async fn an_expired_session_recovers_with_since() {
+    let mut config = with_topics(&[("t/**", 10_000, 10_000)]);
+    config.session.ttl = Duration::from_millis(200);
+    let server = TestServer::with_config(config).await;
+    let url = server.ws_url();
+    let mut t = Tracker::new();
+    let (mut c, w) = subscribe(&url, "t/**", None).await;
+    let mut acked = Acked::new();
+    let topics: Vec<String> = (0..5).map(|i| format!("t/{i}")).collect();
+    publish_round(&url, &topics, 4, &mut acked).await;
+    read_until(&mut c, &mut t, 10).await;
+    drop(c);
+    let mut more = topics.clone();
+    more.push("t/late".into());
+    publish_round(&url, &more, 3, &mut acked).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut c = Raw::connect(&url).await;
+    c.send(json!({"op": "hello", "session": w["session"], "last_seq": t.count()}))
+        .await;
+    let welcome = c.recv().await;
+    assert_eq!(welcome["resumed"], false, "the session expired: {welcome}");
+    c.send(json!({"op": "sub", "id": "s", "pattern": "t/**", "since": t.since()}))
+        .await;
+    let total: usize = acked.values().map(Vec::len).sum();
+    let oks = read_until(&mut c, &mut t, total).await;
+    assert!(t.gaps.is_empty(), "{:?}", t.gaps);
+    assert_eq!(t.got, acked);
+    let ok = match oks.first() {
+        Some(ok) => ok.clone(),
+        None => c.recv_op_id("s").await,
+    };
+    assert_eq!(ok["recovered"], true, "{ok}");
+    server.stop().await;
+}

@@ -4,9 +4,10 @@
 #   ./scripts/test.sh            (from any directory)
 #
 # Sections, in order; the first one that fails stops the run with a non-zero exit:
-#   rust     cargo test --workspace --all-targets --no-fail-fast   (every crate: lib, bin, tests/,
-#            examples, benches)
-#   doc      cargo test --workspace --doc
+#   rust     cargo test --workspace --no-fail-fast   (every crate: lib, bins, tests/, doc tests;
+#            the examples are built as the plain binaries tests/examples.rs runs. Benches are
+#            not built here: they are not tests, and building them doubles the link work; run
+#            them with `cargo bench`, check them with `cargo clippy --all-targets`)
 #   js       node --test web/test/                     (when web/test/ exists)
 #   browser  node --test tests/browser/                (when tests/browser/ exists; Debian's chromium)
 # redis-server is installed first when tests/cluster.rs exists (the cluster tests need it).
@@ -154,14 +155,7 @@ section_redis() {
 }
 
 section_rust() {
-  # tests/examples.rs runs the example programs as a user would; `cargo test` only builds
-  # them as test harnesses, so build the plain binaries first.
-  cargo build --workspace --examples
-  cargo test --workspace --all-targets --no-fail-fast
-}
-
-section_doc() {
-  cargo test --workspace --doc
+  cargo test --workspace --no-fail-fast
 }
 
 section_js() {
@@ -227,8 +221,7 @@ skip() {
 if [[ -f tests/cluster.rs ]]; then
   run redis "redis-server for the cluster tests" section_redis
 fi
-run rust "cargo test --workspace --all-targets --no-fail-fast" section_rust
-run doc "cargo test --workspace --doc" section_doc
+run rust "cargo test --workspace --no-fail-fast" section_rust
 if [[ -d web/test ]]; then
   run js "node --test web/test/" section_js
 else

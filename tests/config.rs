@@ -221,7 +221,21 @@ fn full_schema_parses() {
 #[test]
 fn example_file_loads_and_documents_every_key() {
     let example = example_file();
-    assert_eq!(Config::from_toml_str(&example).unwrap(), Config::default());
+    // The defaults, and history for the web app's chat rooms.
+    let chat = TopicConfig {
+        pattern: "chat/**".into(),
+        history: 1000,
+        ..TopicConfig::default()
+    };
+    let loaded = Config::from_toml_str(&example).unwrap();
+    assert_eq!(loaded.topics, std::slice::from_ref(&chat));
+    assert_eq!(
+        Config {
+            topics: Vec::new(),
+            ..loaded
+        },
+        Config::default()
+    );
 
     // Uncommenting every commented-out setting gives the full schema, still with defaults
     // (apart from the sample values), which loads.
@@ -241,10 +255,11 @@ fn example_file_loads_and_documents_every_key() {
         })
         .collect();
     let full = Config::from_toml_str(&uncommented).unwrap();
-    assert!(full.auth.is_some() && full.cluster.is_some() && full.topics.len() == 1);
+    assert!(full.auth.is_some() && full.cluster.is_some() && full.topics.len() == 2);
     assert_eq!(full.limits, Config::default().limits);
+    assert_eq!(full.topics[1], chat);
     let defaults = TopicConfig {
-        pattern: "chat/**".into(),
+        pattern: "orders/**".into(),
         history_ttl: Some(Duration::from_secs(3600)),
         ..TopicConfig::default()
     };

@@ -22,18 +22,20 @@
 //!   subscription as [`Delivery::Gap`] and the event stream as [`ClientEvent::Gap`].
 //! - If not (the session's TTL ran out, the server restarted, or the client reached
 //!   another node), each subscription **recovers**: every plain subscription remembers the
-//!   last epoch and offset of each topic it delivered (the newest 1000 topics) and the
-//!   newest `ts`, and subscribes again asking for what follows them
-//!   (`sub.since {topics, ts}`), so topics with history lose nothing. What the server can no
-//!   longer replay arrives as a [`Delivery::TopicGap`] with the exact offsets; then each
-//!   subscription gets [`Delivery::Recovered`] (and the event stream
+//!   last epoch and offset of each topic it delivered (the 1000 most recently delivered
+//!   topics) and when it was made, and subscribes again asking for what follows them
+//!   (`sub.since {topics, ts}`; topics it never had a message of replay what is newer than
+//!   `ts`), so topics with history lose nothing. What the server can no longer replay
+//!   arrives as a [`Delivery::TopicGap`] with the exact offsets, before what it still holds;
+//!   each subscription also gets [`Delivery::Recovered`] (and the event stream
 //!   [`ClientEvent::Recovered`]) saying whether nothing is missing. Group subscriptions are
 //!   made again without recovery: their unacked messages are redelivered anyway.
 //!
 //! A subscription never shows a message twice: one whose epoch and offset it already
 //! delivered is dropped, which makes the seam between a replay and live messages safe.
-//! A subscription that never got a message recovers from the time it was made, taken
-//! from the server's timestamps when the client has seen any (the local clock may be off).
+//! The time a subscription was made is taken from the server's timestamps when the client
+//! has seen any (the newest one, plus the time since it came), as the local clock may be
+//! off; else from the local clock, a second early.
 //!
 //! # Several servers
 //!

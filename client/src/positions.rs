@@ -1,7 +1,14 @@
 //! Where a plain subscription stands in each topic it delivered: the last `(epoch, offset)`
-//! of its newest [`MAX_SINCE_TOPICS`] topics and the newest live `ts`. This is what a
+//! of its newest [`MAX_SINCE_TOPICS`] topics, and the time it was made. This is what a
 //! recovery asks the server for (`sub.since {topics, ts}`), and what keeps a recovery's
 //! replay from showing the application a message twice.
+//!
+//! `ts` covers the topics not listed, which the subscription never had a message of: it is
+//! when the subscription was made, not the newest `ts` delivered, because messages of
+//! different topics are not delivered in `ts` order (one stamped earlier on a topic never
+//! seen may still have been on its way when the session was lost). Only topics evicted
+//! from the map were had yet are not listed; `ts` is raised past the last message delivered
+//! of each, so that their replay starts after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,18 +27,18 @@ pub(crate) struct Positions {
     /// Tick of the last delivery → topic, oldest first: the eviction order.
     by_tick: BTreeMap<u64, String>,
     cap: usize,
-    /// The newest `ts` of a live message delivered (replayed and retained messages are
-    /// older than the subscription's start, so they do not say where it stands in time).
-    live_ts: Option<u64>,
-    /// The server's time when the subscription was made, as well as the client can tell:
-    /// the `ts` a recovery asks for while no live message came.
+    /// The server's time when the subscription was made, as well as the client can tell.
     start_ts: u64,
+    /// The newest `ts` delivered of a topic evicted from the map.
+    evicted_ts: u64,
 }
 
 #[derive(Debug)]
 struct Entry {
     position: Position,
     tick: u64,
+    /// `ts` of the topic's last message delivered (or the start, when it came otherwise).
+    ts: u64,
 }
 
 impl Positions {
@@ -44,8 +51,8 @@ impl Positions {
             topics: HashMap::new(),
             by_tick: BTreeMap::new(),
             cap: cap.max(1),
-            live_ts: None,
             start_ts,
+            evicted_ts: 0,
         }
     }
 
@@ -53,13 +60,13 @@ impl Positions {
     /// has. `pattern` is the topic of the `{epoch, offset}` form (an exact pattern).
     pub(crate) fn seed(&mut self, pattern: &str, since: &Since, tick: &mut impl FnMut() -> u64) {
         match since {
-            Since::Position(p) => self.set(pattern, &p.epoch, p.offset, tick()),
+            Since::Position(p) => self.set(pattern, &p.epoch, p.offset, tick(), self.start_ts),
             Since::Topics(t) => {
-                for (topic, p) in &t.topics {
-                    self.set(topic, &p.epoch, p.offset, tick());
-                }
                 if let Some(ts) = t.ts {
                     self.start_ts = ts;
+                }
+                for (topic, p) in &t.topics {
+                    self.set(topic, &p.epoch, p.offset, tick(), self.start_ts);
                 }
             }
         }
@@ -81,29 +88,29 @@ impl Positions {
         if m.retained {
             return true;
         }
-        if !m.replay {
-            self.live_ts = Some(self.live_ts.map_or(m.ts, |t| t.max(m.ts)));
-        }
-        self.set(&m.topic, &m.epoch, m.offset, tick);
+        self.set(&m.topic, &m.epoch, m.offset, tick, m.ts);
         true
     }
 
     /// A topic gap: what it covers will never come, so the topic's position moves to its
     /// end when that is further (another epoch, or a later offset). Returns whether it moved.
     pub(crate) fn skip(&mut self, g: &TopicGapFrame, tick: u64) -> bool {
-        let further = match self.topics.get(g.topic.as_str()) {
-            None => true,
-            Some(e) => e.position.epoch != g.epoch || g.to_offset > e.position.offset,
+        let (further, ts) = match self.topics.get(g.topic.as_str()) {
+            None => (true, self.start_ts),
+            Some(e) => (
+                e.position.epoch != g.epoch || g.to_offset > e.position.offset,
+                e.ts,
+            ),
         };
         if further {
-            self.set(&g.topic, &g.epoch, g.to_offset, tick);
+            self.set(&g.topic, &g.epoch, g.to_offset, tick, ts);
         }
         further
     }
 
-    /// The `ts` a recovery asks for: the newest live message's, else the start.
+    /// The `ts` a recovery asks for: the start, or past the evicted topics.
     pub(crate) fn ts(&self) -> u64 {
-        self.live_ts.unwrap_or(self.start_ts)
+        self.start_ts.max(self.evicted_ts)
     }
 
     #[cfg(test)]
@@ -128,12 +135,13 @@ impl Positions {
         }
     }
 
-    fn set(&mut self, topic: &str, epoch: &str, offset: u64, tick: u64) {
+    fn set(&mut self, topic: &str, epoch: &str, offset: u64, tick: u64, ts: u64) {
         if let Some(e) = self.topics.get_mut(topic) {
             if let Some(t) = self.by_tick.remove(&e.tick) {
                 self.by_tick.insert(tick, t);
             }
             e.tick = tick;
+            e.ts = ts;
             if e.position.epoch != epoch {
                 e.position.epoch = epoch.to_owned();
             }
@@ -142,8 +150,9 @@ impl Positions {
         }
         if self.topics.len() >= self.cap
             && let Some((_, oldest)) = self.by_tick.pop_first()
+            && let Some(gone) = self.topics.remove(&oldest)
         {
-            self.topics.remove(&oldest);
+            self.evicted_ts = self.evicted_ts.max(gone.ts);
         }
         self.by_tick.insert(tick, topic.to_owned());
         self.topics.insert(
@@ -154,6 +163,7 @@ impl Positions {
                     offset,
                 },
                 tick,
+                ts,
             },
         );
     }
@@ -367,17 +377,27 @@ mod tests {
     }
 
     #[test]
-    fn ts_is_the_newest_live_message_or_the_start() {
-        let mut p = Positions::new(1000);
+    fn ts_is_the_start_raised_past_evicted_topics() {
+        let mut p = Positions::with_cap(2, 1000);
         assert_eq!(p.ts(), 1000);
-        let mut old = msg("a", "e", 1, 10);
-        old.replay = true;
-        assert!(p.accept(&old, 1));
-        assert_eq!(p.ts(), 1000, "replayed messages are older than the start");
-        assert!(p.accept(&msg("a", "e", 2, 1500), 2));
-        assert!(p.accept(&msg("b", "e", 1, 1400), 3));
-        assert_eq!(p.ts(), 1500);
-        assert_eq!(p.since().ts, Some(1500));
+        // Newer messages do not move it: a topic never seen may have an older one on its way.
+        assert!(p.accept(&msg("a", "e", 1, 1500), 1));
+        assert!(p.accept(&msg("b", "e", 1, 1400), 2));
+        assert_eq!(p.ts(), 1000);
+        assert!(p.accept(&msg("a", "e", 2, 1600), 3));
+        // `b` goes: what it had (up to ts 1400) must not come again.
+        assert!(p.accept(&msg("c", "e", 1, 1700), 4));
+        assert_eq!(at(&p, "b"), None);
+        assert_eq!(p.ts(), 1400);
+        assert_eq!(p.since().ts, Some(1400));
+        // A topic moved by a gap keeps the ts of its last message.
+        let mut q = Positions::with_cap(1, 1000);
+        assert!(q.accept(&msg("x", "e", 1, 1200), 1));
+        assert!(q.skip(&gap("x", "e", 2, 9), 2));
+        assert!(q.accept(&msg("y", "e", 1, 2000), 3));
+        assert_eq!(q.ts(), 1200);
+        assert!(q.skip(&gap("z", "e", 1, 4), 4));
+        assert_eq!(q.ts(), 2000);
     }
 
     #[test]
@@ -415,7 +435,7 @@ mod tests {
     #[test]
     fn subscriptions_of_one_pattern_recover_together() {
         let mut a = Positions::new(500);
-        let mut b = Positions::new(400);
+        let mut b = Positions::new(600);
         assert!(a.accept(&msg("x", "e", 5, 600), 1));
         assert!(b.accept(&msg("x", "e", 3, 600), 2));
         assert!(a.accept(&msg("y", "old", 9, 600), 3));
@@ -425,7 +445,7 @@ mod tests {
         assert_eq!(m.topics["x"].offset, 3, "the lower offset");
         assert_eq!(m.topics["y"].epoch, "new", "the later delivered epoch");
         assert_eq!(m.topics["z"].offset, 1);
-        assert_eq!(m.ts, Some(600));
+        assert_eq!(m.ts, Some(500), "the earlier start");
         assert_eq!(merge([&a]), a.since());
         assert_eq!(merge(std::iter::empty()), TopicPositions::default());
 

@@ -164,16 +164,16 @@ mod tests {
         };
         assert_eq!(t.topics["t/x"], at(3));
         assert_eq!(t.topics["t/y"], at(2));
-        assert_eq!(t.ts, Some(5001), "the earlier of the two");
+        assert_eq!(t.ts, Some(1001), "the earlier start of the two");
         assert!(plan[1].since.is_none() && plan[1].manual_ack);
         let u = plan[2].since.as_ref().unwrap();
         assert!(u.topics.is_empty());
-        assert_eq!(u.ts, Some(1003), "no message yet: when it was made");
+        assert_eq!(u.ts, Some(1003), "when it was made");
 
         let text = serde_json::to_string(&plan[0].frame(Some(9))).unwrap();
         assert_eq!(
             text,
-            r#"{"op":"sub","id":9,"pattern":"t/**","since":{"topics":{"t/x":{"epoch":"e","offset":3},"t/y":{"epoch":"e","offset":2}},"ts":5001}}"#
+            r#"{"op":"sub","id":9,"pattern":"t/**","since":{"topics":{"t/x":{"epoch":"e","offset":3},"t/y":{"epoch":"e","offset":2}},"ts":1001}}"#
         );
         let text = serde_json::to_string(&plan[1].frame(None)).unwrap();
         assert_eq!(

@@ -88,7 +88,7 @@ impl Subscription {
     }
 
     /// Where the subscription stands, as the `since` a recovery would send now: the last
-    /// position of each topic it delivered (the newest 1000) and the newest `ts`. `None`
+    /// position of each topic it delivered (the newest 1000) and when it was made. `None`
     /// for a group subscription. A program that saves it can give it as
     /// [`SubscribeOptions::since`] when it starts again, and continue where it stopped.
     pub fn recovery_point(&self) -> Option<Since> {

@@ -43,20 +43,21 @@
 //! first connect tries them in turn, and every reconnect attempt moves to the next one, so a
 //! client whose node died reaches another; recovery then fetches what it missed there.
 
+mod events;
 mod positions;
 mod recovery;
+mod shared;
 mod subscription;
 mod task;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use events::{ClientError, ClientEvent};
 use herald_protocol::topic::Pattern;
 use herald_protocol::{AckMode, ClientFrame, Id, OkFrame};
 pub use herald_protocol::{
@@ -65,57 +66,9 @@ pub use herald_protocol::{
 };
 pub use subscription::{Delivery, SubscribeOptions, Subscription};
 
-use positions::{Positions, ServerClock};
+use positions::Positions;
+use shared::{Answer, Command, Shared};
 use subscription::LocalSub;
-
-/// Connection life events, from [`Client::events`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientEvent {
-    Connected {
-        /// The URL connected to (of those given to [`Client::connect_urls`]).
-        url: String,
-        session: String,
-        resumed: bool,
-    },
-    Disconnected {
-        reason: String,
-    },
-    Gap(GapFrame),
-    /// A subscription was made again on a new session; `recovered` is false when it could
-    /// not get everything it missed (see [`Delivery::TopicGap`]).
-    Recovered {
-        pattern: String,
-        recovered: bool,
-    },
-    /// The server refused to recover a subscription (e.g. a server older than recovery):
-    /// it was made again without, so live messages flow but what was missed is lost. A
-    /// [`ClientEvent::Recovered`] with `recovered: false` follows.
-    RecoveryRefused {
-        pattern: String,
-        code: ErrorCode,
-        message: String,
-    },
-    /// The server is shutting down.
-    Bye {
-        retry_ms: u64,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ClientError {
-    #[error("could not connect: {0}")]
-    Connect(String),
-    #[error("{code}: {message}")]
-    Server { code: ErrorCode, message: String },
-    #[error("the connection dropped before the answer came")]
-    Disconnected,
-    #[error("the client is closed")]
-    Closed,
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// Tuning for [`Client::connect_with`] and [`Client::connect_urls`].
 #[derive(Debug, Clone)]
@@ -167,47 +120,6 @@ pub struct Client {
     cmd: mpsc::UnboundedSender<Command>,
 }
 
-/// What answers a request: `ok` (or `pong`), or a `req`'s `reply`.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    Ok(OkFrame),
-    Reply(serde_json::Value),
-}
-
-pub(crate) struct Shared {
-    subs: Mutex<Vec<LocalSub>>,
-    pending: Mutex<HashMap<i64, oneshot::Sender<Result<Answer, ClientError>>>>,
-    next_id: AtomicI64,
-    next_sub: AtomicU64,
-    last_seq: AtomicU64,
-    session: Mutex<Option<String>>,
-    events: broadcast::Sender<ClientEvent>,
-    options: ClientOptions,
-    /// Fires on [`Client::close`], also while reconnecting.
-    closing: tokio_util::sync::CancellationToken,
-    /// The URLs to connect to, and which one is in use.
-    urls: Vec<String>,
-    url: AtomicUsize,
-    /// Counts deliveries: the recency order of the position maps.
-    tick: AtomicU64,
-    /// The newest `ts` seen, for when a subscription started.
-    clock: Mutex<ServerClock>,
-    /// Ids of the recovery `sub`s awaiting their answer, with their pattern.
-    recovering: Mutex<HashMap<i64, String>>,
-}
-
-impl Shared {
-    pub(crate) fn tick(&self) -> u64 {
-        self.tick.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-pub(crate) enum Command {
-    Send(String),
-    DropConnection,
-    Close,
-}
-
 impl Client {
     /// Connects with default options; returns once the server said `welcome`.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
@@ -231,23 +143,7 @@ impl Client {
         if urls.is_empty() {
             return Err(ClientError::Invalid("no URL to connect to".into()));
         }
-        let (events, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared {
-            subs: Mutex::new(Vec::new()),
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicI64::new(1),
-            next_sub: AtomicU64::new(1),
-            last_seq: AtomicU64::new(0),
-            session: Mutex::new(None),
-            events,
-            options,
-            closing: Default::default(),
-            urls,
-            url: AtomicUsize::new(0),
-            tick: AtomicU64::new(0),
-            clock: Mutex::new(ServerClock::default()),
-            recovering: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared::new(urls, options));
         let mut failed = Vec::new();
         for i in 0..shared.urls.len() {
             match task::open(&shared, i).await {

@@ -437,3 +437,143 @@ async fn fails_over_to_the_next_url() {
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);
 }
+
+type ServerWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// The next text frame a scripted server gets, also handed to the test through `seen`.
+async fn next_text(ws: &mut ServerWs, seen: &tokio::sync::mpsc::UnboundedSender<Value>) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let m = ws.next().await.expect("client gone").expect("socket error");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            let _ = seen.send(v.clone());
+            return v;
+        }
+    }
+}
+
+async fn send_json(ws: &mut ServerWs, v: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .unwrap();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A scripted server (like one older than recovery) that answers the recovery `sub` with an
+/// error: the client subscribes again plainly, so live messages flow, and reports the
+/// refusal and `recovered:false`. Also checks the `since` the client sends.
+#[tokio::test]
+async fn a_refused_recovery_falls_back_to_a_plain_subscribe() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let msg = |offset: u64| {
+        json!({"op": "msg", "seq": 1, "topic": "t/a", "data": offset, "offset": offset,
+               "epoch": "e1", "ts": now_ms()})
+    };
+    let server = tokio::spawn(async move {
+        let welcome = |session: &str| {
+            json!({"op": "welcome", "session": session, "resumed": false,
+                   "heartbeat_ms": 25000, "max_frame": 65536})
+        };
+        // First connection: take the subscribe, deliver offset 1, answer a ping, then die.
+        let mut ws = tokio_tungstenite::accept_async(listener.accept().await.unwrap().0)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut ws, &seen_tx).await["op"], "hello");
+        send_json(&mut ws, welcome("s1")).await;
+        let sub = next_text(&mut ws, &seen_tx).await;
+        send_json(
+            &mut ws,
+            json!({"op": "ok", "id": sub["id"], "pattern": "t/**"}),
+        )
+        .await;
+        send_json(&mut ws, msg(1)).await;
+        let ping = next_text(&mut ws, &seen_tx).await;
+        assert_eq!(ping["op"], "ping");
+        send_json(&mut ws, json!({"op": "pong", "id": ping["id"]})).await;
+        drop(ws);
+
+        // Second: the session is gone; refuse the recovery, take the plain subscribe, go live.
+        let mut ws = tokio_tungstenite::accept_async(listener.accept().await.unwrap().0)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut ws, &seen_tx).await["session"], "s1");
+        send_json(&mut ws, welcome("s2")).await;
+        let sub = next_text(&mut ws, &seen_tx).await;
+        send_json(
+            &mut ws,
+            json!({"op": "error", "id": sub["id"], "code": "bad_request", "message": "not yet"}),
+        )
+        .await;
+        assert_eq!(next_text(&mut ws, &seen_tx).await["op"], "sub");
+        send_json(&mut ws, msg(5)).await;
+        while next_text(&mut ws, &seen_tx).await["op"] != "never" {}
+    });
+
+    let client = Client::connect_with(&url, quick()).await.unwrap();
+    let mut events = client.events();
+    let before = now_ms();
+    let mut sub = client.subscribe("t/**").await.unwrap();
+    let after = now_ms();
+    assert_eq!(sub.next_msg().await.unwrap().offset, 1);
+    client.ping().await.unwrap();
+
+    let e = event(&mut events, |e| {
+        matches!(e, ClientEvent::RecoveryRefused { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::RecoveryRefused {
+            pattern: "t/**".into(),
+            code: herald_client::ErrorCode::BadRequest,
+            message: "not yet".into()
+        }
+    );
+    let e = event(&mut events, |e| matches!(e, ClientEvent::Recovered { .. })).await;
+    assert_eq!(
+        e,
+        ClientEvent::Recovered {
+            pattern: "t/**".into(),
+            recovered: false
+        }
+    );
+    let next = tokio::time::timeout(WAIT, sub.next()).await.unwrap();
+    assert_eq!(next, Some(Delivery::Recovered { recovered: false }));
+    let live = tokio::time::timeout(WAIT, sub.next_msg())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((live.offset, live.data), (5, json!(5)));
+
+    // What the client sent: the first subscribe, the recovery, the plain subscribe.
+    let mut subs = Vec::new();
+    while let Ok(v) = seen.try_recv() {
+        if v["op"] == "sub" {
+            subs.push(v);
+        }
+    }
+    assert_eq!(subs.len(), 3, "{subs:?}");
+    assert_eq!(subs[0]["pattern"], "t/**");
+    assert!(subs[0].get("since").is_none(), "{}", subs[0]);
+    let since = &subs[1]["since"];
+    assert_eq!(
+        since["topics"],
+        json!({"t/a": {"epoch": "e1", "offset": 1}})
+    );
+    // No message had come when it subscribed: the local clock, a second early.
+    let ts = since["ts"].as_u64().unwrap();
+    assert!((before - 1000..=after - 1000).contains(&ts), "{since}");
+    assert!(subs[1]["id"].is_i64(), "{}", subs[1]);
+    assert_eq!(subs[2], json!({"op": "sub", "pattern": "t/**"}));
+    server.abort();
+}

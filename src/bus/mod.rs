@@ -15,6 +15,7 @@ mod persist;
 mod presence;
 mod publish;
 mod query;
+mod recover;
 mod redeliver;
 mod remote;
 mod requests;

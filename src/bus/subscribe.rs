@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::MutexGuard;
 
+use super::recover::{self, Replay, Want};
 use super::{Bus, BusError};
 use crate::event::{Delivery, Event};
-use crate::protocol::Since;
+use crate::protocol::{Gap, Position, ServerFrame, Since};
 use crate::session::{Session, SessionRef, SubKey};
 use crate::store::{TopicEntry, TopicState};
 use crate::topic::{Pattern, Topic};
@@ -27,7 +28,7 @@ pub struct SubOptions<'a> {
     pub manual_ack: bool,
     /// Replay the N latest messages of each matching topic first.
     pub rewind: Option<u64>,
-    /// Replay everything after this offset of an exact topic first.
+    /// Replay what follows these positions first (PROTOCOL.md §5).
     pub since: Option<&'a Since>,
 }
 
@@ -36,7 +37,7 @@ pub struct SubOptions<'a> {
 pub struct SubOutcome {
     /// False when the subscription already existed (subscribing is idempotent).
     pub new: bool,
-    /// With `since`: whether everything after the offset could be replayed.
+    /// With `since`: whether everything after the positions could be replayed (no topic gap).
     pub recovered: Option<bool>,
 }
 
@@ -97,13 +98,12 @@ impl Bus {
                 "'ack' applies only to a 'group' subscription".into(),
             ));
         }
-        if let Some(Since::Topics(_)) = opts.since {
-            return Err(BusError::BadRequest("not yet".into()));
-        }
-        if opts.since.is_some() {
-            if !pattern.is_exact() {
+        if let Some(since) = opts.since {
+            if matches!(since, Since::Position(_)) && !pattern.is_exact() {
                 return Err(BusError::BadRequest(
-                    "'since' needs an exact topic, not a wildcard pattern".into(),
+                    "'since' {\"epoch\",\"offset\"} needs an exact topic; for a wildcard \
+                     pattern give {\"topics\":{…},\"ts\"}"
+                        .into(),
                 ));
             }
             if opts.rewind.is_some() {
@@ -143,7 +143,17 @@ impl Bus {
             Ok(false) => return Ok(SubOutcome::default()),
             Ok(true) => {}
         }
-        let recovered = self.attach_plain(session, &pattern, opts);
+        let recovered = match self.attach_plain(session, &pattern, opts) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing was pushed or routed: take back the subscription's slot.
+                session.remove_sub(&SubKey {
+                    pattern: pattern.as_str().into(),
+                    group: None,
+                });
+                return Err(e);
+            }
+        };
         self.inner.backplane.watch(&pattern, true);
         if pattern.is_exact() && self.inner.presence.join(pattern.as_str(), session) {
             self.inner
@@ -158,69 +168,100 @@ impl Bus {
     }
 
     /// Pushes what a new plain subscription gets first, then enters it in the router, with
-    /// the topics concerned locked (see the module comment).
+    /// the topics concerned locked (see the module comment). Returns `recovered` for `since`.
     fn attach_plain(
         &self,
         session: &Arc<Session>,
         pattern: &Pattern,
         opts: &SubOptions<'_>,
-    ) -> Option<bool> {
-        let entries: Vec<(Topic, Arc<TopicEntry>)> = if pattern.is_exact() {
-            let wants = opts.rewind.is_some()
-                || opts.since.is_some()
-                || self.inner.retained.contains(pattern.as_str());
-            match (wants, Topic::parse(pattern.as_str())) {
-                (true, Ok(t)) => {
-                    let e = self.inner.topics.entry(&t);
-                    vec![(t, e)]
+    ) -> Result<Option<bool>, BusError> {
+        let store = &self.inner.topics;
+        let since = opts.since.map(|s| match s {
+            Since::Position(p) => (vec![(pattern.as_str(), p)], None),
+            Since::Topics(t) => (
+                t.topics.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                t.ts,
+            ),
+        });
+        // The listed topics that match, created if unknown (their epoch is then a new one).
+        let mut listed: Vec<(Topic, Arc<TopicEntry>, &Position)> = Vec::new();
+        if let Some((positions, _)) = &since {
+            for (name, position) in positions {
+                let topic = Topic::parse(name).map_err(|e| {
+                    BusError::BadRequest(format!("'since.topics': '{name}' is not a topic: {e}"))
+                })?;
+                if pattern.matches(topic.as_str()) {
+                    let entry = store.entry(&topic);
+                    listed.push((topic, entry, position));
                 }
-                _ => Vec::new(),
             }
-        } else if opts.rewind.is_some() {
-            self.inner
-                .topics
-                .entries()
-                .into_iter()
-                .filter(|(t, _)| pattern.matches(t.as_str()))
-                .collect()
-        } else {
-            let mut v: Vec<(Topic, Arc<TopicEntry>)> = self
-                .inner
-                .retained
-                .iter()
-                .filter(|t| pattern.matches(t.as_str()))
-                .filter_map(|t| Some((t.clone(), self.inner.topics.existing(t.as_str())?)))
-                .collect();
-            v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-            v
-        };
+        }
+        let ts = since.as_ref().and_then(|(_, ts)| *ts);
+        // A wildcard that replays by topic needs every matching topic: while they are
+        // gathered and locked and the router takes the subscription, no topic may be
+        // created (its first messages would be neither replayed nor live).
+        let scan = !pattern.is_exact() && (opts.rewind.is_some() || ts.is_some());
+        let _no_new_topics = scan.then(|| store.hold_creation());
+        let mut entries: Vec<(Topic, Arc<TopicEntry>, Option<&Position>)> = listed
+            .into_iter()
+            .map(|(t, e, p)| (t, e, Some(p)))
+            .collect();
+        if scan {
+            let listed: std::collections::HashSet<Topic> =
+                entries.iter().map(|(t, _, _)| t.clone()).collect();
+            for (t, e) in store.entries() {
+                if pattern.matches(t.as_str()) && !listed.contains(&t) {
+                    entries.push((t, e, None));
+                }
+            }
+        } else if pattern.is_exact() && since.is_none() {
+            let wants = opts.rewind.is_some() || self.inner.retained.contains(pattern.as_str());
+            if let (true, Ok(t)) = (wants, Topic::parse(pattern.as_str())) {
+                let e = store.entry(&t);
+                entries.push((t, e, None));
+            }
+        } else if since.is_none() {
+            for t in self.inner.retained.iter() {
+                if pattern.matches(t.as_str())
+                    && let Some(e) = store.existing(t.as_str())
+                {
+                    entries.push((t.clone(), e, None));
+                }
+            }
+        }
+        // Name order: the one order anyone takes more than one topic lock in.
+        entries.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut guards: Vec<MutexGuard<'_, TopicState>> =
-            entries.iter().map(|(_, e)| e.lock()).collect();
-        let mut recovered = None;
+            entries.iter().map(|(_, e, _)| e.lock()).collect();
+        let mut recovered = since.is_some().then_some(true);
         let mut budget = entries
             .iter()
-            .map(|(_, e)| e.settings().max_rewind)
+            .map(|(_, e, _)| e.settings().max_rewind)
             .min()
             .unwrap_or(0);
-        for ((_, entry), state) in entries.iter().zip(guards.iter_mut()) {
-            let replay: Vec<Arc<Event>> = if let Some(Since::Position(since)) = opts.since {
-                let same_epoch = *state.epoch == *since.epoch;
-                recovered = Some(same_epoch && state.holds_after(since.offset));
-                let after = if same_epoch { since.offset } else { 0 };
-                let cap = entry.settings().max_rewind.min(budget);
-                let all = state.after(after, usize::MAX);
-                // When more is held than may be replayed, the newest go.
-                all[all.len().saturating_sub(cap)..].to_vec()
-            } else if let Some(n) = opts.rewind {
-                let n = (n as usize).min(entry.settings().max_rewind).min(budget);
-                state.latest(n)
-            } else {
-                Vec::new()
+        for ((topic, entry, position), state) in entries.iter().zip(guards.iter_mut()) {
+            let want = match (position, opts.rewind, ts) {
+                (Some(p), _, _) => Some(Want::After(p)),
+                (None, Some(n), _) => Some(Want::Latest(n)),
+                (None, None, Some(ts)) => Some(Want::Newer(ts)),
+                (None, None, None) => None,
             };
-            budget = budget.saturating_sub(replay.len());
+            let replay = match want {
+                Some(w) => {
+                    let cap = entry.settings().max_rewind.min(budget);
+                    recover::plan(topic, state, w, cap)
+                }
+                None => Replay::default(),
+            };
+            budget = budget.saturating_sub(replay.events.len());
+            if let Some(gap) = replay.gap {
+                recovered = Some(false);
+                let frame = ServerFrame::Gap(Gap::Topic(gap)).encode();
+                session.push_note(frame.into());
+            }
             if let Some(r) = &state.retained
-                && !replay.iter().any(|e| e.offset == r.offset)
-                && opts.since.is_none()
+                && since.is_none()
+                && !replay.events.iter().any(|e| e.offset == r.offset)
             {
                 let how = Delivery {
                     retained: true,
@@ -232,7 +273,7 @@ impl Bus {
                 replay: true,
                 ..Delivery::LIVE
             };
-            for e in &replay {
+            for e in &replay.events {
                 self.push_counted(session, e, how);
             }
         }
@@ -240,7 +281,7 @@ impl Bus {
             .router
             .insert(pattern, SessionRef(session.clone()));
         drop(guards);
-        recovered
+        Ok(recovered)
     }
 
     fn push_counted(&self, session: &Session, event: &Arc<Event>, how: Delivery) {

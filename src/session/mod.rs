@@ -231,6 +231,19 @@ impl Session {
         out
     }
 
+    /// Queues a frame that takes no seq (a topic gap) after every message pushed so far and
+    /// before the next one (see `ring.rs`). Kept across a resume like the messages.
+    pub fn push_note(&self, frame: Arc<str>) {
+        let mut s = self.state.lock();
+        if s.closed {
+            return;
+        }
+        s.ring.push_note(frame);
+        if let Some(ob) = &s.outbox {
+            ob.wake();
+        }
+    }
+
     /// Moves up to `max` messages (and a gap, if any) past the cursor into `batch`.
     pub fn take(&self, batch: &mut Batch, max: usize) {
         let mut s = self.state.lock();
@@ -242,6 +255,7 @@ impl Session {
             })
         });
         batch.gap = taken.gap;
+        batch.notes = taken.notes;
     }
 
     /// [`Session::take`] for the connection whose outbox is `outbox`: takes nothing once
@@ -258,6 +272,7 @@ impl Session {
                 })
             });
             batch.gap = taken.gap;
+            batch.notes = taken.notes;
         }
     }
 

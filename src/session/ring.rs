@@ -15,6 +15,11 @@
 //! - The ring never holds more than `buffer_messages` slots, nor more than `buffer_bytes`
 //!   unless one message alone costs more: that one is kept, alone, because a push never
 //!   fails (the oldest message goes instead, PROTOCOL.md §3).
+//! - A note (a topic gap, PROTOCOL.md §5) takes no seq: it is kept beside the slots with the
+//!   seq it goes before, and a take hands it out once the cursor reaches that seq, so it
+//!   reaches the client after every message pushed before it and before every one pushed
+//!   after. Notes are handed out in order: the ones already handed out are a prefix, which
+//!   a resume moves back like the cursor.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,29 +76,46 @@ pub struct Entry {
     pub how: Delivery,
 }
 
-/// What a drain yields, in order: an optional gap, then messages.
+/// What a drain yields, in order: an optional gap, notes, then messages.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub gap: Option<(u64, u64)>,
+    pub notes: Vec<Arc<str>>,
     pub entries: Vec<Entry>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.gap.is_none() && self.entries.is_empty()
+        self.gap.is_none() && self.notes.is_empty() && self.entries.is_empty()
     }
     pub fn clear(&mut self) {
         self.gap = None;
+        self.notes.clear();
         self.entries.clear();
     }
 }
 
-/// What [`Session::take_each`](super::Session::take_each) saw: a gap to report first, and
-/// how many messages it passed on.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What [`Session::take_each`](super::Session::take_each) saw: a gap to report first, then
+/// notes (encoded frames), and how many messages it passed on after them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Taken {
     pub gap: Option<(u64, u64)>,
+    pub notes: Vec<Arc<str>>,
     pub messages: usize,
+}
+
+/// Most notes a ring keeps. One `sub` adds at most one per topic it recovers; the oldest
+/// note goes first when a session piles up more than this.
+pub(super) const MAX_NOTES: usize = 4096;
+
+/// A frame with a place in the stream but no seq (see the module comment).
+#[derive(Debug)]
+struct Note {
+    /// The seq it goes before.
+    before: u64,
+    frame: Arc<str>,
+    /// Handed out to the current connection.
+    sent: bool,
 }
 
 /// What [`Ring::push`] did.
@@ -119,6 +141,8 @@ pub(super) struct Ring {
     unsent_bytes: usize,
     /// Last seq written to the current connection or covered by a gap.
     sent: u64,
+    /// Oldest first; empty but for sessions recovering topics.
+    notes: VecDeque<Note>,
 }
 
 impl Ring {
@@ -129,6 +153,7 @@ impl Ring {
             bytes: 0,
             unsent_bytes: 0,
             sent: 0,
+            notes: VecDeque::new(),
         }
     }
 
@@ -174,10 +199,48 @@ impl Ring {
         (self.next_seq - 1).saturating_sub(self.sent)
     }
 
-    /// Whether messages or a gap are waiting for the writer.
+    /// Whether messages, a gap or a note are waiting for the writer.
     #[inline]
     pub(super) fn has_pending(&self) -> bool {
-        self.sent + 1 < self.next_seq
+        self.sent + 1 < self.next_seq || self.notes.back().is_some_and(|n| !n.sent)
+    }
+
+    /// Appends a note: it goes out after every message pushed so far and before the next.
+    pub(super) fn push_note(&mut self, frame: Arc<str>) {
+        if self.notes.len() >= MAX_NOTES {
+            self.notes.pop_front();
+        }
+        self.notes.push_back(Note {
+            before: self.next_seq,
+            frame,
+            sent: false,
+        });
+    }
+
+    /// Hands out the notes due at the cursor and returns the seq the take must stop before
+    /// (the next note's), after forgetting the notes that can never be sent again.
+    #[cold]
+    fn notes_due(&mut self, out: &mut Vec<Arc<str>>) -> u64 {
+        let first = self.first();
+        while self
+            .notes
+            .front()
+            .is_some_and(|n| n.sent && n.before < first)
+        {
+            self.notes.pop_front();
+        }
+        let next = self.sent + 1;
+        for n in self.notes.iter_mut() {
+            if n.sent {
+                continue;
+            }
+            if n.before > next {
+                return n.before;
+            }
+            n.sent = true;
+            out.push(n.frame.clone());
+        }
+        u64::MAX
     }
 
     /// Appends a message under the next seq, first dropping the oldest ones while the ring
@@ -258,6 +321,11 @@ impl Ring {
             start += 1;
         }
         taken.gap = gap_from.map(|from| (from, self.sent));
+        let mut max = max;
+        if !self.notes.is_empty() {
+            let stop = self.notes_due(&mut taken.notes);
+            max = max.min(stop.saturating_sub(self.sent + 1) as usize);
+        }
         let mut taken_bytes = 0;
         let mut seq = self.sent;
         for e in self.buf.iter().skip(start).take(max) {
@@ -279,6 +347,13 @@ impl Ring {
     pub(super) fn resume(&mut self, last: u64) {
         let newest = self.next_seq - 1;
         self.sent = last.min(newest);
+        // A note before a seq the client has not seen may not have reached it either.
+        for n in self.notes.iter_mut().rev() {
+            if n.before <= self.sent {
+                break;
+            }
+            n.sent = false;
+        }
         let first = self.first();
         let sent = self.sent;
         self.unsent_bytes = self
@@ -312,6 +387,7 @@ impl Ring {
     /// Frees every message (the seqs and the cursor stay).
     pub(super) fn clear(&mut self) {
         self.buf = VecDeque::new();
+        self.notes = VecDeque::new();
         self.bytes = 0;
         self.unsent_bytes = 0;
     }

@@ -167,6 +167,8 @@ pub struct MemoryStore {
     /// Persisted topics that have been published to are never forgotten: forgetting one
     /// would start it a new epoch while its history is still on disk.
     keep_persisted: bool,
+    /// Read while a topic is created, written by [`MemoryStore::hold_creation`].
+    creation: parking_lot::RwLock<()>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -194,6 +196,7 @@ impl MemoryStore {
             topics: DashMap::new(),
             settings,
             keep_persisted: false,
+            creation: parking_lot::RwLock::new(()),
         }
     }
 
@@ -232,6 +235,7 @@ impl MemoryStore {
         if let Some(e) = self.topics.get(topic) {
             return e.value().clone();
         }
+        let _may_create = self.creation.read();
         let settings = (self.settings)(topic);
         self.topics
             .entry(topic.clone())
@@ -250,6 +254,14 @@ impl MemoryStore {
             })
             .value()
             .clone()
+    }
+
+    /// Holds off the creation of topics until the guard is dropped: a wildcard subscription
+    /// that replays every matching topic holds it while it gathers and locks them, so that no
+    /// topic appears in between. Never take it while holding a topic lock, nor create a
+    /// topic while holding a topic lock (nothing does either).
+    pub fn hold_creation(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.creation.write()
     }
 
     /// Resolves every known topic's settings again (after a configuration reload); topics

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::super::{Bus, BusError, HistoryPage, SubOptions, SubOutcome, TopicRow};
 use super::Remote;
 use crate::event::now_ms;
+use crate::protocol::Since;
 use crate::session::Session;
 use crate::topic::{Pattern, Topic};
 
@@ -42,15 +43,35 @@ impl Bus {
                 let topics: Vec<Topic> = if parsed.is_exact() {
                     Topic::parse(parsed.as_str()).into_iter().collect()
                 } else {
-                    let only_retained = opts.rewind.is_none();
-                    remote
-                        .cluster
-                        .topics(only_retained)
-                        .await?
-                        .iter()
-                        .filter(|t| parsed.matches(t))
-                        .filter_map(|t| Topic::parse(t).ok())
-                        .collect()
+                    // Listed positions are warmed even when Redis does not list the topic
+                    // (yet): the mirror then knows its epoch.
+                    let (listed, ts) = match opts.since {
+                        Some(Since::Topics(t)) => (
+                            t.topics
+                                .keys()
+                                .filter(|k| parsed.matches(k))
+                                .filter_map(|k| Topic::parse(k).ok())
+                                .collect(),
+                            t.ts,
+                        ),
+                        _ => (Vec::new(), None),
+                    };
+                    let every = opts.rewind.is_some() || ts.is_some();
+                    let mut topics: Vec<Topic> = if every || opts.since.is_none() {
+                        remote
+                            .cluster
+                            .topics(!every)
+                            .await?
+                            .iter()
+                            .filter(|t| parsed.matches(t))
+                            .filter_map(|t| Topic::parse(t).ok())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let known: std::collections::HashSet<Topic> = topics.iter().cloned().collect();
+                    topics.extend(listed.into_iter().filter(|t| !known.contains(t)));
+                    topics
                 };
                 for t in &topics {
                     match self.warm(t, replay, fresh).await {

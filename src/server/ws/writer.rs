@@ -221,17 +221,22 @@ impl Writer {
             *last_seq = seq;
         });
         *payload_bytes += bytes;
-        if let Some((from_seq, to_seq)) = taken.gap {
-            // The gap goes before the messages (rare: move them behind it).
-            let gap = ServerFrame::Gap(Gap::Seq(GapFrame {
-                from_seq,
-                to_seq,
-                reason: GapReason::Overflow,
-            }))
-            .encode();
-            conn.metrics.gap(from_seq, to_seq);
+        if taken.gap.is_some() || !taken.notes.is_empty() {
+            // The gap, then the notes, go before the messages (rare: move them behind).
             let msgs = self.out.split_off(start);
-            self.text(gap.as_bytes());
+            if let Some((from_seq, to_seq)) = taken.gap {
+                let gap = ServerFrame::Gap(Gap::Seq(GapFrame {
+                    from_seq,
+                    to_seq,
+                    reason: GapReason::Overflow,
+                }))
+                .encode();
+                conn.metrics.gap(from_seq, to_seq);
+                self.text(gap.as_bytes());
+            }
+            for note in &taken.notes {
+                self.text(note.as_bytes());
+            }
             self.out.extend_from_slice(&msgs);
         }
         None

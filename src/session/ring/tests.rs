@@ -5,6 +5,9 @@
 //! while the ring is at its message cap or the new message would take it past its byte cap
 //! (but never the last one); a take reports as one gap the run of seqs after the cursor that
 //! are gone or withheld, then hands out held messages up to the next withheld one.
+//! Notes: after the gap, a take hands out the unsent notes due at the cursor (forgetting
+//! first the sent ones whose seq is no longer held) and stops its messages before the seq
+//! of the next unsent note; a resume makes the notes after its seq unsent again.
 
 use std::collections::VecDeque;
 
@@ -43,10 +46,16 @@ struct Model {
     next_seq: u64,
     sent: u64,
     held: VecDeque<Held>,
+    /// `(before, frame, sent)`.
+    notes: Vec<(u64, Arc<str>, bool)>,
 }
 
-/// One take: the gap, then each message as `(seq, event, how)`.
-type Took = (Option<(u64, u64)>, Vec<(u64, Arc<Event>, Delivery)>);
+/// One take: the gap, the notes, then each message as `(seq, event, how)`.
+type Took = (
+    Option<(u64, u64)>,
+    Vec<Arc<str>>,
+    Vec<(u64, Arc<Event>, Delivery)>,
+);
 
 impl Model {
     fn first(&self) -> u64 {
@@ -95,8 +104,22 @@ impl Model {
             gap = Some((self.sent + 1, pos));
             pos += 1;
         }
+        let first = self.first();
+        self.notes
+            .retain(|(before, _, sent)| !(*sent && *before < first));
+        let mut notes = Vec::new();
+        let mut stop = u64::MAX;
+        for (before, frame, sent) in self.notes.iter_mut().filter(|n| !n.2) {
+            if *before > pos {
+                stop = *before;
+                break;
+            }
+            *sent = true;
+            notes.push(frame.clone());
+        }
         let mut out = Vec::new();
         while out.len() < max
+            && pos < stop
             && let Some(h) = self.get(pos)
             && !h.withheld
         {
@@ -104,11 +127,18 @@ impl Model {
             pos += 1;
         }
         self.sent = pos - 1;
-        (gap, out)
+        (gap, notes, out)
     }
 
     fn resume(&mut self, last: u64) {
         self.sent = last.min(self.next_seq - 1);
+        for n in self.notes.iter_mut().filter(|n| n.0 > self.sent) {
+            n.2 = false;
+        }
+    }
+
+    fn note(&mut self, frame: Arc<str>) {
+        self.notes.push((self.next_seq, frame, false));
     }
 
     fn withhold(&mut self, seq: u64) -> bool {
@@ -143,6 +173,7 @@ enum Op {
     /// Withhold every held message on topic `b`.
     Filter,
     Clear,
+    Note,
 }
 
 fn delivery() -> impl Strategy<Value = Delivery> {
@@ -166,6 +197,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (-2i64..12).prop_map(|back| Op::Withhold { back }),
         1 => Just(Op::Filter),
         1 => Just(Op::Clear),
+        2 => Just(Op::Note),
     ]
 }
 
@@ -191,7 +223,10 @@ fn check(ring: &Ring, model: &Model) -> Result<(), TestCaseError> {
         ring.behind(),
         (model.next_seq - 1).saturating_sub(model.sent)
     );
-    prop_assert_eq!(ring.has_pending(), model.sent + 1 < model.next_seq);
+    prop_assert_eq!(
+        ring.has_pending(),
+        model.sent + 1 < model.next_seq || model.notes.iter().any(|n| !n.2)
+    );
     for (i, (slot, h)) in ring.buf.iter().zip(&model.held).enumerate() {
         prop_assert_eq!(ring.first() + i as u64, h.seq, "slots are a contiguous run");
         prop_assert!(Arc::ptr_eq(&slot.event, &h.event), "seq {}", h.seq);
@@ -205,14 +240,15 @@ fn check(ring: &Ring, model: &Model) -> Result<(), TestCaseError> {
 }
 
 fn same_take(
-    got: Taken,
+    got: &Taken,
     seen: &[(u64, Arc<Event>, Delivery)],
     want: &Took,
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.gap, want.0);
-    prop_assert_eq!(got.messages, want.1.len());
-    prop_assert_eq!(seen.len(), want.1.len());
-    for ((seq, event, how), (w_seq, w_event, w_how)) in seen.iter().zip(&want.1) {
+    prop_assert_eq!(&got.notes, &want.1);
+    prop_assert_eq!(got.messages, want.2.len());
+    prop_assert_eq!(seen.len(), want.2.len());
+    for ((seq, event, how), (w_seq, w_event, w_how)) in seen.iter().zip(&want.2) {
         prop_assert_eq!(seq, w_seq);
         prop_assert!(Arc::ptr_eq(event, w_event), "seq {}", seq);
         prop_assert_eq!(how, w_how);
@@ -237,7 +273,9 @@ proptest! {
             next_seq: 1,
             sent: 0,
             held: VecDeque::new(),
+            notes: Vec::new(),
         };
+        let mut notes_made = 0u32;
         for op in ops {
             match op {
                 Op::Push { topic_b, data_len, how } => {
@@ -248,7 +286,7 @@ proptest! {
                 Op::Take { max } => {
                     let mut seen = Vec::new();
                     let got = ring.take(max, |seq, event, how| seen.push((seq, event.clone(), how)));
-                    same_take(got, &seen, &model.take(max))?;
+                    same_take(&got, &seen, &model.take(max))?;
                 }
                 Op::Resume { back } => {
                     let last = seq_back(model.next_seq - 1, back);
@@ -268,6 +306,13 @@ proptest! {
                 Op::Clear => {
                     ring.clear();
                     model.held.clear();
+                    model.notes.clear();
+                }
+                Op::Note => {
+                    notes_made += 1;
+                    let frame: Arc<str> = format!("note {notes_made}").into();
+                    ring.push_note(frame.clone());
+                    model.note(frame);
                 }
             }
             check(&ring, &model)?;
@@ -277,8 +322,8 @@ proptest! {
         loop {
             let mut seen = Vec::new();
             let got = ring.take(usize::MAX, |seq, event, how| seen.push((seq, event.clone(), how)));
-            same_take(got, &seen, &model.take(usize::MAX))?;
-            if got.gap.is_none() && got.messages == 0 {
+            same_take(&got, &seen, &model.take(usize::MAX))?;
+            if got.gap.is_none() && got.notes.is_empty() && got.messages == 0 {
                 break;
             }
             if let Some((from, to)) = got.gap {

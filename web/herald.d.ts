@@ -189,7 +189,10 @@ export interface SessionGapEvent {
 /** A session gap, or a topic gap (tell them apart by `topic`). */
 export type GapEvent = SessionGapEvent | TopicGapEvent;
 
-/** After a subscription was sent again on a new session (the old one was lost). */
+/**
+ * After a subscription was sent again on a new session (the old one was lost); it comes with the
+ * server's answer, before the replayed messages and topic gaps.
+ */
 export interface RecoveredEvent {
   pattern: string;
   group?: string;

@@ -523,7 +523,7 @@ export class Bus {
       }
       for (const sub of this._subs.values()) {
         if (!sub.confirmed) this._sendSub(sub, "first");
-        else if (sub.recovering) this._sendSub(sub, sub.recovering);
+        else if (sub.recovering) this._sendSub(sub, sub.recovering, true);
       }
     } else {
       // A new session: subscribe again, continuing where each subscription stopped.
@@ -706,6 +706,7 @@ export class Bus {
     for (const sub of this._subs.values()) {
       if (!sub.positions || !sub.match(gap.topic)) continue;
       matched = true;
+      if (sub.recovering) sub.recoveryGaps += 1;
       // Several recovering subscriptions may each be told of the same gap: once is enough.
       if (known && !sub.positions.cover(gap.topic, gap.epoch, gap.to_offset)) continue;
       news = true;
@@ -841,6 +842,7 @@ export class Bus {
         // Groups share their messages with other members: nothing to remember or recover.
         positions: opts.group ? null : new Positions(),
         recovering: null, // the mode of a resubscription waiting for its answer
+        recoveryGaps: 0, // topic gaps while recovering
         recovered: undefined,
         startTs: Date.now() - 1000, // `since.ts` when nothing was delivered anywhere
       };
@@ -877,7 +879,7 @@ export class Bus {
    * the server refuse a recovery, the next mode is tried: live messages matter more than the
    * replay.
    */
-  _sendSub(sub, mode) {
+  _sendSub(sub, mode, resend = false) {
     const frame = { op: "sub", pattern: sub.pattern };
     if (sub.group) frame.group = sub.group;
     if (sub.ack) frame.ack = sub.ack;
@@ -892,6 +894,7 @@ export class Bus {
     }
     const next = mode === "recover" && last ? "offset" : mode === "recover" || mode === "offset" ? "plain" : null;
     if (mode !== "first") sub.recovering = mode;
+    if (mode === "recover" && !resend) sub.recoveryGaps = 0;
     const id = this._nextId++;
     const timer = setTimeout(() => {
       if (!this._pending.delete(id)) return;
@@ -908,7 +911,9 @@ export class Bus {
         if (mode === "first") {
           if (ok.recovered !== undefined) sub.recovered = ok.recovered;
         } else {
-          sub.recovered = mode !== "plain" && ok.recovered === true;
+          // Without `recovered`, the server had the subscription already: the recovery sent
+          // before a drop reached it, and its gaps came in the resumed stream before this answer.
+          sub.recovered = mode !== "plain" && (ok.recovered === undefined ? mode === "recover" && resend && sub.recoveryGaps === 0 : ok.recovered === true);
           this._emit("recovered", { pattern: sub.pattern, ...(sub.group ? { group: sub.group } : {}), recovered: sub.recovered });
         }
         const waiters = sub.waiters;

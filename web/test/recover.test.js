@@ -237,3 +237,34 @@ test("bus.since(pattern) is what a page can save to recover after a reload", asy
   assert.deepEqual(got2.sort(), [4, 5, 6]);
   assert.equal(off.recovered, true);
 });
+
+test("a recovery cut off before its answer is sent again on the resumed session, and still counts", async () => {
+  const srv = await restartable('[[topics]]\npattern = "t/**"\nhistory = 10000\npersist = true\n');
+  const rec = await subscriber(srv, "t/**");
+  for (let i = 1; i <= 3; i += 1) await httpPublish(srv.http(), "t/a", i);
+  await until(() => rec.msgs.length === 3);
+
+  await outage(srv, rec);
+  for (let i = 4; i <= 8; i += 1) await httpPublish(srv.http(), "t/a", i);
+  // The first open after the outage sends the recovery; its answer (and the replay) is held back
+  // and the socket cut, so the client resumes that session without knowing how it went.
+  let held = false;
+  const stop = rec.bus.on("open", () => {
+    if (held) return;
+    held = true;
+    srv.proxy.stallDownstream();
+    setTimeout(() => srv.proxy.cut(), 100);
+  });
+  srv.proxy.refuse = false;
+  await until(() => rec.opens.length === 2, 8000, "the resume after the cut");
+  stop();
+  await until(() => rec.msgs.length === 8, 8000, `the five published during the outage (have ${rec.msgs.length})`);
+  await httpPublish(srv.http(), "t/a", 9);
+  await until(() => rec.msgs.length === 9);
+  await sleep(200);
+  assert.deepEqual(rec.opens.map((o) => o.resumed), [false, true]);
+  assert.deepEqual(rec.msgs.map((m) => m.data), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(rec.gaps, []);
+  assert.deepEqual(rec.recovered, [{ pattern: "t/**", recovered: true }]);
+  assert.equal(rec.off.recovered, true);
+});

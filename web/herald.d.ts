@@ -294,12 +294,13 @@ export declare const MAX_SINCE_TOPICS: 1000;
 
 /**
  * A subscription's bookkeeping: the last position delivered of each topic (the `limit` most
- * recently delivered) and the newest `ts`. Used by the Bus; exported for tests and tools.
+ * recently delivered) and the earliest `ts` (a recovery replays unlisted topics after it). Used
+ * by the Bus; exported for tests and tools.
  */
 export declare class Positions {
   constructor(limit?: number);
   readonly limit: number;
-  /** Newest `ts` delivered. */
+  /** Earliest `ts` delivered or seeded. */
   readonly ts: number | undefined;
   readonly size: number;
   get(topic: string): Position | undefined;
@@ -311,7 +312,8 @@ export declare class Positions {
   cover(topic: string, epoch: string, offset: number): boolean;
   /** Takes a `since` as delivered (`topic` for the `{epoch, offset}` form). */
   seed(since: Position | SinceTopics | undefined, topic?: string): void;
-  since(fallbackTs?: number): SinceTopics & { topics: { [topic: string]: Position } };
+  /** `ts` is the earlier of `this.ts` and `startTs` (when the subscription began). */
+  since(startTs?: number): SinceTopics & { topics: { [topic: string]: Position } };
 }
 
 /** Reconnect delay of an attempt: exponential with equal jitter. */

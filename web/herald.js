@@ -13,7 +13,7 @@
 //   next URL when given several), resumes with `session` + `last_seq` (so nothing is lost within
 //   the server's session TTL and buffer);
 // - recovery: each subscription remembers the last epoch and offset of every topic it delivered
-//   (the newest 1000 topics) and the last `ts`; when the server could not resume the session, it
+//   (the newest 1000 topics) and when it began; when the server could not resume the session, it
 //   subscribes again `since` those positions, so what history still holds arrives once and in
 //   order, and what it does not is an exact topic `gap`; a message a subscription already
 //   delivered is not handed to its handlers again;
@@ -158,13 +158,19 @@ export const MAX_SINCE_TOPICS = 1000;
 
 /**
  * The last epoch and offset delivered of each topic (the `limit` most recently delivered
- * topics; the least recently delivered one is forgotten first) and the newest `ts` delivered.
+ * topics; the least recently delivered one is forgotten first) and the earliest `ts` delivered.
  * A message at or before a topic's position in the same epoch counts as already delivered.
+ *
+ * Why the earliest `ts`: a recovery replays, for topics it does not list, what is newer than
+ * `since.ts`. A topic it does not list is one this subscription never had a message of, so all
+ * of it since the subscription began is missing. The newest `ts` seen would lose some: messages
+ * of different topics do not arrive in `ts` order, and a replay cut short by a disconnect has
+ * not reached the topics after it.
  */
 export class Positions {
   constructor(limit = MAX_SINCE_TOPICS) {
     this.limit = limit;
-    /** Newest `ts` delivered (Unix ms), or undefined. */
+    /** Earliest `ts` delivered or seeded (Unix ms, the server's clock), or undefined. */
     this.ts = undefined;
     this._topics = new Map(); // topic -> {epoch, offset}, least recently delivered first
   }
@@ -189,7 +195,7 @@ export class Positions {
   deliver(topic, epoch, offset, ts) {
     if (this.has(topic, epoch, offset)) return false;
     this._set(topic, epoch, offset);
-    if (typeof ts === "number" && !(ts <= this.ts)) this.ts = ts;
+    if (typeof ts === "number" && !(ts >= this.ts)) this.ts = ts;
     return true;
   }
 
@@ -212,14 +218,18 @@ export class Positions {
     } else if (topic !== undefined && typeof since.offset === "number" && since.epoch !== undefined) {
       this._set(topic, String(since.epoch), since.offset);
     }
-    if (typeof since.ts === "number" && !(since.ts <= this.ts)) this.ts = since.ts;
+    if (typeof since.ts === "number" && !(since.ts >= this.ts)) this.ts = since.ts;
   }
 
-  /** The `since` to continue from: `{topics: {topic: {epoch, offset}}, ts}` (`ts` defaults to `fallbackTs`). */
-  since(fallbackTs) {
+  /**
+   * The `since` to continue from: `{topics: {topic: {epoch, offset}}, ts}`, `ts` the earlier of
+   * the earliest `ts` known and `startTs` (when the subscription began, by the local clock: a
+   * clock ahead of the server's is corrected by the first `ts` delivered).
+   */
+  since(startTs) {
     // fromEntries makes own properties, even of a topic named `__proto__`.
     const topics = Object.fromEntries([...this._topics].map(([t, p]) => [t, { epoch: p.epoch, offset: p.offset }]));
-    const ts = this.ts ?? fallbackTs;
+    const ts = this.ts === undefined ? startTs : startTs === undefined ? this.ts : Math.min(this.ts, startTs);
     return ts === undefined ? { topics } : { topics, ts };
   }
 }
@@ -321,7 +331,6 @@ export class Bus {
     this._lastHeard = 0;
     this._retryAfterMs = 0;
     this._connectTimer = null;
-    this._newestTs = undefined; // newest `ts` delivered on any subscription
     this._failures = []; // the first connection's failed URLs
   }
 
@@ -677,7 +686,6 @@ export class Bus {
     const seq = msg.seq;
     Object.defineProperty(msg, "ack", { value: () => this.ack(seq), enumerable: false });
     const tracked = typeof msg.offset === "number" && msg.offset > 0 && typeof msg.epoch === "string" && msg.epoch !== "";
-    if (tracked && typeof msg.ts === "number" && !(msg.ts <= this._newestTs)) this._newestTs = msg.ts;
     const called = new Set();
     for (const sub of this._subs.values()) {
       if (!sub.match(msg.topic)) continue;
@@ -844,7 +852,7 @@ export class Bus {
         recovering: null, // the mode of a resubscription waiting for its answer
         recoveryGaps: 0, // topic gaps while recovering
         recovered: undefined,
-        startTs: Date.now() - 1000, // `since.ts` when nothing was delivered anywhere
+        startTs: Date.now() - 1000, // when it began (local clock, a second early): see Positions
       };
       if (sub.positions) sub.positions.seed(opts.since, pattern);
       this._subs.set(key, sub);
@@ -869,7 +877,7 @@ export class Bus {
    */
   since(pattern) {
     const sub = this._subs.get(subKey(pattern));
-    return sub && sub.positions ? sub.positions.since(this._newestTs ?? sub.startTs) : null;
+    return sub && sub.positions ? sub.positions.since(sub.startTs) : null;
   }
 
   /**
@@ -888,7 +896,7 @@ export class Bus {
       if (sub.rewind !== undefined) frame.rewind = sub.rewind;
       if (sub.since) frame.since = sub.since;
     } else if (mode === "recover") {
-      frame.since = sub.positions.since(this._newestTs ?? sub.startTs);
+      frame.since = sub.positions.since(sub.startTs);
     } else if (mode === "offset") {
       frame.since = last;
     }

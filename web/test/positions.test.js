@@ -20,14 +20,16 @@ test("a delivery at or before the position of the same epoch is a duplicate", ()
   assert.deepEqual(p.get("t/a"), { epoch: "e2", offset: 1 });
   assert.equal(p.has("t/a", "e1", 1), false);
   assert.equal(p.has("t/a", "e2", 1), true);
-  assert.equal(p.ts, 103);
+  assert.equal(p.ts, 100);
 });
 
-test("a skipped offset is not a duplicate, and ts keeps the newest", () => {
+test("a skipped offset is not a duplicate, and ts keeps the earliest", () => {
   const p = new Positions();
   p.deliver("t/a", "e1", 5, 500);
   assert.equal(p.deliver("t/a", "e1", 9, 400), true);
-  assert.equal(p.ts, 500, "an older ts does not move it back");
+  assert.equal(p.ts, 400, "messages of topics arrive out of ts order: the earliest counts");
+  p.deliver("t/b", "e1", 1, 900);
+  assert.equal(p.ts, 400, "a newer ts does not move it forward");
   assert.deepEqual(p.get("t/a"), { epoch: "e1", offset: 9 });
 });
 
@@ -59,7 +61,7 @@ test("the default bound is the protocol's 1000 topics", () => {
   assert.equal(topics.length, 1000);
   assert.equal(topics[0], "t/500");
   assert.equal(topics[999], "t/1499");
-  assert.equal(p.ts, 1499);
+  assert.equal(p.ts, 0);
 });
 
 test("a gap covers offsets once: the same gap again is known", () => {
@@ -76,7 +78,7 @@ test("a gap covers offsets once: the same gap again is known", () => {
   assert.equal(p.ts, undefined, "a gap has no ts");
 });
 
-test("since() lists every position and the newest ts, else the fallback", () => {
+test("since() lists every position and the earlier of the earliest ts and the start", () => {
   const p = new Positions();
   assert.deepEqual(p.since(), { topics: {} });
   assert.deepEqual(p.since(42), { topics: {}, ts: 42 });
@@ -84,7 +86,10 @@ test("since() lists every position and the newest ts, else the fallback", () => 
   p.deliver("__proto__", "e1", 1, 999);
   const since = p.since(42);
   // A topic may be named `__proto__`: it must be an entry like any other, on the wire too.
-  assert.equal(JSON.stringify(since), '{"topics":{"t/a":{"epoch":"e1","offset":7},"__proto__":{"epoch":"e1","offset":1}},"ts":1000}');
+  assert.equal(JSON.stringify(since), '{"topics":{"t/a":{"epoch":"e1","offset":7},"__proto__":{"epoch":"e1","offset":1}},"ts":42}');
+  // A local clock ahead of the server's: the first ts delivered corrects it.
+  assert.equal(p.since(5000).ts, 999);
+  assert.equal(p.since().ts, 999);
   // A copy: changing it changes nothing inside.
   since.topics["t/a"].offset = 99;
   assert.deepEqual(p.get("t/a"), { epoch: "e1", offset: 7 });

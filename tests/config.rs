@@ -225,6 +225,7 @@ fn example_file_loads_and_documents_every_key() {
     let chat = TopicConfig {
         pattern: "chat/**".into(),
         history: 1000,
+        persist: true,
         ..TopicConfig::default()
     };
     let loaded = Config::from_toml_str(&example).unwrap();

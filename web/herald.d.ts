@@ -56,6 +56,36 @@ export interface Message<T = Json> {
 
 export type Handler<T = Json> = (msg: Message<T>) => void;
 
+/** Where a topic stands: its epoch and an offset in it. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/**
+ * A `since` for any pattern: every held message after each listed topic's offset, and for the
+ * matching topics not listed, those with `ts` after `ts` (Unix ms). At most 1000 topics.
+ */
+export interface SinceTopics {
+  topics?: { [topic: string]: Position };
+  ts?: number;
+}
+
+/** Offsets of one topic that a recovering subscription cannot replay (`op: "gap"` with `topic`). */
+export interface TopicGapEvent {
+  topic: string;
+  /** The first offset missing, in `epoch`. */
+  from_offset: number;
+  /** The last offset missing; below `from_offset` (an empty range) when a new epoch is held from its start. */
+  to_offset: number;
+  /** "history": no longer held (trimmed, or past `max_rewind`); "epoch": the topic's epoch changed. */
+  reason: "history" | "epoch" | string;
+  /** The topic's current epoch. */
+  epoch: string;
+}
+
+export type GapHandler = (gap: TopicGapEvent) => void;
+
 export interface SubscribeOptions {
   /** Queue group: each message goes to one member of the group. */
   group?: string;
@@ -63,15 +93,23 @@ export interface SubscribeOptions {
   ack?: "auto" | "manual";
   /** Replay the N latest stored messages of each matching topic first (`replay: true`). */
   rewind?: number;
-  /** Exact topics only: everything after this offset of this epoch. */
-  since?: { epoch: string; offset: number };
+  /**
+   * Start after a position: `{epoch, offset}` (exact topics only) or `{topics, ts}` (any pattern;
+   * e.g. what `bus.since(pattern)` gave before a page reload). Not with `group` or `rewind`.
+   */
+  since?: Position | SinceTopics;
+  /** Called with this subscription's topic gaps (what a recovery could not replay). */
+  onGap?: GapHandler;
 }
 
 /** Unsubscribes the handler (the server is told when a pattern's last handler goes). */
 export interface Unsubscribe {
   (): Promise<void>;
   readonly pattern: string;
-  /** From the server's answer to a `since` subscription: false when the offset was not held. */
+  /**
+   * From the server's answer to a `since` subscription, and updated by every recovery after a
+   * lost session: false when something could not be replayed (see the `gap` events).
+   */
   readonly recovered?: boolean;
 }
 
@@ -129,25 +167,46 @@ export interface OpenEvent {
   resumed: boolean;
   /** The session before this connection (differs from `session` when it was not resumed). */
   previousSession: string | null;
+  /** The URL this connection went to. */
+  url: string;
 }
 
 export interface CloseEvent {
   code: number;
   reason: string;
   willReconnect: boolean;
+  /** The URL of the connection that closed. */
+  url: string;
 }
 
-export interface GapEvent {
+/** Seqs of the session's stream that will never come (no `topic`). */
+export interface SessionGapEvent {
   from_seq: number;
   to_seq: number;
   reason: "overflow" | "expired" | string;
+}
+
+/** A session gap, or a topic gap (tell them apart by `topic`). */
+export type GapEvent = SessionGapEvent | TopicGapEvent;
+
+/**
+ * After a subscription was sent again on a new session (the old one was lost); it comes with the
+ * server's answer, before the replayed messages and topic gaps.
+ */
+export interface RecoveredEvent {
+  pattern: string;
+  group?: string;
+  /** True when the server replayed everything missed; false with a gap, or for a group. */
+  recovered: boolean;
 }
 
 export interface BusEvents {
   open: OpenEvent;
   resumed: OpenEvent;
   close: CloseEvent;
+  /** Session gaps and topic gaps (a topic gap reaches the bus once, however many subscriptions match). */
   gap: GapEvent;
+  recovered: RecoveredEvent;
   /** Errors the server sent without a request to answer, and exceptions thrown by handlers. */
   error: Error;
 }
@@ -156,6 +215,8 @@ export interface BusEvents {
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket;
 
 export interface ConnectOptions {
+  /** More URLs, after the one(s) given to `connect`: failover targets. */
+  urls?: string[];
   /** A token, or a function returning one (called before every connection). */
   token?: string | (() => string | Promise<string>);
   /** Needed where there is no global WebSocket (Node 20). */
@@ -181,8 +242,11 @@ export interface ConnectOptions {
 }
 
 export declare class Bus {
-  constructor(url: string, options?: ConnectOptions);
+  constructor(url?: string | string[], options?: ConnectOptions);
+  /** The URL in use (or being tried). */
   readonly url: string;
+  /** Every URL, in the order tried: the first connection tries each; each reconnect moves to the next. */
+  readonly urls: string[];
   /** The current WebSocket, or null between connections. */
   readonly socket: WebSocket | null;
   readonly session: string | null;
@@ -199,6 +263,8 @@ export declare class Bus {
    */
   open(): Promise<void>;
   subscribe<T = Json>(pattern: string, handler: Handler<T>, options?: SubscribeOptions): Promise<Unsubscribe>;
+  /** What a plain subscription would continue from (to pass as `since` later); null if none. */
+  since(pattern: string): Required<SinceTopics> | null;
   publish(topic: string, data: Json, options?: PublishOptions): Promise<PublishResult>;
   request<T = Json>(topic: string, data: Json, options?: RequestOptions): Promise<T>;
   history<T = Json>(topic: string, options?: HistoryOptions): Promise<History<T>>;
@@ -212,12 +278,43 @@ export declare class Bus {
   close(): void;
 }
 
-/** Opens a connection; resolves once the server welcomed it. URL default (in a page): same origin `/ws`. */
-export declare function connect(url?: string, options?: ConnectOptions): Promise<Bus>;
+/**
+ * Opens a connection; resolves once the server welcomed it. URL default (in a page): same origin
+ * `/ws`. With several URLs the first connection tries each in turn (rejecting `connect_failed`
+ * when none answers) and each reconnect attempt moves to the next.
+ */
+export declare function connect(url?: string | string[], options?: ConnectOptions): Promise<Bus>;
 export default connect;
 
 /** Whether a topic matches a pattern, by the protocol's glob rules (PROTOCOL.md §1). */
 export declare function matchPattern(pattern: string, topic: string): boolean;
 export declare function compilePattern(pattern: string): (topic: string) => boolean;
+/** The most topics a `since` may list, and a subscription remembers. */
+export declare const MAX_SINCE_TOPICS: 1000;
+
+/**
+ * A subscription's bookkeeping: the last position delivered of each topic (the `limit` most
+ * recently delivered) and the earliest `ts` (a recovery replays unlisted topics after it). Used
+ * by the Bus; exported for tests and tools.
+ */
+export declare class Positions {
+  constructor(limit?: number);
+  readonly limit: number;
+  /** Earliest `ts` delivered or seeded. */
+  readonly ts: number | undefined;
+  readonly size: number;
+  get(topic: string): Position | undefined;
+  /** Whether the offset is at or before the topic's position in the same epoch. */
+  has(topic: string, epoch: string, offset: number): boolean;
+  /** Records a delivery; false when it was delivered already (a duplicate). */
+  deliver(topic: string, epoch: string, offset: number, ts?: number): boolean;
+  /** Records a gap up to `offset`; false when already covered. */
+  cover(topic: string, epoch: string, offset: number): boolean;
+  /** Takes a `since` as delivered (`topic` for the `{epoch, offset}` form). */
+  seed(since: Position | SinceTopics | undefined, topic?: string): void;
+  /** `ts` is the earlier of `this.ts` and `startTs` (when the subscription began). */
+  since(startTs?: number): SinceTopics & { topics: { [topic: string]: Position } };
+}
+
 /** Reconnect delay of an attempt: exponential with equal jitter. */
 export declare function backoffDelay(attempt: number, minDelayMs?: number, maxDelayMs?: number, random?: () => number): number;

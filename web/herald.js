@@ -9,9 +9,14 @@
 // - routing: the server delivers each message to a session once, however many of its patterns
 //   match; this module matches the topic against every local subscription and calls each
 //   distinct handler once;
-// - sessions: it tracks `seq`, reconnects with exponential backoff and jitter, resumes with
-//   `session` + `last_seq` (so nothing is lost within the server's session TTL and buffer), and
-//   subscribes again when the server could not resume;
+// - sessions: it tracks `seq`, reconnects with exponential backoff and jitter (moving to the
+//   next URL when given several), resumes with `session` + `last_seq` (so nothing is lost within
+//   the server's session TTL and buffer);
+// - recovery: each subscription remembers the last epoch and offset of every topic it delivered
+//   (the newest 1000 topics) and when it began; when the server could not resume the session, it
+//   subscribes again `since` those positions, so what history still holds arrives once and in
+//   order, and what it does not is an exact topic `gap`; a message a subscription already
+//   delivered is not handed to its handlers again;
 // - offline behaviour: publishes are queued (bounded) and sent after reconnecting; requests,
 //   history and presence calls that are waiting for an answer are rejected on disconnect.
 
@@ -146,6 +151,95 @@ export function matchPattern(pattern, topic) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Positions: what a subscription has delivered, per topic, for recovery and de-duplication.
+
+/** The most topics a `since` may list (the server refuses more) and a subscription remembers. */
+export const MAX_SINCE_TOPICS = 1000;
+
+/**
+ * The last epoch and offset delivered of each topic (the `limit` most recently delivered
+ * topics; the least recently delivered one is forgotten first) and the earliest `ts` delivered.
+ * A message at or before a topic's position in the same epoch counts as already delivered.
+ *
+ * Why the earliest `ts`: a recovery replays, for topics it does not list, what is newer than
+ * `since.ts`. A topic it does not list is one this subscription never had a message of, so all
+ * of it since the subscription began is missing. The newest `ts` seen would lose some: messages
+ * of different topics do not arrive in `ts` order, and a replay cut short by a disconnect has
+ * not reached the topics after it.
+ */
+export class Positions {
+  constructor(limit = MAX_SINCE_TOPICS) {
+    this.limit = limit;
+    /** Earliest `ts` delivered or seeded (Unix ms, the server's clock), or undefined. */
+    this.ts = undefined;
+    this._topics = new Map(); // topic -> {epoch, offset}, least recently delivered first
+  }
+
+  get size() {
+    return this._topics.size;
+  }
+
+  /** `{epoch, offset}` of `topic`, or undefined. */
+  get(topic) {
+    const p = this._topics.get(topic);
+    return p && { epoch: p.epoch, offset: p.offset };
+  }
+
+  /** Whether offset `offset` of `topic` in `epoch` is covered (delivered, or given up by a gap). */
+  has(topic, epoch, offset) {
+    const p = this._topics.get(topic);
+    return p !== undefined && p.epoch === epoch && offset <= p.offset;
+  }
+
+  /** Records a delivery; false, changing nothing, when it was delivered already. */
+  deliver(topic, epoch, offset, ts) {
+    if (this.has(topic, epoch, offset)) return false;
+    this._set(topic, epoch, offset);
+    if (typeof ts === "number" && !(ts >= this.ts)) this.ts = ts;
+    return true;
+  }
+
+  /** Records that nothing up to `offset` of `epoch` will come (a topic gap); false if known. */
+  cover(topic, epoch, offset) {
+    return this.deliver(topic, epoch, offset, undefined);
+  }
+
+  _set(topic, epoch, offset) {
+    this._topics.delete(topic); // re-inserted last: the most recently delivered
+    this._topics.set(topic, { epoch, offset });
+    if (this._topics.size > this.limit) this._topics.delete(this._topics.keys().next().value);
+  }
+
+  /** Takes a `since` as positions already delivered (`{epoch, offset}` needs `topic`). */
+  seed(since, topic) {
+    if (!since || typeof since !== "object") return;
+    if (since.topics && typeof since.topics === "object") {
+      for (const [t, p] of Object.entries(since.topics)) if (p && typeof p.offset === "number") this._set(t, String(p.epoch), p.offset);
+    } else if (topic !== undefined && typeof since.offset === "number" && since.epoch !== undefined) {
+      this._set(topic, String(since.epoch), since.offset);
+    }
+    if (typeof since.ts === "number" && !(since.ts >= this.ts)) this.ts = since.ts;
+  }
+
+  /**
+   * The `since` to continue from: `{topics: {topic: {epoch, offset}}, ts}`, `ts` the earlier of
+   * the earliest `ts` known and `startTs` (when the subscription began, by the local clock: a
+   * clock ahead of the server's is corrected by the first `ts` delivered).
+   */
+  since(startTs) {
+    // fromEntries makes own properties, even of a topic named `__proto__`.
+    const topics = Object.fromEntries([...this._topics].map(([t, p]) => [t, { epoch: p.epoch, offset: p.offset }]));
+    const ts = this.ts === undefined ? startTs : startTs === undefined ? this.ts : Math.min(this.ts, startTs);
+    return ts === undefined ? { topics } : { topics, ts };
+  }
+}
+
+/** True when `pattern` has no glob syntax: it names one topic. */
+function isExact(pattern) {
+  return !/[*?[{\\]/.test(pattern);
+}
+
+// ------------------------------------------------------------------------------------------
 
 function defaultUrl() {
   const loc = globalThis.location;
@@ -177,9 +271,18 @@ function subKey(pattern, group) {
   return group ? `${pattern}\u0000${group}` : pattern;
 }
 
+/** The URLs of `connect(url | [url, …], {urls})`, normalized, without repeats (default: this page's). */
+function urlList(url, extra) {
+  const given = [...(Array.isArray(url) ? url : url == null || url === "" ? [] : [url]), ...(Array.isArray(extra) ? extra : [])];
+  const urls = [...new Set((given.length ? given : [undefined]).map(normalizeUrl))];
+  return urls;
+}
+
 /**
  * Opens a connection and resolves with a {@link Bus} once the server said `welcome`.
- * Rejects when the first connection cannot be opened (later drops reconnect on their own).
+ * `url` may be a list (or `options.urls` add to it): the first connection tries each in turn,
+ * and each reconnect attempt moves on to the next. Rejects when the first connection cannot be
+ * opened to any of them (later drops reconnect on their own).
  *
  * options: `token` (string, or a function returning one, called before every connection),
  * `WebSocket` (a constructor, for Node 20 without a global one: e.g. the `ws` package),
@@ -195,7 +298,11 @@ export function connect(url, options = {}) {
 
 export class Bus {
   constructor(url, options = {}) {
-    this.url = normalizeUrl(url);
+    /** Every URL to connect to, in the order tried. */
+    this.urls = urlList(url, options.urls);
+    this._urlIndex = 0;
+    /** The URL in use (or being tried). */
+    this.url = this.urls[0];
     this.options = { ...DEFAULTS, ...options };
     this._WS = options.WebSocket || globalThis.WebSocket;
     if (typeof this._WS !== "function") {
@@ -214,7 +321,7 @@ export class Bus {
 
     this._nextId = 1;
     this._pending = new Map(); // id -> {resolve, reject, timer, kind, frame}
-    this._subs = new Map(); // key -> {pattern, group, ack, rewind, since, match, handlers:Set, confirmed, waiters, lastOffset}
+    this._subs = new Map(); // key -> {pattern, group, ack, rewind, since, match, handlers:Set, onGap:Map, confirmed, waiters, positions, recovering, recovered, startTs}
     this._unsubQueue = new Map(); // key -> {pattern, group}: unsubscribes to send after reconnect
     this._queue = []; // publishes waiting for a socket: {frame, resolve, reject}
     this._listeners = new Map();
@@ -224,11 +331,16 @@ export class Bus {
     this._lastHeard = 0;
     this._retryAfterMs = 0;
     this._connectTimer = null;
+    this._failures = []; // the first connection's failed URLs
   }
 
   // ---- events --------------------------------------------------------------------------
 
-  /** Listens to `open`, `close`, `resumed`, `gap`, `error`; returns a function that stops. */
+  /**
+   * Listens to `open`, `close`, `resumed`, `gap` (a session gap `{from_seq, to_seq, reason}` or
+   * a topic gap `{topic, from_offset, to_offset, reason, epoch}`), `recovered`, `error`; returns
+   * a function that stops.
+   */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(fn);
@@ -357,10 +469,20 @@ export class Bus {
     this._failPending(CLIENT_CODES.DISCONNECTED, `connection lost (${code}${reason ? ` ${reason}` : ""})`);
     if (this.state === "closed") return;
     if (this._firstOpen) {
+      // The first connection tries each URL once, one after the other, without waiting.
+      this._failures.push(`${this.url} (${code}${reason ? ` ${reason}` : ""})`);
+      if (this._failures.length < this.urls.length) {
+        this._nextUrl();
+        this._reconnectTimer = setTimeout(() => {
+          this._reconnectTimer = null;
+          this._open();
+        }, 0);
+        return;
+      }
       const first = this._firstOpen;
       this._firstOpen = null;
       this.state = "closed";
-      first.reject(new HeraldError(CLIENT_CODES.CONNECT_FAILED, `could not connect to ${this.url} (${code}${reason ? ` ${reason}` : ""})`, { closeCode: code }));
+      first.reject(new HeraldError(CLIENT_CODES.CONNECT_FAILED, `could not connect to ${this._failures.join(", ")}`, { closeCode: code }));
       return;
     }
     // 1008: another connection took over this session (e.g. the same page in another tab)
@@ -368,11 +490,14 @@ export class Bus {
     const fatal = code === 1008 || (code === 4001 && typeof this.options.token !== "function");
     const willReconnect = this.options.reconnect !== false && !fatal;
     this.state = willReconnect ? "reconnecting" : "closed";
-    if (wasOpen || !willReconnect) this._emit("close", { code, reason, willReconnect });
+    if (wasOpen || !willReconnect) this._emit("close", { code, reason, willReconnect, url: this.url });
     if (willReconnect) {
-      const delay = Math.max(this._retryAfterMs, backoffDelay(this._attempt, this.options.minDelayMs, this.options.maxDelayMs));
+      // A server's `bye.retry_ms` is about that server: another URL is tried without it.
+      const retryAfter = this.urls.length > 1 ? 0 : this._retryAfterMs;
+      const delay = Math.max(retryAfter, backoffDelay(this._attempt, this.options.minDelayMs, this.options.maxDelayMs));
       this._retryAfterMs = 0;
       this._attempt += 1;
+      this._nextUrl();
       this._reconnectTimer = setTimeout(() => {
         this._reconnectTimer = null;
         this._open();
@@ -382,25 +507,37 @@ export class Bus {
     }
   }
 
+  /** Moves to the next URL (a no-op with one). */
+  _nextUrl() {
+    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    this.url = this.urls[this._urlIndex];
+  }
+
   _onWelcome(frame) {
     const previous = this.session;
     clearTimeout(this._connectTimer);
     this.welcome = frame;
     this.session = frame.session;
     this._attempt = 0;
+    this._failures = [];
     if (!frame.resumed) this.lastSeq = 0;
     this.state = "open";
     this._startHeartbeat(frame.heartbeat_ms);
     if (frame.resumed) {
-      // The server kept our subscriptions; send what we could not while offline.
+      // The server kept our subscriptions; send what we could not while offline, and a
+      // recovery whose answer the drop cut off (it may not have reached the server).
       for (const [key, u] of this._unsubQueue) {
         this._send({ op: "unsub", pattern: u.pattern, ...(u.group ? { group: u.group } : {}) });
         this._unsubQueue.delete(key);
       }
-      for (const sub of this._subs.values()) if (!sub.confirmed) this._sendSub(sub, false);
+      for (const sub of this._subs.values()) {
+        if (!sub.confirmed) this._sendSub(sub, "first");
+        else if (sub.recovering) this._sendSub(sub, sub.recovering, true);
+      }
     } else {
+      // A new session: subscribe again, continuing where each subscription stopped.
       this._unsubQueue.clear();
-      for (const sub of this._subs.values()) this._sendSub(sub, sub.confirmed);
+      for (const sub of this._subs.values()) this._sendSub(sub, !sub.confirmed ? "first" : sub.group ? "plain" : "recover");
     }
     // Queued publishes go after the subscriptions so the server handles them in that order.
     const queued = this._queue;
@@ -411,7 +548,7 @@ export class Bus {
       this._firstOpen = null;
       first.resolve();
     }
-    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous };
+    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous, url: this.url };
     this._emit("open", info);
     if (frame.resumed) this._emit("resumed", info);
   }
@@ -483,7 +620,7 @@ export class Bus {
       this._firstOpen = null;
       first.reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
     }
-    this._emit("close", { code: 1000, reason: "closed by client", willReconnect: false });
+    this._emit("close", { code: 1000, reason: "closed by client", willReconnect: false, url: this.url });
   }
 
   // ---- incoming frames -------------------------------------------------------------------
@@ -497,6 +634,10 @@ export class Bus {
         this._onMsg(frame);
         break;
       case "gap":
+        if (frame.topic !== undefined) {
+          this._onTopicGap(frame);
+          break;
+        }
         if (typeof frame.to_seq === "number" && frame.to_seq > this.lastSeq) this.lastSeq = frame.to_seq;
         this._emit("gap", { from_seq: frame.from_seq, to_seq: frame.to_seq, reason: frame.reason });
         break;
@@ -544,11 +685,13 @@ export class Bus {
     }
     const seq = msg.seq;
     Object.defineProperty(msg, "ack", { value: () => this.ack(seq), enumerable: false });
+    const tracked = typeof msg.offset === "number" && msg.offset > 0 && typeof msg.epoch === "string" && msg.epoch !== "";
     const called = new Set();
     for (const sub of this._subs.values()) {
       if (!sub.match(msg.topic)) continue;
-      // Only exact-topic subscriptions can continue `since` an offset (kept small on purpose).
-      if (sub.pattern === msg.topic && typeof msg.offset === "number" && msg.epoch !== undefined) sub.lastOffset = { epoch: msg.epoch, offset: msg.offset };
+      // A plain subscription skips what it delivered already (a recovery's replay may repeat
+      // what a resumed session had sent, or a rewind what another subscription had).
+      if (tracked && sub.positions && !sub.positions.deliver(msg.topic, msg.epoch, msg.offset, msg.ts)) continue;
       for (const handler of sub.handlers) {
         if (called.has(handler)) continue;
         called.add(handler);
@@ -559,6 +702,33 @@ export class Bus {
         }
       }
     }
+  }
+
+  /** A topic gap: to the matching plain subscriptions that had not covered it yet, then the bus. */
+  _onTopicGap(frame) {
+    const gap = { topic: frame.topic, from_offset: frame.from_offset, to_offset: frame.to_offset, reason: frame.reason, epoch: frame.epoch };
+    const known = typeof gap.to_offset === "number" && typeof gap.epoch === "string";
+    let matched = false;
+    let news = false;
+    const called = new Set();
+    for (const sub of this._subs.values()) {
+      if (!sub.positions || !sub.match(gap.topic)) continue;
+      matched = true;
+      if (sub.recovering) sub.recoveryGaps += 1;
+      // Several recovering subscriptions may each be told of the same gap: once is enough.
+      if (known && !sub.positions.cover(gap.topic, gap.epoch, gap.to_offset)) continue;
+      news = true;
+      for (const fn of sub.onGap.values()) {
+        if (called.has(fn)) continue;
+        called.add(fn);
+        try {
+          fn(gap);
+        } catch (e) {
+          this._emit("error", e);
+        }
+      }
+    }
+    if (news || !matched) this._emit("gap", gap);
   }
 
   // ---- requests --------------------------------------------------------------------------
@@ -654,7 +824,9 @@ export class Bus {
    * whole message: `{topic, data, seq, offset, epoch, ts, msg_id?, reply_to?, retained?,
    * replay?, redelivered?, deliveries?}` plus `msg.ack()` and, for requests, `msg.reply(data)`.
    * Options: `group`, `ack` ("auto" | "manual", with a group), `rewind` (N latest per topic),
-   * `since` ({epoch, offset}, exact topic). Subscribing while offline waits for the connection.
+   * `since` (`{epoch, offset}` for an exact topic, or `{topics: {topic: {epoch, offset}}, ts}`),
+   * `onGap` (called with the topic gaps of this subscription). Subscribing while offline waits
+   * for the connection.
    */
   subscribe(pattern, handler, opts = {}) {
     if (typeof handler !== "function") return Promise.reject(new TypeError("subscribe(pattern, handler): handler must be a function"));
@@ -672,49 +844,70 @@ export class Bus {
         since: opts.since,
         match: compilePattern(pattern),
         handlers: new Set(),
+        onGap: new Map(), // handler -> its onGap
         confirmed: false,
         waiters: [],
-        lastOffset: null,
+        // Groups share their messages with other members: nothing to remember or recover.
+        positions: opts.group ? null : new Positions(),
+        recovering: null, // the mode of a resubscription waiting for its answer
+        recoveryGaps: 0, // topic gaps while recovering
         recovered: undefined,
+        startTs: Date.now() - 1000, // when it began (local clock, a second early): see Positions
       };
+      if (sub.positions) sub.positions.seed(opts.since, pattern);
       this._subs.set(key, sub);
       this._unsubQueue.delete(key);
     }
     sub.handlers.add(handler);
+    if (typeof opts.onGap === "function") sub.onGap.set(handler, opts.onGap);
     const unsubscribe = () => this._unsubscribe(key, handler);
     unsubscribe.pattern = pattern;
+    Object.defineProperty(unsubscribe, "recovered", { get: () => sub.recovered, enumerable: true });
     return new Promise((resolve, reject) => {
-      const done = () => {
-        unsubscribe.recovered = sub.recovered;
-        resolve(unsubscribe);
-      };
+      const done = () => resolve(unsubscribe);
       if (!fresh && sub.confirmed) return done();
       sub.waiters.push({ resolve: done, reject, handler });
-      if (fresh && this.state === "open") this._sendSub(sub, false);
+      if (fresh && this.state === "open") this._sendSub(sub, "first");
     });
   }
 
   /**
-   * Sends `sub`. On a resubscription after a lost session, an exact topic continues with
-   * `since` after the last offset seen instead of replaying `rewind` again; should the server
-   * refuse that, the plain subscription is sent (live messages matter more than the replay).
+   * What a plain subscription would continue from: `{topics, ts}`, usable as `since` in a later
+   * `subscribe` (e.g. saved across a page reload); null when there is no such subscription.
    */
-  _sendSub(sub, again, plain = false) {
+  since(pattern) {
+    const sub = this._subs.get(subKey(pattern));
+    return sub && sub.positions ? sub.positions.since(sub.startTs) : null;
+  }
+
+  /**
+   * Sends `sub`. `mode`: "first" (as asked: `rewind`, `since`), "recover" (after a lost session:
+   * `since` the subscription's positions and last `ts`), "offset" (the server refused that, as
+   * one before recovery does: an exact topic continues after its last offset), "plain". Should
+   * the server refuse a recovery, the next mode is tried: live messages matter more than the
+   * replay.
+   */
+  _sendSub(sub, mode, resend = false) {
     const frame = { op: "sub", pattern: sub.pattern };
     if (sub.group) frame.group = sub.group;
     if (sub.ack) frame.ack = sub.ack;
-    if (plain) {
-      // nothing more
-    } else if (!again) {
+    const last = isExact(sub.pattern) && sub.positions ? sub.positions.get(sub.pattern) : undefined;
+    if (mode === "first") {
       if (sub.rewind !== undefined) frame.rewind = sub.rewind;
       if (sub.since) frame.since = sub.since;
-    } else if (sub.lastOffset) {
-      // An exact topic we have seen: continue after the last offset instead of replaying.
-      frame.since = sub.lastOffset;
+    } else if (mode === "recover") {
+      frame.since = sub.positions.since(sub.startTs);
+    } else if (mode === "offset") {
+      frame.since = last;
     }
+    const next = mode === "recover" && last ? "offset" : mode === "recover" || mode === "offset" ? "plain" : null;
+    if (mode !== "first") sub.recovering = mode;
+    if (mode === "recover" && !resend) sub.recoveryGaps = 0;
     const id = this._nextId++;
     const timer = setTimeout(() => {
-      if (this._pending.delete(id)) this._subFailed(sub, new HeraldError(CLIENT_CODES.TIMEOUT, `no answer to 'sub' within ${this.options.answerTimeoutMs} ms`));
+      if (!this._pending.delete(id)) return;
+      sub.recovering = null;
+      this._subFailed(sub, new HeraldError(CLIENT_CODES.TIMEOUT, `no answer to 'sub' within ${this.options.answerTimeoutMs} ms`));
     }, this.options.answerTimeoutMs);
     this._pending.set(id, {
       timer,
@@ -722,13 +915,22 @@ export class Bus {
       resolve: (ok) => {
         if (this._subs.get(sub.key) !== sub) return;
         sub.confirmed = true;
-        if (ok.recovered !== undefined) sub.recovered = ok.recovered;
+        sub.recovering = null;
+        if (mode === "first") {
+          if (ok.recovered !== undefined) sub.recovered = ok.recovered;
+        } else {
+          // Without `recovered`, the server had the subscription already: the recovery sent
+          // before a drop reached it, and its gaps came in the resumed stream before this answer.
+          sub.recovered = mode !== "plain" && (ok.recovered === undefined ? mode === "recover" && resend && sub.recoveryGaps === 0 : ok.recovered === true);
+          this._emit("recovered", { pattern: sub.pattern, ...(sub.group ? { group: sub.group } : {}), recovered: sub.recovered });
+        }
         const waiters = sub.waiters;
         sub.waiters = [];
         for (const w of waiters) w.resolve();
       },
       reject: (err) => {
-        if (again && frame.since && this._subs.get(sub.key) === sub) this._sendSub(sub, true, true);
+        sub.recovering = null;
+        if (next && this._subs.get(sub.key) === sub) this._sendSub(sub, next);
         else this._subFailed(sub, err);
       },
       // The connection dropped before the answer: the subscription stays and is sent again
@@ -755,6 +957,7 @@ export class Bus {
   _unsubscribe(key, handler) {
     const sub = this._subs.get(key);
     if (!sub || !sub.handlers.delete(handler)) return Promise.resolve();
+    sub.onGap.delete(handler);
     if (sub.handlers.size > 0) return Promise.resolve();
     this._subs.delete(key);
     const frame = { op: "unsub", pattern: sub.pattern };

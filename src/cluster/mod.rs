@@ -301,7 +301,7 @@ impl Cluster {
         history::tail(&self.conn, topic, with_history, ttl).await
     }
 
-    /// Known topics (all that were ever published to) matching `pattern`.
+    /// Every topic ever published to in the cluster, or only those holding a retained message.
     pub async fn topics(&self, retained_only: bool) -> Result<Vec<String>, ClusterError> {
         let set = if retained_only {
             keys::RETAINED

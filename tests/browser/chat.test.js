@@ -2,11 +2,14 @@
 // leaving. One of them is on a phone-sized screen.
 
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect } from "../../web/herald.js";
-import { launch, newPage, screenshot, startServer, until } from "./harness.js";
+import { httpPublish, launch, newPage, screenshot, sleep, startProxy, startServer, until } from "./harness.js";
 
 let server;
 let browser;
@@ -135,4 +138,89 @@ test("with [auth], a page without a token is refused and one with a token in its
     await page.context().close();
     await auth.stop();
   }
+});
+
+/**
+ * A chat server with persisted history (`history` messages per room) that is killed and started
+ * again on the same port while the page cannot reach it (a proxy refuses it), and what others
+ * post meanwhile; `during` posts them. Returns the page's log afterwards.
+ */
+async function restartDuringChat({ history, room, during }) {
+  const config = `[[topics]]\npattern = "chat/**"\nhistory = ${history}\npersist = true\n`;
+  const dataDir = mkdtempSync(path.join(tmpdir(), "herald-chat-"));
+  let srv = await startServer({ config, dataDir });
+  const proxy = await startProxy(srv.port);
+  const page = await newPage(browser);
+  try {
+    await join(page, proxy.http, "gina", room);
+    await send(page, "before");
+    await httpPublish(srv.http, `chat/${room}`, { nick: "hal", text: "one" });
+    await until(async () => (await texts(page)).length === 2, 5000, "the first two");
+
+    proxy.refuse = true;
+    await srv.kill();
+    srv = await startServer({ config, dataDir, listen: `127.0.0.1:${srv.port}` });
+    await page.waitForSelector('#conn[data-state="reconnecting"]');
+    await during(srv);
+    proxy.refuse = false;
+    await page.waitForSelector('#conn[data-state="open"]', { timeout: 10000 });
+    return { page, srv };
+  } catch (e) {
+    await page.context().close();
+    throw e;
+  } finally {
+    // The caller's checks run against `srv`; stop it afterwards.
+    cleanupLater.push(async () => {
+      await proxy.close();
+      await srv.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    });
+  }
+}
+const cleanupLater = [];
+after(async () => {
+  for (const fn of cleanupLater) await fn();
+});
+
+test("after a server restart the room catches up from its history, nothing twice", async () => {
+  const { page, srv } = await restartDuringChat({
+    history: 100,
+    room: "restart",
+    during: async (srv) => {
+      for (const t of ["two", "three"]) await httpPublish(srv.http, "chat/restart", { nick: "hal", text: t });
+    },
+  });
+  const want = ["gina: before", "hal: one", "hal: two", "hal: three"];
+  await until(async () => (await texts(page)).length === 4, 8000, "the two sent while away");
+  await until(async () => (await page.textContent("#chat-log")).includes("Reconnected: nothing was missed."), 5000, "the recovered line");
+  await httpPublish(srv.http, "chat/restart", { nick: "hal", text: "four" });
+  await until(async () => (await texts(page)).length === 5, 5000, "a live message after");
+  await sleep(300);
+  assert.deepEqual(await texts(page), [...want, "hal: four"]);
+  const log = await page.textContent("#chat-log");
+  assert.ok(!log.includes("could not be recovered") && !log.includes("may have been missed"), log);
+  await screenshot(page, "chat-after-restart");
+  assert.deepEqual(page.errors.filter((e) => !/WebSocket connection to .* failed/.test(e.message)), []);
+  await page.context().close();
+});
+
+test("what the room's history no longer holds after a restart is a line, then the rest", async () => {
+  const { page } = await restartDuringChat({
+    history: 3,
+    room: "shorthist",
+    during: async (srv) => {
+      for (let i = 3; i <= 8; i += 1) await httpPublish(srv.http, "chat/shorthist", { nick: "hal", text: `m${i}` });
+    },
+  });
+  // Offsets 3..8 were posted while away; history keeps 6..8: 3..5 are a gap.
+  await until(async () => (await texts(page)).length === 5, 8000, "the three still held");
+  await until(async () => (await page.textContent("#chat-log")).includes("3 messages were sent while you were away and could not be recovered"), 5000, "the gap line");
+  await sleep(300);
+  assert.deepEqual(await texts(page), ["gina: before", "hal: one", "hal: m6", "hal: m7", "hal: m8"]);
+  // The gap line sits before the messages that follow it.
+  const order = await page.$$eval("#chat-log > *", (ns) => ns.map((n) => (n.classList.contains("chat-msg") ? n.querySelector(".text").textContent : n.textContent.includes("could not be recovered") ? "GAP" : null)).filter(Boolean));
+  assert.deepEqual(order, ["before", "one", "GAP", "m6", "m7", "m8"]);
+  assert.ok((await page.textContent("#chat-log")).includes("some messages may have been missed"));
+  await screenshot(page, "chat-gap-after-restart");
+  await page.context().close();
 });

@@ -5,6 +5,11 @@
 // `chat/<room>/roster` (`hello` on joining, answered by `here` from everyone present, `bye` on
 // leaving). On a server without presence or history the chat still works: the member list is
 // built from the roster alone and the room starts empty.
+//
+// When the connection comes back on a new session (the server restarted, or kept the session
+// too briefly), herald.js subscribes again `since` the last message shown, so the room catches
+// up from the server's history without repeating anything; what history no longer holds is shown
+// as a line (a topic gap).
 
 import { $, el, colorFor, errorText, stickToBottom, time } from "./ui.js";
 
@@ -49,22 +54,27 @@ export function mountChat(root, getBus) {
     $("chat-count").textContent = `${items.length} here`;
   }
 
-  /** Inserts a chat message in offset order (history may arrive after live messages). */
+  /**
+   * Inserts a chat message in offset order (history may arrive after live messages), once: the
+   * key is epoch and offset, since a server that lost the room's history counts from 1 again.
+   */
   function renderMessage(m, earlier) {
-    if (room.offsets.has(m.offset)) return;
-    room.offsets.add(m.offset);
+    const key = `${m.epoch}:${m.offset}`;
+    if (room.seen.has(key)) return;
+    room.seen.add(key);
     const d = m.data && typeof m.data === "object" ? m.data : { text: String(m.data) };
     const nick = String(d.nick || "anonymous");
     if (d.session && d.nick && !room.names.has(d.session)) room.names.set(d.session, nick);
     const node = el(
       "div",
-      { class: `chat-msg${d.session && d.session === room.bus.session ? " mine" : ""}${earlier ? " earlier" : ""}`, dataset: { offset: m.offset } },
+      { class: `chat-msg${d.session && d.session === room.bus.session ? " mine" : ""}${earlier ? " earlier" : ""}`, dataset: { offset: m.offset, epoch: m.epoch } },
       el("span", { class: "who", text: nick, style: `color:${colorFor(nick)}` }),
       el("span", { class: "when", text: time(m.ts) }),
       el("span", { class: "text", text: String(d.text ?? "") }),
     );
     stickToBottom(log, () => {
-      const later = [...log.querySelectorAll(".chat-msg")].find((n) => Number(n.dataset.offset) > m.offset);
+      // Only within an epoch: a new epoch's messages come after everything of the old one.
+      const later = [...log.querySelectorAll(".chat-msg")].find((n) => n.dataset.epoch === String(m.epoch) && Number(n.dataset.offset) > m.offset);
       if (later) log.insertBefore(node, later);
       else log.append(node);
     });
@@ -117,7 +127,7 @@ export function mountChat(root, getBus) {
       roster: `chat/${name}/roster`,
       members: new Map([[bus.session, null]]),
       names: new Map([[bus.session, nick]]),
-      offsets: new Set(),
+      seen: new Set(), // `${epoch}:${offset}` of the messages shown
       presence: false,
       unsubs: [],
       off: [],
@@ -129,7 +139,16 @@ export function mountChat(root, getBus) {
     roomView.hidden = false;
     renderMembers();
 
-    r.unsubs.push(await bus.subscribe(r.topic, (m) => renderMessage(m, false)));
+    const onGap = (g) => {
+      if (room !== r) return;
+      const n = g.to_offset - g.from_offset + 1;
+      if (g.reason === "epoch") {
+        line(`The server lost this room's history: messages sent while you were away may be missing${n > 0 ? ` (${n} of them for sure)` : ""}.`, "err");
+      } else {
+        line(`${n} message${n === 1 ? " was" : "s were"} sent while you were away and could not be recovered (no longer in the room's history).`, "err");
+      }
+    };
+    r.unsubs.push(await bus.subscribe(r.topic, (m) => renderMessage(m, false), { onGap }));
     r.unsubs.push(await bus.subscribe(r.roster, onRoster));
 
     const note = $("chat-members-note");
@@ -147,7 +166,7 @@ export function mountChat(root, getBus) {
 
     try {
       const h = await bus.history(r.topic, { limit: HISTORY });
-      for (const m of h.messages) renderMessage(m, true);
+      for (const m of h.messages) renderMessage({ ...m, epoch: h.epoch }, true);
       if (h.messages.length) line(`↑ ${h.messages.length} earlier message${h.messages.length === 1 ? "" : "s"} from the room's history`);
     } catch (err) {
       line(`No history for this room (${err.code || err.message}).`);
@@ -162,8 +181,8 @@ export function mountChat(root, getBus) {
           line("Reconnected: nothing was missed.");
           return;
         }
-        // A new session: the client subscribed again; announce ourselves and refresh.
-        line("Reconnected with a new session; some messages may have been missed.", "err");
+        // A new session: the client subscribes again and catches up from the room's history
+        // (the `recovered` event says how that went); announce ourselves and refresh.
         r.members.delete(e.previousSession);
         r.names.set(bus.session, r.nick);
         bus.publish(r.roster, { type: "hello", session: bus.session, nick: r.nick }).catch(() => {});
@@ -171,7 +190,13 @@ export function mountChat(root, getBus) {
         else r.members.set(bus.session, null);
         renderMembers();
       }),
-      bus.on("gap", (g) => line(`${g.to_seq - g.from_seq + 1} message(s) were lost (${g.reason}).`, "err")),
+      bus.on("recovered", (e) => {
+        if (room !== r || e.pattern !== r.topic) return;
+        if (e.recovered) line("Reconnected: nothing was missed.");
+        else line("Reconnected with a new session; some messages may have been missed.", "err");
+      }),
+      // Session gaps only: a topic gap of the room comes to `onGap` above.
+      bus.on("gap", (g) => g.topic === undefined && line(`${g.to_seq - g.from_seq + 1} message(s) were lost (${g.reason}).`, "err")),
     );
     text.focus();
   }

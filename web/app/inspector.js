@@ -60,7 +60,12 @@ export function mountInspector(root, getBus) {
     bus = await getBus();
     if (!hooked) {
       hooked = true;
-      bus.on("gap", (g) => sys(`gap: seq ${g.from_seq}–${g.to_seq} lost (${g.reason})`, "err"));
+      bus.on("gap", (g) =>
+        g.topic !== undefined
+          ? sys(`gap: ${g.topic} offsets ${g.from_offset}–${g.to_offset} not recovered (${g.reason}, epoch ${g.epoch})`, "err")
+          : sys(`gap: seq ${g.from_seq}–${g.to_seq} lost (${g.reason})`, "err"),
+      );
+      bus.on("recovered", (e) => sys(`${e.pattern}: ${e.recovered ? "recovered everything missed" : "could not recover everything"}`, e.recovered ? "" : "err"));
       bus.on("close", (e) => sys(`connection closed (${e.code}${e.reason ? ` ${e.reason}` : ""})${e.willReconnect ? ", reconnecting…" : ""}`, "err"));
       bus.on("open", (e) => {
         sys(e.resumed ? `resumed session ${e.session}` : `new session ${e.session}; subscriptions sent again`);

@@ -246,6 +246,6 @@ describe("errors", () => {
     await assert.rejects(b.subscribe("x/y", () => {}), (e) => e.code === "closed");
     await assert.rejects(b.history("x/y"), (e) => e.code === "closed");
     assert.equal(b.state, "closed");
-    assert.deepEqual(closes, [{ code: 1000, reason: "closed by client", willReconnect: false }]);
+    assert.deepEqual(closes, [{ code: 1000, reason: "closed by client", willReconnect: false, url: b.url }]);
   });
 });

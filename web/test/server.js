@@ -19,11 +19,13 @@ export function heraldBin() {
 }
 
 /**
- * Starts `herald --listen 127.0.0.1:0` (with `config`, TOML text, when given) and resolves once
- * it logged `listening on http://ADDR`. Returns {addr, http, ws, port, stop(), output()}.
+ * Starts `herald --listen 127.0.0.1:0` (with `config`, TOML text, when given; `dataDir` for
+ * `--data-dir`; `listen` e.g. to restart on the same port) and resolves once it logged
+ * `listening on http://ADDR`. Returns {addr, http, ws, port, stop(), kill(), output()}.
  */
-export async function startServer({ config, listen = "127.0.0.1:0" } = {}) {
+export async function startServer({ config, listen = "127.0.0.1:0", dataDir } = {}) {
   const args = ["--listen", listen];
+  if (dataDir) args.push("--data-dir", dataDir);
   if (config) {
     const dir = mkdtempSync(path.join(tmpdir(), "herald-test-"));
     const file = path.join(dir, "herald.toml");
@@ -71,6 +73,12 @@ export async function startServer({ config, listen = "127.0.0.1:0" } = {}) {
       const t = setTimeout(() => child.kill("SIGKILL"), 5000);
       await exit;
       clearTimeout(t);
+    },
+    /** SIGKILL: no `bye`, no flush; resolves once the process is gone. */
+    async kill() {
+      if (exited) return;
+      child.kill("SIGKILL");
+      await exit;
     },
   };
 }

@@ -35,7 +35,8 @@
 //! delivered is dropped, which makes the seam between a replay and live messages safe.
 //! The time a subscription was made is taken from the server's timestamps when the client
 //! has seen any (the newest one, plus the time since it came), as the local clock may be
-//! off; else from the local clock, a second early.
+//! off; else from the local clock, a second early (and earlier if the first message shows
+//! the server's clock behind).
 //!
 //! # Several servers
 //!

@@ -7,8 +7,11 @@
 //! when the subscription was made, not the newest `ts` delivered, because messages of
 //! different topics are not delivered in `ts` order (one stamped earlier on a topic never
 //! seen may still have been on its way when the session was lost). Only topics evicted
-//! from the map were had yet are not listed; `ts` is raised past the last message delivered
-//! of each, so that their replay starts after it.
+//! from the map were had yet are not listed; `ts` is raised past the last live message
+//! delivered of each, so that their replay does not repeat it. (Live only: a replay cut
+//! short by another disconnect has not reached the topics after it, and a live message
+//! comes after the whole replay; one that is older than a message delivered a thousand
+//! topics ago is not still on its way.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,9 +30,11 @@ pub(crate) struct Positions {
     /// Tick of the last delivery → topic, oldest first: the eviction order.
     by_tick: BTreeMap<u64, String>,
     cap: usize,
-    /// The server's time when the subscription was made, as well as the client can tell.
+    /// The server's time when the subscription was made, as well as the client can tell
+    /// (lowered to the first live message's `ts` if that is earlier: the local clock was
+    /// ahead).
     start_ts: u64,
-    /// The newest `ts` delivered of a topic evicted from the map.
+    /// The newest live `ts` delivered of a topic evicted from the map.
     evicted_ts: u64,
 }
 
@@ -37,8 +42,8 @@ pub(crate) struct Positions {
 struct Entry {
     position: Position,
     tick: u64,
-    /// `ts` of the topic's last message delivered (or the start, when it came otherwise).
-    ts: u64,
+    /// `ts` of the topic's last live message delivered, if one was.
+    ts: Option<u64>,
 }
 
 impl Positions {
@@ -60,13 +65,13 @@ impl Positions {
     /// has. `pattern` is the topic of the `{epoch, offset}` form (an exact pattern).
     pub(crate) fn seed(&mut self, pattern: &str, since: &Since, tick: &mut impl FnMut() -> u64) {
         match since {
-            Since::Position(p) => self.set(pattern, &p.epoch, p.offset, tick(), self.start_ts),
+            Since::Position(p) => self.set(pattern, &p.epoch, p.offset, tick(), None),
             Since::Topics(t) => {
                 if let Some(ts) = t.ts {
                     self.start_ts = ts;
                 }
                 for (topic, p) in &t.topics {
-                    self.set(topic, &p.epoch, p.offset, tick(), self.start_ts);
+                    self.set(topic, &p.epoch, p.offset, tick(), None);
                 }
             }
         }
@@ -88,22 +93,23 @@ impl Positions {
         if m.retained {
             return true;
         }
-        self.set(&m.topic, &m.epoch, m.offset, tick, m.ts);
+        let live = (!m.replay).then_some(m.ts);
+        if live.is_some() {
+            self.start_ts = self.start_ts.min(m.ts);
+        }
+        self.set(&m.topic, &m.epoch, m.offset, tick, live);
         true
     }
 
     /// A topic gap: what it covers will never come, so the topic's position moves to its
     /// end when that is further (another epoch, or a later offset). Returns whether it moved.
     pub(crate) fn skip(&mut self, g: &TopicGapFrame, tick: u64) -> bool {
-        let (further, ts) = match self.topics.get(g.topic.as_str()) {
-            None => (true, self.start_ts),
-            Some(e) => (
-                e.position.epoch != g.epoch || g.to_offset > e.position.offset,
-                e.ts,
-            ),
+        let further = match self.topics.get(g.topic.as_str()) {
+            None => true,
+            Some(e) => e.position.epoch != g.epoch || g.to_offset > e.position.offset,
         };
         if further {
-            self.set(&g.topic, &g.epoch, g.to_offset, tick, ts);
+            self.set(&g.topic, &g.epoch, g.to_offset, tick, None);
         }
         further
     }
@@ -135,13 +141,17 @@ impl Positions {
         }
     }
 
-    fn set(&mut self, topic: &str, epoch: &str, offset: u64, tick: u64, ts: u64) {
+    /// Moves a topic's position (and its live `ts`, when `ts` is one) and makes it the most
+    /// recently delivered.
+    fn set(&mut self, topic: &str, epoch: &str, offset: u64, tick: u64, ts: Option<u64>) {
         if let Some(e) = self.topics.get_mut(topic) {
             if let Some(t) = self.by_tick.remove(&e.tick) {
                 self.by_tick.insert(tick, t);
             }
             e.tick = tick;
-            e.ts = ts;
+            if ts.is_some() {
+                e.ts = ts;
+            }
             if e.position.epoch != epoch {
                 e.position.epoch = epoch.to_owned();
             }
@@ -152,7 +162,7 @@ impl Positions {
             && let Some((_, oldest)) = self.by_tick.pop_first()
             && let Some(gone) = self.topics.remove(&oldest)
         {
-            self.evicted_ts = self.evicted_ts.max(gone.ts);
+            self.evicted_ts = self.evicted_ts.max(gone.ts.unwrap_or(0));
         }
         self.by_tick.insert(tick, topic.to_owned());
         self.topics.insert(
@@ -390,14 +400,44 @@ mod tests {
         assert_eq!(at(&p, "b"), None);
         assert_eq!(p.ts(), 1400);
         assert_eq!(p.since().ts, Some(1400));
-        // A topic moved by a gap keeps the ts of its last message.
+
+        // Replays and gaps say nothing of time: a topic known only through them raises
+        // nothing when it goes; one moved by them keeps the ts of its last live message.
         let mut q = Positions::with_cap(1, 1000);
-        assert!(q.accept(&msg("x", "e", 1, 1200), 1));
-        assert!(q.skip(&gap("x", "e", 2, 9), 2));
-        assert!(q.accept(&msg("y", "e", 1, 2000), 3));
+        let mut old = msg("x", "e", 1, 5000);
+        old.replay = true;
+        assert!(q.accept(&old, 1));
+        assert!(q.skip(&gap("y", "e", 1, 4), 2));
+        assert_eq!(at(&q, "x"), None);
+        assert_eq!(q.ts(), 1000);
+        assert!(q.accept(&msg("y", "e", 5, 1200), 3));
+        assert!(q.skip(&gap("y", "e", 6, 9), 4));
+        let mut again = msg("y", "e", 10, 6000);
+        again.replay = true;
+        assert!(q.accept(&again, 5));
+        assert!(q.accept(&msg("z", "e", 1, 2000), 6));
+        assert_eq!(at(&q, "y"), None);
         assert_eq!(q.ts(), 1200);
-        assert!(q.skip(&gap("z", "e", 1, 4), 4));
-        assert_eq!(q.ts(), 2000);
+    }
+
+    #[test]
+    fn a_local_clock_ahead_is_corrected_by_the_first_live_message() {
+        let mut p = Positions::new(10_000);
+        let mut r = msg("a", "e", 1, 100);
+        r.retained = true;
+        assert!(p.accept(&r, 1));
+        r.retained = false;
+        r.replay = true;
+        assert!(p.accept(&r, 2));
+        assert_eq!(
+            p.ts(),
+            10_000,
+            "retained and replayed messages are older anyway"
+        );
+        assert!(p.accept(&msg("a", "e", 2, 9_000), 3));
+        assert_eq!(p.ts(), 9_000);
+        assert!(p.accept(&msg("a", "e", 3, 9_500), 4));
+        assert_eq!(p.ts(), 9_000);
     }
 
     #[test]

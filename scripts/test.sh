@@ -5,6 +5,7 @@
 #
 # Sections, in order; the first one that fails stops the run with a non-zero exit:
 #   rust     cargo test --workspace --no-fail-fast   (every crate: lib, bins, tests/, doc tests;
+#            Node and web/node_modules first: one test runs herald.js subscribers too;
 #            the examples are built as the plain binaries tests/examples.rs runs. Benches are
 #            not built here: they are not tests, and building them doubles the link work; run
 #            them with `cargo bench`, check them with `cargo clippy --all-targets`)
@@ -155,6 +156,9 @@ section_redis() {
 }
 
 section_rust() {
+  # tests/recovery_clients.rs runs herald.js subscribers in Node beside the Rust ones.
+  need_node
+  npm_install web
   cargo test --workspace --no-fail-fast
 }
 

@@ -43,34 +43,6 @@ fn start(dir: &Path, toml: &str, listen: &str) -> Binary {
     ])
 }
 
-/// A free port for a server that must come back on it. Taken below the kernel's ephemeral
-/// range where there is one, so that no server started on port 0 meanwhile (by this test or
-/// another) can be handed it while it is free.
-fn fixed_port() -> String {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|low| *low > 11_000);
-    let Some(low) = low else {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        return l.local_addr().unwrap().to_string();
-    };
-    let span = u32::from(low - 10_000);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id();
-    for i in 0..span {
-        let port = 10_000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
-        let addr = format!("127.0.0.1:{port}");
-        if std::net::TcpListener::bind(&addr).is_ok() {
-            return addr;
-        }
-    }
-    panic!("no free port below {low}");
-}
-
 /// kill -9, and waits until the process is gone (its port and data directory are free).
 fn kill_9(mut bin: Binary) -> SocketAddr {
     bin.child.kill().unwrap();
@@ -189,7 +161,7 @@ const DURABLE: &str = "[[topics]]\npattern = \"t/**\"\nhistory = 10000\npersist 
 #[tokio::test]
 async fn kill_9_and_restart_on_the_same_port_loses_nothing() {
     let dir = temp_dir("same-port");
-    let first = start(&dir, DURABLE, &fixed_port());
+    let first = start(&dir, DURABLE, &common::fixed_port());
     let url = first.ws_url();
     let client = Client::connect_with(&url, quick()).await.unwrap();
     let mut events = client.events();
@@ -298,7 +270,7 @@ async fn kill_9_and_restart_on_the_same_port_loses_nothing() {
 async fn history_shorter_than_the_outage_is_an_exact_topic_gap() {
     let dir = temp_dir("short");
     let toml = "[[topics]]\npattern = \"t/**\"\nhistory = 5\npersist = true\n";
-    let first = start(&dir, toml, &fixed_port());
+    let first = start(&dir, toml, &common::fixed_port());
     let url = first.ws_url();
     let client = Client::connect_with(&url, quick()).await.unwrap();
     let mut events = client.events();
@@ -362,7 +334,7 @@ async fn fails_over_to_the_next_url() {
     let a = start(&dir_a, DURABLE, "127.0.0.1:0");
     let b = start(&dir_b, DURABLE, "127.0.0.1:0");
     // Nothing listens there (and no server on port 0 gets it).
-    let dead = format!("ws://{}/ws", fixed_port());
+    let dead = format!("ws://{}/ws", common::fixed_port());
     let urls = [dead.clone(), a.ws_url(), b.ws_url()];
     let client = Client::connect_urls(urls.clone(), quick()).await.unwrap();
     assert_eq!(client.url(), a.ws_url(), "the first URL that works");

@@ -82,15 +82,17 @@ type Planned = (Option<(u64, u64, TopicGapReason)>, Vec<Arc<Event>>);
 
 fn after(state: &TopicState, p: &Position) -> Planned {
     let held_from = state.history.front().map(|e| e.offset);
-    if *state.epoch == *p.epoch && p.offset <= state.offset {
+    // Offsets after `delivered` are on their way to the disk and will be delivered live
+    // (their fan-out waits for this topic's lock): neither held nor missing.
+    if *state.epoch == *p.epoch && p.offset <= state.delivered {
         let events = state.after(p.offset, usize::MAX);
         // What follows the position and is not held: up to the first held one, or all.
-        let missing_to = events.first().map_or(state.offset, |e| e.offset - 1);
+        let missing_to = events.first().map_or(state.delivered, |e| e.offset - 1);
         let gap =
             (missing_to > p.offset).then_some((p.offset + 1, missing_to, TopicGapReason::History));
         return (gap, events);
     }
-    let missing_to = held_from.map_or(state.offset, |f| f - 1);
+    let missing_to = held_from.map_or(state.delivered, |f| f - 1);
     let events = state.after(0, usize::MAX);
     (Some((1, missing_to, TopicGapReason::Epoch)), events)
 }
@@ -106,7 +108,7 @@ fn newer(state: &TopicState, ts: u64) -> Planned {
         Some(first) if first.offset > 1 && first.ts > ts => first.offset - 1,
         Some(_) => 0,
         // Nothing held: lost if anything was published after `ts`.
-        None if state.offset > 0 && last_publish_ms(state) > ts => state.offset,
+        None if state.delivered > 0 && last_publish_ms(state) > ts => state.delivered,
         None => 0,
     };
     let gap = (lost_to > 0).then_some((1, lost_to, TopicGapReason::History));
@@ -145,6 +147,7 @@ mod tests {
         TopicState {
             epoch: "e1".into(),
             offset: last,
+            delivered: last,
             last_publish: Instant::now(),
             history,
             retained: None,
@@ -204,6 +207,19 @@ mod tests {
             run(&none, Want::After(&at("e1", 4)), 100),
             (Some((5, 10, History)), vec![])
         );
+    }
+
+    #[test]
+    fn offsets_waiting_for_the_disk_are_neither_held_nor_missing() {
+        // Offsets 11 and 12 are taken but not yet durable: they will be delivered live.
+        let mut s = state(12, 1..=10);
+        s.delivered = 10;
+        assert_eq!(run(&s, Want::After(&at("e1", 8)), 100), (None, vec![9, 10]));
+        assert_eq!(run(&s, Want::After(&at("e1", 10)), 100), (None, vec![]));
+        let mut none = state(2, std::iter::empty());
+        none.delivered = 0;
+        assert_eq!(run(&none, Want::Newer(1), 100), (None, vec![]));
+        assert_eq!(run(&none, Want::After(&at("e1", 0)), 100), (None, vec![]));
     }
 
     #[test]

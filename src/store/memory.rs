@@ -33,6 +33,9 @@ pub struct TopicState {
     pub epoch: Arc<str>,
     /// Offset of the last published message (0: none yet).
     pub offset: u64,
+    /// Offset of the last message handed to subscribers: behind `offset` while the messages
+    /// after it wait for the disk (a persisted topic), which are then delivered, not lost.
+    pub delivered: u64,
     pub last_publish: Instant,
     /// The newest messages, oldest first, at most `settings.history`.
     pub history: VecDeque<Arc<Event>>,
@@ -88,7 +91,9 @@ impl Dedup {
 
 impl TopicState {
     /// Appends to the history (when the topic keeps one) and trims it by count and age.
+    /// Called for every message as it is delivered, so it also advances `delivered`.
     pub fn remember(&mut self, event: &Arc<Event>, settings: &TopicConfig) {
+        self.delivered = self.delivered.max(event.offset);
         if settings.history == 0 {
             return;
         }
@@ -220,6 +225,7 @@ impl MemoryStore {
             state: Mutex::new(TopicState {
                 epoch: r.epoch,
                 offset: r.offset,
+                delivered: r.offset,
                 last_publish: Instant::now(),
                 history: r.history.into(),
                 retained: r.retained,
@@ -245,6 +251,7 @@ impl MemoryStore {
                     state: Mutex::new(TopicState {
                         epoch: super::new_epoch(),
                         offset: 0,
+                        delivered: 0,
                         last_publish: Instant::now(),
                         history: VecDeque::new(),
                         retained: None,

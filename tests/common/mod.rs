@@ -313,6 +313,34 @@ impl Drop for Binary {
     }
 }
 
+/// A free port for a server that must come back on it. Taken below the kernel's ephemeral
+/// range where there is one, so that no server started on port 0 meanwhile (by this test or
+/// another) can be handed it while it is free.
+pub fn fixed_port() -> String {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > 11_000);
+    let Some(low) = low else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        return l.local_addr().unwrap().to_string();
+    };
+    let span = u32::from(low - 10_000);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    for i in 0..span {
+        let port = 10_000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        let addr = format!("127.0.0.1:{port}");
+        if std::net::TcpListener::bind(&addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port below {low}");
+}
+
 /// A JSON HTTP client.
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()

@@ -121,6 +121,7 @@ impl Bus {
         self.inner.noted.remove(topic.as_str());
         state.epoch = epoch.clone();
         state.offset = 0;
+        state.delivered = 0;
         state.history.clear();
         state.retained = None;
     }

@@ -25,10 +25,13 @@ use common::Binary;
 const CONFIG: &str =
     "[[topics]]\npattern = \"t/**\"\nhistory = 10000\npersist = true\nmax_rewind = 100000\n";
 
-/// What one subscriber handed its application, per topic: (offset, data) in arrival order.
+/// Per topic: (offset, data), in order.
+type PerTopic = BTreeMap<String, Vec<(u64, Value)>>;
+
+/// What one subscriber handed its application, per topic, in arrival order.
 #[derive(Default)]
 struct Seen {
-    msgs: BTreeMap<String, Vec<(u64, Value)>>,
+    msgs: PerTopic,
     gaps: Vec<String>,
 }
 
@@ -144,7 +147,7 @@ async fn both_clients_recover_everything_across_five_kill9_restarts() {
     // (a publish whose ack the kill took may be stored or not: the check allows for both).
     let in_use = Arc::new(std::sync::atomic::AtomicUsize::new(10));
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<BTreeMap<String, Vec<(u64, Value)>>>> = Arc::default();
+    let acked: Arc<Mutex<PerTopic>> = Arc::default();
     let publisher = {
         let (url, in_use, stop, acked) = (url.clone(), in_use.clone(), stop.clone(), acked.clone());
         tokio::spawn(async move {

@@ -391,6 +391,79 @@ async fn pattern_subscribers_of_a_killed_node_recover_everything_elsewhere() {
     }
 }
 
+/// The same with the Rust client doing it by itself: ten clients given every node's URL,
+/// their node killed; they move to the next URL, recover from Redis and lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_clients_of_a_killed_node_fail_over_and_recover_by_themselves() {
+    use herald_client::{Client, ClientOptions, Delivery};
+    let redis = Redis::start();
+    let mut n = nodes(&redis, 3).await;
+    let urls = [n[2].ws_url(), n[0].ws_url(), n[1].ws_url()];
+    let options = ClientOptions {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..Default::default()
+    };
+    type Got = std::sync::Arc<parking_lot::Mutex<(HashMap<String, Vec<u64>>, Vec<String>)>>;
+    let mut clients = Vec::new();
+    let mut got: Vec<Got> = Vec::new();
+    for _ in 0..10 {
+        let c = Client::connect_urls(urls.clone(), options.clone())
+            .await
+            .unwrap();
+        assert_eq!(c.url(), urls[0]);
+        let mut sub = c.subscribe("f/**").await.unwrap();
+        let g = Got::default();
+        let g2 = g.clone();
+        tokio::spawn(async move {
+            while let Some(d) = sub.next().await {
+                let mut g = g2.lock();
+                match d {
+                    Delivery::Msg(m) => g.0.entry(m.topic).or_default().push(m.offset),
+                    Delivery::Gap(x) => g.1.push(format!("{x:?}")),
+                    Delivery::TopicGap(x) => g.1.push(format!("{x:?}")),
+                    _ => {}
+                }
+            }
+        });
+        clients.push(c);
+        got.push(g);
+    }
+    let mut publisher = client(&n[1]).await;
+    let mut acked: HashMap<String, Vec<u64>> = HashMap::new();
+    for k in 0..200usize {
+        if k == 80 {
+            n[2].signal("KILL");
+            n[2].wait(WAIT);
+        }
+        // f/3 is first used after the kill.
+        let topic = format!("f/{}", k % if k < 80 { 3 } else { 4 });
+        let ok = publisher.publish(&topic, json!(k)).await;
+        acked
+            .entry(topic)
+            .or_default()
+            .push(ok["offset"].as_u64().unwrap());
+    }
+    let deadline = Instant::now() + WAIT;
+    for (i, g) in got.iter().enumerate() {
+        while g.lock().0 != acked {
+            assert!(
+                Instant::now() < deadline,
+                "client {i} on {}: {:?} of {acked:?}",
+                clients[i].url(),
+                g.lock()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(g.lock().1.is_empty(), "no gap: {:?}", g.lock().1);
+        assert_ne!(clients[i].url(), urls[0], "moved off the dead node");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for g in &got {
+        assert_eq!(g.lock().0, acked, "nothing twice");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_clients_catch_up_on_another_node() {
     let redis = Redis::start();

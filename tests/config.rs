@@ -9,6 +9,7 @@ use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
     AuthConfig, ClusterConfig, Config, ConfigError, Permissions, SlowConsumer, TopicConfig,
+    WriteDelay,
 };
 
 fn err(src: &str) -> ConfigError {
@@ -108,6 +109,20 @@ max_connections = 0x10
     assert_eq!(c.session.buffer_messages, 50);
     assert_eq!(c.session.buffer_bytes, 2_000_000);
     assert_eq!(c.session.slow_consumer, SlowConsumer::Disconnect);
+    assert_eq!(c.session.write_delay, WriteDelay::Auto);
+    for (text, want) in [
+        ("\"0\"", WriteDelay::Off),
+        ("\"0ms\"", WriteDelay::Off),
+        ("\"auto\"", WriteDelay::Auto),
+        ("\"2ms\"", WriteDelay::Every(Duration::from_millis(2))),
+    ] {
+        let c = Config::from_toml_str(&format!("[session]\nwrite_delay = {text}")).unwrap();
+        assert_eq!(c.session.write_delay, want, "{text}");
+    }
+    for bad in ["\"soon\"", "5", "true"] {
+        let e = Config::from_toml_str(&format!("[session]\nwrite_delay = {bad}")).unwrap_err();
+        assert!(e.to_string().contains("write_delay"), "{bad}: {e}");
+    }
     assert_eq!(c.limits.max_subscriptions, 7);
     assert_eq!(c.limits.max_connections, 16);
     // Untouched keys keep their defaults.
@@ -278,6 +293,7 @@ fn example_file_loads_and_documents_every_key() {
         "buffer_messages",
         "buffer_bytes",
         "slow_consumer",
+        "write_delay",
         "[limits]",
         "max_subscriptions",
         "max_connections",

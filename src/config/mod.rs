@@ -50,6 +50,27 @@ pub struct SessionConfig {
     pub buffer_messages: usize,
     pub buffer_bytes: usize,
     pub slow_consumer: SlowConsumer,
+    pub write_delay: WriteDelay,
+}
+
+/// `session.write_delay`: how long a connection's writer may wait for more messages before it
+/// writes, so that a steady stream goes out in batches (one `write` for many messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteDelay {
+    /// At most one write per [`WriteDelay::AUTO`] per connection, only while the node is busy
+    /// (writing many times per second): a quiet node, or a connection written to less often,
+    /// writes at once.
+    #[default]
+    Auto,
+    /// `"0"`: every wake-up writes at once.
+    Off,
+    /// At most one write per this interval per connection, however busy the node.
+    Every(Duration),
+}
+
+impl WriteDelay {
+    /// The interval of `auto`.
+    pub const AUTO: Duration = Duration::from_millis(1);
 }
 
 /// What to do when a session's unsent backlog is full (§3).
@@ -153,6 +174,7 @@ impl Default for SessionConfig {
             buffer_messages: 1024,
             buffer_bytes: 4 << 20,
             slow_consumer: SlowConsumer::DropOldest,
+            write_delay: WriteDelay::Auto,
         }
     }
 }

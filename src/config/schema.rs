@@ -15,6 +15,7 @@ use super::error::{ConfigError, Location, line_of};
 use super::value::Field;
 use super::{
     AuthConfig, ClusterConfig, Config, LimitsConfig, SessionConfig, SlowConsumer, TopicConfig,
+    WriteDelay,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -27,7 +28,13 @@ const TOP_KEYS: &[&str] = &[
     "topics",
     "cluster",
 ];
-const SESSION_KEYS: &[&str] = &["ttl", "buffer_messages", "buffer_bytes", "slow_consumer"];
+const SESSION_KEYS: &[&str] = &[
+    "ttl",
+    "buffer_messages",
+    "buffer_bytes",
+    "slow_consumer",
+    "write_delay",
+];
 const LIMITS_KEYS: &[&str] = &[
     "max_subscriptions",
     "max_connections",
@@ -246,6 +253,20 @@ impl<'a, 'i> Reader<'_> {
                     r#"invalid value "{other}" for `{}` (use "drop_oldest" or "disconnect")"#,
                     f.key
                 ))),
+            }
+        });
+        self.set(t, "write_delay", &mut s.write_delay, |f| {
+            match f.string().ok().as_deref() {
+                Some("auto") => Ok(WriteDelay::Auto),
+                Some("0") => Ok(WriteDelay::Off),
+                _ => match f.duration() {
+                    Ok(d) if d.is_zero() => Ok(WriteDelay::Off),
+                    Ok(d) => Ok(WriteDelay::Every(d)),
+                    Err(_) => Err(f.error(format!(
+                        r#"invalid value for `{}` (use "auto", "0" or a duration such as "2ms")"#,
+                        f.key
+                    ))),
+                },
             }
         });
         s

@@ -25,6 +25,14 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("buffer_messages", s.buffer_messages.to_string());
     out.key("buffer_bytes", quote(&format_size(s.buffer_bytes as u64)));
     out.key("slow_consumer", quote(s.slow_consumer.as_str()));
+    out.key(
+        "write_delay",
+        quote(&match s.write_delay {
+            super::WriteDelay::Auto => "auto".to_owned(),
+            super::WriteDelay::Off => "0".to_owned(),
+            super::WriteDelay::Every(d) => format_duration(d),
+        }),
+    );
 
     out.section("[limits]");
     let l = &c.limits;

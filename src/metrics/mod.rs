@@ -121,6 +121,11 @@ pub struct Metrics {
     pub latency: LatencyHistogram,
     written: [AtomicU64; 4],
     bytes_written: AtomicU64,
+    /// Socket writes that carried messages, and that count when last sampled: whether the
+    /// node is busy enough for `write_delay = "auto"` to coalesce (see [`Metrics::busy`]).
+    rounds: AtomicU64,
+    rounds_sampled: AtomicU64,
+    busy: std::sync::atomic::AtomicBool,
     /// `gap` frames sent, and the seqs they covered.
     gaps: AtomicU64,
     gap_messages: AtomicU64,
@@ -140,6 +145,9 @@ impl Default for Metrics {
             latency: LatencyHistogram::default(),
             written: Default::default(),
             bytes_written: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            rounds_sampled: AtomicU64::new(0),
+            busy: std::sync::atomic::AtomicBool::new(false),
             gaps: AtomicU64::new(0),
             gap_messages: AtomicU64::new(0),
             errors: Default::default(),
@@ -153,6 +161,28 @@ impl Default for Metrics {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// Message writes per second above which the node counts as busy: below it, one `write`
+/// per message costs little (under ~10% of a core) and coalescing would only add latency.
+pub const BUSY_WRITES_PER_SEC: u64 = 20_000;
+
+impl Metrics {
+    /// Takes the rate of message writes since the last call, `elapsed` ago (the sampler
+    /// calls it once a second).
+    pub fn sample_busy(&self, elapsed: Duration) {
+        let now = self.rounds.load(Ordering::Relaxed);
+        let before = self.rounds_sampled.swap(now, Ordering::Relaxed);
+        let per_sec = (now.saturating_sub(before) as f64) / elapsed.as_secs_f64().max(1e-3);
+        self.busy
+            .store(per_sec > BUSY_WRITES_PER_SEC as f64, Ordering::Relaxed);
+    }
+
+    /// Whether the node wrote messages more than [`BUSY_WRITES_PER_SEC`] times per second
+    /// at the last sample.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
     }
 }
 
@@ -192,6 +222,9 @@ impl Metrics {
 
     /// Folds a writer's tally into the totals and clears it.
     pub fn record_writes(&self, t: &mut WriteTally) {
+        if t.written.iter().any(|n| *n > 0) {
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+        }
         self.latency.merge(&mut t.latency);
         for (shared, n) in self.written.iter().zip(t.written.iter()) {
             if *n > 0 {

@@ -125,10 +125,16 @@ pub fn spawn_sampler(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => meter.record(Instant::now(), Counters::read(&bus, &metrics)),
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    meter.record(now, Counters::read(&bus, &metrics));
+                    metrics.sample_busy(now.saturating_duration_since(last));
+                    last = now;
+                }
             }
         }
     })

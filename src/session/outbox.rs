@@ -121,6 +121,13 @@ impl Outbox {
         }
     }
 
+    /// Whether control frames (answers) or a close wait for the writer: those are never
+    /// held back by write coalescing.
+    pub fn has_control(&self) -> bool {
+        let s = self.state.lock();
+        !s.control.is_empty() || s.close.is_some()
+    }
+
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

@@ -62,8 +62,11 @@ where
     // are not logged.
     let span = tracing::debug_span!("conn", id, %peer, session = tracing::field::Empty);
     span.in_scope(|| tracing::debug!("connected"));
-    let heartbeat = state.config().heartbeat;
-    let writer = tokio::spawn(writer::run(sink, conn.clone(), heartbeat).instrument(span.clone()));
+    let config = state.config();
+    let (heartbeat, delay) = (config.heartbeat, config.session.write_delay);
+    drop(config);
+    let writer =
+        tokio::spawn(writer::run(sink, conn.clone(), heartbeat, delay).instrument(span.clone()));
     let guard = Guard::new(
         state.auth.load().anonymous(),
         state.config().limits.publish_rate,

@@ -14,6 +14,16 @@
 //! nothing and never cuts a frame: on shutdown the writer goes on from where it stopped,
 //! writes every message published before the shutdown, and only then says `bye`
 //! (PROTOCOL.md §6, bounded by [`FAREWELL`]).
+//!
+//! Coalescing (`session.write_delay`): a writer that wrote messages less than the interval
+//! ago waits out the rest of it before its next round, so that a steady stream goes out as
+//! one `write` per interval instead of one per message (the syscall is most of the cost of a
+//! delivery when nothing else batches them). A connection written to less often than that
+//! never waits, nor do answers (control frames): only a stream pays, at most the interval, in
+//! latency. `auto` does this only while the node is busy ([`Metrics::busy`]); a wait ends
+//! early on shutdown, whose flush then writes what came meanwhile.
+//!
+//! [`Metrics::busy`]: crate::metrics::Metrics::busy
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +34,7 @@ use futures_util::FutureExt;
 use tokio::io::AsyncWrite;
 
 use super::shared::Conn;
+use crate::config::WriteDelay;
 use crate::event::Delivery;
 use crate::metrics::WriteTally;
 use crate::protocol::{ByeFrame, Gap, GapFrame, GapReason, ServerFrame, close};
@@ -55,11 +66,14 @@ enum Stop {
     Gone,
 }
 
-pub(super) async fn run<W>(mut sink: W, conn: Arc<Conn>, heartbeat: Duration)
+pub(super) async fn run<W>(mut sink: W, conn: Arc<Conn>, heartbeat: Duration, delay: WriteDelay)
 where
     W: AsyncWrite + Unpin,
 {
-    let mut w = Writer::default();
+    let mut w = Writer {
+        delay,
+        ..Writer::default()
+    };
     let stop = w.pump(&mut sink, &conn, heartbeat).await;
     // Boxed: only a closing connection pays for the farewell's state, not every idle one.
     Box::pin(farewell(w, stop, sink, conn)).await;
@@ -122,6 +136,9 @@ struct Writer {
     last_seq: u64,
     /// Payload bytes of the frames in `out` (the written-bytes metric).
     payload_bytes: usize,
+    delay: WriteDelay,
+    /// When messages last went to the socket (for `delay`).
+    last_write: Option<Instant>,
 }
 
 impl Writer {
@@ -137,6 +154,21 @@ impl Writer {
                 _ = conn.done.cancelled() => return Stop::Gone,
                 _ = conn.outbox.woken() => {}
                 _ = ping.tick() => self.frame(OP_PING, &[]),
+            }
+            if let Some(until) = self.hold_until(conn) {
+                let sleep = tokio::time::sleep_until(until.into());
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = conn.shutdown.cancelled() => return Stop::Shutdown,
+                        _ = conn.done.cancelled() => return Stop::Gone,
+                        _ = &mut sleep => break,
+                        // Messages do not wake a writer that has some to take; answers and
+                        // close requests do, and end the wait.
+                        _ = conn.outbox.woken() => if conn.outbox.has_control() { break },
+                    }
+                }
             }
             // Write everything pending, one round at a time, until nothing is left.
             loop {
@@ -160,6 +192,18 @@ impl Writer {
                 conn.outbox.release_idle();
             }
         }
+    }
+
+    /// Until when this round waits for more messages (see the module comment), if at all.
+    fn hold_until(&self, conn: &Conn) -> Option<Instant> {
+        let interval = match self.delay {
+            WriteDelay::Off => return None,
+            WriteDelay::Every(d) => d,
+            WriteDelay::Auto if conn.metrics.busy() => WriteDelay::AUTO,
+            WriteDelay::Auto => return None,
+        };
+        let until = self.last_write? + interval;
+        (until > Instant::now() && !conn.outbox.has_control()).then_some(until)
     }
 
     /// On shutdown: writes what is still pending and every message the session held when the
@@ -297,6 +341,7 @@ impl Writer {
         tally.bytes(std::mem::take(&mut self.payload_bytes));
         if !self.unflushed.is_empty() {
             let now = Instant::now();
+            self.last_write = Some(now);
             for (how, published) in self.unflushed.drain(..) {
                 tally.message(how, now.saturating_duration_since(published));
             }

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     Topics(RunArgs),
     /// The fan-out shape at a fixed delivery rate (default 500000/s): p50/p99/p99.9 latency
     Latency(RunArgs),
+    /// The fan-out shape with publishers sending as fast as their sockets take (open loop,
+    /// no window): goodput, loss and latency when the server is offered more than it can write
+    Overload(RunArgs),
     /// Many idle connections (default 10000) with one subscription each: server RSS per
     /// connection (needs --server-pid)
     Idle(RunArgs),
@@ -36,6 +39,7 @@ pub enum Scenario {
     Fanin,
     Topics,
     Latency,
+    Overload,
     Idle,
 }
 
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Fanin => "fanin",
             Scenario::Topics => "topics",
             Scenario::Latency => "latency",
+            Scenario::Overload => "overload",
             Scenario::Idle => "idle",
         }
     }
@@ -100,6 +105,10 @@ pub struct RunArgs {
     /// Also write the report as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Names the load of a run (e.g. "1M/s"): `report` puts labelled latency and overload
+    /// runs in a table of their own, one row per label
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +164,7 @@ pub struct Plan {
     pub connections: usize,
     pub sources: u8,
     pub server_pid: Option<u32>,
+    pub label: Option<String>,
 }
 
 impl Plan {
@@ -173,6 +183,7 @@ impl BenchCommand {
             BenchCommand::Fanin(a) => (Scenario::Fanin, a),
             BenchCommand::Topics(a) => (Scenario::Topics, a),
             BenchCommand::Latency(a) => (Scenario::Latency, a),
+            BenchCommand::Overload(a) => (Scenario::Overload, a),
             BenchCommand::Idle(a) => (Scenario::Idle, a),
             BenchCommand::Report(_) => return None,
         })
@@ -184,7 +195,7 @@ impl RunArgs {
     pub fn plan(&self, scenario: Scenario) -> Result<Plan, BenchError> {
         let usage = |m: &str| Err(BenchError::Usage(m.into()));
         let (subs, pubs) = match scenario {
-            Scenario::Fanout | Scenario::Latency => (100, 1),
+            Scenario::Fanout | Scenario::Latency | Scenario::Overload => (100, 1),
             Scenario::Fanin => (1, 100),
             Scenario::Topics => (20, 4),
             Scenario::Idle => (0, 0),
@@ -210,7 +221,7 @@ impl RunArgs {
             return usage("--connections must be at least 1");
         }
         let (sub_topic, pub_topics) = match scenario {
-            Scenario::Fanout | Scenario::Latency => {
+            Scenario::Fanout | Scenario::Latency | Scenario::Overload => {
                 ("bench/fanout".to_owned(), vec!["bench/fanout".to_owned()])
             }
             Scenario::Fanin => ("bench/fanin".to_owned(), vec!["bench/fanin".to_owned()]),
@@ -252,6 +263,7 @@ impl RunArgs {
             connections: self.connections,
             sources: self.sources,
             server_pid: self.server_pid,
+            label: self.label.clone(),
         })
     }
 }

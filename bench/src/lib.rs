@@ -24,10 +24,13 @@ mod args;
 mod chart;
 mod idle;
 mod load;
+mod loads;
+mod fmt;
 pub mod proc;
 mod proto;
 mod report;
 mod summary;
+mod syscalls;
 mod ws;
 
 pub use args::{BenchCommand, ReportArgs, RunArgs, Scenario};

@@ -1,5 +1,6 @@
 //! Throughput and latency runs: subscribers count (and time) what they receive, publishers
-//! publish closed-loop (a window of messages in flight) or at a fixed rate.
+//! publish closed-loop (a window of messages in flight), at a fixed rate, or flat out
+//! (overload: as fast as their sockets take it).
 //!
 //! Everything runs on one thread (a `LocalSet`), so the counters publishers read to keep
 //! their window are plain `Cell`s, updated by subscribers after each socket read.
@@ -14,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
-use super::args::Plan;
+use super::args::{Plan, Scenario};
 use super::proc::CpuMeter;
 use super::proto::Client;
 use super::report::{Latency, Report};
@@ -84,7 +85,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     let pubs = connect_all(plan, plan.subscribers, plan.publishers).await?;
 
     let epoch = Instant::now();
-    let latency = plan.rate.is_some();
+    let latency = plan.rate.is_some() || plan.scenario == Scenario::Overload;
     let shared = Rc::new(Shared {
         epoch,
         received: (0..subs.len()).map(|_| Cell::new(0)).collect(),
@@ -150,6 +151,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         report.deliveries_per_sec = report.received as f64 / report.seconds;
     }
     report.server_cpu = cpu.server;
+    report.server_syscalls = cpu.server_syscalls;
     report.tool_cpu = cpu.tool;
     report.deliveries_per_server_cpu_sec = cpu
         .server_seconds
@@ -239,6 +241,9 @@ async fn receive(i: usize, c: &mut Client, shared: &Shared) -> Result<(), BenchE
 async fn publisher(p: usize, mut c: Client, plan: Plan, shared: Rc<Shared>) {
     let result = match plan.rate {
         Some(rate) => publish_at_rate(p, &mut c, &plan, rate, &shared).await,
+        None if plan.scenario == Scenario::Overload => {
+            publish_flat_out(p, &mut c, &plan, &shared).await
+        }
         None => publish_windowed(p, &mut c, &plan, &shared).await,
     };
     if let Err(e) = result
@@ -355,6 +360,37 @@ async fn publish_at_rate(
         c.send_batch(&batch).await?;
         answer_pings(c).await?;
     }
+}
+
+/// Open loop without a rate: batches of [`MAX_BATCH`] as fast as the socket takes them. A
+/// server that reads less (backpressure) slows this publisher through TCP; one that reads
+/// everything it is sent must then drop what it cannot write.
+async fn publish_flat_out(
+    p: usize,
+    c: &mut Client,
+    plan: &Plan,
+    shared: &Shared,
+) -> Result<(), BenchError> {
+    let mut payload = payload_template(plan.size);
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let topics = &plan.pub_topics;
+    let mut k = p;
+    let end = shared.epoch + plan.duration;
+    while Instant::now() < end && !shared.stop.is_cancelled() {
+        batch.clear();
+        write_stamp(&mut payload, shared.now_ns());
+        for _ in 0..MAX_BATCH {
+            c.encode_publish(&topics[k % topics.len()], &payload, &mut batch);
+            k += plan.publishers;
+        }
+        shared.published.set(shared.published.get() + MAX_BATCH);
+        c.send_batch(&batch).await?;
+        answer_pings(c).await?;
+        // Subscribers share this thread: without a yield, a socket that always takes the
+        // batch would starve them, and the tool, not the server, would be measured.
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 /// Publishers read too: servers ping them, and errors arrive there.

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+pub use super::syscalls::{SyscallMeter, Syscalls};
+
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
@@ -32,9 +34,10 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SEC)
 }
 
-/// CPU use of the server and of the tool over an interval.
+/// CPU use (and system calls) of the server and of the tool over an interval.
 pub struct CpuMeter {
     server: Option<(u32, f64)>,
+    server_syscalls: Option<SyscallMeter>,
     tool: Option<f64>,
     start: Instant,
 }
@@ -43,13 +46,14 @@ impl CpuMeter {
     pub fn start(server_pid: Option<u32>) -> CpuMeter {
         CpuMeter {
             server: server_pid.and_then(|p| Some((p, cpu_seconds(&p.to_string())?))),
+            server_syscalls: server_pid.and_then(SyscallMeter::start),
             tool: cpu_seconds("self"),
             start: Instant::now(),
         }
     }
 
     /// CPU use since the start.
-    pub fn stop(&self) -> CpuUse {
+    pub fn stop(self) -> CpuUse {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         let server_seconds = self
             .server
@@ -57,8 +61,10 @@ impl CpuMeter {
         let tool = self
             .tool
             .and_then(|s| Some((cpu_seconds("self")? - s) / wall));
+        let server_syscalls = self.server_syscalls.and_then(SyscallMeter::stop);
         CpuUse {
             server: server_seconds.map(|s| s / wall),
+            server_syscalls,
             server_seconds,
             tool,
         }
@@ -73,6 +79,8 @@ pub struct CpuUse {
     pub server_seconds: Option<f64>,
     /// The tool's CPU use as a fraction of one core.
     pub tool: Option<f64>,
+    /// The server's read and write system calls.
+    pub server_syscalls: Option<Syscalls>,
 }
 
 #[cfg(test)]

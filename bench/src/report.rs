@@ -5,6 +5,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use super::args::{Plan, Scenario};
+use super::proc::Syscalls;
 use super::proto::Target;
 
 /// Latency percentiles in microseconds.
@@ -21,6 +22,9 @@ pub struct Latency {
 pub struct Report {
     pub target: Target,
     pub scenario: Scenario,
+    /// The load's name (`--label`), for runs shown in the table of loads.
+    #[serde(default)]
+    pub label: Option<String>,
     pub url: String,
     pub subscribers: usize,
     pub publishers: usize,
@@ -52,6 +56,9 @@ pub struct Report {
     /// Deliveries per second of server CPU time: the server's efficiency, which stays
     /// comparable when other work on the machine takes part of the server's core.
     pub deliveries_per_server_cpu_sec: Option<f64>,
+    /// The server's read and write system calls during the run.
+    #[serde(default)]
+    pub server_syscalls: Option<Syscalls>,
     /// Errors seen by clients (a non-empty list means the figures are not to be trusted).
     pub errors: Vec<String>,
 }
@@ -62,6 +69,7 @@ impl Report {
         Report {
             target: plan.target,
             scenario: plan.scenario,
+            label: plan.label.clone(),
             url: plan.url_text.clone(),
             subscribers: plan.subscribers,
             publishers: plan.publishers,
@@ -83,8 +91,15 @@ impl Report {
             server_cpu: None,
             tool_cpu: None,
             deliveries_per_server_cpu_sec: None,
+            server_syscalls: None,
             errors: Vec::new(),
         }
+    }
+
+    /// The server's write system calls per delivery.
+    pub fn writes_per_delivery(&self) -> Option<f64> {
+        let w = self.server_syscalls?.writes;
+        (self.received > 0).then(|| w as f64 / self.received as f64)
     }
 
     /// The human-readable summary.
@@ -145,6 +160,17 @@ impl Report {
         }
         if let Some(d) = self.deliveries_per_server_cpu_sec {
             let _ = writeln!(s, "  per server CPU-s  {d:.0} deliveries");
+        }
+        if let Some(c) = self.server_syscalls {
+            let _ = writeln!(
+                s,
+                "  server syscalls   {} writes, {} reads{}",
+                c.writes,
+                c.reads,
+                self.writes_per_delivery()
+                    .map(|w| format!(" ({w:.4} writes per delivery)"))
+                    .unwrap_or_default()
+            );
         }
         if let Some(c) = self.tool_cpu {
             let _ = writeln!(s, "  load tool CPU     {:.0}% of a core", c * 100.0);

@@ -10,7 +10,11 @@ use std::path::Path;
 use super::BenchError;
 use super::args::{ReportArgs, Scenario};
 use super::chart::{self, Group, Panel, Series};
+use super::loads;
 use super::proto::Target;
+use super::fmt::{
+    fmt_count, fmt_kib, fmt_rate, fmt_rate_or, fmt_ratio, fmt_us, goal_cell, ratio,
+};
 use super::report::Report;
 
 pub const BEGIN: &str = "<!-- compare:begin -->";
@@ -80,12 +84,13 @@ fn relative_link(md: &Path, svg: &Path) -> Option<String> {
 struct Results(Vec<Report>);
 
 impl Results {
-    /// The last result of `target` in `scenario`.
+    /// The last result of `target` in `scenario` (unlabelled: labelled runs are the table
+    /// of loads').
     fn get(&self, target: Target, scenario: Scenario) -> Option<&Report> {
         self.0
             .iter()
             .rev()
-            .find(|r| r.target == target && r.scenario == scenario)
+            .find(|r| r.target == target && r.scenario == scenario && r.label.is_none())
     }
 
     fn rate(&self, t: Target, s: Scenario) -> Option<f64> {
@@ -135,6 +140,7 @@ impl Results {
         }
         s.push('\n');
         self.ratio_table(&mut s);
+        loads::table(&self.0, &mut s);
         let _ = writeln!(s, "\n![Herald, NATS and Socket.IO side by side]({svg})\n");
         self.detail_table(&mut s);
         if let Some(n) = notes {
@@ -269,8 +275,8 @@ impl Results {
         let _ = writeln!(
             s,
             "<details><summary>Every run</summary>\n\n\
-             | server | scenario | published | delivered | lost | time s | deliveries/s | server CPU | per server CPU-s | tool CPU | errors |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|"
+             | server | scenario | load | published | delivered | lost | time s | deliveries/s | server CPU | per server CPU-s | tool CPU | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &self.0 {
             let pct = |c: Option<f64>| {
@@ -294,9 +300,10 @@ impl Results {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {published} | {delivered} | {lost} | {:.2} | {rate} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {published} | {delivered} | {lost} | {:.2} | {rate} | {} | {} | {} | {} |",
                 r.target.label(),
                 r.scenario.name(),
+                r.label.as_deref().unwrap_or("–"),
                 r.seconds,
                 pct(r.server_cpu),
                 fmt_rate(r.deliveries_per_server_cpu_sec),
@@ -396,60 +403,6 @@ fn shape(r: &Report) -> String {
             r.topics, r.publishers, r.size
         ),
         _ => format!("{} pub → {subs}, {} B", r.publishers, r.size),
-    }
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    match r {
-        Some(r) if r >= 10.0 => format!("{r:.0}×"),
-        Some(r) => format!("{r:.2}×"),
-        None => "–".into(),
-    }
-}
-
-fn fmt_count(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.0}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-fn fmt_rate(v: Option<f64>) -> String {
-    v.map(fmt_count).unwrap_or_else(|| "–".into())
-}
-
-fn fmt_rate_or(v: Option<f64>, sc: Scenario, t: Target) -> String {
-    if v.is_none() && sc == Scenario::Topics && !t.has_wildcards() {
-        "n/a (no wildcards)".into()
-    } else {
-        fmt_rate(v)
-    }
-}
-
-fn fmt_us(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into())
-}
-
-fn fmt_kib(v: Option<f64>) -> String {
-    v.map(|b| format!("{:.2} KiB", b / 1024.0))
-        .unwrap_or_else(|| "–".into())
-}
-
-fn goal_cell(met: Option<bool>, goal: &str) -> String {
-    match met {
-        Some(true) => format!("{goal}: met"),
-        Some(false) => format!("{goal}: **not met**"),
-        None => format!("{goal}: not measured"),
     }
 }
 

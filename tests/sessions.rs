@@ -248,19 +248,6 @@ fn rss_kib(pid: u32) -> u64 {
     herald_bench::proc::status_kib(pid, "VmRSS").expect("VmRSS")
 }
 
-/// A raw client whose socket receive buffer is small, so that a stalled one parks little in
-/// the kernel and its backlog has to stay in (and be bounded by) the server's buffer.
-async fn connect_small_window(url: &str, addr: std::net::SocketAddr) -> Raw {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let (ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    Raw { ws }
-}
-
 /// (c) One subscriber stops reading while 100 others receive 100,000 messages: the others
 /// get everything, and the stalled session is held to its caps, which `/v1/stats` shows.
 ///
@@ -290,7 +277,7 @@ async fn stalled_reader_does_not_hurt_others() {
     let bin = Binary::spawn(&["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()]);
     let pid = bin.child.id();
 
-    let mut stalled = connect_small_window(&bin.ws_url(), bin.addr).await;
+    let mut stalled = connect_small_window(bin.addr).await;
     stalled.hello().await;
     stalled.sub("stall/t").await;
     // From here on `stalled` never reads again.

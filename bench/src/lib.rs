@@ -22,10 +22,10 @@
 
 mod args;
 mod chart;
+mod fmt;
 mod idle;
 mod load;
 mod loads;
-mod fmt;
 pub mod proc;
 mod proto;
 mod report;

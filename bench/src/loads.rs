@@ -51,14 +51,14 @@ pub fn table(reports: &[Report], s: &mut String) {
             r.filter(|r| r.errors.is_empty())
                 .and_then(|r| r.deliveries_per_server_cpu_sec)
         };
-        let rate = |r: Option<&Report>| r.filter(|r| r.errors.is_empty()).map(|r| r.deliveries_per_sec);
+        let rate = |r: Option<&Report>| {
+            r.filter(|r| r.errors.is_empty())
+                .map(|r| r.deliveries_per_sec)
+        };
         for (t, r) in [(Target::Herald, herald), (Target::Nats, nats)] {
             let Some(r) = r else { continue };
             let (vs, goal) = match t {
-                Target::Herald => (
-                    fmt_ratio(ratio(eff(herald), eff(nats))),
-                    goal_for(r, nats),
-                ),
+                Target::Herald => (fmt_ratio(ratio(eff(herald), eff(nats))), goal_for(r, nats)),
                 _ => (String::new(), String::new()),
             };
             let lat = r.latency.as_ref().filter(|l| l.samples > 0);
@@ -99,7 +99,9 @@ fn goal_for(herald: &Report, nats: Option<&Report>) -> String {
         nats.and_then(|n| n.deliveries_per_server_cpu_sec),
     );
     let p99 = herald.latency.as_ref().map(|l| l.p99_us);
-    let met = eff.zip(p99).map(|(e, p)| e >= GOAL_EFFICIENCY && p <= GOAL_P99_US);
+    let met = eff
+        .zip(p99)
+        .map(|(e, p)| e >= GOAL_EFFICIENCY && p <= GOAL_P99_US);
     goal_cell(met, "≥ 3× NATS per CPU-s, p99 ≤ 3 ms")
 }
 
@@ -119,7 +121,10 @@ fn lost(r: &Report) -> String {
 
 fn shape(r: &Report) -> String {
     let publishes = match r.target_rate {
-        Some(rate) => format!("{}/s", fmt_rate(Some((rate / r.subscribers.max(1) as u64) as f64))),
+        Some(rate) => format!(
+            "{}/s",
+            fmt_rate(Some((rate / r.subscribers.max(1) as u64) as f64))
+        ),
         None => "flat out".into(),
     };
     format!("{publishes} → {} subs, {} B", r.subscribers, r.size)
@@ -153,7 +158,11 @@ mod tests {
         ];
         let mut s = String::new();
         table(&reports, &mut s);
-        assert_eq!(s.matches("| 1M/s (10k/s → 100 subs, 100 B) |").count(), 2, "{s}");
+        assert_eq!(
+            s.matches("| 1M/s (10k/s → 100 subs, 100 B) |").count(),
+            2,
+            "{s}"
+        );
         assert!(s.contains("| 3.50× |"), "{s}");
         assert!(s.contains("p99 ≤ 3 ms: met"), "{s}");
         assert!(s.contains("| 0.010 |"), "writes per delivery: {s}");

@@ -10,11 +10,9 @@ use std::path::Path;
 use super::BenchError;
 use super::args::{ReportArgs, Scenario};
 use super::chart::{self, Group, Panel, Series};
+use super::fmt::{fmt_count, fmt_kib, fmt_rate, fmt_rate_or, fmt_ratio, fmt_us, goal_cell, ratio};
 use super::loads;
 use super::proto::Target;
-use super::fmt::{
-    fmt_count, fmt_kib, fmt_rate, fmt_rate_or, fmt_ratio, fmt_us, goal_cell, ratio,
-};
 use super::report::Report;
 
 pub const BEGIN: &str = "<!-- compare:begin -->";

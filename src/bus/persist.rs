@@ -99,6 +99,7 @@ impl PendingAck {
                 epoch: self.epoch,
                 duplicate: false,
                 delivered: delivered as usize,
+                backlogged: false,
             }),
             Err(e) => Err(BusError::Unavailable(e.to_string())),
         }
@@ -124,6 +125,7 @@ impl Published {
                 epoch: p.epoch,
                 duplicate: false,
                 delivered: 0,
+                backlogged: false,
             },
         }
     }
@@ -263,7 +265,7 @@ impl Bus {
             let mut state = h.entry.lock();
             state.remember(event, s);
             self.apply_retain(&mut state, event, w.retain);
-            let delivered = self.fan_out(event, s.ack_wait);
+            let delivered = self.fan_out(event, s.ack_wait).delivered;
             drop(state);
             total += delivered as u64;
             counts.push(delivered as u32);

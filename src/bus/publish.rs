@@ -44,6 +44,19 @@ pub struct PubAck {
     pub duplicate: bool,
     /// Sessions the message was handed to.
     pub delivered: usize,
+    /// Some recipient's writer is half its buffer behind although its socket takes what it
+    /// is given: this node is not writing as fast as it accepts (CPU, not a slow reader). A
+    /// publisher that can wait should let the writers run first (the WebSocket reader
+    /// yields); see DESIGN.md, "Overload".
+    pub backlogged: bool,
+}
+
+/// What a fan-out did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct FanOut {
+    pub delivered: usize,
+    /// See [`PubAck::backlogged`].
+    pub backlogged: bool,
 }
 
 impl Bus {
@@ -154,6 +167,7 @@ impl Bus {
                 epoch: "".into(),
                 duplicate: !answered,
                 delivered: usize::from(answered),
+                backlogged: false,
             }));
         }
         self.inner
@@ -181,6 +195,7 @@ impl Bus {
                 epoch: state.epoch.clone(),
                 duplicate: true,
                 delivered: 0,
+                backlogged: false,
             };
             drop(state);
             self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -217,12 +232,16 @@ impl Bus {
         }
         state.remember(&event, &settings);
         self.apply_retain(&mut state, &event, p.retain_op());
-        let delivered = self.fan_out(&event, settings.ack_wait);
+        let FanOut {
+            delivered,
+            backlogged,
+        } = self.fan_out(&event, settings.ack_wait);
         let ack = PubAck {
             offset: state.offset,
             epoch: state.epoch.clone(),
             duplicate: false,
             delivered,
+            backlogged,
         };
         drop(state);
         let stats = &self.inner.stats;
@@ -235,28 +254,33 @@ impl Bus {
 
     /// Hands `event` to every plain subscriber and to one member of each matching group.
     /// Returns the number of sessions it went to.
-    pub(super) fn fan_out(&self, event: &Arc<Event>, ack_wait: std::time::Duration) -> usize {
-        let mut delivered = self.fan_out_plain(event);
+    pub(super) fn fan_out(&self, event: &Arc<Event>, ack_wait: std::time::Duration) -> FanOut {
+        let mut out = self.fan_out_plain(event);
         if !self.inner.group_router.is_empty() {
             for g in self.inner.group_router.matches(event.topic.as_str()).iter() {
-                delivered += usize::from(self.deliver_to_group(&g.0, event, ack_wait));
+                out.delivered += usize::from(self.deliver_to_group(&g.0, event, ack_wait));
             }
         }
-        delivered
+        out
     }
 
-    /// Hands `event` to every plain subscriber; returns how many.
-    pub(super) fn fan_out_plain(&self, event: &Arc<Event>) -> usize {
+    /// Hands `event` to every plain subscriber.
+    pub(super) fn fan_out_plain(&self, event: &Arc<Event>) -> FanOut {
         let targets = self.inner.router.matches(event.topic.as_str());
         let mut dropped = 0u64;
         let mut kicked = 0u64;
+        let mut backlogged = false;
         for s in targets.iter() {
             let r = s.0.push(event, Delivery::LIVE);
             dropped += u64::from(r.dropped_unsent);
             kicked += u64::from(r.kicked);
+            backlogged |= r.backlogged;
         }
         self.count_drops(dropped, kicked);
-        targets.len()
+        FanOut {
+            delivered: targets.len(),
+            backlogged,
+        }
     }
 
     /// Hands `event` to one member of group `g`; false when it has no member to take it

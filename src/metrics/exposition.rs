@@ -299,6 +299,13 @@ impl Collector for HeraldCollector {
         )?;
         counter(
             e,
+            "publisher_yields",
+            "Publishes after which the publisher's reader let the writers run first: the node \
+             was accepting faster than it wrote (overload).",
+            m.publisher_yields(),
+        )?;
+        counter(
+            e,
             "slow_consumers",
             "Connections closed with 4008 as slow consumers.",
             s.slow_consumers.load(Ordering::Relaxed),

@@ -129,6 +129,8 @@ pub struct Metrics {
     /// `gap` frames sent, and the seqs they covered.
     gaps: AtomicU64,
     gap_messages: AtomicU64,
+    /// Publishes after which a WebSocket reader let the writers run first (overload).
+    publisher_yields: AtomicU64,
     errors: [AtomicU64; 16],
     connections_opened: AtomicU64,
     connections_rejected: AtomicU64,
@@ -150,6 +152,7 @@ impl Default for Metrics {
             busy: std::sync::atomic::AtomicBool::new(false),
             gaps: AtomicU64::new(0),
             gap_messages: AtomicU64::new(0),
+            publisher_yields: AtomicU64::new(0),
             errors: Default::default(),
             connections_opened: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
@@ -243,6 +246,15 @@ impl Metrics {
         self.gaps.fetch_add(1, Ordering::Relaxed);
         self.gap_messages
             .fetch_add(to_seq.saturating_sub(from_seq) + 1, Ordering::Relaxed);
+    }
+
+    /// A reader yielded to the writers after a publish found them behind.
+    pub fn publisher_yielded(&self) {
+        self.publisher_yields.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn publisher_yields(&self) -> u64 {
+        load(&self.publisher_yields)
     }
 
     /// An `error` frame was sent.

@@ -64,6 +64,9 @@ pub struct Pushed {
     pub dropped_unsent: u32,
     /// The connection was told to close as a slow consumer.
     pub kicked: bool,
+    /// Half the buffer is unsent while the connection's socket takes what it is given: its
+    /// writer is waiting for CPU, not for its reader (see [`crate::bus::PubAck::backlogged`]).
+    pub backlogged: bool,
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -206,6 +209,12 @@ impl Session {
         );
         out.seq = pushed.seq;
         out.dropped_unsent = pushed.dropped_unsent;
+        if pushed.writer_behind
+            && let Some(ob) = &s.outbox
+        {
+            out.backlogged =
+                s.ring.behind() as usize * 2 >= self.limits.buffer_messages && ob.runnable();
+        }
         if self.limits.slow_consumer == SlowConsumer::Disconnect
             && let Some(ob) = &s.outbox
         {

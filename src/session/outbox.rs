@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -25,6 +27,11 @@ pub struct Outbox {
     wake: Notify,
     /// Wakes a reader waiting for room in the control queue.
     room: Notify,
+    /// The writer is a task of this node that only waits for CPU: a WebSocket writer whose
+    /// socket takes what it is given. Off while its socket is full (a slow or stalled
+    /// reader: that backlog is its reader's, never a reason to slow publishers) and for
+    /// outboxes drained at their user's pace (embedded subscriptions, inboxes).
+    runnable: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +71,17 @@ impl Outbox {
     }
 
     /// Wakes the writer (a session has new messages).
+    /// Set by a WebSocket writer: on while it can write, off while a write waits for the
+    /// socket.
+    pub fn set_runnable(&self, on: bool) {
+        self.runnable.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a backlog here is the node's (see the field).
+    pub fn runnable(&self) -> bool {
+        self.runnable.load(Ordering::Relaxed)
+    }
+
     pub fn wake(&self) {
         self.wake.notify_one();
     }

@@ -378,3 +378,38 @@ fn session_ref_identity_is_the_session() {
     found.sort_by_key(|s| s.0.key);
     assert_eq!(found, vec![a2, b1]);
 }
+
+/// A backlog is the node's only when the writer could write (its socket takes more): from
+/// half the buffer on, while it is runnable; never while its socket is full, nor for an
+/// outbox drained at its user's pace.
+#[test]
+fn backlog_counts_only_for_a_runnable_writer() {
+    let s = Session::new(limits(8, SlowConsumer::DropOldest));
+    let ob = Arc::new(Outbox::new());
+    s.attach(ob.clone(), None);
+    let backlogged: Vec<bool> = (1..=6)
+        .map(|i| s.push(&event(i), Delivery::LIVE).backlogged)
+        .collect();
+    assert_eq!(
+        backlogged, [false; 6],
+        "an embedded-style outbox never backlogs"
+    );
+    ob.set_runnable(true);
+    assert!(s.push(&event(7), Delivery::LIVE).backlogged);
+    ob.set_runnable(false);
+    assert!(
+        !s.push(&event(8), Delivery::LIVE).backlogged,
+        "socket full: the reader's backlog"
+    );
+    ob.set_runnable(true);
+    let mut b = Batch::default();
+    s.take(&mut b, 100);
+    let got: Vec<bool> = (9..=13)
+        .map(|i| s.push(&event(i), Delivery::LIVE).backlogged)
+        .collect();
+    assert_eq!(
+        got,
+        [false, false, false, true, true],
+        "from 4 of 8 unsent on"
+    );
+}

@@ -211,6 +211,41 @@ impl Raw {
     }
 }
 
+/// A raw client whose socket receive buffer is small (4 KiB): once it stops reading, its
+/// socket is full at once (with [`fill_sockets`]), and its backlog is the server's to hold.
+pub async fn connect_small_window(addr: SocketAddr) -> Raw {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/ws");
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    Raw { ws }
+}
+
+/// Messages [`fill_sockets`] publishes, and their size (under the default `max_frame`).
+pub const FILL: u64 = 120;
+pub const FILL_SIZE: usize = 60_000;
+
+/// Publishes [`FILL`] messages of [`FILL_SIZE`] bytes (7 MB) to `topic` and waits for the
+/// last one's `ok`: more than a small-window socket and the server's send buffer hold (the
+/// kernel grows that one up to `tcp_wmem`, 4 MiB), so that a subscriber of `topic` that
+/// does not read has a full socket, and its writer waits for it: a stalled reader.
+pub async fn fill_sockets(p: &mut Raw, topic: &str) {
+    let big = "b".repeat(FILL_SIZE);
+    for i in 1..=FILL {
+        let mut f = json!({"op": "pub", "topic": topic, "data": big});
+        if i == FILL {
+            f["id"] = json!("filled");
+        }
+        p.ws.feed(Message::text(f.to_string())).await.unwrap();
+    }
+    p.ws.flush().await.unwrap();
+    let ok = p.recv_op_id("filled").await;
+    assert_eq!(ok["op"], "ok", "{ok}");
+}
+
 /// The `herald` binary, started with arguments; reads its log until it listens.
 pub struct Binary {
     pub child: Child,

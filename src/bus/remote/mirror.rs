@@ -103,7 +103,7 @@ impl Bus {
         if !fan_out {
             return None;
         }
-        let n = self.fan_out_plain(event);
+        let n = self.fan_out_plain(event).delivered;
         self.inner
             .stats
             .delivered

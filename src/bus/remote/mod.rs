@@ -114,6 +114,7 @@ impl Bus {
                     epoch: p.epoch,
                     duplicate: p.duplicate,
                     delivered: p.receivers as usize,
+                    backlogged: false,
                 });
                 if let (Ok(a), Some(bus)) = (&ack, upgrade(&bus)) {
                     bus.after_remote_publish(name, a.duplicate);
@@ -162,6 +163,7 @@ impl Bus {
                 epoch: "".into(),
                 duplicate: false,
                 delivered: usize::from(heard),
+                backlogged: false,
             }));
         });
         Some(Published::Pending(PendingAck::waiting(rx)))

@@ -79,6 +79,7 @@ where
         expires: None,
         acks: None,
         drain_raw: false,
+        behind: false,
     };
     // The stream (tungstenite's state, a few hundred bytes) lives in this future's captures
     // and is lent to the read loop: moved into it, it would take its space twice (a moved-out

@@ -86,7 +86,10 @@ impl Reader {
                     retain,
                 };
                 match bus.submit_as_client(p).await {
-                    Ok(Published::Done(ack)) => self.send_ok(id, pub_ok(&ack)).await,
+                    Ok(Published::Done(ack)) => {
+                        self.send_ok(id, pub_ok(&ack)).await;
+                        self.after_publish(ack.backlogged).await;
+                    }
                     Ok(Published::Pending(pending)) => self.ack_when_durable(id, pending).await,
                     Err(e) => self.send_error(id, e.code(), e.to_string()).await,
                 }

@@ -24,9 +24,31 @@ pub(super) struct Reader {
     /// The connection closed on a stream error (a frame over `max_frame`, invalid UTF-8, a
     /// protocol error) the peer may still be sending the rest of: see `linger` in `conn.rs`.
     pub(super) drain_raw: bool,
+    /// The last publish found the node's writers behind (see [`Reader::after_publish`]).
+    pub(super) behind: bool,
 }
 
 impl Reader {
+    /// After a publish: when it found a recipient's writer half its buffer behind while
+    /// its socket takes what it is given, the node accepts faster than it writes, so the
+    /// reader lets the writers run before it reads on: first a yield (every woken writer
+    /// of this worker runs before this task again), and when that was not enough (the
+    /// writers run on other workers, still behind at the next publish) a 1 ms pause.
+    /// Reading less is what slows the publisher: TCP carries the backpressure to it.
+    /// Writers waiting for their sockets (slow or stalled readers) never count, so they
+    /// never slow a publisher. DESIGN.md, "Overload".
+    pub(super) async fn after_publish(&mut self, backlogged: bool) {
+        let was_behind = std::mem::replace(&mut self.behind, backlogged);
+        if !backlogged {
+            return;
+        }
+        self.conn.metrics.publisher_yielded();
+        if was_behind {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
     pub(super) fn close(&self, code: u16, reason: &str) {
         self.conn.outbox.close(Close {
             code,

@@ -74,6 +74,7 @@ where
         delay,
         ..Writer::default()
     };
+    conn.outbox.set_runnable(true);
     let stop = w.pump(&mut sink, &conn, heartbeat).await;
     // Boxed: only a closing connection pays for the farewell's state, not every idle one.
     Box::pin(farewell(w, stop, sink, conn)).await;
@@ -327,7 +328,12 @@ impl Writer {
             // `select!`) then. Only a write that must wait is guarded.
             match write.as_mut().now_or_never() {
                 Some(r) => r.map_err(|_| ())?,
-                None => guarded(conn, write, draining).await?,
+                None => {
+                    conn.outbox.set_runnable(false);
+                    let r = guarded(conn, write, draining).await;
+                    conn.outbox.set_runnable(true);
+                    r?
+                }
             }
         }
         self.out.clear();

@@ -163,10 +163,10 @@ mod tests {
 
     #[test]
     fn documents_that_are_not_a_jwks_are_errors() {
-        for text in [&b""[..], b"{", b"<html>", b"\xff\xfe", b"null"] {
+        for text in [&b""[..], b"{", b"<html>", b"\xff\xfe"] {
             assert!(matches!(parse(text), Err(JwksError::NotJson(_))), "{text:?}");
         }
-        for text in [&br#"{}"#[..], br#"[]"#, br#"{"keys":{}}"#, br#"{"keys":"x"}"#] {
+        for text in [&b"null"[..], br#"{}"#, br#"[]"#, br#"{"keys":{}}"#, br#"{"keys":"x"}"#] {
             assert_eq!(parse(text).unwrap_err(), JwksError::NoKeys, "{text:?}");
         }
         assert_eq!(

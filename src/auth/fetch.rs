@@ -59,7 +59,10 @@ impl Target {
         let authority = uri
             .authority()
             .ok_or_else(|| FetchError::Url(format!("{url}: no host")))?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
             return Err(FetchError::Url(format!("{url}: no host")));
         }
@@ -89,7 +92,8 @@ impl Target {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(FetchError::Connect)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection is driven beside the request and dropped with this call.
         let _conn = AbortOnDropHandle::new(tokio::spawn(conn));
         let req = hyper::Request::get(self.path.as_str())

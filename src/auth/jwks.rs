@@ -164,9 +164,18 @@ mod tests {
     #[test]
     fn documents_that_are_not_a_jwks_are_errors() {
         for text in [&b""[..], b"{", b"<html>", b"\xff\xfe"] {
-            assert!(matches!(parse(text), Err(JwksError::NotJson(_))), "{text:?}");
+            assert!(
+                matches!(parse(text), Err(JwksError::NotJson(_))),
+                "{text:?}"
+            );
         }
-        for text in [&b"null"[..], br#"{}"#, br#"[]"#, br#"{"keys":{}}"#, br#"{"keys":"x"}"#] {
+        for text in [
+            &b"null"[..],
+            br#"{}"#,
+            br#"[]"#,
+            br#"{"keys":{}}"#,
+            br#"{"keys":"x"}"#,
+        ] {
             assert_eq!(parse(text).unwrap_err(), JwksError::NoKeys, "{text:?}");
         }
         assert_eq!(
@@ -174,36 +183,73 @@ mod tests {
             JwksError::NoUsableKey(vec![])
         );
         let e = parse(br#"{"keys":[1, {"kty":"oct","kid":"h","k":"AAAA"}]}"#).unwrap_err();
-        assert_eq!(e.to_string(), "no usable key in the JWKS (skipped: key 0: not an object; kid \"h\": unsupported kty \"oct\" (RSA, EC or OKP))");
+        assert_eq!(
+            e.to_string(),
+            "no usable key in the JWKS (skipped: key 0: not an object; kid \"h\": unsupported kty \"oct\" (RSA, EC or OKP))"
+        );
     }
 
     #[test]
     fn unusable_keys_are_skipped_with_a_reason_and_the_others_kept() {
         let cases = [
-            (with(jwk("rsa-a"), "kty", json!("RSA2")), "unsupported kty \"RSA2\""),
-            (with(jwk("rsa-a"), "kty", json!(7)), "\"kty\" is not a string"),
+            (
+                with(jwk("rsa-a"), "kty", json!("RSA2")),
+                "unsupported kty \"RSA2\"",
+            ),
+            (
+                with(jwk("rsa-a"), "kty", json!(7)),
+                "\"kty\" is not a string",
+            ),
             (without(jwk("rsa-a"), "kty"), "no \"kty\""),
             (without(jwk("rsa-a"), "n"), "no \"n\""),
             (without(jwk("rsa-a"), "e"), "no \"e\""),
-            (with(jwk("rsa-a"), "n", json!("!!")), "\"n\" is not base64url"),
-            (with(jwk("rsa-a"), "alg", json!("RS512")), "verifies RS256 only"),
-            (with(jwk("rsa-a"), "alg", json!("HS256")), "verifies RS256 only"),
-            (with(jwk("rsa-a"), "alg", json!("none")), "verifies RS256 only"),
+            (
+                with(jwk("rsa-a"), "n", json!("!!")),
+                "\"n\" is not base64url",
+            ),
+            (
+                with(jwk("rsa-a"), "alg", json!("RS512")),
+                "verifies RS256 only",
+            ),
+            (
+                with(jwk("rsa-a"), "alg", json!("HS256")),
+                "verifies RS256 only",
+            ),
+            (
+                with(jwk("rsa-a"), "alg", json!("none")),
+                "verifies RS256 only",
+            ),
             (with(jwk("rsa-a"), "use", json!("enc")), "not \"sig\""),
-            (with(jwk("rsa-a"), "n", json!("AQAB")), "RSA modulus of 17 bits"),
+            (
+                with(jwk("rsa-a"), "n", json!("AQAB")),
+                "RSA modulus of 17 bits",
+            ),
             (without(jwk("ec-a"), "y"), "no \"y\""),
             (without(jwk("ec-a"), "crv"), "no \"crv\""),
-            (with(jwk("ec-a"), "crv", json!("P-384")), "unsupported EC curve"),
+            (
+                with(jwk("ec-a"), "crv", json!("P-384")),
+                "unsupported EC curve",
+            ),
             (with(jwk("ec-a"), "x", json!("AAAA")), "32 bytes"),
             (with(jwk("ed-a"), "x", json!("AAAA")), "32 bytes"),
-            (with(jwk("ed-a"), "crv", json!("Ed448")), "unsupported OKP curve"),
-            (with(jwk("ec-a"), "alg", json!("EdDSA")), "verifies ES256 only"),
+            (
+                with(jwk("ed-a"), "crv", json!("Ed448")),
+                "unsupported OKP curve",
+            ),
+            (
+                with(jwk("ec-a"), "alg", json!("EdDSA")),
+                "verifies ES256 only",
+            ),
         ];
         for (bad, why) in cases {
             let p = parse(&doc(vec![bad.clone(), jwk("ed-a")])).unwrap();
             assert_eq!(p.set.kids(), vec!["ed-a"], "{bad}");
             assert_eq!(p.skipped.len(), 1, "{bad}");
-            assert!(p.skipped[0].contains(why), "{:?} should say {why:?}", p.skipped[0]);
+            assert!(
+                p.skipped[0].contains(why),
+                "{:?} should say {why:?}",
+                p.skipped[0]
+            );
         }
     }
 

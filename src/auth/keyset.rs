@@ -54,10 +54,7 @@ impl Key {
         if e.is_empty() || e.len() > 8 || e.last().is_some_and(|b| b & 1 == 0) {
             return Err("RSA exponent is not a small odd number".into());
         }
-        Key::checked(
-            Algorithm::RS256,
-            DecodingKey::from_rsa_raw_components(n, e),
-        )
+        Key::checked(Algorithm::RS256, DecodingKey::from_rsa_raw_components(n, e))
     }
 
     /// A P-256 public key from its coordinates (a JWK's `x` and `y`, 32 bytes each).

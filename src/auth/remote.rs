@@ -112,7 +112,10 @@ impl Remote {
                 rt.spawn(run(shared.clone(), stop.clone()));
             }
             Err(_) => {
-                tracing::error!(url = shared.target.url(), "no runtime: the JWKS is not fetched");
+                tracing::error!(
+                    url = shared.target.url(),
+                    "no runtime: the JWKS is not fetched"
+                );
                 *shared.last_error.lock() = Some("not fetched (no async runtime)".into());
             }
         }
@@ -128,7 +131,12 @@ impl Remote {
 
     /// A reload's new `jwks_refresh`: takes effect from the last fetch, without a fetch.
     pub(crate) fn set_refresh(&self, refresh: Duration) {
-        if self.shared.refresh_ms.swap(millis(refresh), Ordering::Relaxed) != millis(refresh) {
+        if self
+            .shared
+            .refresh_ms
+            .swap(millis(refresh), Ordering::Relaxed)
+            != millis(refresh)
+        {
             self.shared.rearm.notify_one();
         }
     }

@@ -83,9 +83,8 @@ pub(crate) fn key_files(c: &AuthConfig) -> impl Iterator<Item = (String, &Path)>
 /// Reads one PEM public key file.
 pub(crate) fn read_key_file(key: &str, path: &Path) -> Result<Key, AuthError> {
     let setting = key.split('[').next().unwrap_or(key);
-    let pem = std::fs::read(path).map_err(|e| {
-        AuthError::Config(format!("cannot read {setting} {}: {e}", path.display()))
-    })?;
+    let pem = std::fs::read(path)
+        .map_err(|e| AuthError::Config(format!("cannot read {setting} {}: {e}", path.display())))?;
     Key::from_pem(&pem).ok_or_else(|| {
         AuthError::Config(format!(
             "{setting} {} is not an RSA, EC (P-256) or Ed25519 public key in PEM",
@@ -197,9 +196,9 @@ impl Verifier {
         match self.try_static(token, header.alg) {
             Ok(claims) => Ok(claims),
             Err(Some(e)) => Err(e.into()),
-            Err(None) if self.static_keys.iter().any(|k| k.alg() == header.alg) => Err(
-                AuthError::InvalidToken("token refused: InvalidSignature".into()).into(),
-            ),
+            Err(None) if self.static_keys.iter().any(|k| k.alg() == header.alg) => {
+                Err(AuthError::InvalidToken("token refused: InvalidSignature".into()).into())
+            }
             Err(None) => Err(not_accepted(header.alg).into()),
         }
     }

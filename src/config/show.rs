@@ -69,7 +69,9 @@ pub(super) fn to_toml(c: &Config) -> String {
             out.key("public_key_files", list(&files));
             match &a.jwks_url {
                 Some(url) => out.key("jwks_url", quote(url)),
-                None => out.line("# jwks_url absent: no JWKS, tokens are checked with the keys above"),
+                None => {
+                    out.line("# jwks_url absent: no JWKS, tokens are checked with the keys above")
+                }
             }
             out.key("jwks_refresh", quote(&format_duration(a.jwks_refresh)));
             match &a.issuer {

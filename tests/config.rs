@@ -161,6 +161,11 @@ max_pending_requests = 9
 [auth]
 hs256_secret = "s3cret"
 public_key_file = "keys/jwt.pem"
+public_key_files = ["keys/old.pem", "keys/new.pem"]
+jwks_url = "http://127.0.0.1:8080/jwks.json"
+jwks_refresh = "90s"
+issuer = "https://idp.example"
+audience = ["herald", "herald-staging"]
 api_keys = ["k1", "k2"]
 admin_keys = ["adm"]
 origins = ["https://app.example"]
@@ -204,6 +209,11 @@ fn full_schema_parses() {
                 publish: vec!["public/chat".into()],
                 subscribe: vec!["public/**".into()],
             },
+            public_key_files: vec!["keys/old.pem".into(), "keys/new.pem".into()],
+            jwks_url: Some("http://127.0.0.1:8080/jwks.json".into()),
+            jwks_refresh: Duration::from_secs(90),
+            issuer: Some("https://idp.example".into()),
+            audience: Some(vec!["herald".into(), "herald-staging".into()]),
         })
     );
     assert_eq!(
@@ -303,6 +313,11 @@ fn example_file_loads_and_documents_every_key() {
         "[auth]",
         "hs256_secret",
         "public_key_file",
+        "public_key_files",
+        "jwks_url",
+        "jwks_refresh",
+        "issuer",
+        "audience",
         "api_keys",
         "admin_keys",
         "origins",
@@ -649,6 +664,17 @@ fn to_toml_round_trips() {
     let shown = full.to_toml();
     assert_eq!(Config::from_toml_str(&shown).unwrap(), full, "{shown}");
 
+    // One audience is shown as a string; without [auth] JWKS settings, their defaults.
+    let mut one = full.clone();
+    if let Some(auth) = one.auth.as_mut() {
+        auth.audience = Some(vec!["herald".into()]);
+        auth.jwks_url = None;
+        auth.issuer = None;
+    }
+    let shown = one.to_toml();
+    assert!(shown.contains("audience = \"herald\"\n"), "{shown}");
+    assert_eq!(Config::from_toml_str(&shown).unwrap(), one, "{shown}");
+
     // Strings that need escaping survive.
     let mut odd = full.clone();
     if let Some(auth) = odd.auth.as_mut() {
@@ -902,7 +928,7 @@ fn config_check_reads_the_auth_key_file() {
     assert_eq!(code, 1, "{errs}");
     assert!(errs.contains("line 2: "), "{errs}");
     assert!(
-        errs.contains("is not an RSA or EC (P-256) public key in PEM"),
+        errs.contains("is not an RSA, EC (P-256) or Ed25519 public key in PEM"),
         "{errs}"
     );
 }

@@ -6,9 +6,13 @@
 //! what it allows.
 
 mod contain;
+mod fetch;
+mod jwks;
 mod keys;
+mod keyset;
 pub mod limits;
 mod perms;
+mod remote;
 mod token;
 
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use keys::Caller;
 pub use limits::{IpSlot, PerIp, TokenBucket};
 pub use perms::{Grant, Perms};
+pub use remote::fetch_counts as jwks_fetch_counts;
 pub use token::MAX_TOKEN_BYTES;
 
 use crate::config::AuthConfig;
@@ -119,23 +124,107 @@ struct Enabled {
     anonymous: Arc<Access>,
 }
 
+impl Enabled {
+    fn verifier_with_keys(&self) -> Result<&token::Verifier, AuthError> {
+        if !self.verifier.has_keys() {
+            return Err(AuthError::InvalidToken(
+                "this server accepts no tokens (no hs256_secret, public key file or jwks_url)"
+                    .into(),
+            ));
+        }
+        Ok(&self.verifier)
+    }
+
+    fn access(claims: token::Claims) -> Result<Arc<Access>, AuthError> {
+        let bad = |which: &str, msg: String| {
+            AuthError::InvalidToken(format!("token claim '{which}': {msg}"))
+        };
+        Ok(Arc::new(Access {
+            user: claims.sub,
+            info: claims.info,
+            publish: Perms::parse(&claims.publish).map_err(|m| bad("publish", m))?,
+            subscribe: Perms::parse(&claims.subscribe).map_err(|m| bad("subscribe", m))?,
+            expires_at: Some(claims.exp),
+        }))
+    }
+}
+
 impl Auth {
     /// No `[auth]`: everyone may do everything.
     pub fn disabled() -> Auth {
         Auth { inner: None }
     }
 
-    /// Compiles `[auth]`: reads the public key file and checks the anonymous patterns.
+    /// Compiles `[auth]`: reads the public key files, checks the anonymous patterns and, with
+    /// a `jwks_url`, starts its refresh task, which fetches at once (tokens with a `kid` wait
+    /// for that fetch, bounded). [`Auth::start`] also waits for it.
     pub fn from_config(config: Option<&AuthConfig>) -> Result<Auth, AuthError> {
+        Auth::compile(config, None)
+    }
+
+    /// [`Auth::from_config`], then the first JWKS fetch awaited: when it fails the server
+    /// starts only if another key (`hs256_secret`, a public key file) can verify tokens, the
+    /// JWKS being retried in the background; otherwise this is the start-up error.
+    pub async fn start(config: Option<&AuthConfig>) -> Result<Auth, AuthError> {
+        let auth = Auth::from_config(config)?;
+        let Some(e) = &auth.inner else {
+            return Ok(auth);
+        };
+        if let Some(remote) = e.verifier.remote()
+            && let Err(why) = remote.first_fetch().await
+        {
+            if !e.verifier.has_static_keys() {
+                return Err(AuthError::Config(format!(
+                    "auth.jwks_url: cannot fetch the JWKS from {}: {why}; no other key \
+                     (hs256_secret, public_key_file, public_key_files) could verify tokens",
+                    remote.url()
+                )));
+            }
+            tracing::warn!(
+                url = remote.url(),
+                error = %why,
+                "JWKS not fetched at start; starting with the other keys, retrying in the background"
+            );
+        }
+        Ok(auth)
+    }
+
+    /// Compiles `[auth]` for a reload. The JWKS of `previous` is kept — its fetched set and
+    /// its task, with the new `jwks_refresh` — when `jwks_url` is unchanged; a new URL is
+    /// fetched in the background at once (tokens with a `kid` wait for it, bounded).
+    pub fn reloaded(previous: &Auth, config: Option<&AuthConfig>) -> Result<Auth, AuthError> {
+        let remote = previous
+            .inner
+            .as_ref()
+            .and_then(|e| e.verifier.remote().cloned());
+        Auth::compile(config, remote)
+    }
+
+    fn compile(
+        config: Option<&AuthConfig>,
+        previous: Option<Arc<remote::Remote>>,
+    ) -> Result<Auth, AuthError> {
         let Some(c) = config else {
             return Ok(Auth::disabled());
         };
-        let verifier =
-            token::Verifier::new(c.hs256_secret.as_deref(), c.public_key_file.as_deref())?;
         let publish = Perms::parse(&c.anonymous.publish)
             .map_err(|e| AuthError::Config(format!("auth.anonymous.publish: {e}")))?;
         let subscribe = Perms::parse(&c.anonymous.subscribe)
             .map_err(|e| AuthError::Config(format!("auth.anonymous.subscribe: {e}")))?;
+        // Key files first: a bad one must not start a task for nothing.
+        let mut verifier = token::Verifier::new(c)?;
+        if let Some(url) = &c.jwks_url {
+            let target = fetch::Target::parse(url)
+                .map_err(|e| AuthError::Config(format!("auth.jwks_url: {e}")))?;
+            let remote = match previous {
+                Some(r) if r.url() == target.url() => {
+                    r.set_refresh(c.jwks_refresh);
+                    r
+                }
+                _ => Arc::new(remote::Remote::start(target, c.jwks_refresh)),
+            };
+            verifier = verifier.with_remote(remote);
+        }
         Ok(Auth {
             inner: Some(Enabled {
                 verifier,
@@ -153,20 +242,21 @@ impl Auth {
     }
 
     /// Every problem compiling `[auth]` meets (where [`Auth::from_config`] stops at the
-    /// first), with the dotted key it is about: for `herald config check`.
-    pub fn config_problems(c: &AuthConfig) -> Vec<(&'static str, String)> {
+    /// first), with the dotted key it is about: for `herald config check`. The JWKS is not
+    /// fetched (a check is offline); its URL's syntax is the config's validation.
+    pub fn config_problems(c: &AuthConfig) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        if let Err(e) =
-            token::Verifier::new(c.hs256_secret.as_deref(), c.public_key_file.as_deref())
-        {
-            problems.push(("auth.public_key_file", e.to_string()));
+        for (key, path) in token::key_files(c) {
+            if let Err(e) = token::read_key_file(&key, path) {
+                problems.push((key, e.to_string()));
+            }
         }
         for (key, patterns) in [
             ("auth.anonymous.publish", &c.anonymous.publish),
             ("auth.anonymous.subscribe", &c.anonymous.subscribe),
         ] {
             if let Err(e) = Perms::parse(patterns) {
-                problems.push((key, format!("{key}: {e}")));
+                problems.push((key.to_owned(), format!("{key}: {e}")));
             }
         }
         problems
@@ -186,27 +276,22 @@ impl Auth {
     }
 
     /// Verifies a token and returns what it allows. Without `[auth]` a token is not
-    /// looked at: everything is allowed anyway.
+    /// looked at: everything is allowed anyway. Never waits: a token whose `kid` the JWKS
+    /// does not know yet is refused (and a refetch asked for); see [`Auth::verify_waiting`].
     pub fn verify(&self, token: &str) -> Result<Arc<Access>, AuthError> {
         let Some(e) = &self.inner else {
             return Ok(open_access());
         };
-        if !e.verifier.has_keys() {
-            return Err(AuthError::InvalidToken(
-                "this server accepts no tokens (no hs256_secret or public_key_file)".into(),
-            ));
-        }
-        let claims = e.verifier.verify(token)?;
-        let bad = |which: &str, msg: String| {
-            AuthError::InvalidToken(format!("token claim '{which}': {msg}"))
+        Enabled::access(e.verifier_with_keys()?.verify(token)?)
+    }
+
+    /// As [`Auth::verify`], but a token with an unknown `kid` waits, bounded and holding no
+    /// lock, for the JWKS refetch it asks for (at most one per 10 s), then is checked again.
+    pub async fn verify_waiting(&self, token: &str) -> Result<Arc<Access>, AuthError> {
+        let Some(e) = &self.inner else {
+            return Ok(open_access());
         };
-        Ok(Arc::new(Access {
-            user: claims.sub,
-            info: claims.info,
-            publish: Perms::parse(&claims.publish).map_err(|m| bad("publish", m))?,
-            subscribe: Perms::parse(&claims.subscribe).map_err(|m| bad("subscribe", m))?,
-            expires_at: Some(claims.exp),
-        }))
+        Enabled::access(e.verifier_with_keys()?.verify_waiting(token).await?)
     }
 
     /// Whether a browser `Origin` may open a WebSocket. Clients that send no `Origin` (not
@@ -226,7 +311,7 @@ impl Auth {
     }
 
     /// Who is calling the HTTP API, from its `Authorization: Bearer` value.
-    pub fn http_caller(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
+    pub async fn http_caller(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
         let Some(e) = &self.inner else {
             return Ok(Caller::Open);
         };
@@ -237,7 +322,7 @@ impl Auth {
             return Ok(c);
         }
         if credential.matches('.').count() == 2 {
-            return self.verify(credential).map(Caller::Token);
+            return self.verify_waiting(credential).await.map(Caller::Token);
         }
         Err(AuthError::InvalidToken(
             "unknown API key (and not a token)".into(),

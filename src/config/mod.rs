@@ -108,11 +108,21 @@ pub struct LimitsConfig {
 }
 
 /// `[auth]` (§7).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     pub hs256_secret: Option<String>,
-    /// PEM public key for RS256 or ES256 tokens.
+    /// PEM public key for RS256, ES256 or EdDSA tokens.
     pub public_key_file: Option<PathBuf>,
+    /// More PEM public keys, each accepted (several at once during a key rotation).
+    pub public_key_files: Vec<PathBuf>,
+    /// A JWKS document (`http://` only): keys chosen by the token's `kid`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again.
+    pub jwks_refresh: Duration,
+    /// The `iss` every token must carry; `None`: not checked.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (a token must carry one of them); `None`: not checked.
+    pub audience: Option<Vec<String>>,
     /// Keys for the HTTP publish and read API.
     pub api_keys: Vec<String>,
     /// Keys for stats, topics and presence listings.
@@ -121,6 +131,29 @@ pub struct AuthConfig {
     pub origins: Option<Vec<String>>,
     /// `[auth.anonymous]`: what a connection without a token may do.
     pub anonymous: Permissions,
+}
+
+impl AuthConfig {
+    /// Default of `jwks_refresh`.
+    pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            hs256_secret: None,
+            public_key_file: None,
+            public_key_files: Vec::new(),
+            jwks_url: None,
+            jwks_refresh: AuthConfig::JWKS_REFRESH,
+            issuer: None,
+            audience: None,
+            api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            origins: None,
+            anonymous: Permissions::default(),
+        }
+    }
 }
 
 /// Publish and subscribe permissions, as lists of patterns.

@@ -46,6 +46,11 @@ const LIMITS_KEYS: &[&str] = &[
 const AUTH_KEYS: &[&str] = &[
     "hs256_secret",
     "public_key_file",
+    "public_key_files",
+    "jwks_url",
+    "jwks_refresh",
+    "issuer",
+    "audience",
     "api_keys",
     "admin_keys",
     "origins",
@@ -310,6 +315,21 @@ impl<'a, 'i> Reader<'_> {
         });
         self.set(t, "public_key_file", &mut a.public_key_file, |f| {
             f.string().map(|s| Some(PathBuf::from(s)))
+        });
+        self.set(t, "public_key_files", &mut a.public_key_files, |f| {
+            f.strings()
+                .map(|files| files.into_iter().map(PathBuf::from).collect())
+        });
+        self.set(t, "jwks_url", &mut a.jwks_url, |f| f.string().map(Some));
+        self.set(t, "jwks_refresh", &mut a.jwks_refresh, Field::duration);
+        self.set(t, "issuer", &mut a.issuer, |f| f.string().map(Some));
+        // One audience as a string, or several as a list.
+        self.set(t, "audience", &mut a.audience, |f| match f.string() {
+            Ok(one) => Ok(Some(vec![one])),
+            Err(_) => f
+                .strings()
+                .map(Some)
+                .map_err(|_| f.wrong_type("a string or an array of strings")),
         });
         self.set(t, "api_keys", &mut a.api_keys, Field::strings);
         self.set(t, "admin_keys", &mut a.admin_keys, Field::strings);

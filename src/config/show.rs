@@ -61,6 +61,28 @@ pub(super) fn to_toml(c: &Config) -> String {
             if let Some(file) = &a.public_key_file {
                 out.key("public_key_file", quote(&file.to_string_lossy()));
             }
+            let files: Vec<String> = a
+                .public_key_files
+                .iter()
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect();
+            out.key("public_key_files", list(&files));
+            match &a.jwks_url {
+                Some(url) => out.key("jwks_url", quote(url)),
+                None => {
+                    out.line("# jwks_url absent: no JWKS, tokens are checked with the keys above")
+                }
+            }
+            out.key("jwks_refresh", quote(&format_duration(a.jwks_refresh)));
+            match &a.issuer {
+                Some(issuer) => out.key("issuer", quote(issuer)),
+                None => out.line("# issuer absent: `iss` is not checked"),
+            }
+            match a.audience.as_deref() {
+                Some([one]) => out.key("audience", quote(one)),
+                Some(several) => out.key("audience", list(several)),
+                None => out.line("# audience absent: `aud` is not checked"),
+            }
             out.key("api_keys", list(&a.api_keys));
             out.key("admin_keys", list(&a.admin_keys));
             match &a.origins {

@@ -137,6 +137,22 @@ fn validate_auth(a: &AuthConfig, check: &mut impl FnMut(Result<(), ConfigError>)
     if let Some(file) = &a.public_key_file {
         check(not_empty("auth.public_key_file", &file.to_string_lossy()));
     }
+    let files: Vec<String> = a
+        .public_key_files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    check(all_not_empty("auth.public_key_files", &files));
+    if let Some(url) = &a.jwks_url {
+        check(jwks_url(url));
+    }
+    check(jwks_refresh(a.jwks_refresh));
+    if let Some(issuer) = &a.issuer {
+        check(not_empty("auth.issuer", issuer));
+    }
+    if let Some(audience) = &a.audience {
+        check(audience_list(audience));
+    }
     check(all_not_empty("auth.api_keys", &a.api_keys));
     check(all_not_empty("auth.admin_keys", &a.admin_keys));
     if let Some(origins) = &a.origins {
@@ -150,6 +166,71 @@ fn validate_auth(a: &AuthConfig, check: &mut impl FnMut(Result<(), ConfigError>)
         "auth.anonymous.subscribe",
         &a.anonymous.subscribe,
     ));
+}
+
+/// Smallest accepted `auth.jwks_refresh`: faster only loads the identity provider.
+pub const MIN_JWKS_REFRESH: Duration = Duration::from_secs(1);
+
+/// `http://host[:port]/path` only: the server has no TLS client (see `auth::fetch`).
+fn jwks_url(url: &str) -> Result<(), ConfigError> {
+    let key = "auth.jwks_url";
+    not_empty(key, url)?;
+    let uri: hyper::Uri = url.trim().parse().map_err(|e| {
+        ConfigError::invalid(key, format!(r#"`{key}` is not a URL ("{url}"): {e}"#))
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "`{key}` must be an http:// URL (found \"{url}\"): Herald has no TLS \
+                     client; serve the JWKS over http on a trusted network or through a local \
+                     proxy"
+                ),
+            ));
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                key,
+                format!(r#"`{key}` must be an http:// URL (found "{url}")"#),
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(r#"`{key}` has no host (found "{url}")"#),
+        ));
+    }
+    Ok(())
+}
+
+fn jwks_refresh(d: Duration) -> Result<(), ConfigError> {
+    let key = "auth.jwks_refresh";
+    duration(key, d)?;
+    if d < MIN_JWKS_REFRESH {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "`{key}` must be at least {} (found {})",
+                format_duration(MIN_JWKS_REFRESH),
+                format_duration(d)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn audience_list(audience: &[String]) -> Result<(), ConfigError> {
+    let key = "auth.audience";
+    if audience.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{key}` cannot be an empty list (leave it out to accept any audience)"),
+        ));
+    }
+    all_not_empty(key, audience)
 }
 
 fn validate_topic(path: &str, t: &TopicConfig, check: &mut impl FnMut(Result<(), ConfigError>)) {

@@ -349,6 +349,14 @@ impl Collector for HeraldCollector {
             "result",
             [("ok", ok), ("failed", failed)].into_iter(),
         )?;
+        let (ok, failed) = crate::auth::jwks_fetch_counts();
+        labeled_counter(
+            e,
+            "jwks_fetches",
+            "JWKS fetches ([auth] jwks_url) of this process, by result; a failed one keeps the last good key set.",
+            "result",
+            [("ok", ok), ("failed", failed)].into_iter(),
+        )?;
         store_health(e, &bus.store_health())?;
         {
             let g = ConstGauge::new(m.started_unix().as_secs_f64());

@@ -18,9 +18,12 @@
 //! - `[[topics]]`: every topic, at its next publish or read (see `Bus::reload`).
 //! - `limits.max_connections_per_ip`, `limits.handshake_timeout`: the next connection.
 //! - `[auth]` (through `server::ReloadHandle`, which compiles it first): API keys and admin
-//!   keys from the next HTTP request, token keys from the next `hello`, anonymous permissions
-//!   and the Origin allow-list from the next connection. An open connection keeps the access
-//!   it was granted (a token's until it expires).
+//!   keys from the next HTTP request, token keys and checks (key files, `jwks_url`,
+//!   `jwks_refresh`, `issuer`, `audience`) from the next `hello`, anonymous permissions and
+//!   the Origin allow-list from the next connection. An unchanged `jwks_url` keeps its
+//!   fetched set and refresh task (`Auth::reloaded`); a new one is fetched in the
+//!   background. An open connection keeps the access it was granted (a token's until it
+//!   expires).
 //! - `listen`, `heartbeat`, `max_frame`, `[cluster]`, the data directory: only at a restart.
 //!   A reload that changes them logs each such change and keeps running with the old value.
 //!   (`heartbeat` and `max_frame` are read at several points of a connection's life, which

@@ -37,8 +37,9 @@ impl FromRequestParts<Arc<AppState>> for HttpCaller {
         let bearer = bearer(&parts.headers);
         state
             .auth
-            .load()
+            .get()
             .http_caller(bearer)
+            .await
             .map(HttpCaller)
             .map_err(|e| auth_error(&e))
     }

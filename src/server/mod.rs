@@ -91,7 +91,7 @@ impl ReloadHandle {
     /// logging each change; on an error logs it and keeps the configuration in effect.
     pub fn reload(&self, config: Config) -> Result<Reload, ConfigError> {
         // `[auth]` is compiled (key files read, patterns checked) before anything changes.
-        let auth = match Auth::from_config(config.auth.as_ref()) {
+        let auth = match Auth::reloaded(&self.auth.load(), config.auth.as_ref()) {
             Ok(a) => a,
             Err(e) => {
                 let e = ConfigError::invalid("auth", e.to_string());
@@ -153,7 +153,8 @@ impl Server {
     /// Binds a server around an existing bus (its config gives the address).
     pub async fn with_bus(bus: Bus) -> std::io::Result<Server> {
         let config = bus.config();
-        let auth = Auth::from_config(config.auth.as_ref())
+        let auth = Auth::start(config.auth.as_ref())
+            .await
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         if !config.listen.ip().is_loopback() && !auth.is_enabled() {
             tracing::warn!(

@@ -21,7 +21,8 @@ impl Reader {
     /// Verifies a token and makes its permissions the connection's. On failure: an
     /// `unauthorized` error, then close 4001; returns false.
     pub(super) async fn authenticate(&mut self, token: &str) -> bool {
-        match self.state.auth.load().verify(token) {
+        // `get`, not `load`: an unknown `kid` may wait (bounded) for a JWKS refetch.
+        match self.state.auth.get().verify_waiting(token).await {
             Ok(access) => {
                 self.expires = access
                     .time_left()

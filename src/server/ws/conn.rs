@@ -150,12 +150,22 @@ impl Reader {
     {
         let heartbeat = self.state.config().heartbeat;
         let idle_limit = heartbeat * 2;
-        let mut deadline = tokio::time::Instant::now() + idle_limit;
+        // One timer for the connection, re-armed only when it fires early: a frame costs a
+        // clock read, not a timer registered and cancelled (which was per frame, and showed
+        // under many small publishes).
+        let mut last_frame = tokio::time::Instant::now();
+        let idle = tokio::time::sleep_until(last_frame + idle_limit);
+        tokio::pin!(idle);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = self.conn.done.cancelled() => break,
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut idle => {
+                    let due = last_frame + idle_limit;
+                    if due > tokio::time::Instant::now() {
+                        idle.as_mut().reset(due);
+                        continue;
+                    }
                     tracing::debug!("no frame for two heartbeats; closing");
                     self.close(close::NORMAL, "heartbeat timeout");
                     break;
@@ -174,7 +184,7 @@ impl Reader {
                     break;
                 }
             };
-            deadline = tokio::time::Instant::now() + idle_limit;
+            last_frame = tokio::time::Instant::now();
             match msg {
                 Message::Text(text) => {
                     // Boxed: an idle connection then only holds the small waiting state of

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Herald side by side with nats-server (WebSocket listener) and Socket.IO 4, in one run.
 #
-#   bench/compare.sh            full run (about 3 minutes after the build): writes the section of BENCHMARKS.md
+#   bench/compare.sh            full run (about 6 minutes after the build): writes the section of BENCHMARKS.md
 #                               between <!-- compare:begin --> and <!-- compare:end -->, and
 #                               bench/compare.svg
-#   bench/compare.sh --quick    smoke run (under 1 minute after the build): same scenarios, shorter and smaller;
+#   bench/compare.sh --quick    smoke run (about 2 minutes after the build): same scenarios, shorter and smaller;
 #                               writes target/bench-compare/BENCHMARKS.md instead
 #
 # Installs what is missing (nats-server from apt, socket.io from npm into bench/peers/), builds
@@ -127,13 +127,15 @@ start_server() {
 }
 
 FAILED=()
+RUNS=0
 # run TARGET SCENARIO [bench options]
 run() {
   local target=$1 scenario=$2; shift 2
+  RUNS=$((RUNS + 1))
   start_server "$target"
   log "$target $scenario"
   if ! taskset -c 0 "$BENCH" "$scenario" --target "$target" --url "$URL" \
-      --server-pid "$SERVER_PID" --json "$OUT/$target-$scenario.json" "$@" \
+      --server-pid "$SERVER_PID" --json "$OUT/$(printf %02d "$RUNS")-$target-$scenario.json" "$@" \
       2>&1 | tee -a "$OUT/bench.log"; then
     FAILED+=("$target $scenario")
   fi
@@ -153,6 +155,17 @@ for target in herald nats socketio; do
   [[ $target == socketio ]] && rate=$SIO_LAT_RATE
   run "$target" latency --rate "$rate" --duration "$LAT_DURATION" --warmup "$WARMUP" --drain "$DRAIN"
   run "$target" idle --connections "$CONNECTIONS"
+  if [[ $target != socketio ]]; then   # the table of loads: Herald and NATS
+    run "$target" latency --label "1M/s" --rate 1000000 --subscribers 100 \
+      --duration "$LAT_DURATION" --warmup "$WARMUP" --drain "$DRAIN"
+    run "$target" latency --label "200k/s" --rate 200000 --subscribers 100 \
+      --duration "$LAT_DURATION" --warmup "$WARMUP" --drain "$DRAIN"
+    run "$target" latency --label "100k pub/s" --rate 1000000 --subscribers 10 \
+      --duration "$LAT_DURATION" --warmup "$WARMUP" --drain "$DRAIN"
+    run "$target" latency --label "quiet" --rate 1000 --subscribers 10 \
+      --duration "$LAT_DURATION" --warmup "$WARMUP" --drain "$DRAIN"
+    run "$target" overload --label "overload" --duration "$DURATION" --drain "$DRAIN"
+  fi
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -170,7 +183,7 @@ NOTES=()
   --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --command "$CMD" \
   --fact "Servers: herald $REV (release build), $(nats-server --version), socket.io $SIO_VERSION on node $(node --version)" \
   --fact "Load average (1/5/15 min) at start $LOAD_BEFORE, at end $LOAD_AFTER: other work on the machine makes figures noisy; compare ratios within one run" \
-  --fact "Runs: throughput $DURATION each, closed loop with 512 messages in flight per subscriber; latency $LAT_DURATION at a fixed rate after $WARMUP warm-up; a fresh server per run" \
+  --fact "Runs: throughput $DURATION each, closed loop with 512 messages in flight per subscriber; latency $LAT_DURATION at a fixed rate after $WARMUP warm-up; overload $DURATION flat out; a fresh server per run" \
   "${NOTES[@]}"
 
 log "done in $(( SECONDS - STARTED )) s: $MD, $SVG; raw results in $OUT"

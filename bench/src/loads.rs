@@ -34,8 +34,8 @@ pub fn table(reports: &[Report], s: &mut String) {
         "\n### Loads: fixed rates and overload\n\n\
          Fixed rates: the publisher sends at that rate whatever the server does; overload: it \
          sends as fast as the server reads. Lost: deliveries that had not arrived when the \
-         run ended (drops and what was still in flight). Writes: the server's `write`/`writev` \
-         system calls (`syscw` of `/proc/<pid>/io`) per delivery.\n\n\
+         run ended (drops and what was still in flight). Writes: the server's socket write \
+         system calls per delivery (`sendto`, `write`, …), counted by `perf stat`.\n\n\
          | load | server | deliveries/s | lost | per server CPU-s | Herald ÷ NATS | p50 µs | p99 µs | p99.9 µs | writes per delivery | goal |\n\
          |---|---|---|---|---|---|---|---|---|---|---|"
     );

@@ -347,7 +347,12 @@ async fn max_rewind_cuts_a_recovery_with_a_gap_not_silently() {
 /// while subscribers recover from positions taken earlier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_under_live_publishing_has_no_hole_or_duplicate_at_the_seam() {
-    let server = TestServer::with_config(with_topics(&[("t/**", 100_000, 100_000)])).await;
+    let mut config = with_topics(&[("t/**", 100_000, 100_000)]);
+    // Room for a whole replay: what is tested is the seam, not overflow (a fast machine
+    // publishes more than the default 1,024 messages between two recoveries).
+    config.session.buffer_messages = 100_000;
+    config.session.buffer_bytes = 256 << 20;
+    let server = TestServer::with_config(config).await;
     let url = server.ws_url();
     let start_ts = herald::event::now_ms() - 1;
     let stop = Arc::new(AtomicBool::new(false));

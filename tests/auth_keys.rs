@@ -14,7 +14,7 @@ use herald::config::AuthConfig;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
-use common::{Raw, TestServer, config, http};
+use common::{Raw, TestServer, config, get_text};
 use support::{
     Jwks, accepted, claims, http_publish, jwk, jwks_config, key_file, refused, signed, token,
 };
@@ -141,14 +141,7 @@ async fn the_last_good_set_is_kept_while_the_jwks_is_down_or_answers_garbage() {
     jwks.stop().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     accepted(addr, &t, "with the JWKS server gone").await;
-    let metrics = http()
-        .get(server.http("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(server.http("/metrics")).await;
     let failed = metrics
         .lines()
         .find_map(|l| l.strip_prefix("herald_jwks_fetches_total{result=\"failed\"} "))

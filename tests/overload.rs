@@ -34,14 +34,7 @@ fn seq_of(text: &str) -> Option<u64> {
 }
 
 async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let text = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(format!("http://{addr}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))

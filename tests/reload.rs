@@ -197,14 +197,7 @@ async fn a_bad_file_changes_nothing_and_says_why() {
     // The connection lived through all of it.
     a.send(json!({"op": "ping", "id": 1})).await;
     assert_eq!(a.recv_op("pong").await["id"], 1);
-    let metrics = http()
-        .get(http_url(&bin, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(http_url(&bin, "/metrics")).await;
     assert!(
         metrics.contains("herald_config_reloads_total{result=\"failed\"} 2"),
         "{metrics}"

@@ -386,6 +386,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl
     http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// The body of a GET as text (e.g. `/metrics`).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// POSTs `body` as JSON and parses the answer (whatever its status).
 pub async fn post_json<T: serde::de::DeserializeOwned>(
     url: impl reqwest::IntoUrl,

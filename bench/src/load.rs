@@ -282,6 +282,27 @@ fn stamp(payload: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// Encodes the next `n` publishes into `batch` (cleared first), all stamped with the time
+/// now, cycling publisher `k`'s share of the topics, and counts them as published.
+fn encode_batch(
+    c: &Client,
+    plan: &Plan,
+    shared: &Shared,
+    payload: &mut [u8],
+    batch: &mut Vec<u8>,
+    k: &mut usize,
+    n: u64,
+) {
+    let topics = &plan.pub_topics;
+    batch.clear();
+    write_stamp(payload, shared.now_ns());
+    for _ in 0..n {
+        c.encode_publish(&topics[*k % topics.len()], payload, batch);
+        *k += plan.publishers;
+    }
+    shared.published.set(shared.published.get() + n);
+}
+
 /// Closed loop: publish whenever every subscriber has fewer than `window` messages in flight.
 async fn publish_windowed(
     p: usize,
@@ -292,7 +313,6 @@ async fn publish_windowed(
     let mut payload = payload_template(plan.size);
     let mut batch = Vec::with_capacity(64 * 1024);
     let max_batch = (plan.window / (2 * plan.publishers as u64)).clamp(1, MAX_BATCH);
-    let topics = &plan.pub_topics;
     let mut k = p;
     let end = shared.epoch + plan.duration;
     while Instant::now() < end && !shared.stop.is_cancelled() {
@@ -307,13 +327,7 @@ async fn publish_windowed(
             continue;
         }
         let n = (plan.window - in_flight).min(max_batch);
-        batch.clear();
-        write_stamp(&mut payload, shared.now_ns());
-        for _ in 0..n {
-            c.encode_publish(&topics[k % topics.len()], &payload, &mut batch);
-            k += plan.publishers;
-        }
-        shared.published.set(shared.published.get() + n);
+        encode_batch(c, plan, shared, &mut payload, &mut batch, &mut k, n);
         c.send_batch(&batch).await?;
         answer_pings(c).await?;
     }
@@ -331,7 +345,6 @@ async fn publish_at_rate(
     let mut payload = payload_template(plan.size);
     let mut batch = Vec::with_capacity(64 * 1024);
     let per_sec = rate as f64 / (plan.subscribers * plan.publishers) as f64;
-    let topics = &plan.pub_topics;
     let mut k = p;
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(TICK);
@@ -349,13 +362,15 @@ async fn publish_at_rate(
         if due <= sent {
             continue;
         }
-        batch.clear();
-        write_stamp(&mut payload, shared.now_ns());
-        for _ in sent..due {
-            c.encode_publish(&topics[k % topics.len()], &payload, &mut batch);
-            k += plan.publishers;
-        }
-        shared.published.set(shared.published.get() + (due - sent));
+        encode_batch(
+            c,
+            plan,
+            shared,
+            &mut payload,
+            &mut batch,
+            &mut k,
+            due - sent,
+        );
         sent = due;
         c.send_batch(&batch).await?;
         answer_pings(c).await?;
@@ -373,17 +388,10 @@ async fn publish_flat_out(
 ) -> Result<(), BenchError> {
     let mut payload = payload_template(plan.size);
     let mut batch = Vec::with_capacity(64 * 1024);
-    let topics = &plan.pub_topics;
     let mut k = p;
     let end = shared.epoch + plan.duration;
     while Instant::now() < end && !shared.stop.is_cancelled() {
-        batch.clear();
-        write_stamp(&mut payload, shared.now_ns());
-        for _ in 0..MAX_BATCH {
-            c.encode_publish(&topics[k % topics.len()], &payload, &mut batch);
-            k += plan.publishers;
-        }
-        shared.published.set(shared.published.get() + MAX_BATCH);
+        encode_batch(c, plan, shared, &mut payload, &mut batch, &mut k, MAX_BATCH);
         c.send_batch(&batch).await?;
         answer_pings(c).await?;
         // Subscribers share this thread: without a yield, a socket that always takes the

@@ -51,9 +51,9 @@ impl SyscallMeter {
             .status();
         let mut text = String::new();
         self.child.stderr.take()?.read_to_string(&mut text).ok()?;
-        let status = self.child.wait().ok()?;
-        let counts = parse(&text);
-        (status.success() || counts.is_some()).then_some(counts?)
+        let _ = self.child.wait();
+        // perf exits non-zero on SIGINT on some versions: its counts are what tell.
+        parse(&text)
     }
 }
 

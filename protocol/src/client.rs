@@ -203,6 +203,13 @@ pub enum ClientFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Id>,
     },
+    /// A new token for the open connection (same `sub`): its permissions replace the old
+    /// ones at once, and its `exp` the old expiry.
+    Refresh {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        token: String,
+    },
 }
 
 impl ClientFrame<'_> {
@@ -215,7 +222,8 @@ impl ClientFrame<'_> {
             | ClientFrame::Req { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::Presence { id, .. }
-            | ClientFrame::Ping { id } => id.as_ref(),
+            | ClientFrame::Ping { id }
+            | ClientFrame::Refresh { id, .. } => id.as_ref(),
             ClientFrame::Hello { .. } | ClientFrame::Ack { .. } => None,
         }
     }
@@ -231,6 +239,7 @@ impl ClientFrame<'_> {
             ClientFrame::History { .. } => "history",
             ClientFrame::Presence { .. } => "presence",
             ClientFrame::Ping { .. } => "ping",
+            ClientFrame::Refresh { .. } => "refresh",
         }
     }
 }
@@ -415,6 +424,10 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id: raw.id,
         },
         "ping" => ClientFrame::Ping { id: raw.id },
+        "refresh" => ClientFrame::Refresh {
+            token: raw.token.ok_or_else(|| missing("token"))?,
+            id: raw.id,
+        },
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(DecodeError::new(
@@ -578,6 +591,16 @@ mod tests {
             code(&format!(r#"{{"op":"ping","id":"{long}"}}"#)),
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn refresh_needs_a_token() {
+        let f = decode(r#"{"op":"refresh","id":1,"token":"t"}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Refresh { ref token, .. } if token == "t"));
+        assert_eq!(f.id(), Some(&Id::Num(1)));
+        let e = decode(r#"{"op":"refresh","id":2}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.id, Some(Id::Num(2)));
     }
 
     #[test]

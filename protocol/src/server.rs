@@ -26,6 +26,14 @@ pub enum ServerFrame {
     },
     Error(ErrorFrame),
     Bye(ByeFrame),
+    /// The connection's token expires at `exp` (Unix seconds): send `refresh` before then.
+    Expiring {
+        exp: u64,
+    },
+    /// The server subscribed the session (HTTP `POST /v1/subscribe`); its messages follow.
+    Subscribed(SubscribedFrame),
+    /// The server removed one of the session's subscriptions.
+    Unsubscribed(UnsubscribedFrame),
 }
 
 impl ServerFrame {
@@ -75,6 +83,9 @@ pub struct OkFrame {
     /// `presence`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<Vec<PresenceClient>>,
+    /// `refresh`: the new token's expiry (Unix seconds)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +183,32 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
+/// `subscribed`: a subscription the server made for the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribedFrame {
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// `unsubscribed`: a subscription the server removed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnsubscribedFrame {
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub reason: UnsubscribedReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsubscribedReason {
+    /// A backend removed it (HTTP `POST /v1/unsubscribe`).
+    Server,
+    /// A `refresh` token no longer allows it.
+    Forbidden,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ByeFrame {
     pub reason: String,
@@ -215,6 +252,31 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn control_frames_round_trip() {
+        let f = ServerFrame::Unsubscribed(UnsubscribedFrame {
+            pattern: "a/**".into(),
+            group: None,
+            reason: UnsubscribedReason::Forbidden,
+        });
+        let text = f.encode();
+        assert_eq!(
+            text,
+            r#"{"op":"unsubscribed","pattern":"a/**","reason":"forbidden"}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerFrame>(&text).unwrap(), f);
+        let s = ServerFrame::Subscribed(SubscribedFrame {
+            pattern: "a/b".into(),
+            group: Some("g".into()),
+        });
+        assert_eq!(
+            s.encode(),
+            r#"{"op":"subscribed","pattern":"a/b","group":"g"}"#
+        );
+        let e = ServerFrame::Expiring { exp: 7 };
+        assert_eq!(e.encode(), r#"{"op":"expiring","exp":7}"#);
     }
 
     #[test]

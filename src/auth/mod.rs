@@ -65,6 +65,8 @@ pub struct Access {
     pub subscribe: Perms,
     /// The token's `exp` (Unix seconds).
     pub expires_at: Option<u64>,
+    /// The token's `iat` (Unix seconds), if it has one.
+    pub issued_at: Option<u64>,
 }
 
 impl Access {
@@ -76,6 +78,7 @@ impl Access {
             publish: Perms::All,
             subscribe: Perms::All,
             expires_at: None,
+            issued_at: None,
         }
     }
 
@@ -93,6 +96,7 @@ impl Access {
         Identity {
             user: self.user.clone(),
             info: self.info.clone(),
+            issued_at: self.issued_at,
         }
     }
 
@@ -145,6 +149,7 @@ impl Enabled {
             publish: Perms::parse(&claims.publish).map_err(|m| bad("publish", m))?,
             subscribe: Perms::parse(&claims.subscribe).map_err(|m| bad("subscribe", m))?,
             expires_at: Some(claims.exp),
+            issued_at: claims.iat,
         }))
     }
 }
@@ -236,6 +241,7 @@ impl Auth {
                     publish,
                     subscribe,
                     expires_at: None,
+                    issued_at: None,
                 }),
             }),
         })

@@ -95,4 +95,7 @@ impl crate::session::DeliveryFilter for Perms {
     fn allows(&self, topic: &str) -> bool {
         self.allows_topic(topic)
     }
+    fn allows_pattern(&self, pattern: &crate::topic::Pattern) -> bool {
+        Perms::allows_pattern(self, pattern)
+    }
 }

@@ -45,6 +45,9 @@ pub(crate) struct Claims {
     #[serde(default)]
     pub sub: Option<String>,
     pub exp: u64,
+    /// When the token was issued (what `POST /v1/revoke` compares with).
+    #[serde(default)]
+    pub iat: Option<u64>,
     #[serde(default)]
     pub publish: Vec<String>,
     #[serde(default)]

@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::health::RedisHealth;
 use super::persist::Published;
 use super::remote::{self, Remote};
+use super::control::{Answer, Control};
 use super::{Bus, BusError, HistoryPage, PresenceList, Publish, SubOptions, SubOutcome, TopicRow};
 use crate::cluster::ClusterError;
 use crate::protocol::Id;
@@ -189,6 +190,15 @@ impl Backplane {
         match self {
             Backplane::Local => Ok(bus.presence_here(topic)),
             Backplane::Redis(r) => bus.presence_remote(r, topic).await,
+        }
+    }
+
+    /// Runs a control command on this node, or on every node of the cluster (the answers
+    /// summed; see `remote/control.rs`).
+    pub(super) async fn control(&self, bus: &Bus, cmd: Control) -> Result<Answer, BusError> {
+        match self {
+            Backplane::Local => bus.control_here(&cmd).await,
+            Backplane::Redis(r) => bus.control_remote(r, cmd).await,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! never slowed by a subscriber; writers drain the buffers on their own tasks.
 
 mod backplane;
+mod control;
 mod error;
 mod groups;
 mod health;
@@ -28,6 +29,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use control::{
+    Answer, Control, MAX_SESSION_ROWS, SessionRow, SubRow, Target, valid_disconnect_code,
+};
 pub use error::BusError;
 pub use health::{DurableHealth, RedisHealth, StoreHealth};
 pub use inboxes::INBOX_PREFIX;
@@ -85,6 +89,8 @@ struct Inner {
     backplane: Backplane,
     /// Cluster mode: topics this node recorded in Redis's topic set already.
     noted: dashmap::DashSet<Topic>,
+    /// Users whose older tokens are refused (`POST /v1/revoke`).
+    revocations: control::Revocations,
     stats: Stats,
 }
 
@@ -180,6 +186,7 @@ impl Bus {
                 retained,
                 backplane,
                 noted: dashmap::DashSet::new(),
+                revocations: control::Revocations::default(),
                 stats: Stats::default(),
             }
         });
@@ -260,6 +267,7 @@ impl Bus {
         }
         self.redeliver_due();
         self.inner.topics.forget_idle(TOPIC_IDLE);
+        self.prune_revocations();
         expired.len()
     }
 

@@ -314,7 +314,7 @@ impl Bus {
     }
 
     /// Takes one of a session's subscriptions out of the router, its group or presence.
-    fn forget_sub(&self, session: &Arc<Session>, key: &SubKey, pattern: &Pattern) {
+    pub(super) fn forget_sub(&self, session: &Arc<Session>, key: &SubKey, pattern: &Pattern) {
         self.inner.backplane.watch(pattern, false);
         match &key.group {
             Some(group) => {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ClusterError;
-use super::keys::{self, REPLY_PREFIX};
+use super::keys::{self, CONTROL, CONTROL_REPLY_PREFIX, REPLY_PREFIX};
 
 /// What the feed hands to the bus.
 #[derive(Debug)]
@@ -27,6 +27,10 @@ pub enum Incoming {
     Message { topic: String, payload: Vec<u8> },
     /// A reply for one of this node's request inboxes: `<inbox> <data>`.
     Reply { payload: Vec<u8> },
+    /// A control command for every node (JSON, see `bus::remote::control`).
+    Control { payload: Vec<u8> },
+    /// A node's answer to one of this node's control commands.
+    ControlReply { payload: Vec<u8> },
     /// The feed (re)connected; `lost_at_ms` is when it was lost (none on first connect).
     Resynced { lost_at_ms: Option<u64> },
 }
@@ -160,6 +164,8 @@ impl Feed {
         let channels: Vec<&String> = counts.channels.keys().collect();
         let patterns: Vec<&String> = counts.patterns.keys().collect();
         timed(sink.subscribe(&mine)).await?;
+        timed(sink.subscribe(CONTROL)).await?;
+        timed(sink.subscribe(keys::control_reply_channel(&self.node))).await?;
         if !channels.is_empty() {
             timed(sink.subscribe(channels)).await?;
         }
@@ -186,6 +192,10 @@ impl Feed {
                     let payload = msg.get_payload_bytes().to_vec();
                     let incoming = if channel.starts_with(REPLY_PREFIX) {
                         Incoming::Reply { payload }
+                    } else if channel == CONTROL {
+                        Incoming::Control { payload }
+                    } else if channel.starts_with(CONTROL_REPLY_PREFIX) {
+                        Incoming::ControlReply { payload }
                     } else if let Some(topic) = keys::topic_of(channel) {
                         Incoming::Message { topic: topic.to_owned(), payload }
                     } else {

@@ -9,6 +9,12 @@
 pub const MSG_PREFIX: &str = "herald:m:";
 /// Prefix of a node's reply channel (`herald:r:<node>`), for `$inbox/…` replies.
 pub const REPLY_PREFIX: &str = "herald:r:";
+/// The channel every node listens to for control commands (`POST /v1/disconnect`, …).
+pub const CONTROL: &str = "herald:ctl";
+/// Prefix of a node's channel for answers to its control commands (`herald:cr:<node>`).
+pub const CONTROL_REPLY_PREFIX: &str = "herald:cr:";
+/// Sorted set of revoked users, scored by their `before` (Unix seconds).
+pub const REVOKED: &str = "herald:revoked";
 /// Set of every topic published to (for wildcard `rewind` and retained lookups).
 pub const TOPICS: &str = "herald:topics";
 /// Set of topics holding a retained message.
@@ -66,6 +72,11 @@ pub fn topic_of(channel: &str) -> Option<&str> {
 /// The channel a node's inbox replies arrive on.
 pub fn reply_channel(node: &str) -> String {
     format!("{REPLY_PREFIX}{node}")
+}
+
+/// The channel of answers to `node`'s control commands.
+pub fn control_reply_channel(node: &str) -> String {
+    format!("{CONTROL_REPLY_PREFIX}{node}")
 }
 
 /// What a node subscribes to in Redis for a Herald pattern: `(channel, is_pattern)`.

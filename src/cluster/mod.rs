@@ -23,6 +23,7 @@
 //! and replies); reading stored messages back is in `history.rs`, presence in
 //! `presence.rs`, and the Lua scripts Redis runs are under `lua/`.
 
+mod control;
 mod error;
 mod feed;
 mod history;

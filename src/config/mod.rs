@@ -131,6 +131,25 @@ pub struct AuthConfig {
     pub origins: Option<Vec<String>>,
     /// `[auth.anonymous]`: what a connection without a token may do.
     pub anonymous: Permissions,
+    /// How long before a token's `exp` the server sends `expiring`.
+    pub refresh_notice: Duration,
+    /// How long a `POST /v1/revoke` is kept after its `before` (what bounds their memory).
+    pub revocation_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            hs256_secret: None,
+            public_key_file: None,
+            api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            origins: None,
+            anonymous: Permissions::default(),
+            refresh_notice: Duration::from_secs(30),
+            revocation_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl AuthConfig {

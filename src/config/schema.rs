@@ -55,6 +55,8 @@ const AUTH_KEYS: &[&str] = &[
     "admin_keys",
     "origins",
     "anonymous",
+    "refresh_notice",
+    "revocation_ttl",
 ];
 const PERMISSION_KEYS: &[&str] = &["publish", "subscribe"];
 const TOPIC_KEYS: &[&str] = &[
@@ -334,6 +336,8 @@ impl<'a, 'i> Reader<'_> {
         self.set(t, "api_keys", &mut a.api_keys, Field::strings);
         self.set(t, "admin_keys", &mut a.admin_keys, Field::strings);
         self.set(t, "origins", &mut a.origins, |f| f.strings().map(Some));
+        self.set(t, "refresh_notice", &mut a.refresh_notice, Field::duration);
+        self.set(t, "revocation_ttl", &mut a.revocation_ttl, Field::duration);
         if let Some(p) = self.table(t, "anonymous", "[auth.anonymous]", PERMISSION_KEYS) {
             self.set(&p, "publish", &mut a.anonymous.publish, Field::strings);
             self.set(&p, "subscribe", &mut a.anonymous.subscribe, Field::strings);

@@ -153,6 +153,8 @@ fn validate_auth(a: &AuthConfig, check: &mut impl FnMut(Result<(), ConfigError>)
     if let Some(audience) = &a.audience {
         check(audience_list(audience));
     }
+    check(duration("auth.refresh_notice", a.refresh_notice));
+    check(revocation_ttl(a.revocation_ttl));
     check(all_not_empty("auth.api_keys", &a.api_keys));
     check(all_not_empty("auth.admin_keys", &a.admin_keys));
     if let Some(origins) = &a.origins {
@@ -296,6 +298,19 @@ fn duration(key: &str, value: Duration) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             key,
             format!("`{key}` is too long (at most 100 years)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A revocation kept for less than a minute would let a token issued just before it back in
+/// almost at once; one kept for years is memory that never comes back.
+fn revocation_ttl(value: Duration) -> Result<(), ConfigError> {
+    let range = Duration::from_secs(60)..=Duration::from_secs(366 * 24 * 3600);
+    if !range.contains(&value) {
+        return Err(ConfigError::invalid(
+            "auth.revocation_ttl",
+            "`auth.revocation_ttl` must be 1m to 366d (it should exceed your longest token lifetime)",
         ));
     }
     Ok(())

@@ -8,6 +8,9 @@ use std::sync::{Arc, LazyLock};
 pub struct Identity {
     pub user: Option<String>,
     pub info: serde_json::Value,
+    /// The token's `iat`: a revocation (`POST /v1/revoke`) closes the connections whose
+    /// token was issued before its `before`.
+    pub issued_at: Option<u64>,
 }
 
 /// The one identity of every anonymous session, shared: idle anonymous connections are

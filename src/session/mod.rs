@@ -102,6 +102,11 @@ struct State {
 /// assigned, so a refused message leaves no hole in the seq stream.
 pub trait DeliveryFilter: Send + Sync + std::fmt::Debug {
     fn allows(&self, topic: &str) -> bool;
+    /// Whether every topic `pattern` matches is allowed (a server-side subscribe is made
+    /// only where it could deliver something; see `bus::control`).
+    fn allows_pattern(&self, _pattern: &Pattern) -> bool {
+        true
+    }
 }
 
 impl Session {
@@ -341,6 +346,28 @@ impl Session {
 
     pub fn is_attached(&self) -> bool {
         self.state.lock().outbox.is_some()
+    }
+
+    /// Asks the attached connection, if any, to close with `close`; true when there was
+    /// one. The session itself stays (resumable) unless the caller closes it too.
+    pub fn close_connection(&self, close: Close) -> bool {
+        let s = self.state.lock();
+        match &s.outbox {
+            Some(ob) => {
+                ob.close(close);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the session's delivery filter lets every topic of `pattern` through.
+    pub fn allows_pattern(&self, pattern: &Pattern) -> bool {
+        self.state
+            .lock()
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.allows_pattern(pattern))
     }
 
     /// Ends the session: frees its buffer and returns its subscriptions so the caller can

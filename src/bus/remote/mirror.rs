@@ -32,7 +32,10 @@ pub(super) async fn apply_feed(bus: Weak<Inner>, mut incoming: mpsc::Receiver<In
         match m {
             Incoming::Message { topic, payload } => bus.apply_message(&topic, &payload).await,
             Incoming::Reply { payload } => bus.apply_reply(&payload),
+            Incoming::Control { payload } => bus.apply_control(&payload),
+            Incoming::ControlReply { payload } => bus.apply_control_reply(&payload),
             Incoming::Resynced { lost_at_ms } => {
+                bus.load_remote_revocations().await;
                 if let Some(lost) = lost_at_ms {
                     bus.catch_up(lost).await;
                 }

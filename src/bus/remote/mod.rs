@@ -7,6 +7,7 @@
 //! the feed to the node's topic table; `queries.rs` answers reads from Redis; `presence.rs`
 //! keeps the cluster-wide presence.
 
+mod control;
 mod mirror;
 mod presence;
 mod queries;
@@ -32,6 +33,8 @@ pub(super) struct Remote {
     cancel: CancellationToken,
     /// The feed's receiver until [`Remote::run`] starts applying it.
     incoming: parking_lot::Mutex<Option<mpsc::Receiver<Incoming>>>,
+    /// Control commands of this node waiting for the nodes' answers.
+    control: control::Waiting,
 }
 
 impl Drop for Remote {
@@ -48,6 +51,7 @@ pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
         cluster,
         cancel,
         incoming: parking_lot::Mutex::new(Some(incoming)),
+        control: control::Waiting::default(),
     })
 }
 

@@ -77,6 +77,7 @@ where
         span: span.clone(),
         guard,
         expires: None,
+        notice: None,
         acks: None,
         drain_raw: false,
         behind: false,
@@ -170,9 +171,12 @@ impl Reader {
                     self.close(close::NORMAL, "heartbeat timeout");
                     break;
                 }
-                _ = until(self.expires) => {
-                    self.close(close::UNAUTHORIZED, "token expired");
-                    break;
+                _ = until(self.auth_deadline()) => {
+                    // `expiring`, or the close at `exp` (see `refresh.rs`).
+                    if Box::pin(self.on_auth_deadline()).await {
+                        break;
+                    }
+                    continue;
                 }
                 next = stream.next() => next,
             };

@@ -92,7 +92,8 @@ impl Guard {
             ClientFrame::Hello { .. }
             | ClientFrame::Unsub { .. }
             | ClientFrame::Ack { .. }
-            | ClientFrame::Ping { .. } => Verdict::Allow,
+            | ClientFrame::Ping { .. }
+            | ClientFrame::Refresh { .. } => Verdict::Allow,
         }
     }
 

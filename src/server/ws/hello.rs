@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::reader::Reader;
 use crate::auth::Access;
-use crate::protocol::{ServerFrame, WelcomeFrame, close};
+use crate::protocol::{ErrorCode, ServerFrame, WelcomeFrame, close};
 use crate::session::{Close, Session};
 
 impl Reader {
@@ -23,10 +23,15 @@ impl Reader {
     pub(super) async fn authenticate(&mut self, token: &str) -> bool {
         // `get`, not `load`: an unknown `kid` may wait (bounded) for a JWKS refetch.
         match self.state.auth.get().verify_waiting(token).await {
+            Ok(access) if self.state.bus.is_revoked(access.user.as_deref(), access.issued_at) => {
+                tracing::debug!("token revoked");
+                self.send_error(None, ErrorCode::Unauthorized, "token revoked")
+                    .await;
+                self.close(close::UNAUTHORIZED, "token revoked");
+                false
+            }
             Ok(access) => {
-                self.expires = access
-                    .time_left()
-                    .map(|left| tokio::time::Instant::now() + left);
+                self.set_expiry(&access);
                 self.guard.set_access(access);
                 true
             }
@@ -40,7 +45,7 @@ impl Reader {
     }
 
     /// Gives the session the connection's identity and delivery filter.
-    fn apply_access(&self, session: &Session, access: &Access) {
+    pub(super) fn apply_access(&self, session: &Session, access: &Access) {
         session.set_identity(access.identity());
         session.set_filter(if access.subscribe.is_all() {
             None

@@ -12,6 +12,7 @@ mod guard;
 mod hello;
 mod ops;
 mod reader;
+mod refresh;
 mod shared;
 mod writer;
 

@@ -34,6 +34,7 @@ impl Reader {
         match frame {
             ClientFrame::Hello { .. } => {}
             ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,
+            ClientFrame::Refresh { id, token } => self.refresh(id, &token, session).await,
             ClientFrame::Sub {
                 id,
                 pattern,

@@ -19,6 +19,8 @@ pub(super) struct Reader {
     pub(super) guard: Guard,
     /// When the token expires: the connection closes with 4001 then.
     pub(super) expires: Option<tokio::time::Instant>,
+    /// When to send `expiring` (`auth.refresh_notice` before `expires`); `None` once sent.
+    pub(super) notice: Option<tokio::time::Instant>,
     /// Publishes to persisted topics awaiting the disk (see `acks.rs`).
     pub(super) acks: Option<acks::AckQueue>,
     /// The connection closed on a stream error (a frame over `max_frame`, invalid UTF-8, a

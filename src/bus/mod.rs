@@ -38,7 +38,7 @@ pub use inboxes::INBOX_PREFIX;
 pub use persist::{MAX_IN_FLIGHT, PendingAck, Published};
 pub use publish::{PubAck, Publish};
 pub use query::{HistoryPage, PresenceList};
-pub use subscribe::{SubOptions, SubOutcome};
+pub use subscribe::{MAX_GROUP, SubOptions, SubOutcome};
 pub use subscription::{Received, Subscription};
 
 use crate::config::{Config, ConfigError};

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::reply::error_response;
-use super::{AppState, web, ws};
+use super::{AppState, control, web, ws};
 use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
 
@@ -38,6 +38,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/presence", get(presence))
         .route("/v1/stats", get(stats))
+        .route("/v1/disconnect", post(control::disconnect))
+        .route("/v1/unsubscribe", post(control::unsubscribe))
+        .route("/v1/subscribe", post(control::subscribe))
+        .route("/v1/revoke", post(control::revoke))
+        .route("/v1/sessions", get(control::sessions))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -47,7 +52,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn bus_error(e: &BusError) -> Response {
+pub(super) fn bus_error(e: &BusError) -> Response {
     let code = e.code();
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     error_response(status, code, &e.to_string())
@@ -61,7 +66,7 @@ async fn not_found() -> Response {
     )
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
@@ -77,7 +82,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     }
 }
 
-fn json_error(e: serde_json::Error) -> Response {
+pub(super) fn json_error(e: serde_json::Error) -> Response {
     use serde_json::error::Category;
     let code = match e.classify() {
         Category::Data => ErrorCode::BadRequest,

@@ -35,13 +35,19 @@ impl FromRequestParts<Arc<AppState>> for HttpCaller {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let bearer = bearer(&parts.headers);
-        state
+        let caller = state
             .auth
             .get()
             .http_caller(bearer)
             .await
-            .map(HttpCaller)
-            .map_err(|e| auth_error(&e))
+            .map_err(|e| auth_error(&e))?;
+        // A token issued before a revocation of its user is refused here too.
+        if let Caller::Token(a) = &caller
+            && state.bus.is_revoked(a.user.as_deref(), a.issued_at)
+        {
+            return Err(auth_error(&AuthError::InvalidToken("token revoked".into())));
+        }
+        Ok(HttpCaller(caller))
     }
 }
 

@@ -5,6 +5,7 @@
 //! accepting, tell every WebSocket client `bye` and close with 1001, give writers a bounded
 //! time to flush, then return.
 
+mod control;
 mod credentials;
 mod http;
 mod http_auth;

@@ -38,6 +38,36 @@ pub enum ClientEvent {
     Bye {
         retry_ms: u64,
     },
+    /// The token expires at `exp` (Unix seconds); with [`ClientOptions::get_token`] the
+    /// client refreshes it by itself.
+    ///
+    /// [`ClientOptions::get_token`]: crate::ClientOptions::get_token
+    Expiring {
+        exp: u64,
+    },
+    /// A `refresh` was accepted: the connection's token now expires at `exp`.
+    Refreshed {
+        exp: Option<u64>,
+    },
+    /// A refresh failed (no token could be had, or the server refused it); the connection
+    /// closes at the old token's `exp`.
+    RefreshFailed {
+        message: String,
+    },
+    /// The server subscribed this session to `pattern` (a backend's `POST /v1/subscribe`).
+    /// Its messages reach the subscriptions whose pattern matches them.
+    Subscribed {
+        pattern: String,
+        group: Option<String>,
+    },
+    /// The server removed the subscription to `pattern`: `reason` is `"server"` (a
+    /// backend's `POST /v1/unsubscribe`) or `"forbidden"` (a refreshed token no longer
+    /// allows it).
+    Unsubscribed {
+        pattern: String,
+        group: Option<String>,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

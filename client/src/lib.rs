@@ -84,6 +84,37 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Sent in `hello`.
     pub token: Option<String>,
+    /// Where tokens come from, called before every connection (first connect and every
+    /// reconnect) and when the server says the token is `expiring`: the new token is then
+    /// sent with `refresh` on the open connection, no reconnect. Wins over `token`.
+    pub get_token: Option<GetToken>,
+}
+
+/// A source of tokens for [`ClientOptions::get_token`]: an async function returning a
+/// fresh token (or why it could not).
+#[derive(Clone)]
+pub struct GetToken(
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync>,
+);
+
+impl GetToken {
+    pub fn new<F, Fut>(f: F) -> GetToken
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+    {
+        GetToken(Arc::new(move || Box::pin(f())))
+    }
+
+    pub(crate) async fn get(&self) -> Result<String, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for GetToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GetToken(..)")
+    }
 }
 
 impl Default for ClientOptions {
@@ -94,6 +125,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             token: None,
+            get_token: None,
         }
     }
 }

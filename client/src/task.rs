@@ -31,8 +31,12 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
     let last_seq = session
         .as_ref()
         .map(|_| shared.last_seq.load(Ordering::Acquire));
+    let token = match &shared.options.get_token {
+        Some(get) => Some(get.get().await.map_err(|e| ClientError::Connect(format!("token: {e}")))?),
+        None => shared.options.token.clone(),
+    };
     let hello = ClientFrame::Hello {
-        token: shared.options.token.clone(),
+        token,
         session,
         last_seq,
         client: None,
@@ -156,9 +160,20 @@ fn fail_pending(shared: &Shared, end: &End) {
     }
 }
 
-async fn drive(ws: &mut Ws, shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Command>) -> End {
+async fn drive(
+    ws: &mut Ws,
+    shared: &Arc<Shared>,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+) -> End {
+    // Refresh frames ready to go (their token was fetched on a task of their own).
+    let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel::<String>();
     loop {
         tokio::select! {
+            Some(frame) = refresh_rx.recv() => {
+                if let Err(e) = ws.send(Message::text(frame)).await {
+                    return End::Lost(e.to_string());
+                }
+            }
             cmd = rx.recv() => {
                 let mut cmd = cmd;
                 // Batch whatever is queued: feed all, flush once.
@@ -184,13 +199,15 @@ async fn drive(ws: &mut Ws, shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Co
             m = ws.next() => match m {
                 None => return End::Lost("connection closed".into()),
                 Some(Err(e)) => return End::Lost(e.to_string()),
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(frame) = dispatch(shared, &t)
-                        && let Err(e) = ws.send(Message::text(frame)).await
-                    {
-                        return End::Lost(e.to_string());
+                Some(Ok(Message::Text(t))) => match dispatch(shared, &t) {
+                    Some(Back::Frame(frame)) => {
+                        if let Err(e) = ws.send(Message::text(frame)).await {
+                            return End::Lost(e.to_string());
+                        }
                     }
-                }
+                    Some(Back::Refresh) => refresh(shared, refresh_tx.clone()),
+                    None => {}
+                },
                 Some(Ok(Message::Close(c))) => {
                     let why = c.map(|c| format!("closed by server: {} {}", u16::from(c.code), c.reason))
                         .unwrap_or_else(|| "closed by server".into());
@@ -202,8 +219,59 @@ async fn drive(ws: &mut Ws, shared: &Shared, rx: &mut mpsc::UnboundedReceiver<Co
     }
 }
 
-/// Hands a server frame to whoever waits for it; returns a frame to send back, if any.
-fn dispatch(shared: &Shared, text: &str) -> Option<String> {
+/// What a frame from the server asks of the connection.
+enum Back {
+    /// Send this frame.
+    Frame(String),
+    /// Get a new token and send it with `refresh`.
+    Refresh,
+}
+
+/// On `expiring`: fetches a token on a task of its own (the socket keeps flowing), hands
+/// the `refresh` frame to the connection and reports how it went.
+fn refresh(shared: &Arc<Shared>, out: mpsc::UnboundedSender<String>) {
+    let Some(get) = shared.options.get_token.clone() else {
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let failed = |message: String| {
+            let _ = shared.events.send(ClientEvent::RefreshFailed { message });
+        };
+        let token = match get.get().await {
+            Ok(t) => t,
+            Err(e) => return failed(format!("token: {e}")),
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shared.pending.lock().insert(id, tx);
+        let frame = ClientFrame::Refresh {
+            id: Some(Id::Num(id)),
+            token,
+        };
+        let Ok(text) = serde_json::to_string(&frame) else {
+            return;
+        };
+        if out.send(text).is_err() {
+            shared.pending.lock().remove(&id);
+            return failed("the connection dropped".into());
+        }
+        match tokio::time::timeout(shared.options.request_timeout, rx).await {
+            Ok(Ok(Ok(Answer::Ok(ok)))) => {
+                let _ = shared.events.send(ClientEvent::Refreshed { exp: ok.exp });
+            }
+            Ok(Ok(Err(e))) => failed(e.to_string()),
+            Ok(_) => failed("no answer".into()),
+            Err(_) => {
+                shared.pending.lock().remove(&id);
+                failed("no answer in time".into());
+            }
+        }
+    });
+}
+
+/// Hands a server frame to whoever waits for it; says what to send back, if anything.
+fn dispatch(shared: &Shared, text: &str) -> Option<Back> {
     let frame = match serde_json::from_str::<ServerFrame>(text) {
         Ok(f) => f,
         Err(e) => {
@@ -264,7 +332,9 @@ fn dispatch(shared: &Shared, text: &str) -> Option<String> {
         ),
         ServerFrame::Error(e) => {
             if let Some(pattern) = recovering(shared, &e.id) {
-                return Some(recovery::refused(shared, pattern, e.code, e.message));
+                return Some(Back::Frame(recovery::refused(
+                    shared, pattern, e.code, e.message,
+                )));
             }
             if e.id.is_none() {
                 tracing::debug!(code = %e.code, message = %e.message, "server error");
@@ -284,6 +354,27 @@ fn dispatch(shared: &Shared, text: &str) -> Option<String> {
             });
         }
         ServerFrame::Welcome(_) => {}
+        ServerFrame::Expiring { exp } => {
+            let _ = shared.events.send(ClientEvent::Expiring { exp });
+            return Some(Back::Refresh);
+        }
+        ServerFrame::Subscribed(s) => {
+            let _ = shared.events.send(ClientEvent::Subscribed {
+                pattern: s.pattern,
+                group: s.group,
+            });
+        }
+        ServerFrame::Unsubscribed(u) => {
+            let reason = match u.reason {
+                herald_protocol::UnsubscribedReason::Server => "server",
+                herald_protocol::UnsubscribedReason::Forbidden => "forbidden",
+            };
+            let _ = shared.events.send(ClientEvent::Unsubscribed {
+                pattern: u.pattern,
+                group: u.group,
+                reason: reason.into(),
+            });
+        }
     }
     None
 }

@@ -214,6 +214,8 @@ fn full_schema_parses() {
             jwks_refresh: Duration::from_secs(90),
             issuer: Some("https://idp.example".into()),
             audience: Some(vec!["herald".into(), "herald-staging".into()]),
+            refresh_notice: Duration::from_secs(30),
+            revocation_ttl: Duration::from_secs(24 * 3600),
         })
     );
     assert_eq!(

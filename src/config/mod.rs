@@ -137,21 +137,6 @@ pub struct AuthConfig {
     pub revocation_ttl: Duration,
 }
 
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            hs256_secret: None,
-            public_key_file: None,
-            api_keys: Vec::new(),
-            admin_keys: Vec::new(),
-            origins: None,
-            anonymous: Permissions::default(),
-            refresh_notice: Duration::from_secs(30),
-            revocation_ttl: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
 impl AuthConfig {
     /// Default of `jwks_refresh`.
     pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
@@ -171,6 +156,8 @@ impl Default for AuthConfig {
             admin_keys: Vec::new(),
             origins: None,
             anonymous: Permissions::default(),
+            refresh_notice: Duration::from_secs(30),
+            revocation_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -64,7 +64,8 @@ impl Reader {
     /// `refresh {id, token}`: see the module comment. A refused token is answered with an
     /// error; the connection keeps the token it has (until its `exp`).
     pub(super) async fn refresh(&mut self, id: Option<Id>, token: &str, session: &Arc<Session>) {
-        let access = match self.state.auth.load().verify(token) {
+        // `get`, not `load`: a new `kid` (a key rotation) may wait, bounded, for a JWKS refetch.
+        let access = match self.state.auth.get().verify_waiting(token).await {
             Ok(a) => a,
             Err(e) => return self.send_error(id, e.code(), e.to_string()).await,
         };

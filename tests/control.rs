@@ -404,6 +404,10 @@ async fn bad_input_gets_a_clear_4xx() {
         ("/v1/revoke", json!({"user": "a"}), "bad_request"),
         ("/v1/revoke", json!({"before": 1}), "bad_request"),
         ("/v1/revoke", json!({"user": "a", "before": -1}), "bad_request"),
+        // A misspelt field is refused, not ignored (it would widen the call).
+        ("/v1/disconnect", json!({"user": "a", "sesion": "s"}), "bad_request"),
+        ("/v1/unsubscribe", json!({"user": "a", "pattern": "a", "grop": "g"}), "bad_request"),
+        ("/v1/revoke", json!({"user": "a", "before": 1, "after": 2}), "bad_request"),
     ];
     for (path, body, code) in cases {
         let (st, v) = admin_post(&s, path, body.clone()).await;

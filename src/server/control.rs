@@ -74,7 +74,9 @@ async fn run(state: &AppState, cmd: Control, field: &str) -> Response {
     }
 }
 
+// Unknown fields are refused: a misspelt `session` must not widen a call to all of a user's.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DisconnectBody {
     user: Option<String>,
     session: Option<String>,
@@ -115,6 +117,7 @@ pub(super) async fn disconnect(State(state): State<Arc<AppState>>, _: Admin, b: 
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SubBody {
     user: Option<String>,
     session: Option<String>,
@@ -179,6 +182,7 @@ pub(super) async fn subscribe(State(state): State<Arc<AppState>>, _: Admin, b: B
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RevokeBody {
     user: Option<String>,
     before: Option<u64>,

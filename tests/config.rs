@@ -169,6 +169,8 @@ audience = ["herald", "herald-staging"]
 api_keys = ["k1", "k2"]
 admin_keys = ["adm"]
 origins = ["https://app.example"]
+refresh_notice = "20s"
+revocation_ttl = "48h"
 
 [auth.anonymous]
 publish = ["public/chat"]
@@ -214,8 +216,8 @@ fn full_schema_parses() {
             jwks_refresh: Duration::from_secs(90),
             issuer: Some("https://idp.example".into()),
             audience: Some(vec!["herald".into(), "herald-staging".into()]),
-            refresh_notice: Duration::from_secs(30),
-            revocation_ttl: Duration::from_secs(24 * 3600),
+            refresh_notice: Duration::from_secs(20),
+            revocation_ttl: Duration::from_secs(48 * 3600),
         })
     );
     assert_eq!(
@@ -323,6 +325,8 @@ fn example_file_loads_and_documents_every_key() {
         "api_keys",
         "admin_keys",
         "origins",
+        "refresh_notice",
+        "revocation_ttl",
         "[auth.anonymous]",
         "publish",
         "subscribe",
@@ -544,6 +548,11 @@ fn semantic_checks_point_at_the_line() {
         &["`session.buffer_bytes` must be at least 1KiB"],
     );
     assert_err(&err("[limits]\nmax_subscriptions = 0"), 2, &["at least 1"]);
+    assert_err(
+        &err("[auth]\nrevocation_ttl = \"10s\""),
+        2,
+        &["`auth.revocation_ttl` must be 1m to 366d"],
+    );
     assert_err(
         &err("[[topics]]\npattern = \"a\"\n[[topics]]\npattern = \"\""),
         4,

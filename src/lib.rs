@@ -28,6 +28,7 @@
 //! only talks to a Herald server needs the `herald-client` crate, not this one.
 
 pub mod auth;
+pub mod backend;
 pub mod bus;
 pub mod cli;
 pub mod cluster;

@@ -77,6 +77,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_LARGE: u16 = 1009;
     pub const UNAUTHORIZED: u16 = 4001;
+    /// Disconnected by the server (`POST /v1/disconnect`) or refused by the backend.
+    pub const FORBIDDEN: u16 = 4003;
     pub const SLOW_CONSUMER: u16 = 4008;
     pub const RATE_LIMITED: u16 = 4029;
 }

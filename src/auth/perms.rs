@@ -74,6 +74,20 @@ impl Perms {
         }
     }
 
+    /// The patterns of `patterns` that these permissions contain (all of them under
+    /// [`Perms::All`]): what a backend may grant within a token's permissions, never more.
+    pub fn narrowed<S: AsRef<str>>(&self, patterns: &[S]) -> Result<Perms, String> {
+        let Perms::Only(wanted) = Perms::parse(patterns)? else {
+            return Ok(Perms::none());
+        };
+        let kept: Vec<Grant> = wanted
+            .iter()
+            .filter(|g| self.allows_pattern(&g.pattern))
+            .cloned()
+            .collect();
+        Ok(Perms::Only(kept.into()))
+    }
+
     /// [`Perms::allows_pattern`] for a pattern string; an invalid pattern is not allowed.
     pub fn allows_pattern_str(&self, pattern: &str) -> bool {
         Pattern::parse(pattern).is_ok_and(|p| self.allows_pattern(&p))

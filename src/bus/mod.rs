@@ -12,6 +12,7 @@ mod error;
 mod groups;
 mod health;
 mod inboxes;
+mod observe;
 mod persist;
 mod presence;
 mod publish;
@@ -35,6 +36,7 @@ pub use control::{
 pub use error::BusError;
 pub use health::{DurableHealth, RedisHealth, StoreHealth};
 pub use inboxes::INBOX_PREFIX;
+pub use observe::{BusEvent, Observer};
 pub use persist::{MAX_IN_FLIGHT, PendingAck, Published};
 pub use publish::{PubAck, Publish};
 pub use query::{HistoryPage, PresenceList};
@@ -91,6 +93,8 @@ struct Inner {
     noted: dashmap::DashSet<Topic>,
     /// Users whose older tokens are refused (`POST /v1/revoke`).
     revocations: control::Revocations,
+    /// Who hears about sessions and topics (the webhooks); `None`: nobody.
+    observer: arc_swap::ArcSwapOption<Arc<dyn Observer>>,
     stats: Stats,
 }
 
@@ -187,6 +191,7 @@ impl Bus {
                 backplane,
                 noted: dashmap::DashSet::new(),
                 revocations: control::Revocations::default(),
+                observer: arc_swap::ArcSwapOption::empty(),
                 stats: Stats::default(),
             }
         });

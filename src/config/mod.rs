@@ -5,6 +5,7 @@
 //! semantic checks (`validate.rs`). Every error names the key and its line. [`Config::to_toml`] writes the effective configuration back
 //! out (`show.rs`) in a form that reads back to the same value.
 
+mod backend;
 mod error;
 mod schema;
 mod show;
@@ -20,6 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use backend::{ProxyConfig, ProxyRoute, WebhookConfig};
 pub use error::{ConfigError, Location};
 
 /// The whole server configuration. `Config::default()` is what runs without a file.
@@ -39,6 +41,10 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
     /// `None`: a single node.
     pub cluster: Option<ClusterConfig>,
+    /// `[proxy]`: the backend asked what connections may do; `None`: nobody is asked.
+    pub proxy: Option<ProxyConfig>,
+    /// `[[webhooks]]`: where events are sent.
+    pub webhooks: Vec<WebhookConfig>,
     /// Durable store directory, from `--data-dir` / `HERALD_DATA_DIR` only; `None`: in memory.
     pub data_dir: Option<PathBuf>,
 }
@@ -201,6 +207,8 @@ impl Default for Config {
             auth: None,
             topics: Vec::new(),
             cluster: None,
+            proxy: None,
+            webhooks: Vec::new(),
             data_dir: None,
         }
     }

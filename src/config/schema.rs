@@ -5,6 +5,8 @@
 //! Walking the tree by hand rather than through `#[serde(deny_unknown_fields)]` is what lets
 //! every message say which key, in which table, on which line, and why.
 
+mod backend;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -27,6 +29,8 @@ const TOP_KEYS: &[&str] = &[
     "auth",
     "topics",
     "cluster",
+    "proxy",
+    "webhooks",
 ];
 const SESSION_KEYS: &[&str] = &[
     "ttl",
@@ -148,6 +152,10 @@ pub(crate) fn read_config(src: &str, doc: &DeTable<'_>) -> (Config, Lines, Vec<C
             }
         }
     }
+    if let Some(t) = r.table(&top, "proxy", "[proxy]", backend::PROXY_KEYS) {
+        c.proxy = Some(r.proxy(&t));
+    }
+    c.webhooks = r.webhooks(&top);
     (c, r.lines, r.errors)
 }
 

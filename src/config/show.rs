@@ -119,6 +119,40 @@ pub(super) fn to_toml(c: &Config) -> String {
             out.key("redis", quote(&cluster.redis));
         }
     }
+
+    match &c.proxy {
+        None => out.absent("[proxy]", "the backend is not asked"),
+        Some(p) => {
+            out.section("[proxy]");
+            out.key("timeout", quote(&format_duration(p.timeout)));
+            for (key, url) in [("connect", &p.connect), ("rpc", &p.rpc)] {
+                match url {
+                    Some(url) => out.key(key, quote(url)),
+                    None => out.line(&format!("# {key} absent: not asked")),
+                }
+            }
+            for (kind, routes) in [("subscribe", &p.subscribe), ("publish", &p.publish)] {
+                for r in routes {
+                    out.section(&format!("[[proxy.{kind}]]"));
+                    out.key("pattern", quote(&r.pattern));
+                    out.key("url", quote(&r.url));
+                    if kind == "publish" {
+                        out.key("skip_api_keys", r.skip_api_keys.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for w in &c.webhooks {
+        out.section("[[webhooks]]");
+        out.key("url", quote(&w.url));
+        out.key("events", list(&w.events));
+        if let Some(secret) = &w.secret {
+            out.key("secret", quote(secret));
+        }
+        out.key("retry_for", quote(&format_duration(w.retry_for)));
+        out.key("queue", w.queue.to_string());
+    }
     out.0
 }
 

@@ -4,6 +4,8 @@
 //! Pattern syntax is `crate::topic`'s: `[[topics]]` patterns are checked with it here, so that
 //! `herald config check` and a reload point at the line of a bad one.
 
+mod backend;
+
 use std::time::Duration;
 
 use super::error::ConfigError;
@@ -57,6 +59,12 @@ pub(super) fn problems(c: &Config) -> Vec<ConfigError> {
     }
     if let Some(cluster) = &c.cluster {
         check(validate_cluster(c, cluster));
+    }
+    if let Some(proxy) = &c.proxy {
+        backend::validate_proxy(proxy, &mut check);
+    }
+    for (i, hook) in c.webhooks.iter().enumerate() {
+        backend::validate_webhook(&format!("webhooks[{i}]"), hook, &mut check);
     }
     errors
 }
@@ -175,7 +183,12 @@ pub const MIN_JWKS_REFRESH: Duration = Duration::from_secs(1);
 
 /// `http://host[:port]/path` only: the server has no TLS client (see `auth::fetch`).
 fn jwks_url(url: &str) -> Result<(), ConfigError> {
-    let key = "auth.jwks_url";
+    http_url("auth.jwks_url", url)
+}
+
+/// An `http://` URL with a host. Herald links no TLS client (see `auth::fetch`): an
+/// `https://` one is refused with the way around it.
+pub(super) fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     not_empty(key, url)?;
     let uri: hyper::Uri = url.trim().parse().map_err(|e| {
         ConfigError::invalid(key, format!(r#"`{key}` is not a URL ("{url}"): {e}"#))
@@ -187,7 +200,7 @@ fn jwks_url(url: &str) -> Result<(), ConfigError> {
                 key,
                 format!(
                     "`{key}` must be an http:// URL (found \"{url}\"): Herald has no TLS \
-                     client; serve the JWKS over http on a trusted network or through a local \
+                     client; reach https endpoints over a trusted network or through a local \
                      proxy"
                 ),
             ));
@@ -249,7 +262,7 @@ fn validate_topic(path: &str, t: &TopicConfig, check: &mut impl FnMut(Result<(),
     ));
 }
 
-fn topic_pattern(path: &str, pattern: &str) -> Result<(), ConfigError> {
+pub(super) fn topic_pattern(path: &str, pattern: &str) -> Result<(), ConfigError> {
     let key = format!("{path}.pattern");
     not_empty(&key, pattern)?;
     if let Err(e) = crate::topic::Pattern::parse(pattern) {
@@ -293,7 +306,7 @@ fn at_least(key: &str, value: usize, min: usize) -> Result<(), ConfigError> {
 }
 
 /// Durations built in code (not parsed) may exceed what timers can handle.
-fn duration(key: &str, value: Duration) -> Result<(), ConfigError> {
+pub(super) fn duration(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value > MAX_DURATION {
         return Err(ConfigError::invalid(
             key,
@@ -316,7 +329,7 @@ fn revocation_ttl(value: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn not_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+pub(super) fn not_empty(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(
             key,

@@ -12,6 +12,7 @@
 //! list (error codes, close reasons, delivery kinds). There is never a label per topic, per
 //! session or per connection — those belong in `GET /v1/topics` and the logs.
 
+mod backend;
 mod exposition;
 mod histogram;
 mod rates;
@@ -20,6 +21,7 @@ mod stats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use backend::{BackendMetrics, PROXY_KINDS, PROXY_OUTCOMES};
 pub use exposition::{CONTENT_TYPE, Exporter};
 pub use histogram::{BOUNDS_NS, BUCKETS, LatencyHistogram, LocalHistogram, Snapshot};
 pub use rates::{Counters, RateMeter, Rates, spawn_sampler};
@@ -119,6 +121,8 @@ pub struct Metrics {
     /// the message. Live messages only: replays, retained and redelivered messages are late
     /// on purpose.
     pub latency: LatencyHistogram,
+    /// Proxy calls and webhooks (`crate::backend`).
+    pub backend: BackendMetrics,
     written: [AtomicU64; 4],
     bytes_written: AtomicU64,
     /// Socket writes that carried messages, and that count when last sampled: whether the
@@ -145,6 +149,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             latency: LatencyHistogram::default(),
+            backend: BackendMetrics::default(),
             written: Default::default(),
             bytes_written: AtomicU64::new(0),
             rounds: AtomicU64::new(0),

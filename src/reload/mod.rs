@@ -24,7 +24,8 @@
 //!   fetched set and refresh task (`Auth::reloaded`); a new one is fetched in the
 //!   background. An open connection keeps the access it was granted (a token's until it
 //!   expires).
-//! - `listen`, `heartbeat`, `max_frame`, `[cluster]`, the data directory: only at a restart.
+//! - `listen`, `heartbeat`, `max_frame`, `[cluster]`, `[proxy]`, `[[webhooks]]`, the data
+//!   directory: only at a restart.
 //!   A reload that changes them logs each such change and keeps running with the old value.
 //!   (`heartbeat` and `max_frame` are read at several points of a connection's life, which
 //!   must agree with each other and with what `welcome` told the client.)
@@ -96,6 +97,8 @@ pub fn effective(current: &Config, wanted: &Config) -> Config {
         heartbeat: current.heartbeat,
         max_frame: current.max_frame,
         cluster: current.cluster.clone(),
+        proxy: current.proxy.clone(),
+        webhooks: current.webhooks.clone(),
         data_dir: current.data_dir.clone(),
         ..wanted.clone()
     }

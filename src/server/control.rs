@@ -18,13 +18,13 @@ use super::http::{bus_error, json_error, read_body};
 use super::http_auth::Admin;
 use super::reply::error_response;
 use crate::bus::{Control, MAX_GROUP, Target, valid_disconnect_code};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, close};
 use crate::topic::Pattern;
 
 /// Largest control body (they are small).
 const MAX_BODY: usize = 64 * 1024;
 /// Close code of `POST /v1/disconnect` when none is given.
-pub const DISCONNECT_CODE: u16 = 4003;
+pub const DISCONNECT_CODE: u16 = close::FORBIDDEN;
 /// Longest close reason (a close frame's payload is 125 bytes, the code takes 2).
 const MAX_REASON: usize = 123;
 

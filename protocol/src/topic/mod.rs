@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod error;
 pub mod glob;
+mod overlap;
 pub mod segment;
 
 pub use error::{

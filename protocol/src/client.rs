@@ -203,6 +203,13 @@ pub enum ClientFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Id>,
     },
+    /// A call to the application's backend (`[proxy] rpc`), answered by `reply {id, data}`.
+    Rpc {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        method: Cow<'a, str>,
+        data: &'a RawValue,
+    },
     /// A new token for the open connection (same `sub`): its permissions replace the old
     /// ones at once, and its `exp` the old expiry.
     Refresh {
@@ -223,7 +230,8 @@ impl ClientFrame<'_> {
             | ClientFrame::History { id, .. }
             | ClientFrame::Presence { id, .. }
             | ClientFrame::Ping { id }
-            | ClientFrame::Refresh { id, .. } => id.as_ref(),
+            | ClientFrame::Refresh { id, .. }
+            | ClientFrame::Rpc { id, .. } => id.as_ref(),
             ClientFrame::Hello { .. } | ClientFrame::Ack { .. } => None,
         }
     }
@@ -240,6 +248,7 @@ impl ClientFrame<'_> {
             ClientFrame::Presence { .. } => "presence",
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Rpc { .. } => "rpc",
         }
     }
 }
@@ -302,6 +311,8 @@ struct RawFrame<'a> {
     seq: Option<u64>,
     #[serde(default)]
     limit: Option<u64>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
 }
 
 /// `Option<&RawValue>` would turn a JSON `null` into `None`; `data: null` is meaningful
@@ -424,6 +435,11 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             id: raw.id,
         },
         "ping" => ClientFrame::Ping { id: raw.id },
+        "rpc" => ClientFrame::Rpc {
+            method: raw.method.ok_or_else(|| missing("method"))?,
+            data: raw.data.ok_or_else(|| missing("data"))?,
+            id: raw.id,
+        },
         "refresh" => ClientFrame::Refresh {
             token: raw.token.ok_or_else(|| missing("token"))?,
             id: raw.id,
@@ -591,6 +607,17 @@ mod tests {
             code(&format!(r#"{{"op":"ping","id":"{long}"}}"#)),
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn rpc_needs_a_method_and_data() {
+        let f = decode(r#"{"op":"rpc","id":1,"method":"ban","data":{"u":1}}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Rpc { ref method, data, .. }
+            if method == "ban" && data.get() == r#"{"u":1}"#));
+        for bad in [r#"{"op":"rpc","id":2,"data":1}"#, r#"{"op":"rpc","id":2,"method":"m"}"#] {
+            let e = decode(bad).unwrap_err();
+            assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(Id::Num(2))), "{bad}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::auth::{Auth, PerIp};
+use crate::backend::Backend;
 use crate::bus::Bus;
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Counters, Exporter, Metrics, RateMeter};
@@ -53,6 +54,8 @@ pub(crate) struct AppState {
     pub auth: Live<Auth>,
     /// WebSocket connections per client address.
     pub per_ip: Arc<PerIp>,
+    /// The application's backend: proxies and webhooks (`[proxy]`, `[[webhooks]]`).
+    pub backend: Arc<Backend>,
 }
 
 impl AppState {
@@ -169,6 +172,10 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::new());
+        // Its own token: the webhooks outlive the connections' shutdown to send their last
+        // events (see `run`).
+        let backend = Backend::new(&config, &bus, metrics.clone(), CancellationToken::new())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let rates = Arc::new(RateMeter::new(
             std::time::Instant::now(),
             Counters::read(&bus, &metrics),
@@ -183,6 +190,7 @@ impl Server {
                 rates,
                 per_ip,
                 auth: Live::new(auth),
+                backend: Arc::new(backend),
             }),
             listener,
             local_addr,
@@ -249,6 +257,7 @@ impl Server {
         maintenance.abort();
         sampler.abort();
         state.bus.flush_store().await;
+        state.backend.shutdown().await;
         tracing::info!("stopped");
         result
     }

@@ -41,6 +41,7 @@ pub(super) fn run<W, S>(
     (sink, stream): (W, WebSocketStream<S>),
     peer: SocketAddr,
     token: Option<String>,
+    upgrade: Option<Box<super::proxied::Upgrade>>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -81,6 +82,8 @@ where
         acks: None,
         drain_raw: false,
         behind: false,
+        has_token: false,
+        upgrade,
     };
     // The stream (tungstenite's state, a few hundred bytes) lives in this future's captures
     // and is lent to the read loop: moved into it, it would take its space twice (a moved-out
@@ -223,7 +226,9 @@ impl Reader {
     }
 
     async fn on_binary(&mut self) {
-        self.ensure_session().await;
+        if self.ensure_session().await.is_none() {
+            return;
+        }
         self.send_error(
             None,
             ErrorCode::BadFrame,
@@ -274,7 +279,9 @@ impl Reader {
         let frame = match decode(text) {
             Ok(f) => f,
             Err(DecodeError { code, message, id }) => {
-                self.ensure_session().await;
+                if self.ensure_session().await.is_none() {
+                    return false;
+                }
                 self.send_error(id, code, message).await;
                 return true;
             }
@@ -283,7 +290,7 @@ impl Reader {
             session,
             last_seq,
             token,
-            ..
+            client,
         } = &frame
         {
             if self.conn.session().is_some() {
@@ -299,11 +306,16 @@ impl Reader {
                 {
                     return false;
                 }
-                self.hello(session.as_deref(), *last_seq).await;
+                return self
+                    .hello(session.as_deref(), *last_seq, *client)
+                    .await
+                    .is_some();
             }
             return true;
         }
-        let session = self.ensure_session().await;
+        let Some(session) = self.ensure_session().await else {
+            return false;
+        };
         self.handle(frame, &session).await;
         true
     }

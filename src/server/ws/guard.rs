@@ -89,6 +89,8 @@ impl Guard {
                 }
                 Verdict::Allow
             }
+            // Each one is a call to the backend: limited like a publish.
+            ClientFrame::Rpc { .. } => self.rate(publish_rate()),
             ClientFrame::Hello { .. }
             | ClientFrame::Unsub { .. }
             | ClientFrame::Ack { .. }

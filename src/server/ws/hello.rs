@@ -11,11 +11,12 @@ use crate::session::{Close, Session};
 
 impl Reader {
     /// The connection's session, opening a new one (as if `hello {}` came) if none yet.
-    pub(super) async fn ensure_session(&mut self) -> Arc<Session> {
+    /// `None`: the connect proxy refused the connection (it is closing).
+    pub(super) async fn ensure_session(&mut self) -> Option<Arc<Session>> {
         if let Some(s) = self.conn.session() {
-            return s;
+            return Some(s);
         }
-        self.hello(None, None).await
+        self.hello(None, None, None).await
     }
 
     /// Verifies a token and makes its permissions the connection's. On failure: an
@@ -33,6 +34,7 @@ impl Reader {
             Ok(access) => {
                 self.set_expiry(&access);
                 self.guard.set_access(access);
+                self.has_token = true;
                 true
             }
             Err(e) => {
@@ -54,19 +56,35 @@ impl Reader {
         });
     }
 
+    /// Opens or resumes the session, after the connect proxy (if any) allowed it; `None`
+    /// when it did not (the connection is closing).
     pub(super) async fn hello(
         &mut self,
         resume: Option<&str>,
         last_seq: Option<u64>,
-    ) -> Arc<Session> {
-        let bus = &self.state.bus;
-        let access = self.guard.access().clone();
-        // A session belongs to its user: another user's connection cannot resume it.
+        client: Option<&serde_json::value::RawValue>,
+    ) -> Option<Arc<Session>> {
+        let bus = self.state.bus.clone();
+        // A session belongs to its user: another user's connection cannot resume it. With
+        // a connect proxy the user is the backend's answer: the session is looked up again
+        // once it is known.
+        let user = self.guard.access().user.clone();
         let found = resume
             .and_then(|id| bus.find_session(id))
-            .filter(|s| s.identity().user == access.user);
-        let resumed = found.is_some();
-        let session = found.unwrap_or_else(|| bus.open_session());
+            .filter(|s| self.proxied_connect() || s.identity().user == user);
+        let session = found.clone().unwrap_or_else(|| bus.open_session());
+        if !self.ask_connect(&session, client).await {
+            if found.is_none() {
+                bus.close_session(&session);
+            }
+            return None;
+        }
+        let access = self.guard.access().clone();
+        let (session, resumed) = match found {
+            Some(s) if s.identity().user == access.user => (s, true),
+            Some(_) => (bus.open_session(), false),
+            None => (session, false),
+        };
         self.apply_access(&session, &access);
         self.span.record("session", &**session.id());
         // `welcome` goes out before anything the session holds: queue it, then attach.
@@ -91,6 +109,14 @@ impl Reader {
             });
         }
         tracing::debug!(resumed, "hello");
-        session
+        Some(session)
+    }
+
+    fn proxied_connect(&self) -> bool {
+        self.state
+            .backend
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.asks_connect())
     }
 }

@@ -11,6 +11,7 @@ mod conn;
 mod guard;
 mod hello;
 mod ops;
+mod proxied;
 mod reader;
 mod refresh;
 mod shared;
@@ -114,6 +115,13 @@ pub(crate) async fn upgrade(
     }
     let token = upgrade_token(&req);
     let headers = req.headers();
+    // Kept for the connect proxy only (an idle connection should not hold its headers).
+    let forwarded = state
+        .backend
+        .proxy
+        .as_ref()
+        .filter(|p| p.asks_connect())
+        .map(|_| Box::new(proxied::Upgrade::new(peer.ip(), headers)));
     let accept = derive_accept_key(key.as_bytes());
     let subprotocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -163,7 +171,7 @@ pub(crate) async fn upgrade(
                 // small future (one allocation, the task's).
                 // (`map`, not an `async` block awaiting `run`: that would keep a second slot
                 // for the moved-in future.)
-                let run = conn::run(st.clone(), (write, ws), peer, token);
+                let run = conn::run(st.clone(), (write, ws), peer, token, forwarded);
                 let tasks = st.tasks.clone();
                 // The connection's slots are given back when it ends.
                 tasks.spawn(run.map(move |()| drop((counted, ip_slot))));

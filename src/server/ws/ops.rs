@@ -1,6 +1,7 @@
 //! What each op after `hello` does, once the guard lets it through: `sub`, `unsub`,
 //! `pub` (answered at once, or through the ack task on a persisted topic), `req` (with its
-//! timeout), `ack`, `history`, `presence` and `ping`.
+//! timeout), `ack`, `history`, `presence`, `ping`, `refresh` and `rpc`. A `sub` or `pub` that a
+//! `[proxy]` route covers asks the backend first (`proxied.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use crate::session::Session;
 /// `req.timeout_ms` when absent, and its maximum (PROTOCOL.md §4).
 const REQUEST_TIMEOUT_DEFAULT_MS: u64 = 5_000;
 const REQUEST_TIMEOUT_MAX_MS: u64 = 60_000;
+/// Longest `rpc.method`.
+const MAX_METHOD: usize = 256;
 
 impl Reader {
     pub(super) async fn handle(&mut self, frame: ClientFrame<'_>, session: &Arc<Session>) {
@@ -35,6 +38,13 @@ impl Reader {
             ClientFrame::Hello { .. } => {}
             ClientFrame::Ping { id } => self.send(ServerFrame::Pong { id }).await,
             ClientFrame::Refresh { id, token } => self.refresh(id, &token, session).await,
+            ClientFrame::Rpc { id, method, data } => {
+                if method.is_empty() || method.len() > MAX_METHOD {
+                    let msg = format!("'method' must be 1 to {MAX_METHOD} bytes");
+                    return self.send_error(id, ErrorCode::BadRequest, msg).await;
+                }
+                self.rpc(id, session, &method, data).await
+            }
             ClientFrame::Sub {
                 id,
                 pattern,
@@ -43,6 +53,9 @@ impl Reader {
                 rewind,
                 since,
             } => {
+                if let Err(e) = self.ask_subscribe(session, &pattern, group.as_deref()).await {
+                    return self.send_error(id, e.code(), e.to_string()).await;
+                }
                 let opts = SubOptions {
                     group: group.as_deref(),
                     manual_ack: ack == Some(AckMode::Manual),
@@ -80,9 +93,14 @@ impl Reader {
                 msg_id,
                 retain,
             } => {
+                let replaced = match self.ask_publish(session, &topic, data, msg_id.as_deref()).await
+                {
+                    Ok(r) => r,
+                    Err(e) => return self.send_error(id, e.code(), e.to_string()).await,
+                };
                 let p = Publish {
                     topic: &topic,
-                    data,
+                    data: replaced.as_deref().unwrap_or(data),
                     msg_id: msg_id.as_deref(),
                     retain,
                 };

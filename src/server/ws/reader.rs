@@ -28,6 +28,10 @@ pub(super) struct Reader {
     pub(super) drain_raw: bool,
     /// The last publish found the node's writers behind (see [`Reader::after_publish`]).
     pub(super) behind: bool,
+    /// The access came from a verified token (the connect proxy may only narrow it).
+    pub(super) has_token: bool,
+    /// The upgrade request, for the connect proxy; taken at `hello`.
+    pub(super) upgrade: Option<Box<super::proxied::Upgrade>>,
 }
 
 impl Reader {

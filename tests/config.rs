@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
-    AuthConfig, ClusterConfig, Config, ConfigError, Permissions, SlowConsumer, TopicConfig,
+    AuthConfig, ClusterConfig, Config, ConfigError, Permissions, ProxyConfig, ProxyRoute,
+    SlowConsumer, TopicConfig, WebhookConfig,
     WriteDelay,
 };
 
@@ -191,6 +192,30 @@ pattern = "orders/*"
 
 [cluster]
 redis = "redis://127.0.0.1:6379"
+
+[proxy]
+timeout = "250ms"
+connect = "http://127.0.0.1:9000/connect"
+rpc = "http://127.0.0.1:9000/rpc"
+[[proxy.subscribe]]
+pattern = "chat/**"
+url = "http://127.0.0.1:9000/subscribe"
+[[proxy.publish]]
+pattern = "chat/**"
+url = "http://127.0.0.1:9000/publish"
+skip_api_keys = true
+[[proxy.publish]]
+pattern = "orders/*"
+url = "http://127.0.0.1:9001/publish"
+
+[[webhooks]]
+url = "http://127.0.0.1:9000/events"
+events = ["session.opened", "message.dead"]
+secret = "hook-secret"
+retry_for = "1m"
+queue = 50
+[[webhooks]]
+url = "http://127.0.0.1:9002/all"
 "#;
 
 #[test]
@@ -245,6 +270,66 @@ fn full_schema_parses() {
             redis: "redis://127.0.0.1:6379".into()
         })
     );
+    let route = |pattern: &str, url: &str, skip_api_keys| ProxyRoute {
+        pattern: pattern.into(),
+        url: url.into(),
+        skip_api_keys,
+    };
+    assert_eq!(
+        c.proxy,
+        Some(ProxyConfig {
+            timeout: Duration::from_millis(250),
+            connect: Some("http://127.0.0.1:9000/connect".into()),
+            rpc: Some("http://127.0.0.1:9000/rpc".into()),
+            subscribe: vec![route("chat/**", "http://127.0.0.1:9000/subscribe", false)],
+            publish: vec![
+                route("chat/**", "http://127.0.0.1:9000/publish", true),
+                route("orders/*", "http://127.0.0.1:9001/publish", false),
+            ],
+        })
+    );
+    assert_eq!(
+        c.webhooks,
+        vec![
+            WebhookConfig {
+                url: "http://127.0.0.1:9000/events".into(),
+                events: vec!["session.opened".into(), "message.dead".into()],
+                secret: Some("hook-secret".into()),
+                retry_for: Duration::from_secs(60),
+                queue: 50,
+            },
+            WebhookConfig {
+                url: "http://127.0.0.1:9002/all".into(),
+                events: Vec::new(),
+                secret: None,
+                retry_for: WebhookConfig::RETRY_FOR,
+                queue: WebhookConfig::QUEUE,
+            },
+        ]
+    );
+}
+
+#[test]
+fn backend_settings_are_checked() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("[proxy]\ntimeout = \"0s\"", 2, "`proxy.timeout` must be between 1ms and 60s"),
+        ("[proxy]\nconnect = \"https://x/c\"", 2, "`proxy.connect` must be an http:// URL"),
+        ("[proxy]\nrpc = \"nope\"", 2, "`proxy.rpc` must be an http:// URL"),
+        ("[proxy]\nfoo = 1", 2, "unknown key `foo` in [proxy]"),
+        ("[[proxy.subscribe]]\npattern = \"a\"", 1, "`proxy.subscribe[0].url` is required"),
+        ("[[proxy.publish]]\nurl = \"http://h/p\"", 1, "`proxy.publish[0].pattern` is required"),
+        ("[[proxy.publish]]\npattern = \"a//b\"\nurl = \"http://h/p\"", 2, "`proxy.publish[0].pattern`"),
+        ("[[proxy.subscribe]]\npattern = \"a\"\nurl = \"http://h/p\"\nskip_api_keys = true", 4, "unknown key `skip_api_keys` in [[proxy.subscribe]]"),
+        ("[[webhooks]]\nevents = []", 1, "`webhooks[0].url` is required"),
+        ("[[webhooks]]\nurl = \"http://h/e\"\nevents = [\"session.open\"]", 3, "unknown event \"session.open\""),
+        ("[[webhooks]]\nurl = \"http://h/e\"\nretry_for = \"0s\"", 3, "`webhooks[0].retry_for` must be between 1s and 7d"),
+        ("[[webhooks]]\nurl = \"http://h/e\"\nqueue = 0", 3, "`webhooks[0].queue` must be between 1 and 1000000"),
+        ("[[webhooks]]\nurl = \"http://h/e\"\nsecret = \"\"", 3, "`webhooks[0].secret` cannot be empty"),
+        ("webhooks = 3", 1, "`webhooks` must be an array of tables (`[[webhooks]]` sections)"),
+    ];
+    for (src, line, message) in cases {
+        assert_err(&err(src), *line, &[message]);
+    }
 }
 
 #[test]
@@ -341,6 +426,19 @@ fn example_file_loads_and_documents_every_key() {
         "max_rewind",
         "[cluster]",
         "redis",
+        "[proxy]",
+        "timeout",
+        "connect",
+        "rpc",
+        "[[proxy.subscribe]]",
+        "url",
+        "[[proxy.publish]]",
+        "skip_api_keys",
+        "[[webhooks]]",
+        "events",
+        "secret",
+        "retry_for",
+        "queue",
     ] {
         let written = if key.starts_with('[') {
             key.to_string()

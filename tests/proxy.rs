@@ -64,7 +64,12 @@ impl Backend {
             let path = uri.path().to_owned();
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             b.seen.lock().push((path.clone(), v.clone(), headers));
-            let rule = b.rules.lock().iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
+            let rule = b
+                .rules
+                .lock()
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, r)| r.clone());
             let answer = rule.map_or(Answer::Status(404), |r| r(&v));
             match answer {
                 Answer::Json(v) => Json(v).into_response(),
@@ -135,8 +140,10 @@ async fn welcomed(s: &TestServer) -> (Raw, String) {
 async fn connect_gives_the_connection_its_user_and_permissions() {
     let b = Backend::default();
     b.on("/connect", |_| {
-        Answer::Json(json!({"allow": true, "user": "bob", "info": {"name": "Bob"},
-            "publish": ["chat/**"], "subscribe": ["chat/**"]}))
+        Answer::Json(
+            json!({"allow": true, "user": "bob", "info": {"name": "Bob"},
+            "publish": ["chat/**"], "subscribe": ["chat/**"]}),
+        )
     });
     b.on("/subscribe", |_| allow());
     b.on("/publish", |_| allow());
@@ -153,9 +160,7 @@ async fn connect_gives_the_connection_its_user_and_permissions() {
     assert_eq!(a["client"], json!({"app": "test", "v": 2}));
     // The granted permissions hold, and the user is the backend's.
     c.sub("chat/room1").await;
-    let r = c
-        .request(json!({"op": "sub", "pattern": "news/x"}))
-        .await;
+    let r = c.request(json!({"op": "sub", "pattern": "news/x"})).await;
     assert_eq!(r["code"], "forbidden", "{r}");
     let r = c
         .request(json!({"op": "pub", "topic": "news/x", "data": 1}))
@@ -172,7 +177,11 @@ async fn connect_gives_the_connection_its_user_and_permissions() {
 async fn connect_refused_closes_4003_or_4001() {
     let b = Backend::default();
     let s = server(b.start().await, |_| {}).await;
-    for (code, close) in [("forbidden", 4003), ("unauthorized", 4001), ("banned", 4003)] {
+    for (code, close) in [
+        ("forbidden", 4003),
+        ("unauthorized", 4001),
+        ("banned", 4003),
+    ] {
         b.on("/connect", move |_| {
             Answer::Json(json!({"allow": false, "code": code, "message": "go away"}))
         });
@@ -234,7 +243,10 @@ async fn a_token_is_only_narrowed_by_the_connect_answer() {
     let p = c
         .request(json!({"op": "presence", "topic": "chat/x"}))
         .await;
-    assert_eq!(p["clients"][0]["user"], "ann", "the token's user stays: {p}");
+    assert_eq!(
+        p["clients"][0]["user"], "ann",
+        "the token's user stays: {p}"
+    );
 }
 
 #[tokio::test]
@@ -254,7 +266,10 @@ async fn subscribe_is_asked_for_every_pattern_that_can_reach_a_route() {
     let r = c
         .request(json!({"op": "sub", "pattern": "chat/secret"}))
         .await;
-    assert_eq!((r["code"].as_str(), r["message"].as_str()), (Some("forbidden"), Some("members only")));
+    assert_eq!(
+        (r["code"].as_str(), r["message"].as_str()),
+        (Some("forbidden"), Some("members only"))
+    );
     // `*/secret` and `**` could receive chat topics: asked too. `news/**` cannot: not asked.
     c.request(json!({"op": "sub", "pattern": "*/room2", "group": "g"}))
         .await;
@@ -284,7 +299,9 @@ async fn publish_is_allowed_denied_or_rewritten_in_order() {
     let b = Backend::default();
     b.on("/connect", |_| allow());
     b.on("/publish", |v| match v["data"]["text"].as_str() {
-        Some("spam") => Answer::Json(json!({"allow": false, "code": "forbidden", "message": "no spam"})),
+        Some("spam") => {
+            Answer::Json(json!({"allow": false, "code": "forbidden", "message": "no spam"}))
+        }
         // The first message is slow to check: later ones must still come after it.
         Some("first") => Answer::Slow(Duration::from_millis(200), json!({"allow": true})),
         Some(t) if t.contains("darn") => Answer::Json(
@@ -292,6 +309,7 @@ async fn publish_is_allowed_denied_or_rewritten_in_order() {
         ),
         _ => allow(),
     });
+    b.on("/subscribe", |_| allow());
     let s = server(b.start().await, |_| {}).await;
     let mut sub = s.client().await;
     sub.sub("chat/**").await;
@@ -307,7 +325,12 @@ async fn publish_is_allowed_denied_or_rewritten_in_order() {
     }
     assert_eq!(
         answers,
-        vec![(json!(0), json!("ok")), (json!(1), json!("ok")), (json!(2), json!("error")), (json!(3), json!("ok"))]
+        vec![
+            (json!(0), json!("ok")),
+            (json!(1), json!("ok")),
+            (json!(2), json!("error")),
+            (json!(3), json!("ok"))
+        ]
     );
     let mut texts = Vec::new();
     for _ in 0..3 {
@@ -336,6 +359,7 @@ async fn http_publishes_are_asked_unless_made_with_an_api_key_on_a_skipping_rout
     b.on("/publish", |_| {
         Answer::Json(json!({"allow": true, "data": "rewritten"}))
     });
+    b.on("/subscribe", |_| allow());
     let s = server(b.start().await, |c| {
         c.auth = Some(AuthConfig {
             api_keys: vec!["api".into()],
@@ -384,6 +408,19 @@ async fn http_publishes_are_asked_unless_made_with_an_api_key_on_a_skipping_rout
     assert_eq!(v["error"]["message"], "slow down");
 }
 
+/// Sends an `rpc` (fields of `v`) and returns its `reply` or `error`.
+async fn rpc(c: &mut Raw, mut v: Value) -> Value {
+    v["op"] = json!("rpc");
+    v["id"] = json!("rpc-1");
+    c.send(v).await;
+    loop {
+        let f = c.recv().await;
+        if f["id"] == "rpc-1" {
+            return f;
+        }
+    }
+}
+
 #[tokio::test]
 async fn rpc_answers_replies_and_errors() {
     let b = Backend::default();
@@ -391,27 +428,41 @@ async fn rpc_answers_replies_and_errors() {
         Answer::Json(json!({"allow": true, "user": "carol"}))
     });
     b.on("/rpc", |v| match v["method"].as_str() {
-        Some("add") => Answer::Json(json!({"data": v["data"]["a"].as_i64().unwrap() + v["data"]["b"].as_i64().unwrap()})),
-        Some("fail") => Answer::Json(json!({"error": {"code": "not_found", "message": "no such room"}})),
+        Some("add") => Answer::Json(
+            json!({"data": v["data"]["a"].as_i64().unwrap() + v["data"]["b"].as_i64().unwrap()}),
+        ),
+        Some("fail") => {
+            Answer::Json(json!({"error": {"code": "not_found", "message": "no such room"}}))
+        }
         _ => Answer::Json(json!({"error": {"message": "unknown method"}})),
     });
     let s = server(b.start().await, |_| {}).await;
     let (mut c, sid) = welcomed(&s).await;
-    let r = c
-        .request(json!({"op": "rpc", "method": "add", "data": {"a": 2, "b": 3}}))
+    c.send(json!({"op": "rpc", "id": "r", "method": "add", "data": {"a": 2, "b": 3}}))
         .await;
-    assert_eq!((r["op"].as_str(), &r["data"]), (Some("reply"), &json!(5)), "{r}");
+    let r = c.recv().await;
+    eprintln!("DEBUG {r}");
+    assert_eq!(
+        (r["op"].as_str(), &r["data"]),
+        (Some("reply"), &json!(5)),
+        "{r}"
+    );
     let asked = &b.seen("/rpc")[0];
-    assert_eq!((asked["session"].as_str(), asked["user"].as_str()), (Some(sid.as_str()), Some("carol")));
-    let r = c
-        .request(json!({"op": "rpc", "method": "fail", "data": null}))
-        .await;
-    assert_eq!((r["code"].as_str(), r["message"].as_str()), (Some("not_found"), Some("no such room")));
-    let r = c
-        .request(json!({"op": "rpc", "method": "other", "data": null}))
-        .await;
+    assert_eq!(
+        (asked["session"].as_str(), asked["user"].as_str()),
+        (Some(sid.as_str()), Some("carol"))
+    );
+    let r = rpc(&mut c, json!({"method": "fail", "data": null})).await;
+    assert_eq!(
+        (r["code"].as_str(), r["message"].as_str()),
+        (Some("not_found"), Some("no such room"))
+    );
+    let r = rpc(&mut c, json!({"method": "other", "data": null})).await;
     assert_eq!(r["code"], "internal", "{r}");
-    for bad in [json!({"op": "rpc", "method": "", "data": 1}), json!({"op": "rpc", "data": 1})] {
+    for bad in [
+        json!({"op": "rpc", "method": "", "data": 1}),
+        json!({"op": "rpc", "data": 1}),
+    ] {
         let r = c.request(bad).await;
         assert_eq!(r["code"], "bad_request", "{r}");
     }
@@ -423,9 +474,7 @@ async fn rpc_answers_replies_and_errors() {
     })
     .await;
     let mut c2 = s2.client().await;
-    let r = c2
-        .request(json!({"op": "rpc", "method": "add", "data": {}}))
-        .await;
+    let r = rpc(&mut c2, json!({"method": "add", "data": {}})).await;
     assert_eq!(r["code"], "not_found", "{r}");
 }
 
@@ -457,7 +506,11 @@ async fn a_failing_backend_refuses_with_unavailable_and_never_hangs() {
             .await;
         assert_eq!(r["code"], "unavailable", "{shown}: {r}");
         // Within the timeout (500 ms) and a margin: never the backend's 3 s.
-        assert!(started.elapsed() < Duration::from_secs(2), "{shown}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{shown}: {:?}",
+            started.elapsed()
+        );
     }
     // A backend that is not there at all (refused connections).
     let closed = {
@@ -466,9 +519,7 @@ async fn a_failing_backend_refuses_with_unavailable_and_never_hangs() {
     };
     let s2 = server(closed, |c| c.proxy.as_mut().unwrap().connect = None).await;
     let mut c2 = s2.client().await;
-    let r = c2
-        .request(json!({"op": "sub", "pattern": "chat/x"}))
-        .await;
+    let r = c2.request(json!({"op": "sub", "pattern": "chat/x"})).await;
     assert_eq!(r["code"], "unavailable", "{r}");
     // Connect refused the same way when the connect proxy is down.
     let s3 = server(closed, |_| {}).await;
@@ -496,6 +547,10 @@ async fn a_slow_backend_never_holds_up_delivery() {
     let mut other = s.client().await;
     other.publish("news/x", json!("meanwhile")).await;
     let first = c.recv().await;
-    assert_eq!((first["op"].as_str(), &first["data"]), (Some("msg"), &json!("meanwhile")), "{first}");
+    assert_eq!(
+        (first["op"].as_str(), &first["data"]),
+        (Some("msg"), &json!("meanwhile")),
+        "{first}"
+    );
     assert_eq!(c.recv().await["id"], "slow");
 }

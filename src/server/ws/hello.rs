@@ -24,7 +24,12 @@ impl Reader {
     pub(super) async fn authenticate(&mut self, token: &str) -> bool {
         // `get`, not `load`: an unknown `kid` may wait (bounded) for a JWKS refetch.
         match self.state.auth.get().verify_waiting(token).await {
-            Ok(access) if self.state.bus.is_revoked(access.user.as_deref(), access.issued_at) => {
+            Ok(access)
+                if self
+                    .state
+                    .bus
+                    .is_revoked(access.user.as_deref(), access.issued_at) =>
+            {
                 tracing::debug!("token revoked");
                 self.send_error(None, ErrorCode::Unauthorized, "token revoked")
                     .await;
@@ -34,7 +39,8 @@ impl Reader {
             Ok(access) => {
                 self.set_expiry(&access);
                 self.guard.set_access(access);
-                self.has_token = true;
+                // Without `[auth]` any token "verifies" to open access: not a token's.
+                self.has_token = self.state.auth.get().is_enabled();
                 true
             }
             Err(e) => {

@@ -8,6 +8,7 @@
 pub mod client;
 mod grant;
 pub mod proxy;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub use proxy::{
     ConnectGrant, ConnectRequest, Denied, FORWARDED_HEADERS, Proxy, ProxyError, PublishRequest,
     RouteRef, RpcRequest, SubscribeRequest,
 };
+pub use webhooks::Webhooks;
 
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +29,8 @@ use crate::metrics::Metrics;
 pub struct Backend {
     /// `None`: no `[proxy]`: nothing is asked.
     pub proxy: Option<Proxy>,
+    /// `None`: no `[[webhooks]]`: nothing is told.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl Backend {
@@ -38,16 +42,36 @@ impl Backend {
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
     ) -> Result<Backend, String> {
-        let _ = (bus, cancel);
         let client = Client::new();
         let proxy = config
             .proxy
             .as_ref()
             .map(|p| Proxy::new(p, client.clone(), metrics.clone()))
             .transpose()?;
-        Ok(Backend { proxy })
+        let webhooks = if config.webhooks.is_empty() {
+            None
+        } else {
+            let w = Webhooks::start(&config.webhooks, client, metrics, cancel.child_token())?;
+            bus.set_observer(w.clone());
+            Some(w)
+        };
+        Ok(Backend { proxy, webhooks })
     }
 
-    /// Sends what the webhooks still hold (bounded), then stops them.
-    pub async fn shutdown(&self) {}
+    /// Sends what the webhooks still hold (for at most `webhooks::FLUSH`), then stops them.
+    pub async fn shutdown(&self) {
+        if let Some(w) = &self.webhooks {
+            w.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Backend {
+    /// A backend dropped without [`Backend::shutdown`] stops its webhook tasks (the bus's
+    /// observer outlives it, and queues nothing more).
+    fn drop(&mut self) {
+        if let Some(w) = &self.webhooks {
+            w.stop();
+        }
+    }
 }

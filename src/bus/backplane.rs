@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::control::{Answer, Control};
 use super::health::RedisHealth;
 use super::persist::Published;
 use super::remote::{self, Remote};
-use super::control::{Answer, Control};
 use super::{Bus, BusError, HistoryPage, PresenceList, Publish, SubOptions, SubOutcome, TopicRow};
 use crate::cluster::ClusterError;
 use crate::protocol::Id;
@@ -28,8 +28,9 @@ pub(super) enum Backplane {
     /// One node: this process holds everything and orders every publish.
     Local,
     /// Cluster mode (`--redis`): Redis orders publishes and holds history, retained
-    /// messages, presence and the topic list for every node.
-    Redis(Remote),
+    /// messages, presence and the topic list for every node. Boxed: the local variant is
+    /// the common one, and needs no room for it.
+    Redis(Box<Remote>),
 }
 
 impl Backplane {
@@ -37,7 +38,7 @@ impl Backplane {
     pub(super) fn start(redis: Option<&str>) -> Result<Backplane, ClusterError> {
         match redis {
             None => Ok(Backplane::Local),
-            Some(url) => remote::start(url).map(Backplane::Redis),
+            Some(url) => remote::start(url).map(|r| Backplane::Redis(Box::new(r))),
         }
     }
 
@@ -52,7 +53,7 @@ impl Backplane {
     pub(super) fn redis(&self) -> Option<&Remote> {
         match self {
             Backplane::Local => None,
-            Backplane::Redis(r) => Some(r),
+            Backplane::Redis(r) => Some(&**r),
         }
     }
 
@@ -135,6 +136,16 @@ impl Backplane {
             } else {
                 r.cluster.unwatch(pattern.as_str(), pattern.is_exact());
             }
+        }
+    }
+
+    /// A pattern got its first or lost its last subscription on this node: a single node
+    /// announces it; a cluster node lets Redis decide whether the cluster's changed (see
+    /// `remote/occupancy.rs`).
+    pub(super) fn occupancy_changed(&self, bus: &Bus, pattern: &str, occupied: bool) {
+        match self {
+            Backplane::Local => bus.announce_occupancy(pattern, occupied),
+            Backplane::Redis(r) => r.occupancy.changed(pattern),
         }
     }
 

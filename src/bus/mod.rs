@@ -13,6 +13,7 @@ mod groups;
 mod health;
 mod inboxes;
 mod observe;
+mod occupancy;
 mod persist;
 mod presence;
 mod publish;
@@ -52,6 +53,7 @@ use crate::topic::Topic;
 use backplane::Backplane;
 use groups::{GroupRef, Groups, Pending};
 use inboxes::Inboxes;
+use occupancy::Occupancy;
 use presence::Presence;
 
 /// Longest accepted `msg_id`.
@@ -80,6 +82,8 @@ struct Inner {
     /// Manual-ack group messages awaiting their `ack`.
     pending: Pending,
     presence: Presence,
+    /// Subscriptions per pattern on this node (`topic.occupied` and `topic.vacated`).
+    occupancy: Occupancy,
     inboxes: Inboxes,
     sessions: Registry,
     topics: MemoryStore,
@@ -183,6 +187,7 @@ impl Bus {
                 groups: Groups::default(),
                 pending: Pending::default(),
                 presence: Presence::default(),
+                occupancy: Occupancy::default(),
                 inboxes,
                 sessions: Registry::new(),
                 topics,
@@ -258,6 +263,7 @@ impl Bus {
     pub fn close_session(&self, session: &Arc<Session>) {
         self.inner.sessions.remove(session.id());
         self.drop_session(session);
+        self.session_closed(session, "closed");
     }
 
     /// Expires sessions detached for longer than the TTL, redelivers unacked group
@@ -269,6 +275,7 @@ impl Bus {
             .take_expired(self.inner.live.load().config.session.ttl);
         for s in &expired {
             self.drop_session(s);
+            self.session_closed(s, "expired");
         }
         self.redeliver_due();
         self.inner.topics.forget_idle(TOPIC_IDLE);

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::Bus;
 use super::groups::{self, Due, Unacked};
+use super::{Bus, BusEvent};
 use crate::session::SeqState;
 
 impl Bus {
@@ -120,6 +120,15 @@ impl Bus {
                     .stats
                     .dead_lettered
                     .fetch_add(1, Ordering::Relaxed);
+                if self.observed() {
+                    self.notify(BusEvent::MessageDead {
+                        topic: u.event.topic.as_str().to_owned(),
+                        group: u.group.name.to_string(),
+                        deliveries: u.deliveries,
+                        data: body["data"].clone(),
+                        msg_id: u.event.msg_id.as_deref().map(str::to_owned),
+                    });
+                }
             }
             Err(e) => tracing::warn!(error = %e, %topic, "dead letter not published"),
         }

@@ -131,6 +131,7 @@ impl Bus {
                         self.inner.group_router.insert(&pattern, super::GroupRef(g));
                     }
                     self.inner.backplane.watch(&pattern, true);
+                    self.occupy(&pattern, true);
                     Ok(SubOutcome {
                         new: true,
                         recovered: None,
@@ -155,6 +156,7 @@ impl Bus {
             }
         };
         self.inner.backplane.watch(&pattern, true);
+        self.occupy(&pattern, true);
         if pattern.is_exact() && self.inner.presence.join(pattern.as_str(), session) {
             self.inner
                 .backplane
@@ -336,6 +338,9 @@ impl Bus {
                 }
             }
         }
+        // After the presence leave: a webhook hears of the member leaving, then of the
+        // pattern's vacancy.
+        self.occupy(pattern, false);
     }
 
     /// Drops everything a session holds in the bus (on expiry or close).
@@ -353,8 +358,17 @@ impl Bus {
         self.announce_member(topic, &m, event);
     }
 
-    /// Publishes a join or leave to `$presence/<topic>`.
+    /// Publishes a join or leave to `$presence/<topic>`, and tells the observer.
     fn announce_member(&self, topic: &str, m: &super::presence::Member, event: &str) {
+        if self.observed() {
+            self.notify(presence_event(
+                topic,
+                m.session.clone(),
+                m.identity.user.clone(),
+                m.identity.info.clone(),
+                event == "join",
+            ));
+        }
         let body = serde_json::json!({
             "event": event,
             "session": &*m.session,
@@ -364,6 +378,32 @@ impl Bus {
         let presence_topic = format!("$presence/{topic}");
         if let Err(e) = self.publish_json(&presence_topic, &body) {
             tracing::debug!(error = %e, topic = %presence_topic, "presence event not published");
+        }
+    }
+}
+
+/// The observer's `presence.join` or `presence.leave`.
+pub(super) fn presence_event(
+    topic: &str,
+    session: Arc<str>,
+    user: Option<String>,
+    info: serde_json::Value,
+    joined: bool,
+) -> super::BusEvent {
+    let topic = topic.to_owned();
+    if joined {
+        super::BusEvent::PresenceJoin {
+            topic,
+            session,
+            user,
+            info,
+        }
+    } else {
+        super::BusEvent::PresenceLeave {
+            topic,
+            session,
+            user,
+            info,
         }
     }
 }

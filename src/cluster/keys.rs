@@ -21,6 +21,15 @@ pub const TOPICS: &str = "herald:topics";
 pub const RETAINED: &str = "herald:retained";
 /// Set of topics with presence members (walked by the presence reaper).
 pub const PRESENCE_TOPICS: &str = "herald:presence";
+/// Sorted set of occupied subscription patterns, scored by the latest expiry a node gave
+/// its entry (walked by the occupancy reaper: only patterns whose every node is gone).
+pub const OCCUPIED: &str = "herald:occupied";
+
+/// The sorted set of the nodes subscribed to `pattern` (see `occupancy.rs`). Its own
+/// prefix: a pattern is not a topic, and must not share a topic's keys.
+pub fn occupancy(pattern: &str) -> String {
+    format!("herald:occ:{{{pattern}}}")
+}
 
 /// The keys of one topic.
 #[derive(Debug, Clone)]

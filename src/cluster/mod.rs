@@ -12,6 +12,8 @@
 //!   cover them, see [`keys::channel_pattern`]), so it receives only that traffic.
 //! - **Presence** lives in Redis with an expiry refreshed by the member's node, so the
 //!   members of a dead node leave once it stops refreshing.
+//! - **Occupancy** (which subscription patterns have subscribers anywhere, for the
+//!   `topic.occupied` and `topic.vacated` webhooks) is kept the same way, per pattern.
 //! - **Groups** deliver once cluster-wide: every node with members of a matching group
 //!   claims the message with `SET … NX`; the winner hands it to one of its members.
 //!
@@ -21,13 +23,15 @@
 //!
 //! This file holds the [`Cluster`] handle (connecting, publishing, watching channels, claims
 //! and replies); reading stored messages back is in `history.rs`, presence in
-//! `presence.rs`, and the Lua scripts Redis runs are under `lua/`.
+//! `presence.rs`, occupancy in `occupancy.rs`, and the Lua scripts Redis runs are under
+//! `lua/`.
 
 mod control;
 mod error;
 mod feed;
 mod history;
 pub mod keys;
+mod occupancy;
 mod presence;
 mod publisher;
 pub mod wire;
@@ -45,6 +49,7 @@ pub use error::ClusterError;
 pub use feed::Incoming;
 pub use history::Tail;
 pub use keys::TopicKeys;
+pub use occupancy::{OCCUPANCY_CHUNK, OCCUPANCY_REFRESH, OCCUPANCY_TTL, Occupancy};
 pub use presence::{PRESENCE_REFRESH, PRESENCE_TTL, RemoteMember};
 pub use wire::Record;
 
@@ -81,6 +86,7 @@ pub struct Cluster {
     conn: ConnectionManager,
     publish_hash: String,
     reap: redis::Script,
+    occupancy: redis::Script,
     publisher: mpsc::UnboundedSender<publisher::Job>,
     permits: Arc<Semaphore>,
     feed: mpsc::UnboundedSender<feed::Command>,
@@ -129,6 +135,7 @@ impl Cluster {
             publish_hash: publish.get_hash().to_owned(),
             publisher: publisher::spawn(conn.clone(), wire::PUBLISH_SCRIPT),
             reap: redis::Script::new(presence::REAP_SCRIPT),
+            occupancy: redis::Script::new(occupancy::SCRIPT),
             permits: Arc::new(Semaphore::new(publisher::QUEUE)),
             conn,
             feed: feed_tx,
@@ -389,6 +396,24 @@ impl Cluster {
     /// each, to announce their leave. Each expired member is returned to one node only.
     pub async fn reap_presence(&self) -> Result<Vec<(String, RemoteMember)>, ClusterError> {
         presence::reap(&self.conn, &self.reap).await
+    }
+
+    /// Adds or refreshes this node's occupancy of `patterns` (at most [`OCCUPANCY_CHUNK`]);
+    /// what each join did to the cluster's occupancy.
+    pub async fn occupy(&self, patterns: &[Arc<str>]) -> Result<Vec<Occupancy>, ClusterError> {
+        occupancy::join(&self.conn, &self.occupancy, &self.node, patterns).await
+    }
+
+    /// Ends this node's occupancy of `patterns` (at most [`OCCUPANCY_CHUNK`]); what each
+    /// leave did to the cluster's occupancy.
+    pub async fn vacate(&self, patterns: &[Arc<str>]) -> Result<Vec<Occupancy>, ClusterError> {
+        occupancy::leave(&self.conn, &self.occupancy, &self.node, patterns).await
+    }
+
+    /// Removes the occupancy of nodes that stopped refreshing it; returns the patterns left
+    /// without subscribers anywhere, each to one node only.
+    pub async fn reap_occupancy(&self) -> Result<Vec<String>, ClusterError> {
+        occupancy::reap(&self.conn, &self.occupancy).await
     }
 }
 

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::backend::{BackendMetrics, PROXY_KINDS, PROXY_OUTCOMES, WEBHOOK_RESULTS, WebhookResult};
 use super::{CLOSE_REASONS, ERROR_CODES, Kind, Metrics, Snapshot};
 use crate::bus::{Bus, StoreHealth};
 
@@ -146,6 +147,66 @@ fn store_health(e: &mut DescriptorEncoder, h: &StoreHealth) -> fmt::Result {
         )?;
     }
     Ok(())
+}
+
+/// `herald_proxy_calls_total{kind,outcome}` and `herald_proxy_call_seconds{kind}`.
+fn proxy(e: &mut DescriptorEncoder, b: &BackendMetrics) -> fmt::Result {
+    {
+        let mut m = e.encode_descriptor(
+            "proxy_calls",
+            "Calls to the [proxy] endpoints, by kind and outcome (the backend's verdict, or why there was none).",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in PROXY_KINDS {
+            for outcome in PROXY_OUTCOMES {
+                ConstCounter::new(b.proxy_calls(kind, outcome))
+                    .encode(m.encode_family(&[("kind", kind), ("outcome", outcome)])?)?;
+            }
+        }
+    }
+    let mut m = e.encode_descriptor(
+        "proxy_call",
+        "Time from a proxy call's request to the backend's whole answer, failed calls included.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (kind, h) in PROXY_KINDS.iter().zip(&b.latency) {
+        Histogram(h.snapshot()).encode(m.encode_family(&[("kind", *kind)])?)?;
+    }
+    Ok(())
+}
+
+/// `herald_webhook_events_total{result}`, the requests and the queue.
+fn webhooks(e: &mut DescriptorEncoder, b: &BackendMetrics) -> fmt::Result {
+    let results = [
+        WebhookResult::Sent,
+        WebhookResult::Retried,
+        WebhookResult::Dropped,
+    ];
+    labeled_counter(
+        e,
+        "webhook_events",
+        "Webhook events delivered (sent), in a failed request to be sent again (retried, once per failed attempt), or given up (dropped: queue overflow, retry_for over, or queued at shutdown).",
+        "result",
+        results
+            .iter()
+            .map(|r| (WEBHOOK_RESULTS[*r as usize], b.webhook_events_total(*r))),
+    )?;
+    let (sent, failed) = b.webhook_batches();
+    labeled_counter(
+        e,
+        "webhook_requests",
+        "Webhook requests (batches of events), by result: answered 2xx (sent) or not (failed).",
+        "result",
+        [("sent", sent), ("failed", failed)].into_iter(),
+    )?;
+    gauge(
+        e,
+        "webhook_queued",
+        "Webhook events waiting for their endpoint, over all endpoints (requests in flight included).",
+        b.webhook_queue_len(),
+    )
 }
 
 /// The latency histogram as `prometheus-client` encodes a classic histogram.
@@ -358,6 +419,14 @@ impl Collector for HeraldCollector {
             [("ok", ok), ("failed", failed)].into_iter(),
         )?;
         store_health(e, &bus.store_health())?;
+        // Only where configured: a server without a backend shows none of its series.
+        let config = bus.config();
+        if config.proxy.is_some() {
+            proxy(e, &m.backend)?;
+        }
+        if !config.webhooks.is_empty() {
+            webhooks(e, &m.backend)?;
+        }
         {
             let g = ConstGauge::new(m.started_unix().as_secs_f64());
             g.encode(e.encode_descriptor(
@@ -373,5 +442,53 @@ impl Collector for HeraldCollector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ProxyConfig, WebhookConfig};
+
+    fn render(config: Config) -> String {
+        let metrics = Arc::new(Metrics::new());
+        metrics
+            .backend
+            .proxy_call("rpc", "timeout", std::time::Duration::from_millis(30));
+        metrics.backend.webhook_events(WebhookResult::Retried, 3);
+        Exporter::new(Bus::new(config), metrics).render()
+    }
+
+    #[test]
+    fn backend_series_show_where_configured() {
+        let none = render(Config::default());
+        assert!(!none.contains("herald_proxy"), "{none}");
+        assert!(!none.contains("herald_webhook"), "{none}");
+
+        let config = Config {
+            proxy: Some(ProxyConfig::default()),
+            webhooks: vec![WebhookConfig {
+                url: "http://127.0.0.1:9/hook".into(),
+                events: Vec::new(),
+                secret: None,
+                retry_for: WebhookConfig::RETRY_FOR,
+                queue: WebhookConfig::QUEUE,
+            }],
+            ..Config::default()
+        };
+        let text = render(config);
+        for line in [
+            "herald_proxy_calls_total{kind=\"rpc\",outcome=\"timeout\"} 1",
+            "herald_proxy_calls_total{kind=\"connect\",outcome=\"allowed\"} 0",
+            "herald_proxy_call_seconds_bucket{le=\"0.05\",kind=\"rpc\"} 1",
+            "herald_proxy_call_seconds_count{kind=\"rpc\"} 1",
+            "herald_proxy_call_seconds_count{kind=\"publish\"} 0",
+            "herald_webhook_events_total{result=\"retried\"} 3",
+            "herald_webhook_events_total{result=\"dropped\"} 0",
+            "herald_webhook_requests_total{result=\"failed\"} 0",
+            "herald_webhook_queued 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
     }
 }

@@ -21,7 +21,7 @@ mod stats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use backend::{BackendMetrics, PROXY_KINDS, PROXY_OUTCOMES};
+pub use backend::{BackendMetrics, PROXY_KINDS, PROXY_OUTCOMES, WEBHOOK_RESULTS, WebhookResult};
 pub use exposition::{CONTENT_TYPE, Exporter};
 pub use histogram::{BOUNDS_NS, BUCKETS, LatencyHistogram, LocalHistogram, Snapshot};
 pub use rates::{Counters, RateMeter, Rates, spawn_sampler};

@@ -18,7 +18,7 @@ mod ring;
 mod subs;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -82,6 +82,9 @@ pub struct Session {
     state: Mutex<State>,
     /// Who the session belongs to (from the token), shown in presence.
     identity: Mutex<Arc<Identity>>,
+    /// A `session.opened` webhook event was sent for it, so its end gets a `session.closed`
+    /// (the bus's embedded sessions are never announced and never reported).
+    announced: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -129,6 +132,7 @@ impl Session {
                 filter: None,
             }),
             identity: Mutex::new(identity::anonymous()),
+            announced: AtomicBool::new(false),
         }
     }
 
@@ -146,6 +150,18 @@ impl Session {
 
     pub fn identity(&self) -> Arc<Identity> {
         self.identity.lock().clone()
+    }
+
+    /// Records that the session's opening was announced (`session.opened`): its end will be
+    /// announced too. Called by the transport that opened it, once the identity is known.
+    pub fn mark_announced(&self) {
+        self.announced.store(true, Ordering::Release);
+    }
+
+    /// Whether the session's end is to be announced, for the one caller that ends it: true
+    /// at most once per session, however many paths (expiry, close) race to end it.
+    pub fn take_announced(&self) -> bool {
+        self.announced.swap(false, Ordering::AcqRel)
     }
 
     pub fn set_identity(&self, identity: Identity) {

@@ -413,3 +413,15 @@ fn backlog_counts_only_for_a_runnable_writer() {
         "from 4 of 8 unsent on"
     );
 }
+
+#[test]
+fn announced_end_is_taken_once() {
+    let s = Session::new(limits(4, SlowConsumer::DropOldest));
+    assert!(
+        !s.take_announced(),
+        "a session is not announced until marked"
+    );
+    s.mark_announced();
+    assert!(s.take_announced());
+    assert!(!s.take_announced(), "the end is announced once");
+}

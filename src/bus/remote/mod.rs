@@ -5,10 +5,11 @@
 //! and come back through the feed like anyone else's, which keeps one order for all nodes.
 //! The files: this one starts the side and sends publishes and replies; `mirror.rs` applies
 //! the feed to the node's topic table; `queries.rs` answers reads from Redis; `presence.rs`
-//! keeps the cluster-wide presence.
+//! keeps the cluster-wide presence, `occupancy.rs` the cluster-wide occupancy of patterns.
 
 mod control;
 mod mirror;
+mod occupancy;
 mod presence;
 mod queries;
 
@@ -35,6 +36,8 @@ pub(super) struct Remote {
     incoming: parking_lot::Mutex<Option<mpsc::Receiver<Incoming>>>,
     /// Control commands of this node waiting for the nodes' answers.
     control: control::Waiting,
+    /// Patterns whose local occupancy changed, for the task that tells Redis.
+    pub occupancy: Arc<occupancy::Changes>,
 }
 
 impl Drop for Remote {
@@ -52,6 +55,7 @@ pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
         cancel,
         incoming: parking_lot::Mutex::new(Some(incoming)),
         control: control::Waiting::default(),
+        occupancy: Arc::default(),
     })
 }
 
@@ -61,7 +65,12 @@ impl Remote {
         if let Some(incoming) = self.incoming.lock().take() {
             let weak = Arc::downgrade(&bus.inner);
             tokio::spawn(mirror::apply_feed(weak.clone(), incoming));
-            tokio::spawn(presence::keep_presence(weak, self.cancel.clone()));
+            tokio::spawn(presence::keep_presence(weak.clone(), self.cancel.clone()));
+            tokio::spawn(occupancy::keep_occupancy(
+                weak,
+                self.occupancy.clone(),
+                self.cancel.clone(),
+            ));
         }
     }
 }

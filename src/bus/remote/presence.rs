@@ -99,8 +99,24 @@ impl Bus {
         });
     }
 
-    /// Publishes the leave of a member whose node stopped refreshing it.
+    /// Publishes the leave of a member whose node stopped refreshing it, and tells the
+    /// observer (this node is the one the member's expiry was handed to).
     fn announce_remote_leave(&self, topic: &str, m: &crate::cluster::RemoteMember) {
+        if self.observed() {
+            let user = m
+                .info
+                .get("user")
+                .and_then(|u| u.as_str())
+                .map(str::to_owned);
+            let info = m.info.get("info").cloned().unwrap_or_default();
+            self.notify(super::super::subscribe::presence_event(
+                topic,
+                m.session.as_str().into(),
+                user,
+                info,
+                false,
+            ));
+        }
         let body = serde_json::json!({
             "event": "leave",
             "session": m.session,

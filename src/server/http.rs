@@ -21,6 +21,8 @@ use serde_json::value::RawValue;
 use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::reply::error_response;
 use super::{AppState, control, web, ws};
+use crate::auth::Caller;
+use crate::backend::PublishRequest;
 use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
 
@@ -120,21 +122,68 @@ impl From<PubAck> for AckBody {
     }
 }
 
-/// Publishes; on a persisted topic the answer waits until the message is durable.
-async fn publish_one(state: &AppState, p: &PublishBody<'_>) -> Result<PubAck, BusError> {
-    submit_one(state, p).await?.ack().await
+/// Asks the publish proxy when a route covers the topic (an API or admin key skips routes
+/// marked `skip_api_keys`); `Some(data)`: the backend's replacement payload.
+async fn ask_publish(
+    state: &AppState,
+    caller: &Caller,
+    p: &PublishBody<'_>,
+) -> Result<Option<Box<RawValue>>, (ErrorCode, String)> {
+    let Some(proxy) = state.backend.proxy.as_ref() else {
+        return Ok(None);
+    };
+    let keyed = matches!(caller, Caller::ApiKey | Caller::Admin);
+    let Some(route) = proxy.publish_route(&p.topic, keyed) else {
+        return Ok(None);
+    };
+    let user = match caller {
+        Caller::Token(a) => a.user.as_deref(),
+        _ => None,
+    };
+    let req = PublishRequest {
+        session: None,
+        user,
+        topic: &p.topic,
+        data: p.data,
+        msg_id: p.msg_id.as_deref(),
+    };
+    proxy
+        .publish(route, &req)
+        .await
+        .map_err(|e| (e.code(), e.to_string()))
 }
 
-async fn submit_one(state: &AppState, p: &PublishBody<'_>) -> Result<Published, BusError> {
+/// Publishes; on a persisted topic the answer waits until the message is durable.
+async fn publish_one(
+    state: &AppState,
+    caller: &Caller,
+    p: &PublishBody<'_>,
+) -> Result<PubAck, (ErrorCode, String)> {
+    let published = submit_one(state, caller, p).await?;
+    published.ack().await.map_err(|e| (e.code(), e.to_string()))
+}
+
+async fn submit_one(
+    state: &AppState,
+    caller: &Caller,
+    p: &PublishBody<'_>,
+) -> Result<Published, (ErrorCode, String)> {
+    let replaced = ask_publish(state, caller, p).await?;
     state
         .bus
         .submit_as_client(Publish {
             topic: &p.topic,
-            data: p.data,
+            data: replaced.as_deref().unwrap_or(p.data),
             msg_id: p.msg_id.as_deref(),
             retain: p.retain,
         })
         .await
+        .map_err(|e| (e.code(), e.to_string()))
+}
+
+fn code_error((code, message): (ErrorCode, String)) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error_response(status, code, &message)
 }
 
 async fn publish(
@@ -153,9 +202,9 @@ async fn publish(
     if let Err(e) = caller.may_publish(&p.topic) {
         return auth_error(&e);
     }
-    match publish_one(&state, &p).await {
+    match publish_one(&state, &caller, &p).await {
         Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
-        Err(e) => bus_error(&e),
+        Err(e) => code_error(e),
     }
 }
 
@@ -189,9 +238,7 @@ async fn publish_batch(
             Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
             Ok(p) => match caller.may_publish(&p.topic) {
                 Err(e) => Err((e.code(), e.to_string())),
-                Ok(_) => submit_one(&state, &p)
-                    .await
-                    .map_err(|e| (e.code(), e.to_string())),
+                Ok(_) => submit_one(&state, &caller, &p).await,
             },
         };
         submitted.push(r);

@@ -258,6 +258,8 @@ async fn every_event_type_arrives_in_signed_batches() {
         ),
         ("topic.occupied", json!({"pattern": "internal/x"})),
         ("topic.vacated", json!({"pattern": "internal/x"})),
+        // The WebSocket client's own session, announced at its `hello`.
+        ("session.opened", json!({"session": sid, "user": null})),
     ];
     let events = backend
         .wait_for(WAIT, "every event type", |got| {
@@ -297,7 +299,7 @@ async fn every_event_type_arrives_in_signed_batches() {
             .position(|e| e["type"] == *kind && e["data"] == *data)
             .unwrap()
     };
-    for (before, after) in [(0, 1), (1, 3), (3, 4), (7, 8), (9, 10), (11, 12)] {
+    for (before, after) in [(13, 1), (0, 1), (1, 3), (3, 4), (7, 8), (9, 10), (11, 12)] {
         assert!(
             pos(&expected[before]) < pos(&expected[after]),
             "{:?} after {:?}",
@@ -305,7 +307,7 @@ async fn every_event_type_arrives_in_signed_batches() {
             expected[after]
         );
     }
-    // No session event for the embedded session, nor for the WebSocket one (never closed).
+    // No session event for the embedded session; the WebSocket one opened once, never closed.
     for e in of_type(&events, "session.opened")
         .into_iter()
         .chain(of_type(&events, "session.closed"))
@@ -313,6 +315,7 @@ async fn every_event_type_arrives_in_signed_batches() {
         assert!(e["data"]["session"] != internal_id.as_str(), "{e}");
     }
     assert_eq!(of_type(&events, "session.closed").len(), 2);
+    assert_eq!(of_type(&events, "session.opened").len(), 3);
     server.stop().await;
 }
 

@@ -92,6 +92,10 @@ impl Reader {
             None => (session, false),
         };
         self.apply_access(&session, &access);
+        if !resumed {
+            // `session.opened` for the webhooks, now that the session's user is known.
+            bus.session_opened(&session);
+        }
         self.span.record("session", &**session.id());
         // `welcome` goes out before anything the session holds: queue it, then attach.
         self.send(ServerFrame::Welcome(WelcomeFrame {

@@ -237,6 +237,9 @@ async fn disconnect_resumable_with_code_and_reason() {
     let body = json!({"session": sid, "code": 4000, "reason": "move along", "resumable": true});
     let (st, v) = admin_post(&s, "/v1/disconnect", body).await;
     assert_eq!((st, v), (200, json!({"disconnected": 1})));
+    // Listed as not connected at once, though the socket may still be closing.
+    let (_, rows) = admin_get(&s, "/v1/sessions?user=ann").await;
+    assert_eq!(rows[0]["connected"], false, "{rows}");
     let (code, _) = a.expect_close().await;
     assert_eq!(code, 4000);
     s.bus.publish_json("t/x", &json!(1)).unwrap();

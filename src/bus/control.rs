@@ -443,7 +443,7 @@ impl Bus {
             .map(|s| SessionRow {
                 session: s.id().to_string(),
                 user: s.identity().user.clone(),
-                connected: s.is_attached(),
+                connected: s.is_connected(),
                 subscriptions: s
                     .subscriptions()
                     .into_iter()

@@ -200,9 +200,16 @@ async fn expiring_comes_before_exp_and_a_refresh_keeps_the_connection() {
         .request(json!({"op": "refresh", "token": token("ann", &["a/**"])}))
         .await;
     assert_eq!(ok["op"], "ok", "{ok}");
-    // The one that did not refresh is closed at `exp`, as before.
-    let (code, _) = lapsed.expect_close().await;
+    // Refreshing with a token that expires no later is accepted, but announces nothing new
+    // (a second `expiring` at once would start a refresh loop). Without a later token the
+    // connection is closed at `exp`, as before.
+    let same = lapsed
+        .request(json!({"op": "refresh", "token": short}))
+        .await;
+    assert_eq!((same["op"].as_str(), &same["exp"]), (Some("ok"), &json!(exp)), "{same}");
+    let (code, seen) = lapsed.expect_close().await;
     assert_eq!(code, 4001);
+    assert!(seen.iter().all(|f| f["op"] != "expiring"), "{seen:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_alive(&mut refreshed).await;
 }

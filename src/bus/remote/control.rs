@@ -150,7 +150,12 @@ impl Bus {
         let Some(remote) = self.redis() else { return };
         let since = (crate::event::now_ms() / 1000).saturating_sub(self.revocation_ttl());
         match remote.cluster.revocations(since).await {
-            Ok(rows) => self.load_revocations(&rows),
+            Ok(rows) => {
+                self.load_revocations(&rows);
+                remote
+                    .revocations_loaded
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             Err(e) => tracing::warn!(error = %e, "revocations not loaded from Redis"),
         }
     }

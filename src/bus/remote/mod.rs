@@ -35,6 +35,9 @@ pub(super) struct Remote {
     incoming: parking_lot::Mutex<Option<mpsc::Receiver<Incoming>>>,
     /// Control commands of this node waiting for the nodes' answers.
     control: control::Waiting,
+    /// The revocations in Redis were read once: until then the node is not ready (it
+    /// would accept tokens revoked before it started).
+    pub revocations_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Remote {
@@ -52,6 +55,7 @@ pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
         cancel,
         incoming: parking_lot::Mutex::new(Some(incoming)),
         control: control::Waiting::default(),
+        revocations_loaded: Default::default(),
     })
 }
 

@@ -70,7 +70,11 @@ async fn get_token_refreshes_on_expiring_without_a_reconnect() {
     .await
     .expect("refreshed");
     assert!(refreshed.unwrap() > now() + 3000);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one for connect, one for the refresh");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one for connect, one for the refresh"
+    );
     // Past the first token's `exp`: the connection is still the same one.
     tokio::time::sleep(Duration::from_secs(4)).await;
     client.publish("t/x", &json!("still here")).await.unwrap();
@@ -132,10 +136,17 @@ async fn subscriptions_the_server_removes_are_forgotten_and_its_own_told_once() 
     let _kept = client.subscribe("u/**").await.unwrap();
 
     // Removed by the server: told, and the subscription's stream ends.
-    let v = admin(&s, "/v1/unsubscribe", json!({"session": sid, "pattern": "t/**"})).await;
+    let v = admin(
+        &s,
+        "/v1/unsubscribe",
+        json!({"session": sid, "pattern": "t/**"}),
+    )
+    .await;
     assert_eq!(v, json!({"unsubscribed": 1}));
     let (pattern, reason) = event(&mut events, |e| match e {
-        ClientEvent::Unsubscribed { pattern, reason, .. } => Some((pattern, reason)),
+        ClientEvent::Unsubscribed {
+            pattern, reason, ..
+        } => Some((pattern, reason)),
         _ => None,
     })
     .await;
@@ -145,11 +156,22 @@ async fn subscriptions_the_server_removes_are_forgotten_and_its_own_told_once() 
 
     // Added by the server, then a resume: `subscribed` is told once, not again when the
     // resumed session sends it a second time.
-    let v = admin(&s, "/v1/subscribe", json!({"session": sid, "pattern": "v/**"})).await;
+    let v = admin(
+        &s,
+        "/v1/subscribe",
+        json!({"session": sid, "pattern": "v/**"}),
+    )
+    .await;
     assert_eq!(v, json!({"subscribed": 1}));
-    event(&mut events, |e| matches!(e, ClientEvent::Subscribed { .. }).then_some(())).await;
+    event(&mut events, |e| {
+        matches!(e, ClientEvent::Subscribed { .. }).then_some(())
+    })
+    .await;
     let body = json!({"session": sid, "resumable": true});
-    assert_eq!(admin(&s, "/v1/disconnect", body).await, json!({"disconnected": 1}));
+    assert_eq!(
+        admin(&s, "/v1/disconnect", body).await,
+        json!({"disconnected": 1})
+    );
     let resumed = event(&mut events, |e| match e {
         ClientEvent::Connected { resumed, .. } => Some(resumed),
         _ => None,
@@ -159,13 +181,19 @@ async fn subscriptions_the_server_removes_are_forgotten_and_its_own_told_once() 
     client.publish("u/x", &json!(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     while let Ok(e) = events.try_recv() {
-        assert!(!matches!(e, ClientEvent::Subscribed { .. }), "told twice: {e:?}");
+        assert!(
+            !matches!(e, ClientEvent::Subscribed { .. }),
+            "told twice: {e:?}"
+        );
     }
 
     // A new session (not resumable): the client subscribes again what it still has, and
     // not what the server removed.
     let body = json!({"session": sid, "resumable": false});
-    assert_eq!(admin(&s, "/v1/disconnect", body).await, json!({"disconnected": 1}));
+    assert_eq!(
+        admin(&s, "/v1/disconnect", body).await,
+        json!({"disconnected": 1})
+    );
     event(&mut events, |e| match e {
         ClientEvent::Connected { resumed: false, .. } => Some(()),
         _ => None,
@@ -182,7 +210,10 @@ async fn subscriptions_the_server_removes_are_forgotten_and_its_own_told_once() 
                 .json()
                 .await
                 .unwrap();
-            if r[0]["subscriptions"].as_array().is_some_and(|a| !a.is_empty()) {
+            if r[0]["subscriptions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
                 return r;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -190,5 +221,9 @@ async fn subscriptions_the_server_removes_are_forgotten_and_its_own_told_once() 
     })
     .await
     .expect("resubscribed");
-    assert_eq!(rows[0]["subscriptions"], json!([{"pattern": "u/**"}]), "{rows}");
+    assert_eq!(
+        rows[0]["subscriptions"],
+        json!([{"pattern": "u/**"}]),
+        "{rows}"
+    );
 }

@@ -21,7 +21,10 @@ fn config_file(name: &str, body: &str) -> PathBuf {
     let dir = std::env::temp_dir();
     let p = dir.join(format!("herald-cluster-{}-{name}.toml", std::process::id()));
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("herald-cluster-{}-{name}.{n}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        "herald-cluster-{}-{name}.{n}.tmp",
+        std::process::id()
+    ));
     std::fs::write(&tmp, body).unwrap();
     std::fs::rename(&tmp, &p).unwrap();
     p

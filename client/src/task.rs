@@ -32,7 +32,11 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
         .as_ref()
         .map(|_| shared.last_seq.load(Ordering::Acquire));
     let token = match &shared.options.get_token {
-        Some(get) => Some(get.get().await.map_err(|e| ClientError::Connect(format!("token: {e}")))?),
+        Some(get) => Some(
+            get.get()
+                .await
+                .map_err(|e| ClientError::Connect(format!("token: {e}")))?,
+        ),
         None => shared.options.token.clone(),
     };
     let hello = ClientFrame::Hello {

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::control::{Answer, Control};
 use super::health::RedisHealth;
 use super::persist::Published;
 use super::remote::{self, Remote};
-use super::control::{Answer, Control};
 use super::{Bus, BusError, HistoryPage, PresenceList, Publish, SubOptions, SubOutcome, TopicRow};
 use crate::cluster::ClusterError;
 use crate::protocol::Id;
@@ -71,8 +71,7 @@ impl Backplane {
     pub(super) fn is_up(&self) -> bool {
         self.redis().is_none_or(|r| {
             r.cluster.is_up()
-                && r
-                    .revocations_loaded
+                && r.revocations_loaded
                     .load(std::sync::atomic::Ordering::Acquire)
         })
     }

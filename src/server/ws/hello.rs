@@ -23,7 +23,12 @@ impl Reader {
     pub(super) async fn authenticate(&mut self, token: &str) -> bool {
         // `get`, not `load`: an unknown `kid` may wait (bounded) for a JWKS refetch.
         match self.state.auth.get().verify_waiting(token).await {
-            Ok(access) if self.state.bus.is_revoked(access.user.as_deref(), access.issued_at) => {
+            Ok(access)
+                if self
+                    .state
+                    .bus
+                    .is_revoked(access.user.as_deref(), access.issued_at) =>
+            {
                 tracing::debug!("token revoked");
                 self.send_error(None, ErrorCode::Unauthorized, "token revoked")
                     .await;

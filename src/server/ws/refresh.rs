@@ -86,7 +86,10 @@ impl Reader {
         self.set_expiry(&access);
         // A token that expires no later than the one it replaces was already announced: a
         // second `expiring` at once would only start a refresh loop.
-        if access.expires_at.is_some_and(|new| old_exp.is_some_and(|old| new <= old)) {
+        if access
+            .expires_at
+            .is_some_and(|new| old_exp.is_some_and(|old| new <= old))
+        {
             self.notice = None;
         }
         self.guard.set_access(access.clone());

@@ -29,7 +29,7 @@ pub(super) enum Backplane {
     Local,
     /// Cluster mode (`--redis`): Redis orders publishes and holds history, retained
     /// messages, presence and the topic list for every node.
-    Redis(Remote),
+    Redis(Box<Remote>),
 }
 
 impl Backplane {
@@ -37,7 +37,7 @@ impl Backplane {
     pub(super) fn start(redis: Option<&str>) -> Result<Backplane, ClusterError> {
         match redis {
             None => Ok(Backplane::Local),
-            Some(url) => remote::start(url).map(Backplane::Redis),
+            Some(url) => remote::start(url).map(|r| Backplane::Redis(Box::new(r))),
         }
     }
 

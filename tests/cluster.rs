@@ -14,9 +14,19 @@ use common::redis::Redis;
 use common::{Binary, Raw, WAIT, http};
 use serde_json::{Value, json};
 
+/// Written beside and renamed into place: tests run in parallel, and a node starting while
+/// another test rewrites the file must never read it half written (empty: no config).
 fn config_file(name: &str, body: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("herald-cluster-{}-{name}.toml", std::process::id()));
-    std::fs::write(&p, body).unwrap();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir();
+    let p = dir.join(format!("herald-cluster-{}-{name}.toml", std::process::id()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        "herald-cluster-{}-{name}.{n}.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
     p
 }
 

@@ -24,7 +24,8 @@ fn now() -> u64 {
 /// A token of `sub` allowed to subscribe to `subscribe` (and publish anywhere), issued at
 /// `iat`, expiring at `exp`.
 fn token_at(sub: &str, subscribe: &[&str], iat: u64, exp: u64) -> String {
-    let claims = json!({"sub": sub, "iat": iat, "exp": exp, "publish": ["**"], "subscribe": subscribe});
+    let claims =
+        json!({"sub": sub, "iat": iat, "exp": exp, "publish": ["**"], "subscribe": subscribe});
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -66,7 +67,12 @@ async fn admin_post(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
     admin_post_key(s, path, body, Some(ADMIN)).await
 }
 
-async fn admin_post_key(s: &TestServer, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+async fn admin_post_key(
+    s: &TestServer,
+    path: &str,
+    body: Value,
+    key: Option<&str>,
+) -> (u16, Value) {
     let mut req = common::http().post(s.http(path)).json(&body);
     if let Some(k) = key {
         req = req.bearer_auth(k);
@@ -120,7 +126,9 @@ async fn refresh_that_narrows_withholds_even_what_is_buffered() {
     let pad = "x".repeat(32 * 1024);
     const N: usize = 600;
     for i in 0..N {
-        s.bus.publish_json("b/x", &json!({"i": i, "pad": pad})).unwrap();
+        s.bus
+            .publish_json("b/x", &json!({"i": i, "pad": pad}))
+            .unwrap();
     }
     s.bus.publish_json("a/x", &json!("still mine")).unwrap();
     c.send(json!({"op": "refresh", "id": "r", "token": token("ann", &["a/**"])}))
@@ -138,7 +146,10 @@ async fn refresh_that_narrows_withholds_even_what_is_buffered() {
     };
     assert_eq!(b_msgs(&frames[ok_at..]), 0, "nothing of b/ after the ok");
     let before = b_msgs(&frames[..ok_at]);
-    assert!(before < N, "some were still buffered: {before} of {N} were written");
+    assert!(
+        before < N,
+        "some were still buffered: {before} of {N} were written"
+    );
     // The withheld ones are a gap, so the seq invariant still holds.
     let gaps: u64 = frames
         .iter()
@@ -146,7 +157,11 @@ async fn refresh_that_narrows_withholds_even_what_is_buffered() {
         .map(|g| g["to_seq"].as_u64().unwrap() - g["from_seq"].as_u64().unwrap() + 1)
         .sum();
     assert_eq!(gaps as usize + before, N);
-    assert!(frames.iter().any(|v| v["op"] == "msg" && v["topic"] == "a/x"));
+    assert!(
+        frames
+            .iter()
+            .any(|v| v["op"] == "msg" && v["topic"] == "a/x")
+    );
     let last = frames.last().unwrap();
     assert_eq!(last["pattern"], "b/**");
     assert_eq!(last["reason"], "forbidden");
@@ -172,7 +187,9 @@ async fn refresh_needs_a_good_token_of_the_same_user() {
         .await;
     assert_eq!(bad["code"], "unauthorized", "{bad}");
     let expired = c
-        .request(json!({"op": "refresh", "token": token_at("ann", &["a/**"], now() - 100, now() - 10)}))
+        .request(
+            json!({"op": "refresh", "token": token_at("ann", &["a/**"], now() - 100, now() - 10)}),
+        )
         .await;
     assert_eq!(expired["code"], "unauthorized", "{expired}");
     let missing = c.request(json!({"op": "refresh"})).await;
@@ -200,9 +217,20 @@ async fn expiring_comes_before_exp_and_a_refresh_keeps_the_connection() {
         .request(json!({"op": "refresh", "token": token("ann", &["a/**"])}))
         .await;
     assert_eq!(ok["op"], "ok", "{ok}");
-    // The one that did not refresh is closed at `exp`, as before.
-    let (code, _) = lapsed.expect_close().await;
+    // Refreshing with a token that expires no later is accepted, but announces nothing new
+    // (a second `expiring` at once would start a refresh loop). Without a later token the
+    // connection is closed at `exp`, as before.
+    let same = lapsed
+        .request(json!({"op": "refresh", "token": short}))
+        .await;
+    assert_eq!(
+        (same["op"].as_str(), &same["exp"]),
+        (Some("ok"), &json!(exp)),
+        "{same}"
+    );
+    let (code, seen) = lapsed.expect_close().await;
     assert_eq!(code, 4001);
+    assert!(seen.iter().all(|f| f["op"] != "expiring"), "{seen:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_alive(&mut refreshed).await;
 }
@@ -237,6 +265,9 @@ async fn disconnect_resumable_with_code_and_reason() {
     let body = json!({"session": sid, "code": 4000, "reason": "move along", "resumable": true});
     let (st, v) = admin_post(&s, "/v1/disconnect", body).await;
     assert_eq!((st, v), (200, json!({"disconnected": 1})));
+    // Listed as not connected at once, though the socket may still be closing.
+    let (_, rows) = admin_get(&s, "/v1/sessions?user=ann").await;
+    assert_eq!(rows[0]["connected"], false, "{rows}");
     let (code, _) = a.expect_close().await;
     assert_eq!(code, 4000);
     s.bus.publish_json("t/x", &json!(1)).unwrap();
@@ -259,7 +290,10 @@ async fn server_side_unsubscribe() {
     let (st, v) = admin_post(&s, "/v1/unsubscribe", body.clone()).await;
     assert_eq!((st, v), (200, json!({"unsubscribed": 1})));
     let u = c.recv_op("unsubscribed").await;
-    assert_eq!(u, json!({"op": "unsubscribed", "pattern": "t/**", "reason": "server"}));
+    assert_eq!(
+        u,
+        json!({"op": "unsubscribed", "pattern": "t/**", "reason": "server"})
+    );
     s.bus.publish_json("t/x", &json!("gone")).unwrap();
     assert!(c.recv_within(Duration::from_millis(300)).await.is_none());
     let (_, v) = admin_post(&s, "/v1/unsubscribe", body).await;
@@ -281,18 +315,30 @@ async fn server_side_subscribe_delivers_and_survives_a_resume() {
     let body = json!({"user": "ann", "pattern": "news/**", "rewind": 1});
     let (st, v) = admin_post(&s, "/v1/subscribe", body.clone()).await;
     assert_eq!((st, v), (200, json!({"subscribed": 1})));
-    assert_eq!(c.recv().await, json!({"op": "subscribed", "pattern": "news/**"}));
+    assert_eq!(
+        c.recv().await,
+        json!({"op": "subscribed", "pattern": "news/**"})
+    );
     let replay = c.recv().await;
-    assert_eq!((replay["data"].clone(), replay["replay"].clone()), (json!("old"), json!(true)));
+    assert_eq!(
+        (replay["data"].clone(), replay["replay"].clone()),
+        (json!("old"), json!(true))
+    );
     s.bus.publish_json("news/a", &json!("live")).unwrap();
     let m = c.recv_op("msg").await;
     assert_eq!(m["data"], "live");
     let seq = m["seq"].as_u64().unwrap();
     // Twice: already subscribed, nothing changes.
-    assert_eq!(admin_post(&s, "/v1/subscribe", body).await.1, json!({"subscribed": 0}));
+    assert_eq!(
+        admin_post(&s, "/v1/subscribe", body).await.1,
+        json!({"subscribed": 0})
+    );
     // Outside the session's permissions: not subscribed.
     let outside = json!({"session": sid, "pattern": "secret/**"});
-    assert_eq!(admin_post(&s, "/v1/subscribe", outside).await.1, json!({"subscribed": 0}));
+    assert_eq!(
+        admin_post(&s, "/v1/subscribe", outside).await.1,
+        json!({"subscribed": 0})
+    );
     // The subscription is the session's: kept across a resume.
     drop(c);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -314,7 +360,10 @@ async fn a_subscribe_made_while_disconnected_is_told_on_resume() {
     drop(c);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let body = json!({"session": sid, "pattern": "q/x", "group": "workers"});
-    assert_eq!(admin_post(&s, "/v1/subscribe", body).await.1, json!({"subscribed": 1}));
+    assert_eq!(
+        admin_post(&s, "/v1/subscribe", body).await.1,
+        json!({"subscribed": 1})
+    );
     s.bus.publish_json("q/x", &json!("job")).unwrap();
     let mut back = s.connect().await;
     back.send(json!({"op": "hello", "token": t, "session": sid, "last_seq": 0}))
@@ -346,7 +395,10 @@ async fn sessions_are_listed() {
         .iter()
         .map(|r| r["session"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&sid.as_str()) && ids.contains(&other.as_str()), "{all}");
+    assert!(
+        ids.contains(&sid.as_str()) && ids.contains(&other.as_str()),
+        "{all}"
+    );
     assert_eq!(admin_get(&s, "/v1/sessions?user=nobody").await.1, json!([]));
 }
 
@@ -366,7 +418,10 @@ async fn revoke_closes_and_refuses_older_tokens() {
     again.send(json!({"op": "hello", "token": old})).await;
     let (code, frames) = again.expect_close().await;
     assert_eq!(code, 4001, "{frames:?}");
-    assert!(frames.iter().any(|f| f["code"] == "unauthorized"), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f["code"] == "unauthorized"),
+        "{frames:?}"
+    );
     let r = common::http()
         .post(s.http("/v1/publish"))
         .bearer_auth(&old)
@@ -390,24 +445,72 @@ async fn bad_input_gets_a_clear_4xx() {
     let cases: &[(&str, Value, &str)] = &[
         ("/v1/disconnect", json!({}), "bad_request"),
         ("/v1/disconnect", json!({"user": ""}), "bad_request"),
-        ("/v1/disconnect", json!({"user": "a", "code": 1006}), "bad_request"),
-        ("/v1/disconnect", json!({"user": "a", "code": "x"}), "bad_request"),
-        ("/v1/disconnect", json!({"user": "a", "reason": "r".repeat(200)}), "bad_request"),
+        (
+            "/v1/disconnect",
+            json!({"user": "a", "code": 1006}),
+            "bad_request",
+        ),
+        (
+            "/v1/disconnect",
+            json!({"user": "a", "code": "x"}),
+            "bad_request",
+        ),
+        (
+            "/v1/disconnect",
+            json!({"user": "a", "reason": "r".repeat(200)}),
+            "bad_request",
+        ),
         ("/v1/unsubscribe", json!({"pattern": "a"}), "bad_request"),
-        ("/v1/unsubscribe", json!({"user": "a", "session": "s", "pattern": "a"}), "bad_request"),
+        (
+            "/v1/unsubscribe",
+            json!({"user": "a", "session": "s", "pattern": "a"}),
+            "bad_request",
+        ),
         ("/v1/unsubscribe", json!({"user": "a"}), "bad_request"),
-        ("/v1/unsubscribe", json!({"user": "a", "pattern": "a//b"}), "bad_pattern"),
-        ("/v1/subscribe", json!({"user": "a", "pattern": "[a"}), "bad_pattern"),
-        ("/v1/subscribe", json!({"user": "a", "pattern": "a", "group": ""}), "bad_request"),
-        ("/v1/subscribe", json!({"user": "a", "pattern": "a", "group": "g", "rewind": 1}), "bad_request"),
+        (
+            "/v1/unsubscribe",
+            json!({"user": "a", "pattern": "a//b"}),
+            "bad_pattern",
+        ),
+        (
+            "/v1/subscribe",
+            json!({"user": "a", "pattern": "[a"}),
+            "bad_pattern",
+        ),
+        (
+            "/v1/subscribe",
+            json!({"user": "a", "pattern": "a", "group": ""}),
+            "bad_request",
+        ),
+        (
+            "/v1/subscribe",
+            json!({"user": "a", "pattern": "a", "group": "g", "rewind": 1}),
+            "bad_request",
+        ),
         ("/v1/subscribe", json!({"session": "s"}), "bad_request"),
         ("/v1/revoke", json!({"user": "a"}), "bad_request"),
         ("/v1/revoke", json!({"before": 1}), "bad_request"),
-        ("/v1/revoke", json!({"user": "a", "before": -1}), "bad_request"),
+        (
+            "/v1/revoke",
+            json!({"user": "a", "before": -1}),
+            "bad_request",
+        ),
         // A misspelt field is refused, not ignored (it would widen the call).
-        ("/v1/disconnect", json!({"user": "a", "sesion": "s"}), "bad_request"),
-        ("/v1/unsubscribe", json!({"user": "a", "pattern": "a", "grop": "g"}), "bad_request"),
-        ("/v1/revoke", json!({"user": "a", "before": 1, "after": 2}), "bad_request"),
+        (
+            "/v1/disconnect",
+            json!({"user": "a", "sesion": "s"}),
+            "bad_request",
+        ),
+        (
+            "/v1/unsubscribe",
+            json!({"user": "a", "pattern": "a", "grop": "g"}),
+            "bad_request",
+        ),
+        (
+            "/v1/revoke",
+            json!({"user": "a", "before": 1, "after": 2}),
+            "bad_request",
+        ),
     ];
     for (path, body, code) in cases {
         let (st, v) = admin_post(&s, path, body.clone()).await;
@@ -426,15 +529,35 @@ async fn bad_input_gets_a_clear_4xx() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "bad_json");
     let (st, v) = admin_get(&s, "/v1/sessions?user=").await;
-    assert_eq!((st, v["error"]["code"].clone()), (400, json!("bad_request")));
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (400, json!("bad_request"))
+    );
     // Without an admin key: 401 (none) or 403 (an API key).
-    for path in ["/v1/disconnect", "/v1/unsubscribe", "/v1/subscribe", "/v1/revoke"] {
+    for path in [
+        "/v1/disconnect",
+        "/v1/unsubscribe",
+        "/v1/subscribe",
+        "/v1/revoke",
+    ] {
         let body = json!({"user": "a", "pattern": "a", "before": 1});
         let (st, v) = admin_post_key(&s, path, body.clone(), None).await;
-        assert_eq!((st, v["error"]["code"].clone()), (401, json!("unauthorized")), "{path}");
+        assert_eq!(
+            (st, v["error"]["code"].clone()),
+            (401, json!("unauthorized")),
+            "{path}"
+        );
         let (st, v) = admin_post_key(&s, path, body, Some("api-key")).await;
-        assert_eq!((st, v["error"]["code"].clone()), (403, json!("forbidden")), "{path}");
+        assert_eq!(
+            (st, v["error"]["code"].clone()),
+            (403, json!("forbidden")),
+            "{path}"
+        );
     }
-    let r = common::http().get(s.http("/v1/sessions")).send().await.unwrap();
+    let r = common::http()
+        .get(s.http("/v1/sessions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }

@@ -8,7 +8,7 @@ export type ServerErrorCode =
   | "bad_frame" | "bad_json" | "unknown_op" | "bad_topic" | "bad_pattern" | "bad_request"
   | "unauthorized" | "forbidden" | "too_large" | "rate_limited" | "too_many_subscriptions"
   | "no_responders" | "timeout" | "not_found" | "unavailable" | "internal";
-export type ClientErrorCode = "disconnected" | "closed" | "queue_full" | "timeout" | "connect_failed";
+export type ClientErrorCode = "disconnected" | "closed" | "queue_full" | "timeout" | "connect_failed" | "token_failed";
 
 export declare const CLIENT_CODES: Readonly<{
   DISCONNECTED: "disconnected";
@@ -16,6 +16,7 @@ export declare const CLIENT_CODES: Readonly<{
   QUEUE_FULL: "queue_full";
   TIMEOUT: "timeout";
   CONNECT_FAILED: "connect_failed";
+  TOKEN_FAILED: "token_failed";
 }>;
 
 export declare class HeraldError extends Error {
@@ -27,6 +28,8 @@ export declare class HeraldError extends Error {
   readonly id?: number | string;
   /** The WebSocket close code, for `connect_failed`. */
   readonly closeCode?: number;
+  /** What `getToken` threw, for `token_failed`. */
+  readonly cause?: unknown;
 }
 
 /** A delivered message: the server's `msg` frame without `op`, plus helpers. */
@@ -200,6 +203,35 @@ export interface RecoveredEvent {
   recovered: boolean;
 }
 
+/** The connection's token expires at `exp`: `getToken` is asked for the next one. */
+export interface ExpiringEvent {
+  /** Unix seconds. */
+  exp: number;
+}
+
+/** The server took the new token on the open socket. */
+export interface RefreshedEvent {
+  /** The new token's expiry, Unix seconds. */
+  exp: number;
+}
+
+/** A subscription the server made for this session (HTTP `POST /v1/subscribe`). */
+export interface SubscribedEvent {
+  pattern: string;
+  group?: string;
+}
+
+export interface UnsubscribedEvent {
+  pattern: string;
+  group?: string;
+  /**
+   * "server": a backend removed it (HTTP `POST /v1/unsubscribe`); "forbidden": a refreshed token
+   * no longer allows it; "session" (from this client): a server-made one ended with its session
+   * (the server did not resume it).
+   */
+  reason: "server" | "forbidden" | "session" | string;
+}
+
 export interface BusEvents {
   open: OpenEvent;
   resumed: OpenEvent;
@@ -207,8 +239,24 @@ export interface BusEvents {
   /** Session gaps and topic gaps (a topic gap reaches the bus once, however many subscriptions match). */
   gap: GapEvent;
   recovered: RecoveredEvent;
-  /** Errors the server sent without a request to answer, and exceptions thrown by handlers. */
+  /**
+   * Errors the server sent without a request to answer, exceptions thrown by handlers, and
+   * `token_failed` when `getToken` failed before a reconnect (the attempt is retried).
+   */
   error: Error;
+  expiring: ExpiringEvent;
+  refreshed: RefreshedEvent;
+  /**
+   * The token could not be refreshed: `token_failed` (getToken threw, gave nothing, or gave a
+   * token that expires no later) or the server's `unauthorized`/`forbidden` (another `sub`).
+   * The server closes with 4001 at `exp`; the reconnect asks getToken again.
+   */
+  refresh_failed: HeraldError;
+  subscribed: SubscribedEvent;
+  /** A subscription the server removed; a local one is forgotten (no reconnect makes it again). */
+  unsubscribed: UnsubscribedEvent;
+  /** A message of a server-made subscription (`subscribed`) that no local subscription matches. */
+  message: Message;
 }
 
 /** A constructor compatible with the browser's WebSocket (e.g. the `ws` package in Node 20). */
@@ -219,6 +267,12 @@ export interface ConnectOptions {
   urls?: string[];
   /** A token, or a function returning one (called before every connection). */
   token?: string | (() => string | Promise<string>);
+  /**
+   * Called before every connection and on the server's `expiring`, when the token it returns
+   * replaces the old one on the open socket (`refresh`, no reconnect). Wins over `token`. It has
+   * `connectTimeoutMs` to answer.
+   */
+  getToken?: () => string | Promise<string>;
   /** Needed where there is no global WebSocket (Node 20). */
   WebSocket?: WebSocketConstructor | unknown;
   /** Resume a session saved earlier (with `lastSeq`). */
@@ -256,6 +310,8 @@ export declare class Bus {
   readonly connected: boolean;
   /** The last `welcome` frame. */
   readonly welcome: { session: string; resumed: boolean; heartbeat_ms: number; max_frame: number } | null;
+  /** Subscriptions the server made for this session and has not removed (see `subscribed`). */
+  readonly serverSubscriptions: SubscribedEvent[];
 
   /**
    * Opens the first connection (what `connect` does). Subscribe before calling it (without

@@ -18,7 +18,11 @@
 //   order, and what it does not is an exact topic `gap`; a message a subscription already
 //   delivered is not handed to its handlers again;
 // - offline behaviour: publishes are queued (bounded) and sent after reconnecting; requests,
-//   history and presence calls that are waiting for an answer are rejected on disconnect.
+//   history and presence calls that are waiting for an answer are rejected on disconnect;
+// - tokens: `getToken` is asked for a token before every connection and on the server's
+//   `expiring`, when the new one goes out as `refresh` on the open socket (no reconnect);
+// - server-side subscriptions: `subscribed`/`unsubscribed` frames become events, and a
+//   subscription the server removed is forgotten, so no reconnect makes it again.
 
 /** Client-side error codes, beside the server's (PROTOCOL.md §6). */
 export const CLIENT_CODES = Object.freeze({
@@ -27,6 +31,7 @@ export const CLIENT_CODES = Object.freeze({
   QUEUE_FULL: "queue_full", // too many publishes queued while offline
   TIMEOUT: "timeout", // no answer in time
   CONNECT_FAILED: "connect_failed", // the first connection could not be opened
+  TOKEN_FAILED: "token_failed", // getToken threw, gave no token, or gave one expiring no later
 });
 
 /** An error from the server (`error` frame, `code` from PROTOCOL.md §6) or from this client. */
@@ -234,6 +239,12 @@ export class Positions {
   }
 }
 
+/** What `getToken` threw (or its timeout), as a `token_failed` error with the original as `cause`. */
+function tokenError(e) {
+  if (e instanceof HeraldError && e.code === CLIENT_CODES.TOKEN_FAILED) return e;
+  return new HeraldError(CLIENT_CODES.TOKEN_FAILED, `getToken: ${e && e.message ? e.message : e}`, { cause: e });
+}
+
 /** True when `pattern` has no glob syntax: it names one topic. */
 function isExact(pattern) {
   return !/[*?[{\\]/.test(pattern);
@@ -285,7 +296,9 @@ function urlList(url, extra) {
  * opened to any of them (later drops reconnect on their own).
  *
  * options: `token` (string, or a function returning one, called before every connection),
- * `WebSocket` (a constructor, for Node 20 without a global one: e.g. the `ws` package),
+ * `getToken` (a function returning a token, or a promise of one: called before every
+ * connection and on `expiring`, to refresh the token on the open socket), `WebSocket` (a
+ * constructor, for Node 20 without a global one: e.g. the `ws` package),
  * `session` + `lastSeq` (resume a session from an earlier page load), `client` (sent in hello),
  * `minDelayMs`, `maxDelayMs` (reconnect backoff), `maxQueue` (offline publishes),
  * `requestTimeoutMs`, `answerTimeoutMs`, `connectTimeoutMs`, `reconnect` (false: never
@@ -323,6 +336,11 @@ export class Bus {
     this._pending = new Map(); // id -> {resolve, reject, timer, kind, frame}
     this._subs = new Map(); // key -> {pattern, group, ack, rewind, since, match, handlers:Set, onGap:Map, confirmed, waiters, positions, recovering, recovered, startTs}
     this._unsubQueue = new Map(); // key -> {pattern, group}: unsubscribes to send after reconnect
+    this._serverSubs = new Map(); // key -> {pattern, group, match}: subscriptions the server made (`subscribed`)
+    this._notesSinceMsg = []; // texts of `(un)subscribed` frames since the last `msg`
+    this._noteReplay = []; // those a resume is expected to send again
+    this._staleExp = undefined; // an `exp` getToken could not move: no refresh for it again
+    this._refreshingExp = undefined; // the `exp` of the refresh in flight
     this._queue = []; // publishes waiting for a socket: {frame, resolve, reject}
     this._listeners = new Map();
     this._attempt = 0;
@@ -338,8 +356,10 @@ export class Bus {
 
   /**
    * Listens to `open`, `close`, `resumed`, `gap` (a session gap `{from_seq, to_seq, reason}` or
-   * a topic gap `{topic, from_offset, to_offset, reason, epoch}`), `recovered`, `error`; returns
-   * a function that stops.
+   * a topic gap `{topic, from_offset, to_offset, reason, epoch}`), `recovered`, `error`,
+   * `expiring` `{exp}`, `refreshed` `{exp}`, `refresh_failed` (a HeraldError), `subscribed`
+   * `{pattern, group?}`, `unsubscribed` `{pattern, group?, reason}`, `message` (a message of a
+   * server-made subscription that no local one matches); returns a function that stops.
    */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
@@ -385,12 +405,36 @@ export class Bus {
     return this._opened;
   }
 
+  /**
+   * The token for a connection: `getToken()`, else `token` (or what its function returns). A
+   * function that does not settle within `connectTimeoutMs` fails: a hung token service must
+   * not hang the bus, and the next attempt asks again.
+   */
+  _token() {
+    const get = typeof this.options.getToken === "function" ? this.options.getToken : this.options.token;
+    if (typeof get !== "function") return Promise.resolve(get);
+    const ms = this.options.connectTimeoutMs;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new HeraldError(CLIENT_CODES.TOKEN_FAILED, `getToken did not answer within ${ms} ms`)), ms);
+      Promise.resolve()
+        .then(get)
+        .then(
+          (t) => (clearTimeout(timer), resolve(t)),
+          (e) => (clearTimeout(timer), reject(e)),
+        );
+    });
+  }
+
   async _open() {
-    let token = this.options.token;
+    let token;
     try {
-      if (typeof token === "function") token = await token();
+      token = await this._token();
     } catch (e) {
-      this._onSocketGone(null, { code: 4001, reason: `token: ${e && e.message ? e.message : e}` });
+      if (this.state === "closed") return;
+      const err = tokenError(e);
+      // Between connections nothing else would tell: no `close` comes for an attempt.
+      if (!this._firstOpen) this._emit("error", err);
+      this._onSocketGone(null, { code: 4001, reason: err.message });
       return;
     }
     if (this.state === "closed") return;
@@ -435,7 +479,7 @@ export class Bus {
         this._emit("error", new HeraldError("bad_json", "server sent a frame that is not JSON"));
         return;
       }
-      this._onFrame(frame);
+      this._onFrame(frame, ev.data);
     };
     ws.onerror = () => {
       // Always followed by `close`, which carries what can be known.
@@ -487,7 +531,7 @@ export class Bus {
     }
     // 1008: another connection took over this session (e.g. the same page in another tab)
     // 4001: the token was refused or expired; retrying with the same token cannot help.
-    const fatal = code === 1008 || (code === 4001 && typeof this.options.token !== "function");
+    const fatal = code === 1008 || (code === 4001 && typeof this.options.token !== "function" && typeof this.options.getToken !== "function");
     const willReconnect = this.options.reconnect !== false && !fatal;
     this.state = willReconnect ? "reconnecting" : "closed";
     if (wasOpen || !willReconnect) this._emit("close", { code, reason, willReconnect, url: this.url });
@@ -522,6 +566,11 @@ export class Bus {
     this._failures = [];
     if (!frame.resumed) this.lastSeq = 0;
     this.state = "open";
+    this._staleExp = undefined;
+    this._refreshingExp = undefined;
+    // A resume sends again the notes that followed the last `msg` seen (see _replayedNote).
+    this._noteReplay = frame.resumed ? this._notesSinceMsg : [];
+    this._notesSinceMsg = [];
     this._startHeartbeat(frame.heartbeat_ms);
     if (frame.resumed) {
       // The server kept our subscriptions; send what we could not while offline, and a
@@ -535,8 +584,12 @@ export class Bus {
         else if (sub.recovering) this._sendSub(sub, sub.recovering, true);
       }
     } else {
-      // A new session: subscribe again, continuing where each subscription stopped.
+      // A new session: subscribe again, continuing where each subscription stopped. What the
+      // server had subscribed ended with the old session; it is not ours to make again.
       this._unsubQueue.clear();
+      const ended = this.serverSubscriptions;
+      this._serverSubs.clear();
+      for (const s of ended) this._emit("unsubscribed", { ...s, reason: "session" });
       for (const sub of this._subs.values()) this._sendSub(sub, !sub.confirmed ? "first" : sub.group ? "plain" : "recover");
     }
     // Queued publishes go after the subscriptions so the server handles them in that order.
@@ -600,6 +653,7 @@ export class Bus {
     this.socket = null;
     const subs = [...this._subs.values()];
     this._subs.clear();
+    this._serverSubs.clear();
     this._failPending(CLIENT_CODES.CLOSED, "bus closed");
     for (const sub of subs) {
       const waiters = sub.waiters;
@@ -625,7 +679,7 @@ export class Bus {
 
   // ---- incoming frames -------------------------------------------------------------------
 
-  _onFrame(frame) {
+  _onFrame(frame, text) {
     switch (frame.op) {
       case "welcome":
         this._onWelcome(frame);
@@ -639,6 +693,8 @@ export class Bus {
           break;
         }
         if (typeof frame.to_seq === "number" && frame.to_seq > this.lastSeq) this.lastSeq = frame.to_seq;
+        this._notesSinceMsg = [];
+        this._noteReplay = [];
         this._emit("gap", { from_seq: frame.from_seq, to_seq: frame.to_seq, reason: frame.reason });
         break;
       case "ok":
@@ -654,6 +710,15 @@ export class Bus {
       case "bye":
         // The server is going away and says when to come back: reconnect no sooner.
         this._retryAfterMs = Number(frame.retry_ms) || 0;
+        break;
+      case "expiring":
+        this._onExpiring(frame);
+        break;
+      case "subscribed":
+        if (!this._replayedNote(text)) this._onSubscribed(frame);
+        break;
+      case "unsubscribed":
+        if (!this._replayedNote(text)) this._onUnsubscribed(frame);
         break;
       default:
         break; // newer server frames are ignored, as the protocol asks of unknown fields
@@ -676,6 +741,8 @@ export class Bus {
     if (typeof frame.seq === "number") {
       if (frame.seq <= this.lastSeq) return; // already seen (a resume may replay the edge)
       this.lastSeq = frame.seq;
+      this._notesSinceMsg = [];
+      this._noteReplay = [];
     }
     const msg = frame;
     delete msg.op;
@@ -687,8 +754,10 @@ export class Bus {
     Object.defineProperty(msg, "ack", { value: () => this.ack(seq), enumerable: false });
     const tracked = typeof msg.offset === "number" && msg.offset > 0 && typeof msg.epoch === "string" && msg.epoch !== "";
     const called = new Set();
+    let matched = false;
     for (const sub of this._subs.values()) {
       if (!sub.match(msg.topic)) continue;
+      matched = true;
       // A plain subscription skips what it delivered already (a recovery's replay may repeat
       // what a resumed session had sent, or a rewind what another subscription had).
       if (tracked && sub.positions && !sub.positions.deliver(msg.topic, msg.epoch, msg.offset, msg.ts)) continue;
@@ -702,6 +771,108 @@ export class Bus {
         }
       }
     }
+    // Only the server asked for it (`subscribed`): the app has no handler of its own. What
+    // matches nothing (e.g. sent before a local `unsub` reached the server) is dropped.
+    if (!matched && [...this._serverSubs.values()].some((s) => s.match(msg.topic))) this._emit("message", msg);
+  }
+
+  // ---- tokens and server-side subscriptions ----------------------------------------------
+
+  /**
+   * `expiring`: with `getToken`, the new token goes out as `refresh` on this socket, so the
+   * stream goes on without a reconnect. Should that fail (`refresh_failed`), the server closes
+   * with 4001 at `exp` and the reconnect asks getToken again.
+   */
+  async _onExpiring(frame) {
+    const exp = frame.exp;
+    this._emit("expiring", { exp });
+    if (typeof this.options.getToken !== "function") return;
+    // The server says `expiring` again at once after a refresh that did not move `exp`: asking
+    // getToken again would only loop (e.g. one that caches its token until it expires).
+    if (exp <= this._staleExp) return;
+    // Nor for a repeat while the refresh is in flight: the `ok` and the next `expiring` may be
+    // handled before the refresh's continuation runs (the `ws` package emits the frames of one
+    // read without a microtask between them).
+    if (exp <= this._refreshingExp) return;
+    this._refreshingExp = exp;
+    try {
+      await this._refresh(exp);
+    } finally {
+      if (this._refreshingExp === exp) this._refreshingExp = undefined;
+    }
+  }
+
+  /** Gets a token and sends it as `refresh`; reports how it went. */
+  async _refresh(exp) {
+    const ws = this.socket;
+    // A socket that changed meanwhile fetched a token of its own: this refresh is moot.
+    const current = () => this.socket === ws && this.state === "open";
+    let token;
+    try {
+      token = await this._token();
+      if (typeof token !== "string" || token === "") throw new HeraldError(CLIENT_CODES.TOKEN_FAILED, "getToken gave no token");
+    } catch (e) {
+      if (current()) this._emit("refresh_failed", tokenError(e));
+      return;
+    }
+    if (!current()) return;
+    let ok;
+    try {
+      ok = await this._call({ op: "refresh", token });
+    } catch (e) {
+      if (current()) this._emit("refresh_failed", e);
+      return;
+    }
+    if (typeof ok.exp === "number" && typeof exp === "number" && ok.exp <= exp) {
+      this._staleExp = exp;
+      this._emit("refresh_failed", new HeraldError(CLIENT_CODES.TOKEN_FAILED, `getToken gave a token that expires no later (exp ${ok.exp}) than the one expiring`));
+      return;
+    }
+    this._emit("refreshed", { exp: ok.exp });
+  }
+
+  /**
+   * Whether an `(un)subscribed` is one a resume sent again: the server cannot know whether
+   * the notes after the last `msg` arrived, so it sends them again, in order, after `welcome`.
+   */
+  _replayedNote(text) {
+    const again = this._noteReplay.length > 0 && this._noteReplay[0] === text;
+    if (again) this._noteReplay.shift();
+    else this._noteReplay = [];
+    // Bounded as the server's notes are; past it a repeat is only caught by the state checks.
+    if (typeof text === "string" && this._notesSinceMsg.length < 4096) this._notesSinceMsg.push(text);
+    return again;
+  }
+
+  /** `subscribed`: the server made a subscription; its messages come as `message` events. */
+  _onSubscribed(frame) {
+    const s = { pattern: frame.pattern, ...(frame.group ? { group: frame.group } : {}) };
+    const key = subKey(s.pattern, s.group);
+    if (this._serverSubs.has(key)) return; // a repeat the replay check could not tell
+    this._serverSubs.set(key, { ...s, match: compilePattern(s.pattern) });
+    this._emit("subscribed", s);
+  }
+
+  /**
+   * `unsubscribed`: the server removed a subscription (`reason` "server": a backend did;
+   * "forbidden": a refreshed token no longer allows it). A local one is forgotten, handlers
+   * and positions with it, so that no reconnect or recovery subscribes it again. One whose
+   * first `sub` is still unanswered stays: the notice is about an earlier one, and the answer
+   * to that `sub` decides.
+   */
+  _onUnsubscribed(frame) {
+    const s = { pattern: frame.pattern, ...(frame.group ? { group: frame.group } : {}) };
+    const key = subKey(s.pattern, s.group);
+    const sub = this._subs.get(key);
+    this._serverSubs.delete(key);
+    if (sub && !sub.confirmed) return;
+    if (sub) this._subs.delete(key);
+    this._emit("unsubscribed", { ...s, reason: frame.reason });
+  }
+
+  /** The subscriptions the server made for this session (`subscribed`) and has not removed. */
+  get serverSubscriptions() {
+    return [...this._serverSubs.values()].map(({ pattern, group }) => (group ? { pattern, group } : { pattern }));
   }
 
   /** A topic gap: to the matching plain subscriptions that had not covered it yet, then the bus. */
@@ -860,7 +1031,7 @@ export class Bus {
     }
     sub.handlers.add(handler);
     if (typeof opts.onGap === "function") sub.onGap.set(handler, opts.onGap);
-    const unsubscribe = () => this._unsubscribe(key, handler);
+    const unsubscribe = () => this._unsubscribe(sub, handler);
     unsubscribe.pattern = pattern;
     Object.defineProperty(unsubscribe, "recovered", { get: () => sub.recovered, enumerable: true });
     return new Promise((resolve, reject) => {
@@ -954,12 +1125,15 @@ export class Bus {
     for (const w of waiters) w.reject(err);
   }
 
-  _unsubscribe(key, handler) {
-    const sub = this._subs.get(key);
-    if (!sub || !sub.handlers.delete(handler)) return Promise.resolve();
+  _unsubscribe(sub, handler) {
+    const key = sub.key;
+    // A subscription the server removed is gone already; a later one of the same pattern is
+    // not this function's to end.
+    if (this._subs.get(key) !== sub || !sub.handlers.delete(handler)) return Promise.resolve();
     sub.onGap.delete(handler);
     if (sub.handlers.size > 0) return Promise.resolve();
     this._subs.delete(key);
+    this._serverSubs.delete(key); // the server holds one subscription per pattern and group
     const frame = { op: "unsub", pattern: sub.pattern };
     if (sub.group) frame.group = sub.group;
     if (this.state === "open") {

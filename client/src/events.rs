@@ -62,7 +62,8 @@ pub enum ClientEvent {
     },
     /// The server removed the subscription to `pattern`: `reason` is `"server"` (a
     /// backend's `POST /v1/unsubscribe`) or `"forbidden"` (a refreshed token no longer
-    /// allows it).
+    /// allows it). The client forgets it (a new session does not subscribe it again) and
+    /// its [`crate::Subscription`] stream ends.
     Unsubscribed {
         pattern: String,
         group: Option<String>,

@@ -39,6 +39,46 @@ pub(crate) struct Shared {
     pub(crate) clock: Mutex<ServerClock>,
     /// Ids of the recovery `sub`s awaiting their answer, with their pattern.
     pub(crate) recovering: Mutex<HashMap<i64, String>>,
+    /// Server-side `subscribed`/`unsubscribed` frames since the last message.
+    pub(crate) notes: Mutex<Notes>,
+}
+
+/// A resume sends again the seq-less frames that came after the last message the client
+/// saw (PROTOCOL.md §6): those already handled are recognised and skipped.
+#[derive(Default)]
+pub(crate) struct Notes {
+    /// Handled since the last message, in order.
+    seen: Vec<String>,
+    /// After a resume: what the server will send again first.
+    replay: std::collections::VecDeque<String>,
+}
+
+impl Notes {
+    /// A message arrived: notes before it will not come again.
+    pub(crate) fn message(&mut self) {
+        self.seen.clear();
+        self.replay.clear();
+    }
+
+    /// Whether this note is new (and records it), or a resume's repeat.
+    pub(crate) fn is_new(&mut self, text: &str) -> bool {
+        if self.replay.front().is_some_and(|t| t == text) {
+            self.replay.pop_front();
+            return false;
+        }
+        self.replay.clear();
+        self.seen.push(text.to_owned());
+        true
+    }
+
+    /// A new connection: a resumed session repeats what was seen; a new one nothing.
+    pub(crate) fn connected(&mut self, resumed: bool) {
+        if resumed {
+            self.replay = self.seen.iter().cloned().collect();
+        } else {
+            self.message();
+        }
+    }
 }
 
 impl Shared {
@@ -59,6 +99,7 @@ impl Shared {
             tick: AtomicU64::new(0),
             clock: Mutex::new(ServerClock::default()),
             recovering: Mutex::new(HashMap::new()),
+            notes: Mutex::new(Notes::default()),
         }
     }
 

@@ -32,7 +32,11 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
         .as_ref()
         .map(|_| shared.last_seq.load(Ordering::Acquire));
     let token = match &shared.options.get_token {
-        Some(get) => Some(get.get().await.map_err(|e| ClientError::Connect(format!("token: {e}")))?),
+        Some(get) => Some(
+            get.get()
+                .await
+                .map_err(|e| ClientError::Connect(format!("token: {e}")))?,
+        ),
         None => shared.options.token.clone(),
     };
     let hello = ClientFrame::Hello {
@@ -67,6 +71,7 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
     *shared.session.lock() = Some(welcome.session.clone());
     // Answers to recovery `sub`s of an earlier connection will not come.
     shared.recovering.lock().clear();
+    shared.notes.lock().connected(welcome.resumed);
     if !welcome.resumed {
         shared.last_seq.store(0, Ordering::Release);
         let plan = recovery::plan(&shared.subs.lock());
@@ -282,6 +287,7 @@ fn dispatch(shared: &Shared, text: &str) -> Option<Back> {
     match frame {
         ServerFrame::Msg(m) => {
             shared.last_seq.store(m.seq, Ordering::Release);
+            shared.notes.lock().message();
             shared.clock.lock().saw(m.ts);
             let tick = shared.tick();
             let mut subs = shared.subs.lock();
@@ -358,6 +364,8 @@ fn dispatch(shared: &Shared, text: &str) -> Option<Back> {
             let _ = shared.events.send(ClientEvent::Expiring { exp });
             return Some(Back::Refresh);
         }
+        ServerFrame::Subscribed(_) | ServerFrame::Unsubscribed(_)
+            if !shared.notes.lock().is_new(text) => {}
         ServerFrame::Subscribed(s) => {
             let _ = shared.events.send(ClientEvent::Subscribed {
                 pattern: s.pattern,
@@ -369,6 +377,11 @@ fn dispatch(shared: &Shared, text: &str) -> Option<Back> {
                 herald_protocol::UnsubscribedReason::Server => "server",
                 herald_protocol::UnsubscribedReason::Forbidden => "forbidden",
             };
+            // Forgotten, so that no new session subscribes it again; its stream ends.
+            shared
+                .subs
+                .lock()
+                .retain(|s| !(s.pattern.as_str() == u.pattern && s.group == u.group));
             let _ = shared.events.send(ClientEvent::Unsubscribed {
                 pattern: u.pattern,
                 group: u.group,

@@ -24,8 +24,8 @@ pub use client::{
 pub use codes::{ErrorCode, close};
 pub use server::{
     ByeFrame, ErrorFrame, Gap, GapFrame, GapReason, HistoryMessage, MsgFrame, OkFrame,
-    PresenceClient, ServerFrame, SubscribedFrame, TopicGapFrame, TopicGapReason,
-    UnsubscribedFrame, UnsubscribedReason, WelcomeFrame,
+    PresenceClient, ServerFrame, SubscribedFrame, TopicGapFrame, TopicGapReason, UnsubscribedFrame,
+    UnsubscribedReason, WelcomeFrame,
 };
 
 /// The WebSocket subprotocol a client may ask for.

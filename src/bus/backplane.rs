@@ -68,8 +68,13 @@ impl Backplane {
 
     /// Whether it can serve now: a single node always; a cluster node while its feed is
     /// connected to Redis.
+    /// Connected to Redis, and the revocations kept there read (a single node: always).
     pub(super) fn is_up(&self) -> bool {
-        self.redis().is_none_or(|r| r.cluster.is_up())
+        self.redis().is_none_or(|r| {
+            r.cluster.is_up()
+                && r.revocations_loaded
+                    .load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 
     pub(super) fn health(&self) -> Option<RedisHealth> {

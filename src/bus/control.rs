@@ -69,12 +69,71 @@ pub struct Answer {
     /// `Sessions`: the rows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<SessionRow>,
+    /// Why the command failed on a node (a server-side subscribe of one session that the
+    /// session's node refused): the asker answers with it, as a single node would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
 }
 
 impl Answer {
+    /// Adds a node's answer; the first failure is kept.
     pub fn add(&mut self, other: Answer) {
         self.count += other.count;
         self.sessions.extend(other.sessions);
+        if self.error.is_none() {
+            self.error = other.error;
+        }
+    }
+}
+
+/// A [`BusError`] as it travels back from another node. The typed pattern and topic errors
+/// travel as their message (the asker validated both already).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "code", content = "detail", rename_all = "snake_case")]
+pub enum Failure {
+    BadRequest(String),
+    Forbidden(String),
+    TooManySubscriptions(usize),
+    TooLarge(String),
+    RateLimited(String),
+    NoResponders(String),
+    Timeout(u64),
+    NotFound(String),
+    Unavailable(String),
+}
+
+impl From<&BusError> for Failure {
+    fn from(e: &BusError) -> Failure {
+        match e {
+            BusError::BadTopic(_)
+            | BusError::BadPattern(_)
+            | BusError::BadRequest(_)
+            | BusError::NotSupported(_) => Failure::BadRequest(e.to_string()),
+            BusError::Forbidden(m) => Failure::Forbidden(m.clone()),
+            BusError::TooManySubscriptions(n) => Failure::TooManySubscriptions(*n),
+            BusError::TooLarge(m) => Failure::TooLarge(m.clone()),
+            BusError::RateLimited(m) => Failure::RateLimited(m.clone()),
+            BusError::NoResponders(m) => Failure::NoResponders(m.clone()),
+            BusError::Timeout(ms) => Failure::Timeout(*ms),
+            BusError::NotFound(m) => Failure::NotFound(m.clone()),
+            BusError::Unavailable(m) => Failure::Unavailable(m.clone()),
+        }
+    }
+}
+
+impl From<Failure> for BusError {
+    fn from(f: Failure) -> BusError {
+        match f {
+            Failure::BadRequest(m) => BusError::BadRequest(m),
+            Failure::Forbidden(m) => BusError::Forbidden(m),
+            Failure::TooManySubscriptions(n) => BusError::TooManySubscriptions(n),
+            Failure::TooLarge(m) => BusError::TooLarge(m),
+            Failure::RateLimited(m) => BusError::RateLimited(m),
+            Failure::NoResponders(m) => BusError::NoResponders(m),
+            Failure::Timeout(ms) => BusError::Timeout(ms),
+            Failure::NotFound(m) => BusError::NotFound(m),
+            Failure::Unavailable(m) => BusError::Unavailable(m),
+        }
     }
 }
 
@@ -158,9 +217,7 @@ impl Bus {
     }
 
     pub(super) fn prune_revocations(&self) {
-        self.inner
-            .revocations
-            .prune(now_s(), self.revocation_ttl());
+        self.inner.revocations.prune(now_s(), self.revocation_ttl());
     }
 
     /// Runs a control command on every node (this one only, on a single node).
@@ -177,7 +234,13 @@ impl Bus {
                 code,
                 reason,
                 resumable,
-            } => self.disconnect_here(user.as_deref(), session.as_deref(), *code, reason, *resumable),
+            } => self.disconnect_here(
+                user.as_deref(),
+                session.as_deref(),
+                *code,
+                reason,
+                *resumable,
+            ),
             Control::Unsubscribe {
                 target,
                 pattern,
@@ -194,21 +257,22 @@ impl Bus {
             }
             Control::Sessions { user } => {
                 return Ok(Answer {
-                    count: 0,
                     sessions: self.sessions_here(user.as_deref()),
+                    ..Answer::default()
                 });
             }
             Control::Revoke { user, before } => self.revoke_here(user, *before),
         };
         Ok(Answer {
             count,
-            sessions: Vec::new(),
+            ..Answer::default()
         })
     }
 
     /// The live sessions of `user` and/or with id `session` (both given: both must hold).
     fn targets(&self, user: Option<&str>, session: Option<&str>) -> Vec<Arc<Session>> {
-        let belongs = |s: &Arc<Session>| user.is_none_or(|u| s.identity().user.as_deref() == Some(u));
+        let belongs =
+            |s: &Arc<Session>| user.is_none_or(|u| s.identity().user.as_deref() == Some(u));
         if let Some(id) = session {
             return self.find_session(id).filter(belongs).into_iter().collect();
         }
@@ -277,7 +341,12 @@ impl Bus {
 
     /// Removes one of a session's subscriptions and tells the client why; false when the
     /// session did not have it.
-    pub fn drop_sub(&self, session: &Arc<Session>, key: &SubKey, reason: UnsubscribedReason) -> bool {
+    pub fn drop_sub(
+        &self,
+        session: &Arc<Session>,
+        key: &SubKey,
+        reason: UnsubscribedReason,
+    ) -> bool {
         let Some(p) = session.remove_sub(key) else {
             return false;
         };
@@ -308,11 +377,24 @@ impl Bus {
             rewind,
             ..Default::default()
         };
+        // The cap in effect now, as for a client's `sub`.
+        let max_subs = self.inner.live.load().config.limits.max_subscriptions;
         let mut n = 0;
         for s in self.target(target) {
+            let subs = s.subscriptions();
             // Already subscribed: nothing changes (as a repeated `sub`), nothing is said.
             // Not allowed by the session's permissions: it could deliver nothing.
-            if s.subscriptions().contains(&key) || !s.allows_pattern(&parsed) {
+            if subs.contains(&key) || !s.allows_pattern(&parsed) {
+                continue;
+            }
+            // Full: refused before the note, so the client hears nothing of it (one that
+            // fills up meanwhile is refused below, and the note taken back).
+            if subs.len() >= max_subs {
+                let e = BusError::TooManySubscriptions(max_subs);
+                if matches!(target, Target::Session(_)) {
+                    return Err(e);
+                }
+                tracing::debug!(session = %s.id(), error = %e, "server-side subscribe refused");
                 continue;
             }
             // The note first, so that it precedes what the subscription replays or delivers.
@@ -361,7 +443,7 @@ impl Bus {
             .map(|s| SessionRow {
                 session: s.id().to_string(),
                 user: s.identity().user.clone(),
-                connected: s.is_attached(),
+                connected: s.is_connected(),
                 subscriptions: s
                     .subscriptions()
                     .into_iter()
@@ -435,5 +517,19 @@ mod tests {
         };
         let text = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Control>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn a_failure_travels_back_as_the_same_error() {
+        let e = BusError::TooManySubscriptions(2);
+        let a = Answer {
+            error: Some((&e).into()),
+            ..Answer::default()
+        };
+        let back: Answer = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(BusError::from(back.error.unwrap()), e);
+        // An answer without one still reads (and is written) as before.
+        let plain: Answer = serde_json::from_str(r#"{"count":3}"#).unwrap();
+        assert_eq!((plain.count, plain.error), (3, None));
     }
 }

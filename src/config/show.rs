@@ -89,14 +89,8 @@ pub(super) fn to_toml(c: &Config) -> String {
                 Some(origins) => out.key("origins", list(origins)),
                 None => out.line("# origins absent: any Origin is accepted"),
             }
-            out.key(
-                "refresh_notice",
-                quote(&format_duration(a.refresh_notice)),
-            );
-            out.key(
-                "revocation_ttl",
-                quote(&format_duration(a.revocation_ttl)),
-            );
+            out.key("refresh_notice", quote(&format_duration(a.refresh_notice)));
+            out.key("revocation_ttl", quote(&format_duration(a.revocation_ttl)));
             out.section("[auth.anonymous]");
             out.key("publish", list(&a.anonymous.publish));
             out.key("subscribe", list(&a.anonymous.subscribe));

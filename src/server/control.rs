@@ -36,33 +36,60 @@ fn bad(message: impl AsRef<str>) -> Response {
     )
 }
 
+/// What is wrong with a control body (a 400). Small, unlike the [`Response`] it becomes.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    #[error("{0}")]
+    Request(String),
+    #[error("{0}")]
+    Pattern(String),
+}
+
+impl Invalid {
+    fn request(message: impl Into<String>) -> Invalid {
+        Invalid::Request(message.into())
+    }
+}
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        let code = match self {
+            Invalid::Request(_) => ErrorCode::BadRequest,
+            Invalid::Pattern(_) => ErrorCode::BadPattern,
+        };
+        error_response(StatusCode::BAD_REQUEST, code, &self.to_string())
+    }
+}
+
 async fn body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Response> {
     let bytes = read_body(body, MAX_BODY).await?;
     serde_json::from_slice(&bytes).map_err(json_error)
 }
 
 /// `"user"` or `"session"`, exactly one of them, neither empty.
-fn target(user: Option<String>, session: Option<String>) -> Result<Target, Response> {
+fn target(user: Option<String>, session: Option<String>) -> Result<Target, Invalid> {
     match (user, session) {
-        (Some(_), Some(_)) => Err(bad("give either 'user' or 'session', not both")),
-        (None, None) => Err(bad("give 'user' or 'session'")),
+        (Some(_), Some(_)) => Err(Invalid::request(
+            "give either 'user' or 'session', not both",
+        )),
+        (None, None) => Err(Invalid::request("give 'user' or 'session'")),
         (Some(u), None) if !u.is_empty() => Ok(Target::User(u)),
         (None, Some(s)) if !s.is_empty() => Ok(Target::Session(s)),
-        _ => Err(bad("'user' and 'session' may not be empty")),
+        _ => Err(Invalid::request("'user' and 'session' may not be empty")),
     }
 }
 
-fn pattern(p: &str) -> Result<String, Response> {
+fn pattern(p: &str) -> Result<String, Invalid> {
     Pattern::parse(p)
         .map(|p| p.as_str().to_owned())
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, ErrorCode::BadPattern, &e.to_string()))
+        .map_err(|e| Invalid::Pattern(e.to_string()))
 }
 
-fn group(g: &Option<String>) -> Result<(), Response> {
+fn group(g: &Option<String>) -> Result<(), Invalid> {
     match g {
-        Some(g) if g.is_empty() || g.len() > MAX_GROUP => {
-            Err(bad(format!("'group' must be 1 to {MAX_GROUP} bytes")))
-        }
+        Some(g) if g.is_empty() || g.len() > MAX_GROUP => Err(Invalid::request(format!(
+            "'group' must be 1 to {MAX_GROUP} bytes"
+        ))),
         _ => Ok(()),
     }
 }
@@ -102,7 +129,9 @@ pub(super) async fn disconnect(State(state): State<Arc<AppState>>, _: Admin, b: 
     if !valid_disconnect_code(code) {
         return bad(format!("'code' must be 1000 or 4000 to 4999, not {code}"));
     }
-    let reason = b.reason.unwrap_or_else(|| "disconnected by the server".into());
+    let reason = b
+        .reason
+        .unwrap_or_else(|| "disconnected by the server".into());
     if reason.len() > MAX_REASON {
         return bad(format!("'reason' is longer than {MAX_REASON} bytes"));
     }
@@ -127,15 +156,15 @@ struct SubBody {
 }
 
 impl SubBody {
-    fn checked(self) -> Result<(Target, String, Option<String>, Option<u64>), Response> {
+    fn checked(self) -> Result<(Target, String, Option<String>, Option<u64>), Invalid> {
         let t = target(self.user, self.session)?;
         let Some(p) = self.pattern else {
-            return Err(bad("give 'pattern'"));
+            return Err(Invalid::request("give 'pattern'"));
         };
         let p = pattern(&p)?;
         group(&self.group)?;
         if self.group.is_some() && self.rewind.is_some() {
-            return Err(bad("'rewind' cannot be used with 'group'"));
+            return Err(Invalid::request("'rewind' cannot be used with 'group'"));
         }
         Ok((t, p, self.group, self.rewind))
     }
@@ -152,7 +181,7 @@ pub(super) async fn unsubscribe(State(state): State<Arc<AppState>>, _: Admin, b:
     }
     let (target, pattern, group, _) = match b.checked() {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let cmd = Control::Unsubscribe {
         target,
@@ -170,7 +199,7 @@ pub(super) async fn subscribe(State(state): State<Arc<AppState>>, _: Admin, b: B
     };
     let (target, pattern, group, rewind) = match b.checked() {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let cmd = Control::Subscribe {
         target,

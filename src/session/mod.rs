@@ -364,6 +364,16 @@ impl Session {
         self.state.lock().outbox.is_some()
     }
 
+    /// Attached to a connection that is not closing: what `GET /v1/sessions` calls
+    /// connected (right after a resumable disconnect the socket is still letting go).
+    pub fn is_connected(&self) -> bool {
+        self.state
+            .lock()
+            .outbox
+            .as_ref()
+            .is_some_and(|o| !o.is_closing())
+    }
+
     /// Asks the attached connection, if any, to close with `close`; true when there was
     /// one. The session itself stays (resumable) unless the caller closes it too.
     pub fn close_connection(&self, close: Close) -> bool {

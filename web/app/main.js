@@ -5,6 +5,7 @@ import { connect } from "/herald.js";
 import { mountChat } from "./chat.js";
 import { mountInspector } from "./inspector.js";
 import { mountDashboard } from "./dashboard.js";
+import { mountSessions } from "./sessions.js";
 import { $ } from "./ui.js";
 
 const origin = `${location.protocol}//${location.host}`;
@@ -68,6 +69,8 @@ const views = {
   inspector: mountInspector($("view-inspector"), getBus),
   dashboard: mountDashboard($("view-dashboard")),
 };
+// Part of the Dashboard's view (it shares its admin key), so not a view of its own.
+mountSessions($("ses"));
 
 function show() {
   const name = (location.hash || "#about").slice(1);

@@ -3,7 +3,9 @@
 //! asker's channel `herald:cr:<node>` with `<id> <answer json>`. `PUBLISH` says how many
 //! nodes heard the command, so the asker waits for exactly that many answers, at most
 //! [`CONTROL_WAIT`]: a node that dies meanwhile costs the wait, and its sessions are left
-//! out of the count (they are gone with it anyway).
+//! out of the count (they are gone with it anyway). A node where the command fails (only a
+//! subscribe of one session can: that session's node refuses it) answers with the error,
+//! which the asker returns, as a single node would.
 //!
 //! Revocations also go to Redis (`herald:revoked`, a sorted set scored by `before`), read
 //! again by every node whenever its feed (re)connects, so that a node started later refuses
@@ -85,7 +87,16 @@ impl Bus {
         }
         remote.control.map.remove(&id);
         if answered < heard {
-            tracing::warn!(heard, answered, "control command: some nodes did not answer in time");
+            tracing::warn!(
+                heard,
+                answered,
+                "control command: some nodes did not answer in time"
+            );
+        }
+        // A node's refusal is the command's error, as on a single node (only a subscribe of
+        // one session fails, and only its node can refuse it).
+        if let Some(f) = total.error.take() {
+            return Err(f.into());
         }
         total.sessions.sort_by(|a, b| a.session.cmp(&b.session));
         Ok(total)
@@ -103,7 +114,10 @@ impl Bus {
         tokio::spawn(async move {
             let answer = bus.control_here(&env.cmd).await.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "control command failed on this node");
-                Answer::default()
+                Answer {
+                    error: Some((&e).into()),
+                    ..Answer::default()
+                }
             });
             let Some(remote) = bus.redis() else { return };
             let text = serde_json::to_string(&answer).unwrap_or_else(|_| "{}".into());
@@ -123,8 +137,7 @@ impl Bus {
         let Some((id, body)) = text.split_once(' ') else {
             return;
         };
-        let (Ok(id), Ok(answer)) = (id.parse::<u64>(), serde_json::from_str::<Answer>(body))
-        else {
+        let (Ok(id), Ok(answer)) = (id.parse::<u64>(), serde_json::from_str::<Answer>(body)) else {
             return;
         };
         if let Some(tx) = remote.control.map.get(&id) {
@@ -137,7 +150,12 @@ impl Bus {
         let Some(remote) = self.redis() else { return };
         let since = (crate::event::now_ms() / 1000).saturating_sub(self.revocation_ttl());
         match remote.cluster.revocations(since).await {
-            Ok(rows) => self.load_revocations(&rows),
+            Ok(rows) => {
+                self.load_revocations(&rows);
+                remote
+                    .revocations_loaded
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             Err(e) => tracing::warn!(error = %e, "revocations not loaded from Redis"),
         }
     }

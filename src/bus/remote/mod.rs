@@ -38,6 +38,9 @@ pub(super) struct Remote {
     control: control::Waiting,
     /// Patterns whose local occupancy changed, for the task that tells Redis.
     pub occupancy: Arc<occupancy::Changes>,
+    /// The revocations in Redis were read once: until then the node is not ready (it
+    /// would accept tokens revoked before it started).
+    pub revocations_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Remote {
@@ -56,6 +59,7 @@ pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
         incoming: parking_lot::Mutex::new(Some(incoming)),
         control: control::Waiting::default(),
         occupancy: Arc::default(),
+        revocations_loaded: Default::default(),
     })
 }
 

@@ -82,7 +82,16 @@ impl Reader {
             let msg = "a refresh token must have the same 'sub' as the connection's token";
             return self.send_error(id, ErrorCode::Forbidden, msg).await;
         }
+        let old_exp = self.guard.access().expires_at;
         self.set_expiry(&access);
+        // A token that expires no later than the one it replaces was already announced: a
+        // second `expiring` at once would only start a refresh loop.
+        if access
+            .expires_at
+            .is_some_and(|new| old_exp.is_some_and(|old| new <= old))
+        {
+            self.notice = None;
+        }
         self.guard.set_access(access.clone());
         self.apply_access(session, &access);
         for key in session.subscriptions() {

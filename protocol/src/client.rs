@@ -614,9 +614,16 @@ mod tests {
         let f = decode(r#"{"op":"rpc","id":1,"method":"ban","data":{"u":1}}"#).unwrap();
         assert!(matches!(f, ClientFrame::Rpc { ref method, data, .. }
             if method == "ban" && data.get() == r#"{"u":1}"#));
-        for bad in [r#"{"op":"rpc","id":2,"data":1}"#, r#"{"op":"rpc","id":2,"method":"m"}"#] {
+        for bad in [
+            r#"{"op":"rpc","id":2,"data":1}"#,
+            r#"{"op":"rpc","id":2,"method":"m"}"#,
+        ] {
             let e = decode(bad).unwrap_err();
-            assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(Id::Num(2))), "{bad}");
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::BadRequest, Some(Id::Num(2))),
+                "{bad}"
+            );
         }
     }
 

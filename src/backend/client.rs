@@ -66,7 +66,9 @@ impl Endpoint {
             .parse()
             .map_err(|e| CallError::Url(format!("{url}: {e}")))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
-            return Err(CallError::Url(format!("{url}: use http://host[:port]/path")));
+            return Err(CallError::Url(format!(
+                "{url}: use http://host[:port]/path"
+            )));
         }
         Ok(Endpoint { uri })
     }

@@ -12,12 +12,11 @@ impl ConnectGrant {
     /// The error names a list whose pattern does not parse.
     pub fn apply(self, current: &Access, has_token: bool) -> Result<Access, String> {
         let bad = |which: &str, e: String| format!("connect answer '{which}': {e}");
-        let list = |answer: Option<Vec<String>>, now: &crate::auth::Perms, which: &str| {
-            match answer {
-                None => Ok(now.clone()),
-                Some(l) if has_token => now.narrowed(&l).map_err(|e| bad(which, e)),
-                Some(l) => crate::auth::Perms::parse(&l).map_err(|e| bad(which, e)),
-            }
+        let list = |answer: Option<Vec<String>>, now: &crate::auth::Perms, which: &str| match answer
+        {
+            None => Ok(now.clone()),
+            Some(l) if has_token => now.narrowed(&l).map_err(|e| bad(which, e)),
+            Some(l) => crate::auth::Perms::parse(&l).map_err(|e| bad(which, e)),
         };
         let expires_at = match (current.expires_at, self.expires_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -67,8 +66,14 @@ mod tests {
         assert_eq!(a.user.as_deref(), Some("ann"));
         assert!(a.publish.allows_topic("chat/room1"));
         assert!(!a.publish.allows_topic("chat/room2"));
-        assert!(!a.publish.allows_topic("admin/x"), "never wider than the token");
-        assert!(a.subscribe.allows_topic("news/x"), "absent list: the token's");
+        assert!(
+            !a.publish.allows_topic("admin/x"),
+            "never wider than the token"
+        );
+        assert!(
+            a.subscribe.allows_topic("news/x"),
+            "absent list: the token's"
+        );
         assert_eq!(a.expires_at, Some(1_500));
         assert_eq!(a.info, serde_json::json!({"n": 1}));
     }
@@ -98,6 +103,10 @@ mod tests {
             publish: Some(vec!["a//b".into()]),
             ..ConnectGrant::default()
         };
-        assert!(bad.apply(&anonymous, false).unwrap_err().contains("publish"));
+        assert!(
+            bad.apply(&anonymous, false)
+                .unwrap_err()
+                .contains("publish")
+        );
     }
 }

@@ -169,9 +169,8 @@ impl Proxy {
     /// Compiles `[proxy]`; the error names the key (the config was validated, so this only
     /// fails for configurations built in code).
     pub fn new(c: &ProxyConfig, client: Client, metrics: Arc<Metrics>) -> Result<Proxy, String> {
-        let endpoint = |key: &str, url: &str| {
-            Endpoint::parse(url).map_err(|e| format!("`proxy.{key}`: {e}"))
-        };
+        let endpoint =
+            |key: &str, url: &str| Endpoint::parse(url).map_err(|e| format!("`proxy.{key}`: {e}"));
         let routes = |kind: &str, list: &[crate::config::ProxyRoute]| {
             list.iter()
                 .enumerate()
@@ -188,7 +187,11 @@ impl Proxy {
         Ok(Proxy {
             client,
             timeout: c.timeout,
-            connect: c.connect.as_deref().map(|u| endpoint("connect", u)).transpose()?,
+            connect: c
+                .connect
+                .as_deref()
+                .map(|u| endpoint("connect", u))
+                .transpose()?,
             rpc: c.rpc.as_deref().map(|u| endpoint("rpc", u)).transpose()?,
             subscribe: routes("subscribe", &c.subscribe)?,
             publish: routes("publish", &c.publish)?,
@@ -225,7 +228,10 @@ impl Proxy {
         body: &impl Serialize,
     ) -> Result<(T, Duration), CallError> {
         let body = serde_json::to_vec(body).map_err(|e| CallError::BadJson(e.to_string()))?;
-        let (answer, took) = self.client.post(to, Bytes::from(body), &[], self.timeout).await;
+        let (answer, took) = self
+            .client
+            .post(to, Bytes::from(body), &[], self.timeout)
+            .await;
         let parsed = answer.and_then(|bytes| {
             serde_json::from_slice::<T>(&bytes).map_err(|e| CallError::BadJson(e.to_string()))
         });
@@ -258,9 +264,8 @@ impl Proxy {
         };
         let (v, took) = self.call::<Verdict>("connect", to, req).await?;
         self.verdict("connect", &v, took)?;
-        let grant = serde_json::from_value(serde_json::Value::Object(v.rest)).map_err(|e| {
-            CallError::BadJson(format!("connect answer: {e}"))
-        })?;
+        let grant = serde_json::from_value(serde_json::Value::Object(v.rest))
+            .map_err(|e| CallError::BadJson(format!("connect answer: {e}")))?;
         Ok(grant)
     }
 
@@ -283,10 +288,11 @@ impl Proxy {
         self.verdict("publish", &v, took)?;
         match v.rest.get("data") {
             None => Ok(None),
-            Some(d) => Ok(Some(
-                serde_json::value::to_raw_value(d)
-                    .map_err(|e| CallError::BadJson(format!("publish answer: {e}")))?,
-            )),
+            Some(d) => {
+                Ok(Some(serde_json::value::to_raw_value(d).map_err(|e| {
+                    CallError::BadJson(format!("publish answer: {e}"))
+                })?))
+            }
         }
     }
 

@@ -141,7 +141,8 @@ impl<'a, 'i> Field<'a, 'i> {
 
     /// The tables of an array of tables, each with the byte offset where it starts.
     pub(super) fn array_of_tables(&self) -> Result<Vec<(usize, &'a DeTable<'i>)>, ConfigError> {
-        let wrong = || self.wrong_type(&format!("an array of tables (`[[{}]]` sections)", self.key));
+        let wrong =
+            || self.wrong_type(&format!("an array of tables (`[[{}]]` sections)", self.key));
         let DeValue::Array(items) = self.value else {
             return Err(wrong());
         };

@@ -18,11 +18,11 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::http_auth::{Admin, HttpCaller, auth_error};
-use super::reply::{bus_error, error_response, json_error, read_body};
+use super::reply::{bus_error, code_error, error_response, json_error, read_body};
 use super::{AppState, control, web, ws};
 use crate::auth::Caller;
 use crate::backend::PublishRequest;
-use crate::bus::{BusError, PubAck, Publish, Published};
+use crate::bus::{PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
 
 /// Most messages in one `POST /v1/publish/batch`.
@@ -149,9 +149,8 @@ async fn submit_one(
         .map_err(|e| (e.code(), e.to_string()))
 }
 
-fn code_error((code, message): (ErrorCode, String)) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, code, &message)
+fn refused((code, message): (ErrorCode, String)) -> Response {
+    code_error(code, &message)
 }
 
 async fn publish(
@@ -172,7 +171,7 @@ async fn publish(
     }
     match publish_one(&state, &caller, &p).await {
         Ok(ack) => axum::Json(AckBody::from(ack)).into_response(),
-        Err(e) => code_error(e),
+        Err(e) => refused(e),
     }
 }
 

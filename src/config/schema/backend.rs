@@ -55,7 +55,12 @@ impl<'a, 'i> Reader<'_> {
                     },
                 }
             }
-            self.set(&e, "skip_api_keys", &mut route.skip_api_keys, Field::boolean);
+            self.set(
+                &e,
+                "skip_api_keys",
+                &mut route.skip_api_keys,
+                Field::boolean,
+            );
             if complete {
                 routes.push(route);
             }

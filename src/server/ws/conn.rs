@@ -41,7 +41,7 @@ pub(super) fn run<W, S>(
     (sink, stream): (W, WebSocketStream<S>),
     peer: SocketAddr,
     token: Option<String>,
-    upgrade: Option<Box<super::proxied::Upgrade>>,
+    upgrade: Option<Box<super::upgrade::Upgrade>>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,

@@ -15,6 +15,7 @@ mod proxied;
 mod reader;
 mod refresh;
 mod shared;
+mod upgrade;
 mod writer;
 
 use std::net::SocketAddr;
@@ -121,7 +122,7 @@ pub(crate) async fn upgrade(
         .proxy
         .as_ref()
         .filter(|p| p.asks_connect())
-        .map(|_| Box::new(proxied::Upgrade::new(peer.ip(), headers)));
+        .map(|_| Box::new(upgrade::Upgrade::new(peer.ip(), headers)));
     let accept = derive_accept_key(key.as_bytes());
     let subprotocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)

@@ -53,7 +53,10 @@ impl Reader {
                 rewind,
                 since,
             } => {
-                if let Err(e) = self.ask_subscribe(session, &pattern, group.as_deref()).await {
+                if let Err(e) = self
+                    .ask_subscribe(session, &pattern, group.as_deref())
+                    .await
+                {
                     return self.send_error(id, e.code(), e.to_string()).await;
                 }
                 let opts = SubOptions {
@@ -93,7 +96,9 @@ impl Reader {
                 msg_id,
                 retain,
             } => {
-                let replaced = match self.ask_publish(session, &topic, data, msg_id.as_deref()).await
+                let replaced = match self
+                    .ask_publish(session, &topic, data, msg_id.as_deref())
+                    .await
                 {
                     Ok(r) => r,
                     Err(e) => return self.send_error(id, e.code(), e.to_string()).await,

@@ -7,46 +7,16 @@
 //! only slows the reading of that connection's own frames, bounded by `proxy.timeout`.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use serde_json::value::RawValue;
 
 use super::reader::Reader;
 use crate::auth::{Access, Perms};
-use crate::backend::{
-    ConnectRequest, FORWARDED_HEADERS, ProxyError, PublishRequest, RpcRequest, SubscribeRequest,
-};
+use crate::backend::{ConnectRequest, ProxyError, PublishRequest, RpcRequest, SubscribeRequest};
 use crate::protocol::{ErrorCode, Id, ServerFrame, close};
 use crate::session::Session;
 use crate::topic::Pattern;
-
-/// What the connect proxy is told about the upgrade request, kept only until `hello`.
-#[derive(Debug)]
-pub(super) struct Upgrade {
-    pub ip: IpAddr,
-    pub headers: BTreeMap<String, String>,
-}
-
-impl Upgrade {
-    /// The allow-listed headers of the upgrade request (several values of one header joined
-    /// with ", ", as HTTP allows).
-    pub(super) fn new(ip: IpAddr, headers: &HeaderMap) -> Upgrade {
-        let mut kept = BTreeMap::new();
-        for name in FORWARDED_HEADERS {
-            let values: Vec<&str> = headers
-                .get_all(*name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            if !values.is_empty() {
-                kept.insert((*name).to_owned(), values.join(", "));
-            }
-        }
-        Upgrade { ip, headers: kept }
-    }
-}
 
 /// A token's claims as the connect proxy sees them.
 fn claims(a: &Access) -> serde_json::Value {

@@ -31,7 +31,7 @@ pub(super) struct Reader {
     /// The access came from a verified token (the connect proxy may only narrow it).
     pub(super) has_token: bool,
     /// The upgrade request, for the connect proxy; taken at `hello`.
-    pub(super) upgrade: Option<Box<super::proxied::Upgrade>>,
+    pub(super) upgrade: Option<Box<super::upgrade::Upgrade>>,
 }
 
 impl Reader {

@@ -9,8 +9,7 @@ use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
     AuthConfig, ClusterConfig, Config, ConfigError, Permissions, ProxyConfig, ProxyRoute,
-    SlowConsumer, TopicConfig, WebhookConfig,
-    WriteDelay,
+    SlowConsumer, TopicConfig, WebhookConfig, WriteDelay,
 };
 
 fn err(src: &str) -> ConfigError {
@@ -312,20 +311,72 @@ fn full_schema_parses() {
 #[test]
 fn backend_settings_are_checked() {
     let cases: &[(&str, usize, &str)] = &[
-        ("[proxy]\ntimeout = \"0s\"", 2, "`proxy.timeout` must be between 1ms and 60s"),
-        ("[proxy]\nconnect = \"https://x/c\"", 2, "`proxy.connect` must be an http:// URL"),
-        ("[proxy]\nrpc = \"nope\"", 2, "`proxy.rpc` must be an http:// URL"),
+        (
+            "[proxy]\ntimeout = \"0s\"",
+            2,
+            "`proxy.timeout` must be between 1ms and 60s",
+        ),
+        (
+            "[proxy]\nconnect = \"https://x/c\"",
+            2,
+            "`proxy.connect` must be an http:// URL",
+        ),
+        (
+            "[proxy]\nrpc = \"nope\"",
+            2,
+            "`proxy.rpc` must be an http:// URL",
+        ),
         ("[proxy]\nfoo = 1", 2, "unknown key `foo` in [proxy]"),
-        ("[[proxy.subscribe]]\npattern = \"a\"", 1, "`proxy.subscribe[0].url` is required"),
-        ("[[proxy.publish]]\nurl = \"http://h/p\"", 1, "`proxy.publish[0].pattern` is required"),
-        ("[[proxy.publish]]\npattern = \"a//b\"\nurl = \"http://h/p\"", 2, "`proxy.publish[0].pattern`"),
-        ("[[proxy.subscribe]]\npattern = \"a\"\nurl = \"http://h/p\"\nskip_api_keys = true", 4, "unknown key `skip_api_keys` in [[proxy.subscribe]]"),
-        ("[[webhooks]]\nevents = []", 1, "`webhooks[0].url` is required"),
-        ("[[webhooks]]\nurl = \"http://h/e\"\nevents = [\"session.open\"]", 3, "unknown event \"session.open\""),
-        ("[[webhooks]]\nurl = \"http://h/e\"\nretry_for = \"0s\"", 3, "`webhooks[0].retry_for` must be between 1s and 7d"),
-        ("[[webhooks]]\nurl = \"http://h/e\"\nqueue = 0", 3, "`webhooks[0].queue` must be between 1 and 1000000"),
-        ("[[webhooks]]\nurl = \"http://h/e\"\nsecret = \"\"", 3, "`webhooks[0].secret` cannot be empty"),
-        ("webhooks = 3", 1, "`webhooks` must be an array of tables (`[[webhooks]]` sections)"),
+        (
+            "[[proxy.subscribe]]\npattern = \"a\"",
+            1,
+            "`proxy.subscribe[0].url` is required",
+        ),
+        (
+            "[[proxy.publish]]\nurl = \"http://h/p\"",
+            1,
+            "`proxy.publish[0].pattern` is required",
+        ),
+        (
+            "[[proxy.publish]]\npattern = \"a//b\"\nurl = \"http://h/p\"",
+            2,
+            "`proxy.publish[0].pattern`",
+        ),
+        (
+            "[[proxy.subscribe]]\npattern = \"a\"\nurl = \"http://h/p\"\nskip_api_keys = true",
+            4,
+            "unknown key `skip_api_keys` in [[proxy.subscribe]]",
+        ),
+        (
+            "[[webhooks]]\nevents = []",
+            1,
+            "`webhooks[0].url` is required",
+        ),
+        (
+            "[[webhooks]]\nurl = \"http://h/e\"\nevents = [\"session.open\"]",
+            3,
+            "unknown event \"session.open\"",
+        ),
+        (
+            "[[webhooks]]\nurl = \"http://h/e\"\nretry_for = \"0s\"",
+            3,
+            "`webhooks[0].retry_for` must be between 1s and 7d",
+        ),
+        (
+            "[[webhooks]]\nurl = \"http://h/e\"\nqueue = 0",
+            3,
+            "`webhooks[0].queue` must be between 1 and 1000000",
+        ),
+        (
+            "[[webhooks]]\nurl = \"http://h/e\"\nsecret = \"\"",
+            3,
+            "`webhooks[0].secret` cannot be empty",
+        ),
+        (
+            "webhooks = 3",
+            1,
+            "`webhooks` must be an array of tables (`[[webhooks]]` sections)",
+        ),
     ];
     for (src, line, message) in cases {
         assert_err(&err(src), *line, &[message]);

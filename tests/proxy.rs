@@ -512,6 +512,18 @@ async fn a_failing_backend_refuses_with_unavailable_and_never_hangs() {
             started.elapsed()
         );
     }
+    // Each failure is counted by its kind and outcome, and timed.
+    let metrics = common::get_text(s.http("/metrics")).await;
+    for line in [
+        r#"herald_proxy_calls_total{kind="publish",outcome="timeout"} 1"#,
+        r#"herald_proxy_calls_total{kind="publish",outcome="status_5xx"} 1"#,
+        r#"herald_proxy_calls_total{kind="publish",outcome="status_other"} 1"#,
+        r#"herald_proxy_calls_total{kind="publish",outcome="bad_json"} 2"#,
+        r#"herald_proxy_calls_total{kind="connect",outcome="allowed"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains(r#"herald_proxy_call_seconds_count{kind="publish"} 5"#), "{metrics}");
     // A backend that is not there at all (refused connections).
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -10,10 +10,29 @@
 // too briefly), herald.js subscribes again `since` the last message shown, so the room catches
 // up from the server's history without repeating anything; what history no longer holds is shown
 // as a line (a topic gap).
+//
+// With an application backend (`?backend=http://127.0.0.1:9000` in the address, then kept in
+// localStorage; `?backend=` forgets it), the backend says who you are: the chat logs in there
+// (POST /login sets an HttpOnly cookie for this host, which the browser sends with the
+// WebSocket upgrade to Herald too: cookies are per host, not per port), and Herald's connect
+// proxy asks the backend what the cookie is worth. Messages come back as the backend rewrote
+// them, with `from` set to the sender. See examples/chat_backend.rs.
 
+import { connect } from "/herald.js";
 import { $, el, colorFor, errorText, stickToBottom, time } from "./ui.js";
 
 const HISTORY = 50;
+
+/** The backend's base URL, or null: `?backend=` wins and is remembered. */
+function backendUrl() {
+  const param = new URLSearchParams(location.search).get("backend");
+  if (param !== null) {
+    const url = param.trim().replace(/\/+$/, "");
+    if (url) localStorage.setItem("herald.backend", url);
+    else localStorage.removeItem("herald.backend");
+  }
+  return localStorage.getItem("herald.backend");
+}
 
 export function mountChat(root, getBus) {
   const joinForm = $("chat-join");
@@ -27,6 +46,13 @@ export function mountChat(root, getBus) {
   roomInput.value = localStorage.getItem("herald.room") || "general";
 
   let room = null; // the joined room's state, or null
+
+  const backend = backendUrl();
+  let account = null; // with a backend: the logged-in name, or null
+  let ownBus = null; // with a backend: the chat's own connection (a promise), or null
+  // With a backend, `from` is who sent it (the backend sets it on every publish); a `nick`
+  // is only what the sender's page claims.
+  const senderOf = (d) => (backend && d.from) || d.nick;
 
   function line(message, cls = "") {
     stickToBottom(log, () => log.append(el("div", { class: `chat-sys ${cls}`, text: message })));
@@ -63,8 +89,8 @@ export function mountChat(root, getBus) {
     if (room.seen.has(key)) return;
     room.seen.add(key);
     const d = m.data && typeof m.data === "object" ? m.data : { text: String(m.data) };
-    const nick = String(d.nick || "anonymous");
-    if (d.session && d.nick && !room.names.has(d.session)) room.names.set(d.session, nick);
+    const nick = String(senderOf(d) || "anonymous");
+    if (d.session && senderOf(d) && !room.names.has(d.session)) room.names.set(d.session, nick);
     const node = el(
       "div",
       { class: `chat-msg${d.session && d.session === room.bus.session ? " mine" : ""}${earlier ? " earlier" : ""}`, dataset: { offset: m.offset, epoch: m.epoch } },
@@ -84,15 +110,16 @@ export function mountChat(root, getBus) {
     const d = m.data || {};
     if (!d.session || d.session === room.bus.session) return;
     const known = room.names.get(d.session);
-    if (d.nick) room.names.set(d.session, String(d.nick));
+    const nick = senderOf(d);
+    if (nick) room.names.set(d.session, String(nick));
     if (d.type === "hello") {
-      line(`${d.nick} joined`);
+      line(`${nick} joined`);
       // Tell the newcomer who we are (they may have joined after our own hello).
       room.bus.publish(room.roster, { type: "here", session: room.bus.session, nick: room.nick }).catch(() => {});
     }
     if (d.type === "bye") {
       // With presence, the server's leave event says it (also for tabs closed without a bye).
-      if (!room.presence && room.members.delete(d.session)) line(`${known || d.nick} left`);
+      if (!room.presence && room.members.delete(d.session)) line(`${known || nick} left`);
     } else if (!room.presence) {
       room.members.set(d.session, null);
     }
@@ -118,7 +145,7 @@ export function mountChat(root, getBus) {
   }
 
   async function join(nick, name) {
-    const bus = await getBus();
+    const bus = await chatBus();
     room = {
       bus,
       nick,
@@ -212,12 +239,131 @@ export function mountChat(root, getBus) {
     joinForm.hidden = false;
   }
 
+  // ---- with a backend: logging in and out ---------------------------------------------------
+
+  const loginForm = $("chat-login");
+  const loginError = $("chat-login-error");
+
+  /** A JSON call to the backend, with its cookie; throws with the backend's error. */
+  async function call(method, path, body) {
+    const res = await fetch(`${backend}${path}`, {
+      method,
+      credentials: "include",
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const answer = res.status === 204 ? {} : await res.json().catch(() => ({}));
+    if (!res.ok) throw Object.assign(new Error(answer.error || `${res.status} ${res.statusText}`), { status: res.status });
+    return answer;
+  }
+
+  /**
+   * Without a backend, the page's shared connection. With one, the chat's own: what a
+   * connection may do is settled when it connects, so logging out closes it and the next
+   * login opens a new one.
+   */
+  function chatBus() {
+    if (!backend) return getBus();
+    if (!ownBus) {
+      const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+      const mine = connect(wsUrl, { client: { app: "herald-web-chat" } }).then(
+        (bus) => {
+          showConn("open", "connected");
+          bus.on("open", () => showConn("open", "connected"));
+          bus.on("close", (e) => {
+            if (ownBus !== mine) return; // closed by logout()
+            if (e.willReconnect) return showConn("reconnecting", "reconnecting…");
+            // Refused for good (e.g. the login is no longer valid): log in again.
+            ownBus = null;
+            showConn("closed", `closed (${e.code})`);
+            leave().then(() => showAccount(null, `Disconnected: ${e.reason || e.code}`));
+          });
+          return bus;
+        },
+        (err) => {
+          ownBus = null;
+          showConn("error", err.closeCode === 4001 ? "refused" : "cannot connect");
+          throw err;
+        },
+      );
+      ownBus = mine;
+    }
+    return ownBus;
+  }
+
+  /** The header's connection indicator, for the chat's own connection. */
+  function showConn(state, text) {
+    $("conn").dataset.state = state;
+    $("conn").textContent = text;
+  }
+
+  /** Shows the login form (`name` null, with `error` if any) or the join form as `name`. */
+  function showAccount(name, error) {
+    account = name;
+    loginForm.hidden = Boolean(name) || room !== null;
+    joinForm.hidden = !name || room !== null;
+    $("chat-account-name").textContent = name || "";
+    loginError.textContent = error || "";
+    loginError.hidden = !error;
+  }
+
+  async function logout() {
+    await leave();
+    const bus = ownBus;
+    ownBus = null;
+    if (bus) bus.then((b) => b.close(), () => {});
+    showConn("idle", "not connected");
+    try {
+      await call("POST", "/logout");
+      showAccount(null);
+    } catch (err) {
+      showAccount(null, `Could not log out: ${errorText(err)}`);
+    }
+  }
+
+  if (backend) {
+    $("chat-backend-url").textContent = backend;
+    $("chat-account").hidden = false;
+    $("chat-nick-field").hidden = true;
+    nickInput.required = false;
+    $("chat-room-logout").hidden = false;
+    $("chat-login-name").value = localStorage.getItem("herald.nick") || "";
+    joinForm.hidden = true;
+    // The cookie is HttpOnly: only the backend can say whether we are still logged in.
+    call("GET", "/me").then(
+      (me) => showAccount(me.user || null),
+      (err) => showAccount(null, `The backend at ${backend} does not answer: ${errorText(err)}`),
+    );
+    loginForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const name = $("chat-login-name").value.trim();
+      $("chat-login-btn").disabled = true;
+      try {
+        const me = await call("POST", "/login", { name });
+        localStorage.setItem("herald.nick", me.user);
+        // Connect now: a cookie the browser did not keep (a page on `localhost` and a
+        // backend on `127.0.0.1` are different hosts) shows here, as Herald's refusal.
+        await chatBus();
+        showAccount(me.user);
+        roomInput.focus();
+      } catch (err) {
+        showAccount(null, `Could not log in: ${errorText(err)}`);
+      } finally {
+        $("chat-login-btn").disabled = false;
+      }
+    });
+    $("chat-logout").addEventListener("click", () => logout());
+    $("chat-room-logout").addEventListener("click", () => logout());
+  }
+
+  // ---- joining ------------------------------------------------------------------------------
+
   joinForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const nick = nickInput.value.trim();
+    const nick = backend ? account : nickInput.value.trim();
     const name = roomInput.value.trim();
     if (!nick || !/^[A-Za-z0-9_-]+$/.test(name)) return;
-    localStorage.setItem("herald.nick", nick);
+    if (!backend) localStorage.setItem("herald.nick", nick);
     localStorage.setItem("herald.room", name);
     $("chat-join-btn").disabled = true;
     try {
@@ -249,7 +395,9 @@ export function mountChat(root, getBus) {
 
   return {
     visible(shown) {
-      if (shown && !room) (nickInput.value ? roomInput : nickInput).focus();
+      if (!shown || room) return;
+      if (backend) (account ? roomInput : $("chat-login-name")).focus();
+      else (nickInput.value ? roomInput : nickInput).focus();
     },
   };
 }

@@ -288,6 +288,17 @@ async fn subscribe_is_asked_for_every_pattern_that_can_reach_a_route() {
         ]
     );
     assert_eq!(b.seen("/subscribe")[0]["session"], sid.as_str());
+    // Reading a refused topic's history or presence is refused the same way.
+    for op in ["history", "presence"] {
+        let r = c
+            .request(json!({"op": op, "topic": "chat/secret"}))
+            .await;
+        assert_eq!(r["message"], "members only", "{op}: {r}");
+    }
+    let r = c
+        .request(json!({"op": "history", "topic": "chat/room1"}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
     // The refused subscription delivers nothing.
     s.bus.publish_json("chat/secret", &json!(1)).unwrap();
     s.bus.publish_json("chat/room1", &json!(2)).unwrap();
@@ -523,7 +534,10 @@ async fn a_failing_backend_refuses_with_unavailable_and_never_hangs() {
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
-    assert!(metrics.contains(r#"herald_proxy_call_seconds_count{kind="publish"} 5"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"herald_proxy_call_seconds_count{kind="publish"} 5"#),
+        "{metrics}"
+    );
     // A backend that is not there at all (refused connections).
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

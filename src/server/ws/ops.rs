@@ -132,28 +132,48 @@ impl Reader {
                 topic,
                 since,
                 limit,
-            } => match bus.history(&topic, since, limit).await {
-                Ok(page) => {
-                    let ok = OkFrame {
-                        epoch: Some(page.epoch.to_string()),
-                        messages: Some(page.rows()),
-                        ..Default::default()
-                    };
-                    self.send_ok(id, ok).await
+            } => {
+                // Reading a topic's past is asked about like subscribing to it.
+                if let Err(e) = self.ask_subscribe(session, &topic, None).await {
+                    return self.send_error(id, e.code(), e.to_string()).await;
                 }
-                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-            },
-            ClientFrame::Presence { id, topic } => match bus.presence(&topic).await {
-                Ok(list) => {
-                    let ok = OkFrame {
-                        count: Some(list.count),
-                        clients: Some(list.clients),
-                        ..Default::default()
-                    };
-                    self.send_ok(id, ok).await
+                self.history(id, &topic, since, limit).await
+            }
+            ClientFrame::Presence { id, topic } => {
+                if let Err(e) = self.ask_subscribe(session, &topic, None).await {
+                    return self.send_error(id, e.code(), e.to_string()).await;
                 }
-                Err(e) => self.send_error(id, e.code(), e.to_string()).await,
-            },
+                self.presence(id, &topic).await
+            }
+        }
+    }
+
+    async fn history(&self, id: Option<Id>, topic: &str, since: Option<u64>, limit: Option<u64>) {
+        let bus = &self.state.bus;
+        match bus.history(topic, since, limit).await {
+            Ok(page) => {
+                let ok = OkFrame {
+                    epoch: Some(page.epoch.to_string()),
+                    messages: Some(page.rows()),
+                    ..Default::default()
+                };
+                self.send_ok(id, ok).await
+            }
+            Err(e) => self.send_error(id, e.code(), e.to_string()).await,
+        }
+    }
+
+    async fn presence(&self, id: Option<Id>, topic: &str) {
+        match self.state.bus.presence(topic).await {
+            Ok(list) => {
+                let ok = OkFrame {
+                    count: Some(list.count),
+                    clients: Some(list.clients),
+                    ..Default::default()
+                };
+                self.send_ok(id, ok).await
+            }
+            Err(e) => self.send_error(id, e.code(), e.to_string()).await,
         }
     }
 

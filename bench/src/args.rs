@@ -27,6 +27,17 @@ pub enum BenchCommand {
     /// Many idle connections (default 10000) with one subscription each: server RSS per
     /// connection (needs --server-pid)
     Idle(RunArgs),
+    /// Publish proxy: serves a fast backend on --backend-port itself; publishers (default 64)
+    /// publish to bench/proxied/… (routed to it), closed loop or at --rate, then to
+    /// bench/plain/… (not routed) at the same rate, to 10 subscribers: proxied publishes
+    /// acked/s and the latency the proxy adds. Herald only, started with
+    /// `[[proxy.publish]] pattern = "bench/proxied/**"` to that backend.
+    Proxy(RunArgs),
+    /// Webhooks: serves a sink on --sink-port that counts the events it is POSTed, while
+    /// connections (default 64) subscribe and unsubscribe exact topics and open and close
+    /// sessions: events and batches received per second. Herald only, started with
+    /// `[[webhooks]]` to that sink and a short `session.ttl`.
+    Webhooks(RunArgs),
     /// Writes the BENCHMARKS.md section and chart from the JSON results of a run
     Report(ReportArgs),
 }
@@ -41,6 +52,8 @@ pub enum Scenario {
     Latency,
     Overload,
     Idle,
+    Proxy,
+    Webhooks,
 }
 
 impl Scenario {
@@ -52,6 +65,8 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Overload => "overload",
             Scenario::Idle => "idle",
+            Scenario::Proxy => "proxy",
+            Scenario::Webhooks => "webhooks",
         }
     }
 }
@@ -65,10 +80,11 @@ pub struct RunArgs {
     /// Herald, ws://127.0.0.1:9222 for NATS, ws://127.0.0.1:9300/socket.io/… for Socket.IO]
     #[arg(long)]
     pub url: Option<String>,
-    /// Subscriber connections [default: fanout/latency 100, fanin 1, topics 20]
+    /// Subscriber connections [default: fanout/latency 100, fanin 1, topics 20, proxy 10]
     #[arg(long)]
     pub subscribers: Option<usize>,
-    /// Publisher connections [default: fanout/latency 1, fanin 100, topics 4]
+    /// Publisher connections [default: fanout/latency 1, fanin 100, topics 4; proxy 64 of
+    /// each kind (proxied and plain); webhooks: 64 connections making events]
     #[arg(long)]
     pub publishers: Option<usize>,
     /// Topics published to (topics scenario)
@@ -80,16 +96,22 @@ pub struct RunArgs {
     /// How long publishers publish
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub duration: Duration,
-    /// Latency scenario: deliveries per second (publish rate × subscribers)
-    #[arg(long, default_value_t = 500_000)]
-    pub rate: u64,
-    /// Latency scenario: samples of messages sent during this first part are not recorded
+    /// Latency scenario: deliveries per second (publish rate × subscribers) [default: 500000].
+    /// Proxy scenario: publishes per second of each phase (proxied, then plain) instead of a
+    /// closed loop
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Latency and proxy scenarios: samples of messages sent during this first part (of each
+    /// phase, for proxy) are not recorded
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub warmup: Duration,
     /// Throughput scenarios: messages in flight per subscriber (published, not yet received).
     /// Keep it under the server's per-subscriber buffer (Herald: 1024) for a lossless run.
-    #[arg(long, default_value_t = 512)]
-    pub window: u64,
+    /// Proxy: publishes awaiting their `ok` per publisher connection. Webhooks: events made
+    /// and not yet received by the sink (keep it under the webhook's `queue`, 10000 by
+    /// default). [default: 512; proxy 1; webhooks 5000]
+    #[arg(long)]
+    pub window: Option<u64>,
     /// After publishing ends, how long to wait for the last deliveries before counting loss
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub drain: Duration,
@@ -105,6 +127,14 @@ pub struct RunArgs {
     /// Also write the report as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Proxy scenario: the port of the backend it serves on 127.0.0.1 (the URL of Herald's
+    /// `[[proxy.publish]]` route)
+    #[arg(long, default_value_t = 9100)]
+    pub backend_port: u16,
+    /// Webhooks scenario: the port of the sink it serves on 127.0.0.1 (Herald's
+    /// `[[webhooks]] url`)
+    #[arg(long, default_value_t = 9101)]
+    pub sink_port: u16,
     /// Names the load of a run (e.g. "1M/s"): `report` puts labelled latency and overload
     /// runs in a table of their own, one row per label
     #[arg(long)]
@@ -156,7 +186,8 @@ pub struct Plan {
     pub pub_topics: Vec<String>,
     pub size: usize,
     pub duration: Duration,
-    /// Fixed deliveries per second (latency), or closed-loop (`None`).
+    /// Fixed deliveries per second (latency), publishes per second (proxy), or closed-loop
+    /// (`None`).
     pub rate: Option<u64>,
     pub warmup: Duration,
     pub window: u64,
@@ -165,6 +196,8 @@ pub struct Plan {
     pub sources: u8,
     pub server_pid: Option<u32>,
     pub label: Option<String>,
+    /// Proxy: the backend's port; webhooks: the sink's.
+    pub http_port: u16,
 }
 
 impl Plan {
@@ -185,6 +218,8 @@ impl BenchCommand {
             BenchCommand::Latency(a) => (Scenario::Latency, a),
             BenchCommand::Overload(a) => (Scenario::Overload, a),
             BenchCommand::Idle(a) => (Scenario::Idle, a),
+            BenchCommand::Proxy(a) => (Scenario::Proxy, a),
+            BenchCommand::Webhooks(a) => (Scenario::Webhooks, a),
             BenchCommand::Report(_) => return None,
         })
     }
@@ -199,23 +234,61 @@ impl RunArgs {
             Scenario::Fanin => (1, 100),
             Scenario::Topics => (20, 4),
             Scenario::Idle => (0, 0),
+            Scenario::Proxy => (10, 64),
+            // Nobody receives messages: the sink receives the events.
+            Scenario::Webhooks => (0, 64),
         };
         let subscribers = self.subscribers.unwrap_or(subs);
         let publishers = self.publishers.unwrap_or(pubs);
-        if scenario != Scenario::Idle && (subscribers == 0 || publishers == 0) {
-            return usage("--subscribers and --publishers must be at least 1");
+        match scenario {
+            Scenario::Idle => {}
+            Scenario::Webhooks if publishers == 0 => {
+                return usage("--publishers (connections making events) must be at least 1");
+            }
+            Scenario::Webhooks => {}
+            _ if subscribers == 0 || publishers == 0 => {
+                return usage("--subscribers and --publishers must be at least 1");
+            }
+            _ => {}
         }
+        if matches!(scenario, Scenario::Proxy | Scenario::Webhooks) && self.target != Target::Herald
+        {
+            return usage(
+                "the proxy and webhooks scenarios are Herald's: no peer has publish proxies or webhooks",
+            );
+        }
+        let window = self.window.unwrap_or(match scenario {
+            // One publish at a time per connection: its latency is then the proxy call's and
+            // Herald's, not a queue behind the connection's earlier publishes (the reader
+            // awaits each proxied publish).
+            Scenario::Proxy => 1,
+            Scenario::Webhooks => 5000,
+            _ => 512,
+        });
         if self.size < 18 {
             return usage("--size must be at least 18 bytes (the send time is written in it)");
         }
-        if self.window == 0 {
+        if scenario == Scenario::Proxy && self.size < 19 {
+            return usage(
+                "--size must be at least 19 bytes (the send time and the kind of publish are written in it)",
+            );
+        }
+        if window == 0 {
             return usage("--window must be at least 1");
         }
         if self.sources == 0 || self.sources > 250 {
             return usage("--sources must be between 1 and 250");
         }
-        if scenario == Scenario::Latency && self.rate < subscribers as u64 {
+        let rate = match scenario {
+            Scenario::Latency => Some(self.rate.unwrap_or(500_000)),
+            Scenario::Proxy => self.rate,
+            _ => None,
+        };
+        if scenario == Scenario::Latency && rate < Some(subscribers as u64) {
             return usage("--rate must be at least the number of subscribers");
+        }
+        if scenario == Scenario::Proxy && rate == Some(0) {
+            return usage("--rate must be at least 1");
         }
         if scenario == Scenario::Idle && self.connections == 0 {
             return usage("--connections must be at least 1");
@@ -240,6 +313,13 @@ impl RunArgs {
                 ("bench/many/*".to_owned(), topics)
             }
             Scenario::Idle => ("bench/idle".to_owned(), Vec::new()),
+            Scenario::Proxy => (
+                "bench/proxied/**".to_owned(),
+                (0..publishers)
+                    .map(|i| format!("bench/proxied/{i}"))
+                    .collect(),
+            ),
+            Scenario::Webhooks => ("bench/hooks".to_owned(), Vec::new()),
         };
         let url_text = self
             .url
@@ -256,14 +336,18 @@ impl RunArgs {
             pub_topics,
             size: self.size,
             duration: self.duration,
-            rate: (scenario == Scenario::Latency).then_some(self.rate),
+            rate,
             warmup: self.warmup,
-            window: self.window,
+            window,
             drain: self.drain,
             connections: self.connections,
             sources: self.sources,
             server_pid: self.server_pid,
             label: self.label.clone(),
+            http_port: match scenario {
+                Scenario::Webhooks => self.sink_port,
+                _ => self.backend_port,
+            },
         })
     }
 }

@@ -7,6 +7,10 @@
 //! - `topics`: publishers spread over many topics, subscribers on a wildcard over all of them;
 //! - `latency`: the fan-out shape at a fixed delivery rate, latency in an HDR histogram;
 //! - `idle`: many connections with one subscription each; server memory per connection.
+//! - `proxy` (Herald only): publishes asked of a backend the tool serves itself, then the same
+//!   load not asked: proxied publishes per second and the latency and CPU the proxy adds;
+//! - `webhooks` (Herald only): subscriptions and sessions coming and going, the events POSTed
+//!   to a sink the tool serves itself: events and batches per second.
 //!
 //! Throughput runs are closed-loop: publishers keep at most `--window` messages in flight per
 //! subscriber (published, not yet received). That measures the most a server delivers without
@@ -21,21 +25,25 @@
 //! its SVG chart.
 
 mod args;
+mod backend;
 mod chart;
 mod fmt;
+mod http;
 mod idle;
 mod load;
 mod loads;
 pub mod proc;
 mod proto;
+mod proxy;
 mod report;
 mod summary;
 mod syscalls;
+mod webhooks;
 mod ws;
 
 pub use args::{BenchCommand, ReportArgs, RunArgs, Scenario};
 pub use proto::Target;
-pub use report::{Latency, Report};
+pub use report::{Latency, ProxyRun, PublishStream, Report, WebhookRun};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +88,8 @@ fn run_scenario(scenario: Scenario, args: &RunArgs) -> Result<(), BenchError> {
     let report = local.block_on(&runtime, async {
         match plan.scenario {
             Scenario::Idle => idle::run(&plan).await,
+            Scenario::Proxy => proxy::run(&plan).await,
+            Scenario::Webhooks => webhooks::run(&plan).await,
             _ => load::run(&plan).await,
         }
     })?;

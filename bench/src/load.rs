@@ -21,9 +21,9 @@ use super::proto::Client;
 use super::report::{Latency, Report};
 
 /// Connections opened at once while setting up.
-const CONNECT_CONCURRENCY: usize = 32;
+pub(super) const CONNECT_CONCURRENCY: usize = 32;
 /// Width of the send time written at the start of every payload (nanoseconds, zero-padded).
-const STAMP: usize = 16;
+pub(super) const STAMP: usize = 16;
 /// Most messages a publisher writes at once.
 const MAX_BATCH: u64 = 64;
 /// Fixed-rate publishers wake this often.
@@ -173,7 +173,11 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
 }
 
 /// Opens `n` connections; the `k`-th gets source address number `first + k`.
-async fn connect_all(plan: &Plan, first: usize, n: usize) -> Result<Vec<Client>, BenchError> {
+pub(super) async fn connect_all(
+    plan: &Plan,
+    first: usize,
+    n: usize,
+) -> Result<Vec<Client>, BenchError> {
     let mut out = Vec::with_capacity(n);
     let mut opening = futures_util::stream::iter((first..first + n).map(|i| {
         let source = plan.source(i);
@@ -254,14 +258,14 @@ async fn publisher(p: usize, mut c: Client, plan: Plan, shared: Rc<Shared>) {
 }
 
 /// A payload of `size` bytes: a JSON string whose first characters are the send time.
-fn payload_template(size: usize) -> Vec<u8> {
+pub(super) fn payload_template(size: usize) -> Vec<u8> {
     let mut p = vec![b'x'; size];
     p[0] = b'"';
     p[size - 1] = b'"';
     p
 }
 
-fn write_stamp(payload: &mut [u8], ns: u64) {
+pub(super) fn write_stamp(payload: &mut [u8], ns: u64) {
     let mut n = ns;
     for b in payload[1..=STAMP].iter_mut().rev() {
         *b = b'0' + (n % 10) as u8;
@@ -270,7 +274,7 @@ fn write_stamp(payload: &mut [u8], ns: u64) {
 }
 
 /// The send time written at the start of a payload (after its opening quote).
-fn stamp(payload: &[u8]) -> Option<u64> {
+pub(super) fn stamp(payload: &[u8]) -> Option<u64> {
     let digits = payload.get(..STAMP)?;
     let mut n = 0u64;
     for &d in digits {

@@ -19,7 +19,12 @@ const GOAL_P99_US: f64 = 3000.0;
 /// Appends the table (nothing when no run is labelled).
 pub fn table(reports: &[Report], s: &mut String) {
     let mut labels: Vec<&str> = Vec::new();
-    for r in reports {
+    // Only the fan-out shape's runs: a labelled run of another scenario has its own table.
+    let reports: Vec<&Report> = reports
+        .iter()
+        .filter(|r| matches!(r.scenario, Scenario::Latency | Scenario::Overload))
+        .collect();
+    for r in &reports {
         if let Some(l) = r.label.as_deref()
             && !labels.contains(&l)
         {
@@ -44,6 +49,7 @@ pub fn table(reports: &[Report], s: &mut String) {
             reports
                 .iter()
                 .rev()
+                .copied()
                 .find(|r| r.target == t && r.label.as_deref() == Some(label))
         };
         let (herald, nats) = (find(Target::Herald), find(Target::Nats));

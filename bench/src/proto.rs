@@ -230,6 +230,43 @@ impl Client {
         }
     }
 
+    /// Herald: appends a `pub` with an `id`, which Herald answers with an `ok` once the
+    /// message was allowed (by a publish proxy, if one is routed) and routed.
+    pub fn encode_acked_publish(&self, topic: &str, id: u64, payload: &[u8], out: &mut Vec<u8>) {
+        debug_assert_eq!(self.target, Target::Herald);
+        let mut f = Vec::with_capacity(payload.len() + topic.len() + 48);
+        f.extend_from_slice(br#"{"op":"pub","id":"#);
+        f.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        f.extend_from_slice(br#","topic":""#);
+        f.extend_from_slice(topic.as_bytes());
+        f.extend_from_slice(br#"","data":"#);
+        f.extend_from_slice(payload);
+        f.push(b'}');
+        ws::encode_frame(self.mask, OP_TEXT, &f, out);
+    }
+
+    /// Herald: appends a `sub` of `pattern` and then its `unsub`, both with ids (two `ok`s).
+    pub fn encode_sub_unsub(&self, pattern: &str, id: u64, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.target, Target::Herald);
+        let sub = ClientFrame::Sub {
+            id: Some(Id::Num(id as i64)),
+            pattern: pattern.into(),
+            group: None,
+            ack: None,
+            rewind: None,
+            since: None,
+        };
+        let unsub = ClientFrame::Unsub {
+            id: Some(Id::Num(id as i64 + 1)),
+            pattern: pattern.into(),
+            group: None,
+        };
+        for f in [sub, unsub] {
+            let frame = serde_json::to_vec(&f).expect("a sub or unsub frame always encodes");
+            ws::encode_frame(self.mask, OP_TEXT, &frame, out);
+        }
+    }
+
     /// Sends a batch built by [`Client::encode_publish`].
     pub async fn send_batch(&mut self, batch: &[u8]) -> Result<(), BenchError> {
         if self.target == Target::Nats {

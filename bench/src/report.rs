@@ -18,6 +18,100 @@ pub struct Latency {
     pub max_us: f64,
 }
 
+/// One phase of the proxy scenario: proxied publishes, or plain ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PublishStream {
+    /// Publishes per second asked for (`None`: closed loop).
+    pub rate: Option<f64>,
+    pub published: u64,
+    /// `ok`s received (Herald sends one once the message was allowed and routed).
+    pub acked: u64,
+    /// Over the phase, from its start to its last `ok`.
+    pub acked_per_sec: f64,
+    /// Publish to delivery, all subscribers, after the phase's warm-up.
+    pub latency: Option<Latency>,
+    /// The server's CPU use during the phase, as a fraction of one core.
+    pub server_cpu: Option<f64>,
+    /// The server's CPU time per acked publish (its deliveries included), in µs.
+    pub server_us_per_publish: Option<f64>,
+}
+
+/// What the proxy scenario measured beside the common figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProxyRun {
+    /// Publisher connections (each publishes in both phases).
+    pub publishers: usize,
+    /// Publishes awaiting their `ok`, per connection, at most.
+    pub window: u64,
+    /// First phase, to `bench/proxied/…`: each publish asked of the backend.
+    pub proxied: PublishStream,
+    /// Second phase, to `bench/plain/…` (not routed) at the rate the first one published:
+    /// the baseline.
+    pub plain: PublishStream,
+    /// Requests the backend answered (should equal the proxied publishes).
+    pub backend_requests: u64,
+    /// Of those, requests that were not a POST for a topic under `bench/proxied/` (should be
+    /// 0).
+    pub backend_unexpected: u64,
+    /// Connections Herald opened to the backend.
+    pub backend_connections: u64,
+}
+
+impl ProxyRun {
+    /// Proxied p99 minus plain p99, in µs.
+    pub fn added_p99_us(&self) -> Option<f64> {
+        Some(self.proxied.latency.as_ref()?.p99_us - self.plain.latency.as_ref()?.p99_us)
+    }
+
+    pub fn added_p50_us(&self) -> Option<f64> {
+        Some(self.proxied.latency.as_ref()?.p50_us - self.plain.latency.as_ref()?.p50_us)
+    }
+
+    /// Whether the backend was asked exactly once per proxied publish, and only for those.
+    pub fn requests_match(&self) -> bool {
+        self.backend_requests == self.proxied.published && self.backend_unexpected == 0
+    }
+}
+
+/// What the webhooks scenario measured beside the common figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WebhookRun {
+    /// Connections making events.
+    pub connections: usize,
+    /// Events made and not yet received, at most.
+    pub window: u64,
+    /// Events the load should cause, by type (`session.closed` ones come `session.ttl` after
+    /// the socket closed).
+    pub expected: std::collections::BTreeMap<String, u64>,
+    /// Events the sink received, by type.
+    pub received: std::collections::BTreeMap<String, u64>,
+    /// Requests (batches) the sink received.
+    pub batches: u64,
+    pub largest_batch: u64,
+    /// Events whose id had been received before (delivery is at least once).
+    pub duplicates: u64,
+    /// Requests the sink could not read as a JSON array of events.
+    pub malformed: u64,
+    /// From the first event made to the last batch received that held an event other than
+    /// `session.closed` (the rates are of what arrived until then): the closes of the last
+    /// sessions come `session.ttl` after the load, and are counted but not timed.
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub batches_per_sec: f64,
+    /// From the event's `ts` (Herald's clock, milliseconds) to its arrival at the sink.
+    pub age: Option<Latency>,
+}
+
+impl WebhookRun {
+    pub fn events(&self) -> u64 {
+        self.received.values().sum()
+    }
+
+    pub fn events_per_batch(&self) -> Option<f64> {
+        (self.batches > 0).then(|| self.events() as f64 / self.batches as f64)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub target: Target,
@@ -59,6 +153,12 @@ pub struct Report {
     /// The server's read and write system calls during the run.
     #[serde(default)]
     pub server_syscalls: Option<Syscalls>,
+    /// Proxy scenario.
+    #[serde(default)]
+    pub proxy: Option<ProxyRun>,
+    /// Webhooks scenario.
+    #[serde(default)]
+    pub webhooks: Option<WebhookRun>,
     /// Errors seen by clients (a non-empty list means the figures are not to be trusted).
     pub errors: Vec<String>,
 }
@@ -92,6 +192,8 @@ impl Report {
             tool_cpu: None,
             deliveries_per_server_cpu_sec: None,
             server_syscalls: None,
+            proxy: None,
+            webhooks: None,
             errors: Vec::new(),
         }
     }
@@ -127,6 +229,8 @@ impl Report {
                     "  connections       {n} (no --server-pid: memory not read)"
                 );
             }
+        } else if let Some(w) = &self.webhooks {
+            webhooks_text(w, &mut s);
         } else {
             let _ = writeln!(
                 s,
@@ -134,7 +238,11 @@ impl Report {
                 self.publishers, self.subscribers, self.topics, self.size
             );
             if let Some(r) = self.target_rate {
-                let _ = writeln!(s, "  target rate       {r} deliveries/s");
+                let unit = match self.scenario {
+                    Scenario::Proxy => "publishes/s in each phase",
+                    _ => "deliveries/s",
+                };
+                let _ = writeln!(s, "  target rate       {r} {unit}");
             }
             let _ = writeln!(
                 s,
@@ -154,12 +262,20 @@ impl Report {
                     l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
                 );
             }
+            if let Some(p) = &self.proxy {
+                proxy_text(p, &mut s);
+            }
         }
         if let Some(c) = self.server_cpu {
             let _ = writeln!(s, "  server CPU        {:.0}% of a core", c * 100.0);
         }
+        // A webhooks run's "deliveries" are the events the sink received.
+        let (what, per) = match self.scenario {
+            Scenario::Webhooks => ("webhook events", "event"),
+            _ => ("deliveries", "delivery"),
+        };
         if let Some(d) = self.deliveries_per_server_cpu_sec {
-            let _ = writeln!(s, "  per server CPU-s  {d:.0} deliveries");
+            let _ = writeln!(s, "  per server CPU-s  {d:.0} {what}");
         }
         if let Some(c) = self.server_syscalls {
             let _ = writeln!(
@@ -168,7 +284,7 @@ impl Report {
                 c.writes,
                 c.reads,
                 self.writes_per_delivery()
-                    .map(|w| format!(" ({w:.4} writes per delivery)"))
+                    .map(|w| format!(" ({w:.4} writes per {per})"))
                     .unwrap_or_default()
             );
         }
@@ -179,5 +295,105 @@ impl Report {
             let _ = writeln!(s, "  error: {e}");
         }
         s
+    }
+}
+
+fn latency_line(s: &mut String, what: &str, l: Option<&Latency>) {
+    match l {
+        Some(l) => {
+            let _ = writeln!(
+                s,
+                "  {what:<17} p50 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}  ({} samples)",
+                l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  {what:<17} no samples");
+        }
+    }
+}
+
+fn proxy_text(p: &ProxyRun, s: &mut String) {
+    for (what, st) in [("proxied", &p.proxied), ("plain", &p.plain)] {
+        let _ = writeln!(
+            s,
+            "  {what:<17} {} published, {} acked, {:.0} acked/s ({}); server {} of a core, {} us per publish",
+            st.published,
+            st.acked,
+            st.acked_per_sec,
+            st.rate
+                .map(|r| format!("at {r:.0}/s"))
+                .unwrap_or_else(|| format!("closed loop, window {}", p.window)),
+            st.server_cpu
+                .map(|c| format!("{:.0}%", c * 100.0))
+                .unwrap_or_else(|| "?".into()),
+            st.server_us_per_publish
+                .map(|u| format!("{u:.1}"))
+                .unwrap_or_else(|| "?".into()),
+        );
+    }
+    latency_line(s, "proxied (us)", p.proxied.latency.as_ref());
+    latency_line(s, "plain (us)", p.plain.latency.as_ref());
+    if let (Some(p50), Some(p99)) = (p.added_p50_us(), p.added_p99_us()) {
+        let _ = writeln!(s, "  added by proxy    p50 {p50:.0} us  p99 {p99:.0} us");
+    }
+    let _ = writeln!(
+        s,
+        "  backend           {} requests for {} proxied publishes ({}), {} for other topics, {} connections",
+        p.backend_requests,
+        p.proxied.published,
+        if p.backend_requests == p.proxied.published {
+            "equal"
+        } else {
+            "NOT equal"
+        },
+        p.backend_unexpected,
+        p.backend_connections
+    );
+}
+
+fn webhooks_text(w: &WebhookRun, s: &mut String) {
+    let expected: u64 = w.expected.values().sum();
+    let _ = writeln!(
+        s,
+        "  shape             {} connections subscribing, unsubscribing, reconnecting",
+        w.connections
+    );
+    let _ = writeln!(
+        s,
+        "  events            {} of {expected} expected ({} duplicates, {} malformed batches)",
+        w.events(),
+        w.duplicates,
+        w.malformed
+    );
+    for (kind, want) in &w.expected {
+        let got = w.received.get(kind).copied().unwrap_or(0);
+        let _ = writeln!(s, "    {kind:<18} {got} of {want}");
+    }
+    for (kind, got) in w
+        .received
+        .iter()
+        .filter(|(k, _)| !w.expected.contains_key(*k))
+    {
+        let _ = writeln!(s, "    {kind:<18} {got} (not made by the load)");
+    }
+    let _ = writeln!(
+        s,
+        "  time              {:.3} s\n  events/s          {:.0}\n  batches/s         {:.1} ({} batches, {:.1} events per batch, largest {})",
+        w.seconds,
+        w.events_per_sec,
+        w.batches_per_sec,
+        w.batches,
+        w.events_per_batch().unwrap_or(0.0),
+        w.largest_batch
+    );
+    if let Some(a) = &w.age {
+        let _ = writeln!(
+            s,
+            "  event age (ms)    p50 {:.0}  p99 {:.0}  max {:.0}  (event ts to the sink)",
+            a.p50_us / 1000.0,
+            a.p99_us / 1000.0,
+            a.max_us / 1000.0
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::BenchError;
 use super::args::{ReportArgs, Scenario};
+use super::backend;
 use super::chart::{self, Group, Panel, Series};
 use super::fmt::{fmt_count, fmt_kib, fmt_rate, fmt_rate_or, fmt_ratio, fmt_us, goal_cell, ratio};
 use super::loads;
@@ -139,6 +140,7 @@ impl Results {
         s.push('\n');
         self.ratio_table(&mut s);
         loads::table(&self.0, &mut s);
+        backend::table(&self.0, &mut s);
         let _ = writeln!(s, "\n![Herald, NATS and Socket.IO side by side]({svg})\n");
         self.detail_table(&mut s);
         if let Some(n) = notes {

@@ -129,17 +129,33 @@ async fn a_stream_is_a_session() {
     s.bus.publish_json("other/y", &json!({"n": 0})).unwrap();
     let m = st.next().await;
     assert_eq!((m.name.as_str(), m.id.clone()), ("msg", format!("{sid}:1")));
-    assert_eq!((m.data["topic"].as_str(), &m.data["data"]), (Some("news/a"), &json!({"n": 1})));
+    assert_eq!(
+        (m.data["topic"].as_str(), &m.data["data"]),
+        (Some("news/a"), &json!({"n": 1}))
+    );
     assert_eq!(st.next().await.data["seq"], 2);
     // Subscriptions change by POST; the answer is the `ok` the frame would get.
-    let (code, ok) = post(&s, &format!("/v1/events/{sid}/sub"), json!({"pattern": "chat/r"})).await;
+    let (code, ok) = post(
+        &s,
+        &format!("/v1/events/{sid}/sub"),
+        json!({"pattern": "chat/r"}),
+    )
+    .await;
     assert_eq!((code, ok), (200, json!({"pattern": "chat/r"})));
-    let (code, _) = post(&s, &format!("/v1/events/{sid}/unsub"), json!({"pattern": "news/**"})).await;
+    let (code, _) = post(
+        &s,
+        &format!("/v1/events/{sid}/unsub"),
+        json!({"pattern": "news/**"}),
+    )
+    .await;
     assert_eq!(code, 200);
     s.bus.publish_json("news/b", &json!("gone")).unwrap();
     s.bus.publish_json("chat/r", &json!("here")).unwrap();
     let m = st.next().await;
-    assert_eq!((m.data["topic"].as_str(), m.id), (Some("chat/r"), format!("{sid}:3")));
+    assert_eq!(
+        (m.data["topic"].as_str(), m.id),
+        (Some("chat/r"), format!("{sid}:3"))
+    );
 }
 
 #[tokio::test]
@@ -160,10 +176,16 @@ async fn last_event_id_resumes_without_loss_or_with_an_exact_gap() {
     }
     let mut st = Stream::open(&s, "", Some(&first.id)).await;
     let w = st.next().await;
-    assert_eq!((w.name.as_str(), &w.data["resumed"]), ("welcome", &json!(true)));
+    assert_eq!(
+        (w.name.as_str(), &w.data["resumed"]),
+        ("welcome", &json!(true))
+    );
     for n in 2..=4 {
         let m = st.next().await;
-        assert_eq!((m.data["data"].clone(), m.id), (json!(n), format!("{sid}:{n}")));
+        assert_eq!(
+            (m.data["data"].clone(), m.id),
+            (json!(n), format!("{sid}:{n}"))
+        );
     }
     // Away longer than the buffer holds: an exact gap, then what was kept.
     let last = format!("{sid}:4");
@@ -176,8 +198,15 @@ async fn last_event_id_resumes_without_loss_or_with_an_exact_gap() {
     assert_eq!(st.next().await.data["resumed"], true);
     let gap = st.next().await;
     assert_eq!(gap.name, "gap");
-    assert_eq!((gap.data["from_seq"].clone(), gap.data["to_seq"].clone()), (json!(5), json!(12)));
-    assert_eq!(gap.id, format!("{sid}:12"), "a reconnect after the gap resumes past it");
+    assert_eq!(
+        (gap.data["from_seq"].clone(), gap.data["to_seq"].clone()),
+        (json!(5), json!(12))
+    );
+    assert_eq!(
+        gap.id,
+        format!("{sid}:12"),
+        "a reconnect after the gap resumes past it"
+    );
     let m = st.next().await;
     assert_eq!(m.data["data"], 13);
 }
@@ -188,7 +217,11 @@ async fn a_bad_last_event_id_gets_a_new_session() {
     for bad in ["nonsense", "s_unknown:3", "s_x:notanumber", ""] {
         let mut st = Stream::open(&s, "?pattern=a", Some(bad)).await;
         let w = st.next().await;
-        assert_eq!((w.name.as_str(), &w.data["resumed"]), ("welcome", &json!(false)), "{bad}");
+        assert_eq!(
+            (w.name.as_str(), &w.data["resumed"]),
+            ("welcome", &json!(false)),
+            "{bad}"
+        );
     }
 }
 
@@ -199,7 +232,11 @@ async fn bad_input_gets_a_clear_error() {
         ("?pattern=a//b", 400, "bad_pattern"),
         ("?pattern=", 400, "bad_pattern"),
     ] {
-        let r = http().get(s.http(&format!("/v1/events{query}"))).send().await.unwrap();
+        let r = http()
+            .get(s.http(&format!("/v1/events{query}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), status, "{query}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{query}: {v}");
@@ -210,16 +247,45 @@ async fn bad_input_gets_a_clear_error() {
     for (path, body, status, code) in [
         (sub.as_str(), json!({"pattern": "a//b"}), 400, "bad_pattern"),
         (sub.as_str(), json!({}), 400, "bad_request"),
-        (sub.as_str(), json!({"pattern": "a", "op": "unsub"}), 400, "bad_request"),
+        (
+            sub.as_str(),
+            json!({"pattern": "a", "op": "unsub"}),
+            400,
+            "bad_request",
+        ),
         (sub.as_str(), json!([1]), 400, "bad_request"),
-        (sub.as_str(), json!({"pattern": "a", "ack": "manual"}), 400, "bad_request"),
-        ("/v1/events/s_nope/sub", json!({"pattern": "a"}), 404, "not_found"),
-        ("/v1/events/s_nope/unsub", json!({"pattern": "a"}), 404, "not_found"),
+        (
+            sub.as_str(),
+            json!({"pattern": "a", "ack": "manual"}),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/events/s_nope/sub",
+            json!({"pattern": "a"}),
+            404,
+            "not_found",
+        ),
+        (
+            "/v1/events/s_nope/unsub",
+            json!({"pattern": "a"}),
+            404,
+            "not_found",
+        ),
     ] {
         let (st, v) = post(&s, path, body.clone()).await;
-        assert_eq!((st, v["error"]["code"].as_str()), (status, Some(code)), "{path} {body}: {v}");
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path} {body}: {v}"
+        );
     }
-    let r = http().post(s.http(&sub)).body("{nope").send().await.unwrap();
+    let r = http()
+        .post(s.http(&sub))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // The stream is unharmed.
     s.bus.publish_json("a", &json!(1)).unwrap();
@@ -251,7 +317,11 @@ async fn tokens_and_users() {
     });
     let s = TestServer::with_config(cfg).await;
     let ann = token("ann", &["ann/**"]);
-    let r = http().get(s.http("/v1/events?token=bad.token.here")).send().await.unwrap();
+    let r = http()
+        .get(s.http("/v1/events?token=bad.token.here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = http()
         .get(s.http(&format!("/v1/events?token={ann}&pattern=bob/x")))
@@ -301,4 +371,28 @@ async fn heartbeats_and_shutdown() {
     s.handle.shutdown();
     let names = st.until_end().await;
     assert_eq!(names.last().map(String::as_str), Some("bye"), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_stream_counts_as_a_connection() {
+    let mut cfg = config();
+    cfg.limits.max_connections = 1;
+    let s = TestServer::with_config(cfg).await;
+    let mut st = Stream::open(&s, "?pattern=t", None).await;
+    st.next().await;
+    let r = http().get(s.http("/v1/events")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    // Its place is given back when it ends.
+    drop(st);
+    let opened = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let r = http().get(s.http("/v1/events")).send().await.unwrap();
+            if r.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the slot came back");
 }

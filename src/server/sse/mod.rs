@@ -18,7 +18,9 @@ mod stream;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 
 pub(super) use ops::{sub, unsub};
@@ -26,6 +28,7 @@ pub(super) use ops::{sub, unsub};
 use super::AppState;
 use super::credentials::{percent_decode, upgrade_token};
 use super::reply::error_response;
+use super::ws::Counted;
 use crate::auth::Access;
 use crate::protocol::{ErrorCode, ServerFrame, WelcomeFrame};
 use crate::session::{Close, Outbox};
@@ -77,8 +80,21 @@ fn last_event_id(req: &Request<Body>) -> Option<(String, u64)> {
 /// streams it.
 pub(super) async fn events(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response<Body> {
+    // A stream is a connection: it counts against the same limits as a WebSocket.
+    let max = state.config().limits.max_connections as u64;
+    let Some(counted) = Counted::take(&state, max) else {
+        state.metrics.connection_rejected();
+        let m = "connection limit reached";
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m);
+    };
+    let per_ip = state.config().limits.max_connections_per_ip;
+    let Some(ip_slot) = state.per_ip.acquire(peer.ip(), per_ip) else {
+        let m = "too many connections from this address";
+        return error_response(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, m);
+    };
     let token = upgrade_token(&req);
     let access = match access_of(&state, token.as_deref()).await {
         Ok(a) => a,
@@ -159,6 +175,7 @@ pub(super) async fn events(
         outbox,
         access.time_left(),
         replay_from.unwrap_or(0),
+        Box::new((counted, ip_slot)),
     );
     let mut res = Response::new(body);
     let h = res.headers_mut();

@@ -48,6 +48,9 @@ struct Feed {
     expires: Option<tokio::time::Instant>,
     started: bool,
     ended: bool,
+    /// The stream's place in `max_connections` and `max_connections_per_ip`, given back
+    /// when it ends.
+    _slots: Box<dyn Send>,
 }
 
 impl Drop for Feed {
@@ -64,6 +67,7 @@ pub(super) fn body(
     outbox: Arc<Outbox>,
     time_left: Option<Duration>,
     last_seq: u64,
+    slots: Box<dyn Send>,
 ) -> Body {
     let every = state.config().heartbeat;
     let feed = Feed {
@@ -76,6 +80,7 @@ pub(super) fn body(
         last_seq,
         started: false,
         ended: false,
+        _slots: slots,
     };
     Body::from_stream(stream::unfold(feed, |mut f| async move {
         let chunk = f.next_chunk().await?;

@@ -14,9 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::http::{bus_error, json_error, read_body};
 use super::http_auth::Admin;
-use super::reply::error_response;
+use super::reply::{bus_error, error_response, json_error, read_body};
 use crate::bus::{Control, MAX_GROUP, Target, valid_disconnect_code};
 use crate::protocol::ErrorCode;
 use crate::topic::Pattern;

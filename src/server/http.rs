@@ -7,19 +7,18 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::http_auth::{Admin, HttpCaller, auth_error};
-use super::reply::error_response;
+use super::reply::{bus_error, error_response, json_error, read_body};
 use super::{AppState, control, sse, web, ws};
 use crate::bus::{BusError, PubAck, Publish, Published};
 use crate::protocol::ErrorCode;
@@ -55,43 +54,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-pub(super) fn bus_error(e: &BusError) -> Response {
-    let code = e.code();
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, code, &e.to_string())
-}
-
 async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         ErrorCode::NotFound,
         "no such endpoint",
     )
-}
-
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge,
-            &format!("body larger than {limit} bytes"),
-        )),
-        Err(e) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            &format!("could not read body: {e}"),
-        )),
-    }
-}
-
-pub(super) fn json_error(e: serde_json::Error) -> Response {
-    use serde_json::error::Category;
-    let code = match e.classify() {
-        Category::Data => ErrorCode::BadRequest,
-        _ => ErrorCode::BadJson,
-    };
-    error_response(StatusCode::BAD_REQUEST, code, &e.to_string())
 }
 
 #[derive(Deserialize)]

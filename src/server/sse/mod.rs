@@ -27,7 +27,7 @@ pub(super) use ops::{sub, unsub};
 
 use super::AppState;
 use super::credentials::{percent_decode, upgrade_token};
-use super::reply::error_response;
+use super::reply::{bus_error, error_response};
 use super::ws::Counted;
 use crate::auth::Access;
 use crate::protocol::{ErrorCode, ServerFrame, WelcomeFrame};
@@ -162,9 +162,7 @@ pub(super) async fn events(
             if !resumed {
                 bus.close_session(&session);
             }
-            let status =
-                StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return error_response(status, e.code(), &e.to_string());
+            return bus_error(&e);
         }
     }
     state.metrics.connection_opened();

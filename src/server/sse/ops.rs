@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 
 use super::super::AppState;
 use super::super::credentials::upgrade_token;
-use super::super::http::read_body;
-use super::super::reply::error_response;
+use super::super::reply::{code_error, read_body};
 use super::access_of;
 use crate::auth::Access;
 use crate::bus::SubOptions;
@@ -23,11 +22,6 @@ use crate::topic::Pattern;
 
 /// Largest body: a `sub` with a `since` of 1000 topics fits.
 const MAX_BODY: usize = 256 * 1024;
-
-fn error(code: ErrorCode, message: &str) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, code, message)
-}
 
 /// The session named in the path, if the caller may act on it: the same user (or no
 /// `[auth]`). Another user's session is "not found", like one that does not exist.
@@ -39,7 +33,7 @@ async fn session_of(
     let access = access_of(state, token.as_deref()).await?;
     match state.bus.find_session(id) {
         Some(s) if s.identity().user == access.user => Ok((s, access)),
-        _ => Err(error(
+        _ => Err(code_error(
             ErrorCode::NotFound,
             "no such session (it may have expired)",
         )),
@@ -50,12 +44,15 @@ async fn session_of(
 async fn frame_text(op: &str, req: Request<Body>) -> Result<String, Response> {
     let bytes = read_body(req.into_body(), MAX_BODY).await?;
     let mut v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| error(ErrorCode::BadJson, &format!("body is not JSON: {e}")))?;
+        .map_err(|e| code_error(ErrorCode::BadJson, &format!("body is not JSON: {e}")))?;
     let Some(o) = v.as_object_mut() else {
-        return Err(error(ErrorCode::BadRequest, "body must be a JSON object"));
+        return Err(code_error(
+            ErrorCode::BadRequest,
+            "body must be a JSON object",
+        ));
     };
     if o.contains_key("op") || o.contains_key("id") {
-        return Err(error(
+        return Err(code_error(
             ErrorCode::BadRequest,
             "'op' and 'id' are not part of this body",
         ));
@@ -80,7 +77,7 @@ pub(in crate::server) async fn sub(
     };
     let frame = match decode(&text) {
         Ok(f) => f,
-        Err(e) => return error(e.code, &e.message),
+        Err(e) => return code_error(e.code, &e.message),
     };
     let ClientFrame::Sub {
         pattern,
@@ -91,12 +88,12 @@ pub(in crate::server) async fn sub(
         ..
     } = frame
     else {
-        return error(ErrorCode::Internal, "not a sub");
+        return code_error(ErrorCode::Internal, "not a sub");
     };
     if let Ok(p) = Pattern::parse(&pattern)
         && !access.subscribe.allows_pattern(&p)
     {
-        return error(
+        return code_error(
             ErrorCode::Forbidden,
             &format!("no permission to subscribe to '{pattern}'"),
         );
@@ -114,7 +111,7 @@ pub(in crate::server) async fn sub(
             ..Default::default()
         })
         .into_response(),
-        Err(e) => error(e.code(), &e.to_string()),
+        Err(e) => code_error(e.code(), &e.to_string()),
     }
 }
 
@@ -134,8 +131,8 @@ pub(in crate::server) async fn unsub(
     };
     let (pattern, group) = match decode(&text) {
         Ok(ClientFrame::Unsub { pattern, group, .. }) => (pattern, group),
-        Ok(_) => return error(ErrorCode::Internal, "not an unsub"),
-        Err(e) => return error(e.code, &e.message),
+        Ok(_) => return code_error(ErrorCode::Internal, "not an unsub"),
+        Err(e) => return code_error(e.code, &e.message),
     };
     match state
         .bus
@@ -146,6 +143,6 @@ pub(in crate::server) async fn unsub(
             ..Default::default()
         })
         .into_response(),
-        Err(e) => error(e.code(), &e.to_string()),
+        Err(e) => code_error(e.code(), &e.to_string()),
     }
 }

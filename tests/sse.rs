@@ -187,6 +187,40 @@ async fn last_event_id_resumes_without_loss_or_with_an_exact_gap() {
             (json!(n), format!("{sid}:{n}"))
         );
     }
+    // A resume with the URL's patterns again does not undo an `unsub` made meanwhile.
+    let (code, _) = post(
+        &s,
+        &format!("/v1/events/{sid}/unsub"),
+        json!({"pattern": "t"}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let again = format!("{sid}:4");
+    drop(st);
+    let mut st = Stream::open(&s, "?pattern=t", Some(&again)).await;
+    assert_eq!(st.next().await.data["resumed"], true);
+    let rows: Value = http()
+        .get(s.http("/v1/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["session"] == sid.as_str())
+        .unwrap();
+    assert_eq!(row["subscriptions"], json!([]), "{rows}");
+    let (code, _) = post(
+        &s,
+        &format!("/v1/events/{sid}/sub"),
+        json!({"pattern": "t"}),
+    )
+    .await;
+    assert_eq!(code, 200);
     // Away longer than the buffer holds: an exact gap, then what was kept.
     let last = format!("{sid}:4");
     drop(st);
@@ -395,4 +429,12 @@ async fn a_stream_counts_as_a_connection() {
     })
     .await;
     assert!(opened.is_ok(), "the slot came back");
+    // Streams the client left are counted as closed.
+    let metrics = common::get_text(s.http("/metrics")).await;
+    let closed: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("herald_connections_closed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(closed >= 1, "{metrics}");
 }

@@ -156,7 +156,9 @@ pub(super) async fn events(
             last_words: None,
         });
     }
-    for p in &wanted {
+    // Only a new session takes the URL's patterns: a browser reconnects with the same URL,
+    // and a resumed session keeps what it was changed to since (an `unsub` stays).
+    for p in wanted.iter().filter(|_| !resumed) {
         if let Err(e) = bus.subscribe_with(&session, p, &Default::default()).await {
             session.detach(&outbox);
             if !resumed {

@@ -56,6 +56,10 @@ struct Feed {
 impl Drop for Feed {
     fn drop(&mut self) {
         self.session.detach(&self.outbox);
+        if !self.ended {
+            // The client went away (a close we sent is counted where it is sent).
+            self.state.metrics.connection_closed(None);
+        }
         tracing::debug!(session = %self.session.id(), "event stream closed");
     }
 }
@@ -118,6 +122,7 @@ impl Feed {
                 _ = until(self.expires) => {
                     let frame = serde_json::json!({"code": close::UNAUTHORIZED, "reason": "token expired"});
                     self.event(&mut out, "close", frame.to_string().as_bytes());
+                    self.state.metrics.connection_closed(Some(close::UNAUTHORIZED));
                     self.ended = true;
                     return Some(out.into());
                 }

@@ -8,7 +8,7 @@ export type ServerErrorCode =
   | "bad_frame" | "bad_json" | "unknown_op" | "bad_topic" | "bad_pattern" | "bad_request"
   | "unauthorized" | "forbidden" | "too_large" | "rate_limited" | "too_many_subscriptions"
   | "no_responders" | "timeout" | "not_found" | "unavailable" | "internal";
-export type ClientErrorCode = "disconnected" | "closed" | "queue_full" | "timeout" | "connect_failed" | "token_failed";
+export type ClientErrorCode = "disconnected" | "closed" | "queue_full" | "timeout" | "connect_failed" | "token_failed" | "unsupported";
 
 export declare const CLIENT_CODES: Readonly<{
   DISCONNECTED: "disconnected";
@@ -17,6 +17,8 @@ export declare const CLIENT_CODES: Readonly<{
   TIMEOUT: "timeout";
   CONNECT_FAILED: "connect_failed";
   TOKEN_FAILED: "token_failed";
+  /** The transport in use cannot do that (over SSE: `request`, `ack`, `ack: "manual"`). */
+  UNSUPPORTED: "unsupported";
 }>;
 
 export declare class HeraldError extends Error {
@@ -30,7 +32,14 @@ export declare class HeraldError extends Error {
   readonly closeCode?: number;
   /** What `getToken` threw, for `token_failed`. */
   readonly cause?: unknown;
+  /** The HTTP status, for errors of the sse transport's HTTP calls. */
+  readonly status?: number;
+  /** "sse", for `unsupported`. */
+  readonly transport?: Transport;
 }
+
+/** How a bus reaches the server. */
+export type Transport = "websocket" | "sse";
 
 /** A delivered message: the server's `msg` frame without `op`, plus helpers. */
 export interface Message<T = Json> {
@@ -172,6 +181,16 @@ export interface OpenEvent {
   previousSession: string | null;
   /** The URL this connection went to. */
   url: string;
+  transport: Transport;
+}
+
+/** "auto" gave up on the WebSocket: the bus uses SSE from now on. */
+export interface TransportEvent {
+  name: "sse";
+  /** Why, for logs. */
+  reason: string;
+  /** The event stream URL it uses now. */
+  url: string;
 }
 
 export interface CloseEvent {
@@ -257,12 +276,32 @@ export interface BusEvents {
   unsubscribed: UnsubscribedEvent;
   /** A message of a server-made subscription (`subscribed`) that no local subscription matches. */
   message: Message;
+  /** "auto" fell back to SSE (before that connection's `open`). */
+  transport: TransportEvent;
 }
 
 /** A constructor compatible with the browser's WebSocket (e.g. the `ws` package in Node 20). */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket;
 
+/** A constructor compatible with the browser's EventSource. */
+export type EventSourceConstructor = new (url: string) => EventSource;
+
 export interface ConnectOptions {
+  /**
+   * "auto" (default): a WebSocket; once two in a row failed to open while the server answers
+   * plain HTTP (a proxy refusing upgrades; before any WebSocket of the bus worked, else after
+   * an outage of 5 attempts), SSE for good (`transport` event). "websocket": never SSE. "sse":
+   * `GET /v1/events`, with subscribing and publishing over HTTP.
+   */
+  transport?: "auto" | Transport;
+  /**
+   * For the sse transport: default the global EventSource (browsers), else FetchEventSource
+   * (Node). Pass FetchEventSource in a page to send the token as a header and resume a saved
+   * session, which the browser's cannot.
+   */
+  EventSource?: EventSourceConstructor | typeof FetchEventSource | unknown;
+  /** For the sse transport's HTTP calls (default: the global fetch). */
+  fetch?: typeof fetch;
   /** More URLs, after the one(s) given to `connect`: failover targets. */
   urls?: string[];
   /** A token, or a function returning one (called before every connection). */
@@ -301,8 +340,13 @@ export declare class Bus {
   readonly url: string;
   /** Every URL, in the order tried: the first connection tries each; each reconnect moves to the next. */
   readonly urls: string[];
-  /** The current WebSocket, or null between connections. */
-  readonly socket: WebSocket | null;
+  /** "websocket" or "sse": the transport in use ("auto" starts with "websocket"). */
+  readonly transport: Transport;
+  /**
+   * The current WebSocket, or null between connections. Over SSE, what stands for it (the same
+   * `readyState`, `close()`), with the stream's `eventSource` and `session`.
+   */
+  readonly socket: WebSocket | { readonly readyState: number; readonly eventSource: EventSource | FetchEventSource | null; readonly session: string | null; close(): void } | null;
   readonly session: string | null;
   /** Highest seq seen or covered by a gap. */
   readonly lastSeq: number;
@@ -322,11 +366,15 @@ export declare class Bus {
   /** What a plain subscription would continue from (to pass as `since` later); null if none. */
   since(pattern: string): Required<SinceTopics> | null;
   publish(topic: string, data: Json, options?: PublishOptions): Promise<PublishResult>;
+  /** Over SSE: rejects `unsupported`. */
   request<T = Json>(topic: string, data: Json, options?: RequestOptions): Promise<T>;
+  /** Over SSE: `GET /v1/history`. */
   history<T = Json>(topic: string, options?: HistoryOptions): Promise<History<T>>;
+  /** Over SSE: `GET /v1/presence` (with `[auth]`, an admin key's call). */
   presence(topic: string): Promise<Presence>;
+  /** Over SSE: throws `unsupported`. */
   ack(seq: number): void;
-  /** Round trip in milliseconds. */
+  /** Round trip in milliseconds (over SSE: to `GET /healthz`). */
   ping(): Promise<number>;
   on<E extends keyof BusEvents>(event: E, fn: (payload: BusEvents[E]) => void): () => void;
   off<E extends keyof BusEvents>(event: E, fn: (payload: BusEvents[E]) => void): void;
@@ -374,3 +422,46 @@ export declare class Positions {
 
 /** Reconnect delay of an attempt: exponential with equal jitter. */
 export declare function backoffDelay(attempt: number, minDelayMs?: number, maxDelayMs?: number, random?: () => number): number;
+
+/** An event of a {@link FetchEventSource}. */
+export interface FetchEventSourceEvent {
+  type: string;
+  /** The event's data (`undefined` for `open` and `error`). */
+  data?: string;
+  lastEventId?: string;
+  /** For `error`: what broke the connection, if anything was thrown. */
+  error?: unknown;
+}
+
+/**
+ * A small EventSource over `fetch` streaming (Node has none), that can also send headers and a
+ * first `Last-Event-ID`. It reconnects by itself after a network error or the end of the
+ * stream (`retry` ms later, sending `Last-Event-ID`); an HTTP status other than 200 or another
+ * content type fails it for good.
+ */
+export declare class FetchEventSource {
+  static readonly CONNECTING: 0;
+  static readonly OPEN: 1;
+  static readonly CLOSED: 2;
+  constructor(url: string, options?: { headers?: Record<string, string>; lastEventId?: string; fetch?: typeof fetch; retryMs?: number; idleTimeoutMs?: number });
+  readonly url: string;
+  readonly withCredentials: false;
+  readonly readyState: 0 | 1 | 2;
+  readonly lastEventId: string;
+  /** The last response's HTTP status. */
+  readonly status: number | undefined;
+  /** Why the last connection failed: `{status, code?, message}` from an HTTP error, or what was thrown. */
+  readonly failure: { status: number; code?: string; message: string } | unknown;
+  /** The reconnect delay (the server's `retry:` sets it). */
+  retryMs: number;
+  /** A connection silent this long (even without heartbeat comments) is dropped and reopened; 0: never. */
+  idleTimeoutMs: number;
+  onopen: ((ev: FetchEventSourceEvent) => void) | null;
+  onmessage: ((ev: FetchEventSourceEvent) => void) | null;
+  onerror: ((ev: FetchEventSourceEvent) => void) | null;
+  /** Comment lines (`: heartbeat`), without the colon. */
+  oncomment: ((text: string) => void) | null;
+  addEventListener(type: string, fn: (ev: FetchEventSourceEvent) => void): void;
+  removeEventListener(type: string, fn: (ev: FetchEventSourceEvent) => void): void;
+  close(): void;
+}

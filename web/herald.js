@@ -22,7 +22,11 @@
 // - tokens: `getToken` is asked for a token before every connection and on the server's
 //   `expiring`, when the new one goes out as `refresh` on the open socket (no reconnect);
 // - server-side subscriptions: `subscribed`/`unsubscribed` frames become events, and a
-//   subscription the server removed is forgotten, so no reconnect makes it again.
+//   subscription the server removed is forgotten, so no reconnect makes it again;
+// - transports: a WebSocket (`/ws`), or Server-Sent Events (`GET /v1/events`, read with the
+//   browser's EventSource or, in Node, FetchEventSource below; subscribing and publishing go
+//   over HTTP) with the same API and events; "auto" falls back to SSE when WebSockets do not
+//   get through.
 
 /** Client-side error codes, beside the server's (PROTOCOL.md §6). */
 export const CLIENT_CODES = Object.freeze({
@@ -32,6 +36,7 @@ export const CLIENT_CODES = Object.freeze({
   TIMEOUT: "timeout", // no answer in time
   CONNECT_FAILED: "connect_failed", // the first connection could not be opened
   TOKEN_FAILED: "token_failed", // getToken threw, gave no token, or gave one expiring no later
+  UNSUPPORTED: "unsupported", // the transport in use cannot do that (e.g. `request` over sse)
 });
 
 /** An error from the server (`error` frame, `code` from PROTOCOL.md §6) or from this client. */
@@ -251,22 +256,51 @@ function isExact(pattern) {
 }
 
 // ------------------------------------------------------------------------------------------
+// URLs. A server is named by its WebSocket endpoint (`ws://host/ws`) or its event stream
+// (`http://host/v1/events`); either form (or `http://host`) works for either transport.
 
-function defaultUrl() {
+const TRANSPORTS = ["auto", "websocket", "sse"];
+/** "auto", once a WebSocket worked: failed attempts in a row before asking whether SSE would do. */
+const AUTO_PATIENCE = 5;
+
+function defaultUrl(transport) {
   const loc = globalThis.location;
   if (!loc || !loc.host) throw new TypeError("connect(url): a URL is needed outside a web page");
-  return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
+  const secure = loc.protocol === "https:";
+  if (transport === "sse") return `${secure ? "https:" : "http:"}//${loc.host}/v1/events`;
+  return `${secure ? "wss:" : "ws:"}//${loc.host}/ws`;
 }
 
-/** Accepts ws(s)://, http(s):// (→ ws(s)://…/ws when no path) and, in a page, relative URLs. */
-function normalizeUrl(url) {
-  if (url == null || url === "") return defaultUrl();
+/**
+ * For the WebSocket: ws(s)://, http(s):// (→ ws(s)://…/ws when no path; `…/v1/events` →
+ * `…/ws`) and, in a page, relative URLs. For SSE: http(s)://…/v1/events, from any of those.
+ */
+function normalizeUrl(url, transport = "websocket") {
+  if (url == null || url === "") return defaultUrl(transport);
   const base = globalThis.location && globalThis.location.href ? globalThis.location.href : undefined;
   const u = new URL(String(url), base);
+  const path = u.pathname;
+  if (transport === "sse") {
+    if (u.protocol === "ws:") u.protocol = "http:";
+    if (u.protocol === "wss:") u.protocol = "https:";
+    if (path === "/") u.pathname = "/v1/events";
+    else if (path.endsWith("/ws")) u.pathname = `${path.slice(0, -3)}/v1/events`;
+    return u.toString();
+  }
   if (u.protocol === "http:") u.protocol = "ws:";
   if (u.protocol === "https:") u.protocol = "wss:";
-  if (u.pathname === "/" && !String(url).endsWith("/")) u.pathname = "/ws";
+  if (path === "/" && !String(url).endsWith("/")) u.pathname = "/ws";
+  else if (path.endsWith("/v1/events")) u.pathname = `${path.slice(0, -10)}/ws`;
   return u.toString();
+}
+
+/** The HTTP root of the server a URL names (`http://host/prefix`, no trailing `/`). */
+function httpRoot(url) {
+  const u = new URL(url);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  if (u.protocol === "wss:") u.protocol = "https:";
+  const path = u.pathname.replace(/\/(?:ws|v1\/events)$/, "").replace(/\/$/, "");
+  return `${u.origin}${path}`;
 }
 
 /**
@@ -276,17 +310,595 @@ function normalizeUrl(url) {
 function detach(ws) {
   ws.onopen = ws.onmessage = ws.onclose = null;
   ws.onerror = () => {};
+  if (ws instanceof SseSocket) ws.ondrop = null;
 }
 
 function subKey(pattern, group) {
   return group ? `${pattern}\u0000${group}` : pattern;
 }
 
-/** The URLs of `connect(url | [url, …], {urls})`, normalized, without repeats (default: this page's). */
-function urlList(url, extra) {
+/** The URLs given to `connect(url | [url, …], {urls})`, without normalizing. */
+function givenUrls(url, extra) {
   const given = [...(Array.isArray(url) ? url : url == null || url === "" ? [] : [url]), ...(Array.isArray(extra) ? extra : [])];
-  const urls = [...new Set((given.length ? given : [undefined]).map(normalizeUrl))];
-  return urls;
+  return given.length ? given : [undefined];
+}
+
+/** Those URLs normalized for `transport`, without repeats (default: this page's). */
+function urlList(given, transport) {
+  return [...new Set(given.map((u) => normalizeUrl(u, transport)))];
+}
+
+/** `fetch`, called as a function of the global (a browser's refuses another `this`). */
+function globalFetch() {
+  return typeof globalThis.fetch === "function" ? (...args) => globalThis.fetch(...args) : null;
+}
+
+// ------------------------------------------------------------------------------------------
+// Server-Sent Events (PROTOCOL.md §2): `GET /v1/events` is the session's stream; what a
+// WebSocket would send (`sub`, `unsub`, `pub`, `history`, `presence`, `ping`) goes over HTTP.
+
+/**
+ * A small `EventSource` over `fetch` streaming, for Node (which has no EventSource) or for a
+ * page that wants what the browser's cannot do: request headers (`Authorization`) and a
+ * `Last-Event-ID` on the first request (to resume a session known from before). As the
+ * standard one it reconnects by itself after a network error or the end of the stream,
+ * `retry` ms later (the server's `retry:` field), sending `Last-Event-ID`; an HTTP status
+ * other than 200 or a type other than `text/event-stream` fails it for good (`readyState`
+ * CLOSED, `status` and `failure` say why). Comments (`: heartbeat`) call `oncomment`; with
+ * `idleTimeoutMs` a connection that sent nothing at all that long is dropped and reconnected
+ * (a half-open TCP connection never ends by itself).
+ */
+export class FetchEventSource {
+  constructor(url, { headers, lastEventId, fetch, retryMs = 1000, idleTimeoutMs = 0 } = {}) {
+    this.url = String(url);
+    this.withCredentials = false;
+    this.readyState = FetchEventSource.CONNECTING;
+    /** The id of the last event (sent back as `Last-Event-ID` when reconnecting). */
+    this.lastEventId = lastEventId ? String(lastEventId) : "";
+    /** The HTTP status of the last response, or undefined. */
+    this.status = undefined;
+    /** Why the last connection failed: `{status, code?, message}` (an HTTP error body) or the thrown error. */
+    this.failure = undefined;
+    this.retryMs = retryMs;
+    this._idleTimeoutMs = idleTimeoutMs;
+    this.onopen = this.onmessage = this.onerror = this.oncomment = null;
+    this._headers = { ...(headers || {}) };
+    this._fetch = fetch || globalFetch();
+    if (typeof this._fetch !== "function") throw new TypeError("FetchEventSource: no fetch");
+    this._listeners = new Map();
+    this._conn = 0; // the current connection's number: what an older one does is ignored
+    this._abort = null;
+    this._timer = null;
+    this._watchdog = null;
+    this._heard = 0;
+    this._connect();
+  }
+
+  /** A connection silent this long (ms; 0: no limit) is dropped and reopened. Settable while open. */
+  get idleTimeoutMs() {
+    return this._idleTimeoutMs;
+  }
+
+  set idleTimeoutMs(ms) {
+    this._idleTimeoutMs = ms;
+    if (this.readyState === FetchEventSource.OPEN) this._watch(this._conn, this._abort);
+  }
+
+  addEventListener(type, fn) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(fn);
+  }
+
+  removeEventListener(type, fn) {
+    const set = this._listeners.get(type);
+    if (set) set.delete(fn);
+  }
+
+  _dispatch(ev) {
+    const on = this[`on${ev.type}`];
+    if (typeof on === "function" && (ev.type === "message" || ev.type === "open" || ev.type === "error")) on.call(this, ev);
+    const set = this._listeners.get(ev.type);
+    if (set) for (const fn of [...set]) fn.call(this, ev);
+  }
+
+  /** Stops for good (no reconnect). */
+  close() {
+    this.readyState = FetchEventSource.CLOSED;
+    this._conn += 1;
+    clearTimeout(this._timer);
+    clearInterval(this._watchdog);
+    this._watchdog = null;
+    if (this._abort) this._abort.abort();
+    this._abort = null;
+  }
+
+  async _connect() {
+    const conn = ++this._conn;
+    const abort = new AbortController();
+    this._abort = abort;
+    const headers = { accept: "text/event-stream", "cache-control": "no-cache", ...this._headers };
+    if (this.lastEventId) headers["last-event-id"] = this.lastEventId;
+    let res;
+    try {
+      res = await this._fetch(this.url, { headers, signal: abort.signal, cache: "no-store" });
+    } catch (e) {
+      if (conn === this._conn) this._reconnect(e);
+      return;
+    }
+    if (conn !== this._conn) {
+      abort.abort();
+      return;
+    }
+    this.status = res.status;
+    const type = (res.headers.get("content-type") || "").toLowerCase();
+    if (res.status !== 200 || !type.startsWith("text/event-stream")) {
+      let message = `HTTP ${res.status}`;
+      let code;
+      try {
+        const text = await res.text();
+        try {
+          const body = JSON.parse(text);
+          if (body && body.error) ({ code, message } = body.error);
+        } catch {
+          if (text) message = `HTTP ${res.status}: ${text.slice(0, 200)}`;
+        }
+      } catch {
+        /* the body did not come: the status says enough */
+      }
+      if (conn !== this._conn) return;
+      this.failure = { status: res.status, ...(code ? { code } : {}), message: res.status === 200 ? `not an event stream (${type || "no content-type"})` : message };
+      this._fail();
+      return;
+    }
+    this.readyState = FetchEventSource.OPEN;
+    this.failure = undefined;
+    this._heard = Date.now();
+    this._watch(conn, abort);
+    this._dispatch({ type: "open" });
+    const parser = new SseParser((ev) => {
+      if (conn !== this._conn) return;
+      if (ev.lastEventId !== undefined) this.lastEventId = ev.lastEventId;
+      if (ev.type) this._dispatch({ type: ev.type, data: ev.data, lastEventId: this.lastEventId });
+    }, (c) => {
+      if (conn === this._conn && typeof this.oncomment === "function") this.oncomment(c);
+    }, (ms) => {
+      this.retryMs = ms;
+    });
+    try {
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (conn !== this._conn) {
+          try {
+            reader.cancel();
+          } catch {
+            /* gone */
+          }
+          return;
+        }
+        if (done) break;
+        this._heard = Date.now();
+        parser.push(decoder.decode(value, { stream: true }));
+      }
+      parser.push(decoder.decode(), true);
+      if (conn === this._conn) this._reconnect(undefined);
+    } catch (e) {
+      if (conn === this._conn) this._reconnect(e);
+    }
+  }
+
+  /** With `idleTimeoutMs`: a connection that stays silent that long is dropped and reopened. */
+  _watch(conn, abort) {
+    clearInterval(this._watchdog);
+    this._watchdog = null;
+    const ms = this._idleTimeoutMs;
+    if (!(ms > 0)) return;
+    const every = Math.max(50, Math.min(1000, ms / 4));
+    this._watchdog = setInterval(() => {
+      if (conn !== this._conn) return;
+      if (Date.now() - this._heard < ms) return;
+      abort.abort();
+      this._reconnect(new Error(`nothing heard for ${ms} ms`));
+    }, every);
+    if (this._watchdog.unref) this._watchdog.unref();
+  }
+
+  _reconnect(error) {
+    if (this.readyState === FetchEventSource.CLOSED) return;
+    this._conn += 1; // what the broken connection still does is ignored
+    clearInterval(this._watchdog);
+    this._watchdog = null;
+    if (error !== undefined) this.failure = error;
+    this.readyState = FetchEventSource.CONNECTING;
+    this._dispatch({ type: "error", error });
+    if (this.readyState !== FetchEventSource.CONNECTING) return; // closed by a listener
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._connect(), this.retryMs);
+  }
+
+  _fail() {
+    this.close();
+    this._dispatch({ type: "error" });
+  }
+}
+FetchEventSource.CONNECTING = 0;
+FetchEventSource.OPEN = 1;
+FetchEventSource.CLOSED = 2;
+
+/** The `text/event-stream` format (HTML §9.2.6), fed text as it comes. */
+class SseParser {
+  constructor(onEvent, onComment, onRetry) {
+    this.onEvent = onEvent;
+    this.onComment = onComment;
+    this.onRetry = onRetry;
+    this.buf = "";
+    this.type = "";
+    this.data = "";
+    this.id = undefined; // the last event ID buffer: kept across events, as the standard says
+    this.first = true;
+  }
+
+  push(text, end = false) {
+    let buf = this.buf + text;
+    if (this.first && buf.length > 0) {
+      this.first = false;
+      if (buf.charCodeAt(0) === 0xfeff) buf = buf.slice(1);
+    }
+    const eol = /\r\n|\r|\n/g;
+    let pos = 0;
+    let m;
+    while ((m = eol.exec(buf))) {
+      // A `\r` last may be the first half of a `\r\n` still on its way.
+      if (m[0] === "\r" && m.index === buf.length - 1 && !end) break;
+      this.line(buf.slice(pos, m.index));
+      pos = m.index + m[0].length;
+    }
+    this.buf = buf.slice(pos);
+    // An event not ended by a blank line when the stream ends is not dispatched.
+    if (end) this.buf = "";
+  }
+
+  line(line) {
+    if (line === "") {
+      this.dispatch();
+      return;
+    }
+    if (line[0] === ":") {
+      this.onComment(line.slice(1).trimStart());
+      return;
+    }
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value[0] === " ") value = value.slice(1);
+    if (field === "event") this.type = value;
+    else if (field === "data") this.data += `${value}\n`;
+    else if (field === "id") {
+      if (!value.includes("\u0000")) this.id = value;
+    } else if (field === "retry") {
+      if (/^\d+$/.test(value)) this.onRetry(Number(value));
+    }
+  }
+
+  dispatch() {
+    const type = this.type || "message";
+    const data = this.data;
+    this.type = "";
+    this.data = "";
+    // The source's last event id is set even by an event without data, which is not dispatched.
+    if (data === "") this.onEvent({ type: "", lastEventId: this.id });
+    else this.onEvent({ type, data: data.slice(0, -1), lastEventId: this.id });
+  }
+}
+
+/** The events of the server's stream (an `EventSource` only hears the names listened to). */
+const SSE_EVENTS = ["welcome", "msg", "gap", "subscribed", "unsubscribed", "error", "close", "bye", "expiring", "message"];
+
+/** A call the sse transport has no way to make. */
+function unsupported(what) {
+  return new HeraldError(CLIENT_CODES.UNSUPPORTED, `${what} is not available over the sse transport (it needs a WebSocket: connect with transport "websocket")`, { transport: "sse" });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * What the Bus talks to on the "sse" transport, in place of a WebSocket and with its
+ * interface (`readyState`, `send(text)`, `close()`, `onopen`, `onmessage`, `onclose`): the
+ * `hello` opens the event stream (`GET /v1/events`, the token as `?token=` for a browser's
+ * `EventSource`, which cannot send headers; as `Authorization` for a {@link FetchEventSource},
+ * which also resumes a known session with `Last-Event-ID`); the stream's events come out as
+ * frames; `sub`, `unsub` and `pub` become POSTs, one at a time and in order (as frames on a
+ * socket are), `history`, `presence` and `ping` GETs, and their answers frames with the
+ * request's `id`. What has no HTTP form is answered `unsupported`.
+ *
+ * The event source reconnects by itself when the stream breaks, and its `Last-Event-ID`
+ * resumes the session: that is `ondrop` (the Bus waits for the next `welcome` on this same
+ * socket). `onclose` is for what it cannot come back from: a failure before the first
+ * `welcome`, an HTTP error (401 becomes 4001), or the server's `close` with 1008 (taken over)
+ * or 4001 (the token expired: a new one needs a new stream).
+ */
+class SseSocket {
+  constructor(url, { EventSource, fetch, answerTimeoutMs }) {
+    this.url = url;
+    this.protocol = "";
+    this.readyState = 0;
+    /** The session of the last `welcome`: where `sub` and `unsub` go. */
+    this.session = null;
+    /** The EventSource (the browser's or a {@link FetchEventSource}), once `hello` opened it. */
+    this.eventSource = null;
+    this.onopen = this.onmessage = this.onclose = this.onerror = this.ondrop = null;
+    const u = new URL(url);
+    u.search = "";
+    u.hash = "";
+    this._events = u.toString().replace(/\/$/, ""); // `…/v1/events`, for `…/<session>/sub`
+    this._root = httpRoot(url);
+    this._ES = EventSource;
+    this._own = !EventSource || EventSource === FetchEventSource || EventSource.prototype instanceof FetchEventSource;
+    this._fetch = fetch;
+    this._answerTimeoutMs = answerTimeoutMs;
+    this._token = undefined;
+    this._welcomed = false; // a `welcome` came: a broken stream after it is a drop, not a failure
+    this._dropped = false; // a drop was reported and no `welcome` came since
+    this._ending = null; // what the server said as it ended the stream (`close`, `bye`)
+    this._chain = Promise.resolve(); // sub, unsub and pub, one after the other
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      if (this.onopen) this.onopen({ type: "open" });
+    }, 0);
+  }
+
+  send(text) {
+    if (this.readyState !== 1) throw new Error("the event stream is closed");
+    const frame = JSON.parse(text);
+    const id = frame.id;
+    switch (frame.op) {
+      case "hello":
+        this._stream(frame);
+        return;
+      case "sub":
+      case "unsub": {
+        if (frame.ack === "manual") return this._answerSoon(id, unsupported("a manual-ack subscription (`ack: \"manual\"`)"));
+        const body = { ...frame };
+        delete body.op;
+        delete body.id;
+        const op = frame.op;
+        // `sub` and `unsub` are idempotent: a request lost on the way is sent again.
+        this._serial(id, () => this._http("POST", () => `${this._events}/${encodeURIComponent(this.session)}/${op}`, body, true), (ok) => ({ op: "ok", ...ok }));
+        return;
+      }
+      case "pub": {
+        const body = { topic: frame.topic, data: frame.data === undefined ? null : frame.data };
+        if (frame.msg_id !== undefined) body.msg_id = frame.msg_id;
+        if (frame.retain) body.retain = true;
+        // Only a publish with a `msg_id` is safe to send again (the server de-duplicates it).
+        this._serial(id, () => this._http("POST", () => `${this._root}/v1/publish`, body, body.msg_id !== undefined), (ok) => ({ op: "ok", offset: ok.offset, epoch: ok.epoch, duplicate: !!ok.duplicate }));
+        return;
+      }
+      case "history": {
+        const q = new URLSearchParams({ topic: frame.topic });
+        if (frame.since !== undefined) q.set("since", String(frame.since));
+        if (frame.limit !== undefined) q.set("limit", String(frame.limit));
+        this._parallel(id, () => this._http("GET", () => `${this._root}/v1/history?${q}`), (ok) => ({ op: "ok", epoch: ok.epoch, messages: ok.messages || [] }));
+        return;
+      }
+      case "presence": {
+        const q = new URLSearchParams({ topic: frame.topic });
+        this._parallel(id, () => this._http("GET", () => `${this._root}/v1/presence?${q}`), (ok) => ({ op: "ok", count: ok.count, clients: ok.clients || [] }));
+        return;
+      }
+      case "ping":
+        // The stream's liveness is the event source's business; this is the server's round trip.
+        this._parallel(id, () => this._http("GET", () => `${this._root}/healthz`), () => ({ op: "pong" }));
+        return;
+      case "req":
+        return this._answerSoon(id, unsupported("request/reply (`request`)"));
+      case "refresh":
+        return this._answerSoon(id, unsupported("a live token refresh"));
+      case "ack":
+        return this._answerSoon(id, unsupported("`ack`"));
+      default:
+        return this._answerSoon(id, unsupported(`'${frame.op}'`));
+    }
+  }
+
+  /** Closes the stream; `onclose` follows (unless the Bus stopped listening first). */
+  close(code = 1005, reason = "") {
+    if (this.readyState === 3) return;
+    this._closeSource();
+    this.readyState = 3;
+    setTimeout(() => {
+      if (this.onclose) this.onclose({ code, reason });
+    }, 0);
+  }
+
+  _closeSource() {
+    const source = this.eventSource;
+    this.eventSource = null;
+    if (source) source.close();
+  }
+
+  /** Gone for good: the Bus decides what comes next (a new socket, or nothing). */
+  _fail(code, reason) {
+    if (this.readyState === 3) return;
+    this._closeSource();
+    this.readyState = 3;
+    if (this.onclose) this.onclose({ code, reason });
+  }
+
+  _stream(hello) {
+    this._token = typeof hello.token === "string" && hello.token !== "" ? hello.token : undefined;
+    const u = new URL(this.url);
+    let source;
+    if (this._own) {
+      const headers = this._token ? { authorization: `Bearer ${this._token}` } : {};
+      const lastEventId = hello.session ? `${hello.session}:${hello.last_seq || 0}` : undefined;
+      source = new (this._ES || FetchEventSource)(u.toString(), { headers, lastEventId, fetch: this._fetch });
+    } else {
+      // A browser's EventSource sends no headers of its own; nor a Last-Event-ID before its
+      // first reconnect, so a session known from before cannot be resumed with it.
+      if (this._token) u.searchParams.set("token", this._token);
+      source = new this._ES(u.toString());
+    }
+    this.eventSource = source;
+    for (const name of SSE_EVENTS) source.addEventListener(name, (ev) => this._onEvent(source, name, ev));
+  }
+
+  _onEvent(source, name, ev) {
+    if (source !== this.eventSource || this.readyState === 3) return;
+    // The source's own `error` (the connection) has no data; the server's `error` frame has.
+    if (name === "error" && typeof ev.data !== "string") {
+      this._onSourceError(source);
+      return;
+    }
+    if (name === "close") {
+      let c = {};
+      try {
+        c = JSON.parse(ev.data) || {};
+      } catch {
+        /* a close without details */
+      }
+      const code = Number(c.code) || 1000;
+      const reason = typeof c.reason === "string" ? c.reason : "";
+      // Taken over by another connection, or the token expired: the event source must not
+      // come back by itself (with the same token it would only be refused).
+      if (code === 1008 || code === 4001) this._fail(code, reason);
+      else this._ending = { code, reason };
+      return;
+    }
+    let frame;
+    try {
+      frame = JSON.parse(ev.data);
+    } catch {
+      frame = null;
+    }
+    if (frame && frame.op === "welcome") {
+      this.session = frame.session;
+      this._welcomed = true;
+      this._dropped = false;
+      this._ending = null;
+      // Our own source sees the heartbeat comments: a stream silent for two is dead.
+      if (this._own && frame.heartbeat_ms > 0) source.idleTimeoutMs = 2 * frame.heartbeat_ms + 1000;
+    } else if (frame && frame.op === "bye") {
+      this._ending = { code: 1001, reason: frame.reason || "shutdown" };
+    }
+    if (this.onmessage) this.onmessage({ data: ev.data });
+  }
+
+  _onSourceError(source) {
+    if (this._welcomed && source.readyState !== 2) {
+      // The stream broke and the event source is on its way back (Last-Event-ID).
+      if (this._dropped) return;
+      this._dropped = true;
+      const why = this._ending || { code: 1006, reason: "event stream lost" };
+      this._ending = null;
+      if (this.ondrop) this.ondrop(why);
+      return;
+    }
+    // It cannot come back: before any welcome (nothing to resume yet), or an HTTP error.
+    if (this._own) {
+      const f = source.failure;
+      const code = f && f.status === 401 ? 4001 : 1006;
+      const reason = !f ? "event stream failed" : f.status !== undefined ? `${f.code ? `${f.code}: ` : ""}${f.message}` : String(f.message || f);
+      this._fail(code, reason);
+      return;
+    }
+    // A browser's EventSource does not say why. Whether the token is refused matters (a fixed
+    // one would be refused forever): ask where the credentials are checked and nothing opens.
+    this._closeSource();
+    this.readyState = 2;
+    const done = (code, reason) => {
+      this.readyState = 1;
+      this._fail(code, reason);
+    };
+    if (!this._token || !this._fetch) return done(1006, "event stream failed");
+    this._fetch(`${this._events}/-/unsub`, { method: "POST", headers: { authorization: `Bearer ${this._token}`, "content-type": "application/json" }, body: "{}", cache: "no-store" }).then(
+      async (res) => {
+        let message = "";
+        if (res.status === 401) {
+          try {
+            message = (await res.json()).error.message;
+          } catch {
+            /* no body */
+          }
+        }
+        done(res.status === 401 ? 4001 : 1006, res.status === 401 ? `unauthorized${message ? `: ${message}` : ""}` : "event stream failed");
+      },
+      () => done(1006, "event stream failed"),
+    );
+  }
+
+  /** Runs `run` after the calls before it; its answer (or error) goes out as a frame. */
+  _serial(id, run, shape) {
+    const step = this._chain.then(run).then(
+      (ok) => this._answer(id, null, shape(ok || {})),
+      (err) => this._answer(id, err),
+    );
+    this._chain = step.catch(() => {});
+  }
+
+  _parallel(id, run, shape) {
+    Promise.resolve()
+      .then(run)
+      .then(
+        (ok) => this._answer(id, null, shape(ok || {})),
+        (err) => this._answer(id, err),
+      );
+  }
+
+  /** {@link _answer}, after the `send` that asked returned. */
+  _answerSoon(id, err) {
+    Promise.resolve().then(() => this._answer(id, err));
+  }
+
+  /** Hands the answer to a call to the Bus as the frame a WebSocket would have carried. */
+  _answer(id, err, frame) {
+    if (this.readyState === 3 || !this.onmessage) return;
+    let out;
+    if (err) {
+      out = { op: "error", code: err.code || "internal", message: err.message || String(err) };
+      if (id !== undefined) out.id = id;
+    } else {
+      if (id === undefined) return; // success without an id is silent, as on a socket
+      out = { ...frame, id };
+    }
+    this.onmessage({ data: JSON.stringify(out) });
+  }
+
+  /**
+   * An HTTP call with this stream's credentials; resolves with the JSON answer, rejects with a
+   * HeraldError (the server's `{error: {code, message}}`, or `disconnected` when the request
+   * did not get through: with `retry`, not before it was tried again for `answerTimeoutMs`).
+   */
+  async _http(method, url, body, retry = false) {
+    const start = Date.now();
+    for (let attempt = 0; ; attempt += 1) {
+      const headers = {};
+      if (this._token) headers.authorization = `Bearer ${this._token}`;
+      if (body !== undefined) headers["content-type"] = "application/json";
+      const target = url();
+      let res;
+      try {
+        res = await this._fetch(target, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+      } catch (e) {
+        if (retry && this.readyState !== 3 && Date.now() - start < this._answerTimeoutMs) {
+          await sleep(Math.min(2000, 100 * 2 ** attempt));
+          continue;
+        }
+        throw new HeraldError(CLIENT_CODES.DISCONNECTED, `${method} ${new URL(target).pathname} did not get through: ${e && e.message ? e.message : e}`);
+      }
+      let json = null;
+      try {
+        json = await res.json();
+      } catch {
+        /* not JSON */
+      }
+      if (res.ok) return json;
+      const e = (json && json.error) || {};
+      throw new HeraldError(e.code || (res.status === 404 ? "not_found" : res.status === 401 ? "unauthorized" : "internal"), e.message || `HTTP ${res.status}`, { status: res.status });
+    }
+  }
 }
 
 /**
@@ -302,7 +914,10 @@ function urlList(url, extra) {
  * `session` + `lastSeq` (resume a session from an earlier page load), `client` (sent in hello),
  * `minDelayMs`, `maxDelayMs` (reconnect backoff), `maxQueue` (offline publishes),
  * `requestTimeoutMs`, `answerTimeoutMs`, `connectTimeoutMs`, `reconnect` (false: never
- * reconnect).
+ * reconnect), `transport` ("auto", the default: a WebSocket, and SSE for good once two
+ * WebSockets in a row failed to open while the server answers HTTP, the `transport` event;
+ * "websocket"; "sse"), `EventSource` (a constructor for the sse transport; default the global
+ * one, else {@link FetchEventSource}), `fetch` (for the sse transport's HTTP calls).
  */
 export function connect(url, options = {}) {
   const bus = new Bus(url, options);
@@ -311,17 +926,29 @@ export function connect(url, options = {}) {
 
 export class Bus {
   constructor(url, options = {}) {
-    /** Every URL to connect to, in the order tried. */
-    this.urls = urlList(url, options.urls);
+    const mode = options.transport === undefined ? "auto" : options.transport;
+    if (!TRANSPORTS.includes(mode)) throw new TypeError(`transport must be "auto", "websocket" or "sse", not ${JSON.stringify(mode)}`);
+    this._mode = mode;
+    /** The transport in use: "websocket" or "sse" ("auto" starts with "websocket"). */
+    this.transport = mode === "sse" ? "sse" : "websocket";
+    this._givenUrls = givenUrls(url, options.urls);
+    /** Every URL to connect to, in the order tried (in the form of the transport in use). */
+    this.urls = urlList(this._givenUrls, this.transport);
     this._urlIndex = 0;
     /** The URL in use (or being tried). */
     this.url = this.urls[0];
     this.options = { ...DEFAULTS, ...options };
     this._WS = options.WebSocket || globalThis.WebSocket;
-    if (typeof this._WS !== "function") {
-      throw new TypeError("no WebSocket: pass options.WebSocket (in Node 20, e.g. the `ws` package)");
+    this._ES = options.EventSource || globalThis.EventSource; // none (Node): FetchEventSource
+    this._fetch = options.fetch || globalFetch();
+    if (this.transport === "websocket" && typeof this._WS !== "function") {
+      throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20, e.g. the `ws` package), or use transport: "sse"');
     }
-    /** Current WebSocket, or null between connections. */
+    if (mode === "sse" && typeof this._fetch !== "function") throw new TypeError("the sse transport needs fetch: pass options.fetch");
+    this._wsFails = 0; // WebSockets in a row that failed to open
+    this._wsRefusals = 0; // of those, the last ones in a row while the server answered HTTP
+    this._wsWorked = false; // a WebSocket of this bus was welcomed once
+    /** Current WebSocket (or, over SSE, what stands for it: see `socket.eventSource`), or null between connections. */
     this.socket = null;
     /** Server session id (kept across reconnects while the server resumes it). */
     this.session = options.session || null;
@@ -359,7 +986,8 @@ export class Bus {
    * a topic gap `{topic, from_offset, to_offset, reason, epoch}`), `recovered`, `error`,
    * `expiring` `{exp}`, `refreshed` `{exp}`, `refresh_failed` (a HeraldError), `subscribed`
    * `{pattern, group?}`, `unsubscribed` `{pattern, group?, reason}`, `message` (a message of a
-   * server-made subscription that no local one matches); returns a function that stops.
+   * server-made subscription that no local one matches), `transport` `{name, reason, url}` ("auto"
+   * fell back to SSE); returns a function that stops.
    */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
@@ -440,18 +1068,22 @@ export class Bus {
     if (this.state === "closed") return;
     let ws;
     try {
-      ws = new this._WS(this.url, "herald.v1");
+      ws =
+        this.transport === "sse"
+          ? new SseSocket(this.url, { EventSource: this._ES, fetch: this._fetch, answerTimeoutMs: this.options.answerTimeoutMs })
+          : new this._WS(this.url, "herald.v1");
     } catch (e) {
       this._onSocketGone(null, { code: 1006, reason: String(e && e.message ? e.message : e) });
       return;
     }
     this.socket = ws;
+    let opened = false; // a WebSocket that never opens may be one a proxy refuses (see _afterGone)
     // A socket can hang while connecting (a silently dropped SYN, a stuck proxy): give up on
     // it after connectTimeoutMs and count it as a failed attempt.
     clearTimeout(this._connectTimer);
     this._connectTimer = setTimeout(() => {
       if (this.socket !== ws || this.state === "open" || this.state === "closed") return;
-      this._onSocketGone(ws, { code: 4000, reason: "connect timeout" });
+      this._onSocketGone(ws, { code: 4000, reason: "connect timeout", neverOpened: !opened });
       try {
         ws.close();
       } catch {
@@ -459,6 +1091,7 @@ export class Bus {
       }
     }, this.options.connectTimeoutMs);
     ws.onopen = () => {
+      opened = true;
       const hello = { op: "hello" };
       if (token) hello.token = token;
       if (this.session) {
@@ -484,7 +1117,8 @@ export class Bus {
     ws.onerror = () => {
       // Always followed by `close`, which carries what can be known.
     };
-    ws.onclose = (ev) => this._onSocketGone(ws, { code: ev.code, reason: ev.reason });
+    ws.onclose = (ev) => this._onSocketGone(ws, { code: ev.code, reason: ev.reason, neverOpened: !opened });
+    if (ws instanceof SseSocket) ws.ondrop = (ev) => this._onStreamDrop(ws, ev);
   }
 
   _sendRaw(ws, frame) {
@@ -503,7 +1137,7 @@ export class Bus {
     return this.state === "open" && this._sendRaw(this.socket, frame);
   }
 
-  _onSocketGone(ws, { code, reason }) {
+  _onSocketGone(ws, { code, reason, neverOpened = false }) {
     if (ws && this.socket !== ws) return;
     this.socket = null;
     clearTimeout(this._connectTimer);
@@ -512,10 +1146,56 @@ export class Bus {
     if (ws) detach(ws);
     this._failPending(CLIENT_CODES.DISCONNECTED, `connection lost (${code}${reason ? ` ${reason}` : ""})`);
     if (this.state === "closed") return;
+    if (ws && this.transport === "websocket") this._wsFails = neverOpened ? this._wsFails + 1 : 0;
+    // A WebSocket that did not open: the server down, or something on the way (a proxy, a
+    // firewall) refusing the upgrade? Only in the second case does SSE stand a chance: ask
+    // whether the server answers plain HTTP. Before any WebSocket of this bus worked, at once;
+    // after, only once an outage lasted AUTO_PATIENCE attempts (a restarting server is the
+    // likelier cause, and a browser logs every failed probe).
+    if (ws && neverOpened && this._mode === "auto" && this.transport === "websocket" && this._fetch && this._wsFails >= (this._wsWorked ? AUTO_PATIENCE : 1)) {
+      const url = this.url;
+      this._reachable(url).then((reachable) => {
+        if (this.state !== "closed" && this.socket === null) this._afterGone({ code, reason, wasOpen, refused: reachable });
+      });
+      return;
+    }
+    this._afterGone({ code, reason, wasOpen, refused: false });
+  }
+
+  /**
+   * What follows a lost connection: the next attempt (at once while the first connection tries
+   * its URLs, else after a backoff), or the end. `refused`: a WebSocket did not open although
+   * the server answers HTTP; twice in a row, and "auto" falls back to SSE for good.
+   */
+  _afterGone({ code, reason, wasOpen, refused }) {
+    let switched = false;
+    if (!refused) this._wsRefusals = 0;
+    else {
+      this._wsRefusals += 1;
+      if (this._wsRefusals >= 2) {
+        switched = true;
+        this._useSse(`the WebSocket failed to open ${this._wsFails} times in a row (${code}${reason ? ` ${reason}` : ""}) while the server answers HTTP`);
+      }
+    }
     if (this._firstOpen) {
-      // The first connection tries each URL once, one after the other, without waiting.
-      this._failures.push(`${this.url} (${code}${reason ? ` ${reason}` : ""})`);
-      if (this._failures.length < this.urls.length) {
+      const again = () => {
+        this._reconnectTimer = setTimeout(() => {
+          this._reconnectTimer = null;
+          this._open();
+        }, 0);
+      };
+      if (switched) {
+        // The first connection tries each URL again, over SSE.
+        this._failures = [];
+        this._urlIndex = 0;
+        this.url = this.urls[0];
+        again();
+        return;
+      }
+      // The first connection tries each URL once, one after the other, without waiting (and
+      // a WebSocket refused by something on the way once more, to tell whether to fall back).
+      if (!refused) this._failures.push(`${this.url} (${code}${reason ? ` ${reason}` : ""})`);
+      if (refused || this._failures.length < this.urls.length) {
         this._nextUrl();
         this._reconnectTimer = setTimeout(() => {
           this._reconnectTimer = null;
@@ -551,6 +1231,76 @@ export class Bus {
     }
   }
 
+  /** "auto" gives up on the WebSocket: from now on this bus uses SSE (the `transport` event). */
+  _useSse(reason) {
+    this.transport = "sse";
+    this.urls = urlList(this._givenUrls, "sse");
+    this._urlIndex = Math.min(this._urlIndex, this.urls.length - 1);
+    this.url = this.urls[this._urlIndex];
+    this._emit("transport", { name: "sse", reason, url: this.url });
+  }
+
+  /**
+   * Whether the server behind `url` answers HTTP (any status will do: in a page, an opaque
+   * `no-cors` answer too). False when nothing answers within connectTimeoutMs (at most 5 s).
+   */
+  _reachable(url) {
+    const ms = Math.min(this.options.connectTimeoutMs, 5000);
+    const abort = typeof AbortController === "function" ? new AbortController() : null;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        if (abort) abort.abort();
+        resolve(false);
+      }, ms);
+      const init = { cache: "no-store", signal: abort ? abort.signal : undefined };
+      if (typeof globalThis.document !== "undefined") init.mode = "no-cors";
+      Promise.resolve()
+        .then(() => this._fetch(`${httpRoot(url)}/healthz`, init))
+        .then(
+          (res) => {
+            clearTimeout(timer);
+            try {
+              if (res.body && res.body.cancel) res.body.cancel().catch(() => {});
+            } catch {
+              /* nothing to let go */
+            }
+            resolve(true);
+          },
+          () => {
+            clearTimeout(timer);
+            resolve(false);
+          },
+        );
+    });
+  }
+
+  /**
+   * SSE: the stream broke and its event source reconnects by itself, with a `Last-Event-ID`
+   * that resumes the session. The bus is `reconnecting` until the next `welcome` on the same
+   * socket. Calls made over HTTP meanwhile are not cut (their answers do not need the stream).
+   * With several URLs, a stream not back within connectTimeoutMs gives way to the next one.
+   */
+  _onStreamDrop(sock, { code, reason }) {
+    if (this.socket !== sock || this.state === "closed") return;
+    if (this.options.reconnect === false) {
+      this._onSocketGone(sock, { code, reason });
+      sock.close(1000, "no reconnect");
+      return;
+    }
+    const wasOpen = this.state === "open";
+    this._stopHeartbeat();
+    this.state = "reconnecting";
+    if (wasOpen) this._emit("close", { code, reason, willReconnect: true, url: this.url });
+    clearTimeout(this._connectTimer);
+    if (this.urls.length > 1) {
+      this._connectTimer = setTimeout(() => {
+        if (this.socket !== sock || this.state !== "reconnecting") return;
+        this._onSocketGone(sock, { code, reason });
+        sock.close(1000, "failover");
+      }, this.options.connectTimeoutMs);
+    }
+  }
+
   /** Moves to the next URL (a no-op with one). */
   _nextUrl() {
     this._urlIndex = (this._urlIndex + 1) % this.urls.length;
@@ -571,7 +1321,15 @@ export class Bus {
     // A resume sends again the notes that followed the last `msg` seen (see _replayedNote).
     this._noteReplay = frame.resumed ? this._notesSinceMsg : [];
     this._notesSinceMsg = [];
-    this._startHeartbeat(frame.heartbeat_ms);
+    if (this.transport === "websocket") {
+      this._wsFails = 0;
+      this._wsRefusals = 0;
+      this._wsWorked = true;
+      this._startHeartbeat(frame.heartbeat_ms);
+    } else {
+      // Over SSE the event source watches its stream (see FetchEventSource.idleTimeoutMs).
+      this._stopHeartbeat();
+    }
     if (frame.resumed) {
       // The server kept our subscriptions; send what we could not while offline, and a
       // recovery whose answer the drop cut off (it may not have reached the server).
@@ -601,7 +1359,7 @@ export class Bus {
       this._firstOpen = null;
       first.resolve();
     }
-    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous, url: this.url };
+    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous, url: this.url, transport: this.transport };
     this._emit("open", info);
     if (frame.resumed) this._emit("resumed", info);
   }
@@ -1002,6 +1760,7 @@ export class Bus {
   subscribe(pattern, handler, opts = {}) {
     if (typeof handler !== "function") return Promise.reject(new TypeError("subscribe(pattern, handler): handler must be a function"));
     if (this.state === "closed") return Promise.reject(new HeraldError(CLIENT_CODES.CLOSED, "bus closed"));
+    if (opts.ack === "manual" && this.transport === "sse") return Promise.reject(unsupported('a manual-ack subscription (`ack: "manual"`)'));
     const key = subKey(pattern, opts.group);
     let sub = this._subs.get(key);
     const fresh = !sub;
@@ -1151,6 +1910,7 @@ export class Bus {
 
   /** Acknowledges a message of a `ack: "manual"` group subscription (also `msg.ack()`). */
   ack(seq) {
+    if (this.transport === "sse") throw unsupported("`ack`");
     this._send({ op: "ack", seq });
   }
 
@@ -1160,6 +1920,7 @@ export class Bus {
    * was none: requests are not queued).
    */
   async request(topic, data, opts = {}) {
+    if (this.transport === "sse") throw unsupported("request/reply (`request`)");
     const timeoutMs = opts.timeoutMs ?? this.options.requestTimeoutMs;
     const frame = { op: "req", topic, data: data === undefined ? null : data, timeout_ms: timeoutMs };
     // The server answers `timeout` itself; the local timer only covers a lost answer.

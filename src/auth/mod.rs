@@ -100,6 +100,17 @@ impl Access {
         }
     }
 
+    /// Gives `session` this access's identity and delivery filter (every transport does
+    /// this when a connection opens or resumes a session, and after a refresh).
+    pub fn apply_to(&self, session: &crate::session::Session) {
+        session.set_identity(self.identity());
+        session.set_filter(if self.subscribe.is_all() {
+            None
+        } else {
+            Some(Arc::new(self.subscribe.clone()))
+        });
+    }
+
     /// Whether a client with this access may publish to `topic`. A reply to a request's
     /// `$inbox/…` is always allowed: the inbox name itself is the capability, handed only to
     /// whoever received the request.

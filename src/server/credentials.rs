@@ -29,7 +29,7 @@ pub(crate) fn bearer(h: &HeaderMap) -> Option<&str> {
 
 /// Decodes `%XX` escapes (tokens are URL-safe already; this only undoes over-eager
 /// encoding). Invalid escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::reply::{bus_error, code_error, error_response, json_error, read_body};
-use super::{AppState, control, web, ws};
+use super::{AppState, control, sse, web, ws};
 use crate::auth::Caller;
 use crate::backend::PublishRequest;
 use crate::bus::{PubAck, Publish, Published};
@@ -39,6 +39,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/presence", get(presence))
         .route("/v1/stats", get(stats))
+        .route("/v1/events", get(sse::events))
+        .route("/v1/events/{session}/sub", post(sse::sub))
+        .route("/v1/events/{session}/unsub", post(sse::unsub))
         .route("/v1/disconnect", post(control::disconnect))
         .route("/v1/unsubscribe", post(control::unsubscribe))
         .route("/v1/subscribe", post(control::subscribe))

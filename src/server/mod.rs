@@ -10,6 +10,7 @@ mod credentials;
 mod http;
 mod http_auth;
 mod reply;
+mod sse;
 mod web;
 mod ws;
 

@@ -54,12 +54,7 @@ impl Reader {
 
     /// Gives the session the connection's identity and delivery filter.
     pub(super) fn apply_access(&self, session: &Session, access: &Access) {
-        session.set_identity(access.identity());
-        session.set_filter(if access.subscribe.is_all() {
-            None
-        } else {
-            Some(Arc::new(access.subscribe.clone()))
-        });
+        access.apply_to(session);
     }
 
     /// Opens or resumes the session, after the connect proxy (if any) allowed it; `None`

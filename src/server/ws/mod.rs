@@ -54,11 +54,11 @@ pub(crate) fn socket_config(max_frame: usize) -> WebSocketConfig {
 
 /// One connection counted in the `connections` stat (what `limits.max_connections` caps);
 /// dropping it uncounts the connection, on every way out.
-struct Counted(Arc<AppState>);
+pub(super) struct Counted(Arc<AppState>);
 
 impl Counted {
     /// Counts a connection, or `None` when `max` are open already.
-    fn take(state: &Arc<AppState>, max: u64) -> Option<Counted> {
+    pub(super) fn take(state: &Arc<AppState>, max: u64) -> Option<Counted> {
         let connections = &state.bus.stats().connections;
         if connections.fetch_add(1, Ordering::AcqRel) >= max {
             connections.fetch_sub(1, Ordering::AcqRel);

@@ -290,9 +290,7 @@ async fn subscribe_is_asked_for_every_pattern_that_can_reach_a_route() {
     assert_eq!(b.seen("/subscribe")[0]["session"], sid.as_str());
     // Reading a refused topic's history or presence is refused the same way.
     for op in ["history", "presence"] {
-        let r = c
-            .request(json!({"op": op, "topic": "chat/secret"}))
-            .await;
+        let r = c.request(json!({"op": op, "topic": "chat/secret"})).await;
         assert_eq!(r["message"], "members only", "{op}: {r}");
     }
     let r = c

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{Redis, ready};
 use common::{Binary, Raw, WAIT, http};
 use serde_json::{Value, json};
 
@@ -40,37 +40,11 @@ history = 5000
 dedup_window = "60s"
 "#;
 
-fn node(redis: &Redis, config: &std::path::Path) -> Binary {
-    Binary::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--redis",
-        &redis.url(),
-        "--config",
-        config.to_str().unwrap(),
-    ])
-}
-
-/// Waits until `/readyz` says the node is connected to Redis.
-async fn ready(b: &Binary) {
-    let url = format!("http://{}/readyz", b.addr);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http().get(&url).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn nodes(redis: &Redis, n: usize) -> Vec<Binary> {
     let config = config_file("nodes", CONFIG);
     let mut v = Vec::new();
     for _ in 0..n {
-        let b = node(redis, &config);
+        let b = redis.node(&config);
         ready(&b).await;
         v.push(b);
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::redis::Redis;
+use common::redis::{Redis, ready};
 use common::{Binary, Raw, WAIT, http};
 use serde_json::{Value, json};
 
@@ -81,38 +81,11 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let redis = Redis::start();
-    let a = node(&redis, config_file());
-    let b = node(&redis, config_file());
+    let a = redis.node(config_file());
+    let b = redis.node(config_file());
     ready(&a).await;
     ready(&b).await;
     Cluster { a, b, redis }
-}
-
-fn node(redis: &Redis, config: &Path) -> Binary {
-    Binary::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--redis",
-        &redis.url(),
-        "--config",
-        config.to_str().unwrap(),
-    ])
-}
-
-/// Waits until `/readyz` says the node's feed is connected (and so listens to the control
-/// channel: the feed subscribes to it before it reports up).
-async fn ready(b: &Binary) {
-    let url = format!("http://{}/readyz", b.addr);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http().get(&url).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A connection of `token` to node `b`, welcomed; with its session id.
@@ -450,7 +423,7 @@ async fn revoke_on_one_node_closes_and_refuses_on_the_other() {
     // feed is up, just after `/readyz` says ready: a known gap (a hello in between is let
     // in). A control call of its own comes through its feed after that read, so once C has
     // answered it, C holds the revocation.
-    let c = node(&n.redis, config_file());
+    let c = n.redis.node(config_file());
     ready(&c).await;
     admin_get(&c, "/v1/sessions?user=ann").await;
     refused(&c, &old).await;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::redis::Redis;
-use common::{Binary, Raw, TestServer, WAIT, config, get_text, http};
+use common::redis::{Redis, ready};
+use common::{Binary, Raw, TestServer, WAIT, config, get_text};
 use herald::config::{TopicConfig, WebhookConfig};
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
@@ -457,32 +457,6 @@ async fn shutdown_flushes_what_is_queued() {
     drop(sub);
 }
 
-/// A cluster node whose webhooks go to `backend`.
-fn node(redis: &Redis, config: &std::path::Path) -> Binary {
-    Binary::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--redis",
-        &redis.url(),
-        "--config",
-        config.to_str().unwrap(),
-    ])
-}
-
-async fn ready(b: &Binary) {
-    let url = format!("http://{}/readyz", b.addr);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http().get(&url).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn client(b: &Binary) -> Raw {
     let mut c = Raw::connect(&b.ws_url()).await;
     c.hello().await;
@@ -513,7 +487,7 @@ async fn occupancy_is_announced_once_per_cluster_even_for_a_killed_node() {
         ),
     )
     .unwrap();
-    let mut n = vec![node(&redis, &path), node(&redis, &path)];
+    let mut n = vec![redis.node(&path), redis.node(&path)];
     for b in &n {
         ready(b).await;
     }

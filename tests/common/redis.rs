@@ -72,6 +72,36 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// A `herald` node of this Redis on a free port, with the config file `config`.
+    pub fn node(&self, config: &std::path::Path) -> super::Binary {
+        super::Binary::spawn(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &self.url(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    }
+}
+
+/// Waits until a node's `/readyz` answers 200: its feed is connected to Redis (and so it
+/// listens to the control channel) and it has read the revocations.
+pub async fn ready(b: &super::Binary) {
+    let url = format!("http://{}/readyz", b.addr);
+    let deadline = Instant::now() + super::WAIT;
+    loop {
+        if let Ok(r) = super::http().get(&url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();

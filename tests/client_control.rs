@@ -6,32 +6,19 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{TestServer, config};
 use herald::config::AuthConfig;
 use herald_client::{Client, ClientEvent, ClientOptions, Delivery, GetToken};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 const SECRET: &str = "refresh-client-secret-of-some-length";
 const ADMIN: &str = "adm";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(lifetime: u64) -> String {
-    let claims = json!({"sub": "ann", "iat": now(), "exp": now() + lifetime, "publish": ["**"], "subscribe": ["**"]});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    let claims = json!({"sub": "ann", "iat": common::now_s(), "exp": common::now_s() + lifetime, "publish": ["**"], "subscribe": ["**"]});
+    common::hs256(SECRET, &claims)
 }
 
 #[tokio::test]
@@ -69,7 +56,7 @@ async fn get_token_refreshes_on_expiring_without_a_reconnect() {
     })
     .await
     .expect("refreshed");
-    assert!(refreshed.unwrap() > now() + 3000);
+    assert!(refreshed.unwrap() > common::now_s() + 3000);
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,

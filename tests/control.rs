@@ -4,38 +4,25 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{Raw, TestServer, config};
 use herald::config::AuthConfig;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 const SECRET: &str = "control-test-secret-of-some-length";
 const ADMIN: &str = "admin-key";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A token of `sub` allowed to subscribe to `subscribe` (and publish anywhere), issued at
 /// `iat`, expiring at `exp`.
 fn token_at(sub: &str, subscribe: &[&str], iat: u64, exp: u64) -> String {
     let claims =
         json!({"sub": sub, "iat": iat, "exp": exp, "publish": ["**"], "subscribe": subscribe});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::hs256(SECRET, &claims)
 }
 
 fn token(sub: &str, subscribe: &[&str]) -> String {
-    token_at(sub, subscribe, now(), now() + 3600)
+    token_at(sub, subscribe, common::now_s(), common::now_s() + 3600)
 }
 
 fn auth_config() -> herald::Config {
@@ -138,7 +125,7 @@ async fn refresh_that_narrows_withholds_even_what_is_buffered() {
         .iter()
         .position(|v| v["op"] == "ok" && v["id"] == "r")
         .expect("refresh answered");
-    assert!(frames[ok_at]["exp"].as_u64().unwrap() > now());
+    assert!(frames[ok_at]["exp"].as_u64().unwrap() > common::now_s());
     let b_msgs = |fs: &[Value]| {
         fs.iter()
             .filter(|v| v["op"] == "msg" && v["topic"] == "b/x")
@@ -188,7 +175,7 @@ async fn refresh_needs_a_good_token_of_the_same_user() {
     assert_eq!(bad["code"], "unauthorized", "{bad}");
     let expired = c
         .request(
-            json!({"op": "refresh", "token": token_at("ann", &["a/**"], now() - 100, now() - 10)}),
+            json!({"op": "refresh", "token": token_at("ann", &["a/**"], common::now_s() - 100, common::now_s() - 10)}),
         )
         .await;
     assert_eq!(expired["code"], "unauthorized", "{expired}");
@@ -204,8 +191,8 @@ async fn expiring_comes_before_exp_and_a_refresh_keeps_the_connection() {
     let mut cfg = auth_config();
     cfg.auth.as_mut().unwrap().refresh_notice = Duration::from_secs(60);
     let s = TestServer::with_config(cfg).await;
-    let exp = now() + 3;
-    let short = token_at("ann", &["a/**"], now(), exp);
+    let exp = common::now_s() + 3;
+    let short = token_at("ann", &["a/**"], common::now_s(), exp);
     let (mut refreshed, _) = client(&s, &short).await;
     let (mut lapsed, _) = client(&s, &short).await;
     // Within the notice already: `expiring` comes at once, after `welcome`.
@@ -405,10 +392,15 @@ async fn sessions_are_listed() {
 #[tokio::test]
 async fn revoke_closes_and_refuses_older_tokens() {
     let s = server().await;
-    let old = token_at("ann", &["**"], now() - 100, now() + 3600);
+    let old = token_at(
+        "ann",
+        &["**"],
+        common::now_s() - 100,
+        common::now_s() + 3600,
+    );
     let (mut c, _) = client(&s, &old).await;
     let (mut bob, _) = client(&s, &token("bob", &["**"])).await;
-    let body = json!({"user": "ann", "before": now() - 50});
+    let body = json!({"user": "ann", "before": common::now_s() - 50});
     let (st, v) = admin_post(&s, "/v1/revoke", body).await;
     assert_eq!((st, v), (200, json!({"disconnected": 1})));
     assert_eq!(c.expect_close().await.0, 4001);

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::redis::{Redis, ready};
 use common::{Binary, Raw, WAIT, http};
@@ -15,27 +15,15 @@ use serde_json::{Value, json};
 const SECRET: &str = "control-cluster-secret-of-some-length";
 const ADMIN: &str = "admin-key";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A token of `sub` allowed to subscribe to `subscribe` (and publish anywhere), issued at
 /// `iat`.
 fn token_at(sub: &str, subscribe: &[&str], iat: u64) -> String {
-    let claims = json!({"sub": sub, "iat": iat, "exp": now() + 3600, "publish": ["**"], "subscribe": subscribe});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    let claims = json!({"sub": sub, "iat": iat, "exp": common::now_s() + 3600, "publish": ["**"], "subscribe": subscribe});
+    common::hs256(SECRET, &claims)
 }
 
 fn token(sub: &str, subscribe: &[&str]) -> String {
-    token_at(sub, subscribe, now())
+    token_at(sub, subscribe, common::now_s())
 }
 
 /// The nodes' config file, written once per process: tests run in parallel, and a node
@@ -393,7 +381,7 @@ async fn sessions_are_listed_from_both_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_on_one_node_closes_and_refuses_on_the_other() {
     let n = cluster().await;
-    let before = now() - 50;
+    let before = common::now_s() - 50;
     let old = token_at("ann", &["**"], before - 50);
     let (mut old_b, _) = client(&n.b, &old).await;
     // Issued at `before` exactly: not revoked, and not counted.

@@ -217,18 +217,10 @@ async fn a_token_is_only_narrowed_by_the_connect_answer() {
         });
     })
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = common::now_s();
     let claims = json!({"sub": "ann", "exp": now + 3600, "iat": now,
         "subscribe": ["chat/**", "news/**"], "publish": []});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
+    let token = common::hs256(SECRET, &claims);
     let mut c = s.connect().await;
     c.send(json!({"op": "hello", "token": token})).await;
     assert_eq!(c.recv().await["op"], "welcome");

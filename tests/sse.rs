@@ -333,16 +333,8 @@ async fn bad_input_gets_a_clear_error() {
 async fn tokens_and_users() {
     const SECRET: &str = "sse-test-secret-of-some-length";
     let token = |sub: &str, subscribe: &[&str]| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &json!({"sub": sub, "exp": now + 600, "subscribe": subscribe, "publish": []}),
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
+        let claims = json!({"sub": sub, "exp": common::now_s() + 600, "subscribe": subscribe, "publish": []});
+        common::hs256(SECRET, &claims)
     };
     let mut cfg = config();
     cfg.auth = Some(AuthConfig {

@@ -16,6 +16,24 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use herald::{Config, Server, ShutdownHandle};
 
+/// Unix seconds now, for token claims.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT of `claims` signed HS256 with `secret` (what `[auth] hs256_secret` verifies).
+pub fn hs256(secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// Default wait for a frame that should arrive.
 pub const WAIT: Duration = Duration::from_secs(10);
 

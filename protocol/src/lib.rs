@@ -13,6 +13,7 @@
 
 mod client;
 mod codes;
+pub mod msgpack;
 mod server;
 pub mod topic;
 pub mod units;

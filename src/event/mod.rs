@@ -7,12 +7,14 @@
 //! writes the small head `{"op":"msg","seq":N,` in front.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::topic::Topic;
+
+mod msgpack;
 
 /// A published message, immutable once built.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ pub struct Event {
     pub published: Instant,
     body: Bytes,
     data: Range<usize>,
+    /// The msgpack encoding's shared part, made by the first msgpack writer (`msgpack.rs`).
+    msgpack: OnceLock<msgpack::MsgpackBody>,
 }
 
 /// Per-recipient flags of a `msg` frame (PROTOCOL.md §4 "optional fields").
@@ -94,6 +98,7 @@ impl Event {
             published: Instant::now(),
             body: Bytes::from(body),
             data,
+            msgpack: OnceLock::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -156,12 +156,103 @@ fn refused((code, message): (ErrorCode, String)) -> Response {
     code_error(code, &message)
 }
 
+/// `?topic=&msg_id=&retain=`: the fields of an `application/octet-stream` publish, whose body
+/// is the data.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    topic: String,
+    msg_id: Option<String>,
+    #[serde(default)]
+    retain: bool,
+}
+
+/// What a publish body's `Content-Type` says it is (PROTOCOL.md §8).
+enum BodyKind {
+    Json,
+    Msgpack,
+    Bytes,
+}
+
+fn body_kind(headers: &HeaderMap) -> BodyKind {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if [
+        "application/msgpack",
+        "application/x-msgpack",
+        "application/vnd.msgpack",
+    ]
+    .iter()
+    .any(|m| mime.eq_ignore_ascii_case(m))
+    {
+        BodyKind::Msgpack
+    } else if mime.eq_ignore_ascii_case("application/octet-stream") {
+        BodyKind::Bytes
+    } else {
+        BodyKind::Json
+    }
+}
+
+/// The body as the JSON the handlers read: JSON as sent, MessagePack transcoded (`bin` as
+/// `{"$base64"}`), raw bytes (`uri`'s query gives topic and options) as binary `data`.
+fn as_json(
+    kind: BodyKind,
+    bytes: bytes::Bytes,
+    uri: Option<&Uri>,
+) -> Result<bytes::Bytes, Response> {
+    match kind {
+        BodyKind::Json => Ok(bytes),
+        BodyKind::Msgpack => match crate::protocol::msgpack::to_json(&bytes) {
+            Ok(json) => Ok(json.into()),
+            Err(e) => Err(error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("body is not MessagePack: {e}"),
+            )),
+        },
+        BodyKind::Bytes => {
+            let Some(uri) = uri else {
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "application/octet-stream is for POST /v1/publish?topic=…",
+                ));
+            };
+            let q = Query::<RawPublish>::try_from_uri(uri).map_err(|e| {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    &format!("octet-stream publish: {}", e.body_text()),
+                )
+            })?;
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let body = json!({
+                "topic": q.0.topic,
+                "data": {"$base64": data},
+                "msg_id": q.0.msg_id,
+                "retain": q.0.retain,
+            });
+            Ok(serde_json::to_vec(&body).unwrap_or_default().into())
+        }
+    }
+}
+
 async fn publish(
     State(state): State<Arc<AppState>>,
     HttpCaller(caller): HttpCaller,
+    headers: HeaderMap,
+    uri: Uri,
     body: Body,
 ) -> Response {
     let bytes = match read_body(body, state.config().max_frame).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let bytes = match as_json(body_kind(&headers), bytes, Some(&uri)) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -181,9 +272,14 @@ async fn publish(
 async fn publish_batch(
     State(state): State<Arc<AppState>>,
     HttpCaller(caller): HttpCaller,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let bytes = match read_body(body, MAX_BATCH_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let bytes = match as_json(body_kind(&headers), bytes, None) {
         Ok(b) => b,
         Err(r) => return r,
     };

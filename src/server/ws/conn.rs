@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::super::AppState;
 use super::guard::Guard;
 use super::reader::Reader;
-use super::shared::{Conn, Replies};
+use super::shared::{Conn, Encoding, Replies};
 use super::writer;
 use crate::protocol::{ClientFrame, DecodeError, ErrorCode, close, decode};
 use crate::session::Outbox;
@@ -42,6 +42,7 @@ pub(super) fn run<W, S>(
     peer: SocketAddr,
     token: Option<String>,
     upgrade: Option<Box<super::upgrade::Upgrade>>,
+    encoding: Encoding,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -55,6 +56,7 @@ where
         shutdown: state.shutdown.clone(),
         metrics: state.metrics.clone(),
         replies: Mutex::new(Replies::default()),
+        encoding,
     });
     let id = NEXT_CONN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // At debug, like every event a connection logs: an open span is kept by the log
@@ -193,14 +195,19 @@ impl Reader {
             };
             last_frame = tokio::time::Instant::now();
             match msg {
-                Message::Text(text) => {
-                    // Boxed: an idle connection then only holds the small waiting state of
-                    // this loop, not the space the deepest frame handler needs.
+                // Boxed: an idle connection then only holds the small waiting state of this
+                // loop, not the space the deepest frame handler needs.
+                Message::Text(text) if self.conn.encoding == Encoding::Json => {
                     if !Box::pin(self.on_text(text.as_str())).await {
                         break;
                     }
                 }
-                Message::Binary(_) => Box::pin(self.on_binary()).await,
+                Message::Binary(bytes) if self.conn.encoding == Encoding::Msgpack => {
+                    if !Box::pin(self.on_msgpack(&bytes)).await {
+                        break;
+                    }
+                }
+                Message::Text(_) | Message::Binary(_) => Box::pin(self.on_wrong_kind()).await,
                 Message::Close(frame) => {
                     // tungstenite replaced a code not allowed on the wire already.
                     let mut echo = Vec::new();
@@ -225,16 +232,37 @@ impl Reader {
         }
     }
 
-    async fn on_binary(&mut self) {
+    /// A binary frame on a JSON connection, or a text frame on a msgpack one.
+    async fn on_wrong_kind(&mut self) {
         if self.ensure_session().await.is_none() {
             return;
         }
-        self.send_error(
-            None,
-            ErrorCode::BadFrame,
-            "binary frames are not accepted: send JSON text frames",
-        )
-        .await;
+        let message = match self.conn.encoding {
+            Encoding::Json => "binary frames are not accepted: send JSON text frames",
+            Encoding::Msgpack => {
+                "this connection speaks herald.v1.msgpack: send MessagePack in binary frames"
+            }
+        };
+        self.send_error(None, ErrorCode::BadFrame, message).await;
+    }
+
+    /// Handles one MessagePack frame: read as the JSON frame it transcodes to (PROTOCOL.md
+    /// §2), so both encodings go through one decoder and mean the same.
+    async fn on_msgpack(&mut self, bytes: &[u8]) -> bool {
+        match crate::protocol::msgpack::to_json(bytes) {
+            Ok(json) => self.on_text(&json).await,
+            Err(e) => {
+                if self.conn.outbox.is_closing() {
+                    return false;
+                }
+                if self.ensure_session().await.is_none() {
+                    return false;
+                }
+                self.send_error(None, ErrorCode::BadFrame, e.to_string())
+                    .await;
+                true
+            }
+        }
     }
 
     /// Answers a stream error; true when it closed the connection with a code (the peer may

@@ -37,7 +37,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::AppState;
 use super::credentials::upgrade_token;
 use super::reply::error_response;
-use crate::protocol::{ErrorCode, SUBPROTOCOL};
+use crate::protocol::{ErrorCode, SUBPROTOCOL, msgpack};
+use shared::Encoding;
 
 /// Bytes read from the socket at a time. Frames larger than this still arrive whole (the
 /// buffer grows up to `max_frame`), but idle connections hold only this much.
@@ -124,12 +125,22 @@ pub(crate) async fn upgrade(
         .filter(|p| p.asks_connect())
         .map(|_| Box::new(upgrade::Upgrade::new(peer.ip(), headers)));
     let accept = derive_accept_key(key.as_bytes());
-    let subprotocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL);
+    let offered = |name: &str| {
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == name)
+    };
+    // MessagePack when offered at all: a client offering it wants it (PROTOCOL.md §2).
+    let (subprotocol, encoding) = if offered(msgpack::SUBPROTOCOL) {
+        (Some(msgpack::SUBPROTOCOL), Encoding::Msgpack)
+    } else if offered(SUBPROTOCOL) {
+        (Some(SUBPROTOCOL), Encoding::Json)
+    } else {
+        (None, Encoding::Json)
+    };
 
     let max = state.config().limits.max_connections as u64;
     let Some(counted) = Counted::take(&state, max) else {
@@ -172,7 +183,7 @@ pub(crate) async fn upgrade(
                 // small future (one allocation, the task's).
                 // (`map`, not an `async` block awaiting `run`: that would keep a second slot
                 // for the moved-in future.)
-                let run = conn::run(st.clone(), (write, ws), peer, token, forwarded);
+                let run = conn::run(st.clone(), (write, ws), peer, token, forwarded, encoding);
                 let tasks = st.tasks.clone();
                 // The connection's slots are given back when it ends.
                 tasks.spawn(run.map(move |()| drop((counted, ip_slot))));
@@ -190,11 +201,8 @@ pub(crate) async fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    if subprotocol {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
+    if let Some(p) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     res
 }

@@ -25,6 +25,18 @@ pub(super) struct Conn {
     /// The peer's last ping, for the writer to answer, and the payload of the peer's close
     /// frame, for the writer to echo (RFC 6455 §5.5): tungstenite does not write.
     pub(super) replies: Mutex<Replies>,
+    /// The connection's frame encoding, fixed at the upgrade.
+    pub encoding: Encoding,
+}
+
+/// How a connection's frames are encoded: the subprotocol it negotiated (PROTOCOL.md §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// Text frames of JSON (`herald.v1`, or no subprotocol).
+    #[default]
+    Json,
+    /// Binary frames of MessagePack (`herald.v1.msgpack`).
+    Msgpack,
 }
 
 #[derive(Default)]

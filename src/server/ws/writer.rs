@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::io::AsyncWrite;
 
-use super::shared::Conn;
+use super::shared::{Conn, Encoding};
 use crate::config::WriteDelay;
 use crate::event::Delivery;
 use crate::metrics::WriteTally;
-use crate::protocol::{ByeFrame, Gap, GapFrame, GapReason, ServerFrame, close};
+use crate::protocol::{ByeFrame, Gap, GapFrame, GapReason, ServerFrame, close, msgpack};
 use crate::session::{Close, Drained};
 
 /// Messages taken from the session per round (bounded so control frames are not starved).
@@ -52,6 +52,7 @@ const KEEP_BELOW: usize = 4 * 1024;
 const KEEP_AT_MOST: usize = 256 * 1024;
 
 const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
@@ -99,12 +100,12 @@ where
                 reason: "shutdown".into(),
                 retry_ms: 1000,
             });
-            w.text(bye.encode().as_bytes());
+            w.control(&conn, bye.encode().as_bytes());
             w.close(close::SHUTDOWN, "shutdown");
         }
         Stop::Close(c) => {
             if let Some(words) = c.last_words {
-                w.text(words.as_bytes());
+                w.control(&conn, words.as_bytes());
             }
             w.close(c.code, &c.reason);
         }
@@ -235,7 +236,7 @@ impl Writer {
         conn.outbox.drain(&mut self.drained);
         let mut control = std::mem::take(&mut self.drained.control);
         for frame in control.drain(..) {
-            self.text(frame.as_bytes());
+            self.control(conn, frame.as_bytes());
         }
         self.drained.control = control;
         if let Some(pong) = conn.take_pong() {
@@ -254,12 +255,24 @@ impl Writer {
         } = self;
         let start = out.len();
         let mut bytes = 0;
+        let msgpack = conn.encoding == Encoding::Msgpack;
         let taken = session.take_each(&conn.outbox, BATCH, |seq, event, how| {
-            let len = event.msg_len(seq, how);
-            out.reserve(len + 4);
-            header(out, OP_TEXT, len);
-            let before = out.len();
-            event.write_msg(seq, how, out);
+            let before;
+            let len = if msgpack {
+                let len = event.msgpack_len(seq, how);
+                out.reserve(len + 10);
+                header(out, OP_BINARY, len);
+                before = out.len();
+                event.write_msgpack(seq, how, out);
+                len
+            } else {
+                let len = event.msg_len(seq, how);
+                out.reserve(len + 10);
+                header(out, OP_TEXT, len);
+                before = out.len();
+                event.write_msg(seq, how, out);
+                len
+            };
             debug_assert_eq!(out.len() - before, len);
             bytes += len;
             unflushed.push((how, event.published));
@@ -277,20 +290,33 @@ impl Writer {
                 }))
                 .encode();
                 conn.metrics.gap(from_seq, to_seq);
-                self.text(gap.as_bytes());
+                self.control(conn, gap.as_bytes());
             }
             for note in &taken.notes {
-                self.text(note.as_bytes());
+                self.control(conn, note.as_bytes());
             }
             self.out.extend_from_slice(&msgs);
         }
         None
     }
 
-    /// Appends a text frame.
-    fn text(&mut self, payload: &[u8]) {
-        self.payload_bytes += payload.len();
-        self.frame(OP_TEXT, payload);
+    /// Appends a frame the server made as JSON (an answer, a gap, a note, `bye`), in the
+    /// connection's encoding: as is, or transcoded to MessagePack (frames are per
+    /// connection, so this is not per subscriber).
+    fn control(&mut self, conn: &Conn, json: &[u8]) {
+        if conn.encoding == Encoding::Msgpack {
+            let mut mp = Vec::with_capacity(json.len());
+            let text = std::str::from_utf8(json).unwrap_or("null");
+            if msgpack::from_json_into(text, &mut mp).is_ok() {
+                self.payload_bytes += mp.len();
+                self.frame(OP_BINARY, &mp);
+                return;
+            }
+            // The server's own frames are JSON, always: this is not reached.
+            tracing::error!(frame = text, "server frame is not JSON");
+        }
+        self.payload_bytes += json.len();
+        self.frame(OP_TEXT, json);
     }
 
     /// Appends a final, unmasked frame.

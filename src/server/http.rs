@@ -198,36 +198,19 @@ fn body_kind(headers: &HeaderMap) -> BodyKind {
 
 /// The body as the JSON the handlers read: JSON as sent, MessagePack transcoded (`bin` as
 /// `{"$base64"}`), raw bytes (`uri`'s query gives topic and options) as binary `data`.
-fn as_json(
-    kind: BodyKind,
-    bytes: bytes::Bytes,
-    uri: Option<&Uri>,
-) -> Result<bytes::Bytes, Response> {
+fn as_json(kind: BodyKind, bytes: bytes::Bytes, uri: Option<&Uri>) -> Result<bytes::Bytes, String> {
     match kind {
         BodyKind::Json => Ok(bytes),
         BodyKind::Msgpack => match crate::protocol::msgpack::to_json(&bytes) {
             Ok(json) => Ok(json.into()),
-            Err(e) => Err(error_response(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                &format!("body is not MessagePack: {e}"),
-            )),
+            Err(e) => Err(format!("body is not MessagePack: {e}")),
         },
         BodyKind::Bytes => {
             let Some(uri) = uri else {
-                return Err(error_response(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::BadRequest,
-                    "application/octet-stream is for POST /v1/publish?topic=…",
-                ));
+                return Err("application/octet-stream is for POST /v1/publish?topic=…".into());
             };
-            let q = Query::<RawPublish>::try_from_uri(uri).map_err(|e| {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::BadRequest,
-                    &format!("octet-stream publish: {}", e.body_text()),
-                )
-            })?;
+            let q = Query::<RawPublish>::try_from_uri(uri)
+                .map_err(|e| format!("octet-stream publish: {}", e.body_text()))?;
             use base64::Engine as _;
             let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
             let body = json!({
@@ -254,7 +237,7 @@ async fn publish(
     };
     let bytes = match as_json(body_kind(&headers), bytes, Some(&uri)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(m) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &m),
     };
     let p: PublishBody<'_> = match serde_json::from_slice(&bytes) {
         Ok(p) => p,
@@ -281,7 +264,7 @@ async fn publish_batch(
     };
     let bytes = match as_json(body_kind(&headers), bytes, None) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(m) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &m),
     };
     let items: Vec<&RawValue> = match serde_json::from_slice(&bytes) {
         Ok(v) => v,

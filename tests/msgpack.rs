@@ -347,3 +347,49 @@ async fn bad_msgpack_gets_bad_frame_and_the_connection_goes_on() {
         assert_eq!(v["error"]["code"], "bad_request", "{url}: {v}");
     }
 }
+
+#[tokio::test]
+async fn the_rust_client_speaks_msgpack() {
+    use herald_client::{Client, ClientOptions, binary, binary_of};
+    let server = TestServer::start().await;
+    let options = ClientOptions {
+        msgpack: true,
+        ..ClientOptions::default()
+    };
+    let c = Client::connect_with(&server.ws_url(), options.clone())
+        .await
+        .unwrap();
+    let mut sub = c.subscribe("r/*").await.unwrap();
+    let blob = vec![0u8, 255, 7, 42];
+    c.publish("r/a", &json!({"b": binary(&blob), "n": 3}))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, sub.next_msg())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(binary_of(&m.data["b"]), Some(blob.clone()));
+    assert_eq!(m.data["n"], 3);
+    // A JSON subscriber sees base64.
+    let mut j = server.client().await;
+    j.sub("r/*").await;
+    c.publish("r/b", &binary(&blob)).await.unwrap();
+    assert_eq!(j.recv_op("msg").await["data"], binary(&blob));
+    // Request-reply across encodings.
+    let responder = Client::connect(&server.ws_url()).await.unwrap();
+    let mut reqs = responder.subscribe("svc/echo").await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = reqs.next_msg().await {
+            let to = m.reply_to.clone().unwrap();
+            responder.publish(&to, &m.data).await.unwrap();
+        }
+    });
+    let answer = c
+        .request("svc/echo", &binary(&blob), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(binary_of(&answer), Some(blob));
+    // A server that will not speak msgpack (here: a plain HTTP endpoint) fails the connect.
+    let url = format!("ws://{}/healthz", server.addr);
+    assert!(Client::connect_with(&url, options).await.is_err());
+}

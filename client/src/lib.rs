@@ -59,6 +59,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use events::{ClientError, ClientEvent};
+pub use herald_protocol::msgpack::{binary, binary_of};
 use herald_protocol::topic::Pattern;
 use herald_protocol::{AckMode, ClientFrame, Id, OkFrame};
 pub use herald_protocol::{
@@ -88,6 +89,11 @@ pub struct ClientOptions {
     /// reconnect) and when the server says the token is `expiring`: the new token is then
     /// sent with `refresh` on the open connection, no reconnect. Wins over `token`.
     pub get_token: Option<GetToken>,
+    /// Speak `herald.v1.msgpack` (PROTOCOL.md §2): MessagePack in binary frames, so binary
+    /// data travels as bytes, not base64. `data` stays a [`serde_json::Value`] either way,
+    /// with binary values as `{"$base64": …}` objects: see [`binary`] and [`binary_of`].
+    /// Connecting fails when the server does not choose the subprotocol.
+    pub msgpack: bool,
 }
 
 /// A source of tokens for [`ClientOptions::get_token`]: an async function returning a
@@ -126,6 +132,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             token: None,
             get_token: None,
+            msgpack: false,
         }
     }
 }

@@ -9,10 +9,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Answer, ClientError, ClientEvent, Command, Delivery, Shared, recovery};
-use herald_protocol::{ClientFrame, Gap, Id, OkFrame, ServerFrame};
+use herald_protocol::{ClientFrame, Gap, Id, OkFrame, ServerFrame, msgpack};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -24,9 +26,26 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientError> {
     let url = shared.urls[i].as_str();
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let msgpack = shared.options.msgpack;
+    if msgpack {
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(msgpack::SUBPROTOCOL),
+        );
+    }
+    let (mut ws, res) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
         .await
         .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let chosen = res.headers().get("Sec-WebSocket-Protocol");
+    if msgpack && chosen.and_then(|v| v.to_str().ok()) != Some(msgpack::SUBPROTOCOL) {
+        return Err(ClientError::Connect(format!(
+            "the server did not choose {} (it answered {chosen:?})",
+            msgpack::SUBPROTOCOL
+        )));
+    }
     let session = shared.session.lock().clone();
     let last_seq = session
         .as_ref()
@@ -45,11 +64,11 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
         last_seq,
         client: None,
     };
-    send(&mut ws, &hello).await?;
+    send(&mut ws, shared, &hello).await?;
     let welcome = tokio::time::timeout(WELCOME_TIMEOUT, async {
         while let Some(m) = ws.next().await {
             let m = m.map_err(|e| ClientError::Connect(e.to_string()))?;
-            if let Message::Text(t) = m {
+            if let Some(t) = incoming(shared, &m) {
                 return match serde_json::from_str::<ServerFrame>(&t) {
                     Ok(ServerFrame::Welcome(w)) => Ok(w),
                     Ok(ServerFrame::Error(e)) => Err(ClientError::Server {
@@ -82,7 +101,7 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
                 shared.recovering.lock().insert(id, r.pattern.clone());
                 id
             });
-            send(&mut ws, &r.frame(id)).await?;
+            send(&mut ws, shared, &r.frame(id)).await?;
         }
     }
     shared.url.store(i, Ordering::Release);
@@ -94,11 +113,40 @@ pub(super) async fn open(shared: &Arc<Shared>, i: usize) -> Result<Ws, ClientErr
     Ok(ws)
 }
 
-async fn send(ws: &mut Ws, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
+async fn send(ws: &mut Ws, shared: &Shared, frame: &ClientFrame<'_>) -> Result<(), ClientError> {
     let text = serde_json::to_string(frame).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    ws.send(Message::text(text))
+    ws.send(outgoing(shared, text))
         .await
         .map_err(|e| ClientError::Connect(e.to_string()))
+}
+
+/// A frame (made as JSON) as the message the connection's encoding sends: a text frame, or
+/// with [`ClientOptions::msgpack`](super::ClientOptions::msgpack) its MessagePack in a
+/// binary frame (`{"$base64"}` objects become `bin`).
+fn outgoing(shared: &Shared, json: String) -> Message {
+    if shared.options.msgpack {
+        match msgpack::from_json(&json) {
+            Ok(b) => return Message::binary(b),
+            Err(e) => tracing::error!(error = %e, "frame is not JSON; sent as text"),
+        }
+    }
+    Message::text(json)
+}
+
+/// A server frame's JSON, if the message is one (`bin` values as `{"$base64"}`). A frame
+/// that does not transcode is logged and skipped.
+fn incoming(shared: &Shared, m: &Message) -> Option<String> {
+    match m {
+        Message::Text(t) if !shared.options.msgpack => Some(t.as_str().to_owned()),
+        Message::Binary(b) if shared.options.msgpack => match msgpack::to_json(b) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                tracing::warn!(error = %e, "server frame is not MessagePack; skipped");
+                None
+            }
+        },
+        _ => None,
+    }
 }
 
 enum End {
@@ -175,7 +223,7 @@ async fn drive(
     loop {
         tokio::select! {
             Some(frame) = refresh_rx.recv() => {
-                if let Err(e) = ws.send(Message::text(frame)).await {
+                if let Err(e) = ws.send(outgoing(shared, frame)).await {
                     return End::Lost(e.to_string());
                 }
             }
@@ -187,7 +235,7 @@ async fn drive(
                         None | Some(Command::Close) => return End::Close,
                         Some(Command::DropConnection) => return End::Lost("dropped on request".into()),
                         Some(Command::Send(text)) => {
-                            if let Err(e) = ws.feed(Message::text(text)).await {
+                            if let Err(e) = ws.feed(outgoing(shared, text)).await {
                                 return End::Lost(e.to_string());
                             }
                         }
@@ -204,9 +252,9 @@ async fn drive(
             m = ws.next() => match m {
                 None => return End::Lost("connection closed".into()),
                 Some(Err(e)) => return End::Lost(e.to_string()),
-                Some(Ok(Message::Text(t))) => match dispatch(shared, &t) {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match incoming(shared, &m).and_then(|t| dispatch(shared, &t)) {
                     Some(Back::Frame(frame)) => {
-                        if let Err(e) = ws.send(Message::text(frame)).await {
+                        if let Err(e) = ws.send(outgoing(shared, frame)).await {
                             return End::Lost(e.to_string());
                         }
                     }

@@ -48,5 +48,20 @@ pub enum MsgpackError {
     Json(String),
 }
 
+/// Binary data as a JSON value, the form it takes in a JSON frame: `{"$base64": "…"}`.
+pub fn binary(bytes: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    serde_json::json!({ "$base64": b64 })
+}
+
+/// The bytes of a binary value (`{"$base64": "…"}`, that one key, valid base64), if `v` is one.
+pub fn binary_of(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let m = v.as_object().filter(|m| m.len() == 1)?;
+    let s = m.get("$base64")?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,22 @@
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/**
+ * What a message's `data` may hold: JSON, and binary. Publishing, a Uint8Array (or an
+ * ArrayBuffer, a DataView, another typed array) goes as MessagePack `bin`, or over JSON as
+ * `{"$base64": "…"}`. Received over MessagePack (or over JSON with `decodeBinary`), binary is
+ * a Uint8Array; a MessagePack integer beyond 2^53 is a bigint.
+ */
+export type Data = null | boolean | number | bigint | string | Uint8Array | ArrayBuffer | ArrayBufferView | Data[] | { [key: string]: Data };
+
+/** How binary data looks on a JSON connection without `decodeBinary` (standard base64, padded). */
+export interface Base64Data {
+  $base64: string;
+}
+
+/** Frame encodings: JSON text frames, or MessagePack binary frames (`herald.v1.msgpack`). */
+export type Encoding = "json" | "msgpack";
+
 /** Error codes the server sends (PROTOCOL.md §6) and the ones this client adds. */
 export type ServerErrorCode =
   | "bad_frame" | "bad_json" | "unknown_op" | "bad_topic" | "bad_pattern" | "bad_request"
@@ -17,7 +33,10 @@ export declare const CLIENT_CODES: Readonly<{
   TIMEOUT: "timeout";
   CONNECT_FAILED: "connect_failed";
   TOKEN_FAILED: "token_failed";
-  /** The transport in use cannot do that (over SSE: `request`, `ack`, `ack: "manual"`). */
+  /**
+   * The transport in use cannot do that (over SSE: `request`, `ack`, `ack: "manual"`), or the
+   * server cannot (`encoding: "msgpack"` with a server that did not select herald.v1.msgpack).
+   */
   UNSUPPORTED: "unsupported";
 }>;
 
@@ -34,15 +53,19 @@ export declare class HeraldError extends Error {
   readonly cause?: unknown;
   /** The HTTP status, for errors of the sse transport's HTTP calls. */
   readonly status?: number;
-  /** "sse", for `unsupported`. */
+  /** "sse", for `unsupported` over SSE. */
   readonly transport?: Transport;
+  /** "msgpack", for `unsupported` when the server has no MessagePack subprotocol. */
+  readonly encoding?: "msgpack";
+  /** The URL of the server that refused, for `unsupported` on a reconnect (the `error` event). */
+  readonly url?: string;
 }
 
 /** How a bus reaches the server. */
 export type Transport = "websocket" | "sse";
 
 /** A delivered message: the server's `msg` frame without `op`, plus helpers. */
-export interface Message<T = Json> {
+export interface Message<T = Data> {
   topic: string;
   data: T;
   /** The session's sequence number: 1, 2, 3, … across all subscriptions. */
@@ -63,10 +86,10 @@ export interface Message<T = Json> {
   /** Acknowledges the message (`ack: "manual"` group subscriptions). */
   ack(): void;
   /** Answers a request (present when `reply_to` is). */
-  reply?(data: Json): Promise<PublishResult>;
+  reply?(data: Data): Promise<PublishResult>;
 }
 
-export type Handler<T = Json> = (msg: Message<T>) => void;
+export type Handler<T = Data> = (msg: Message<T>) => void;
 
 /** Where a topic stands: its epoch and an offset in it. */
 export interface Position {
@@ -150,7 +173,7 @@ export interface HistoryOptions {
   limit?: number;
 }
 
-export interface StoredMessage<T = Json> {
+export interface StoredMessage<T = Data> {
   offset: number;
   topic: string;
   data: T;
@@ -158,7 +181,7 @@ export interface StoredMessage<T = Json> {
   msg_id?: string;
 }
 
-export interface History<T = Json> {
+export interface History<T = Data> {
   epoch: string;
   messages: StoredMessage<T>[];
 }
@@ -182,6 +205,8 @@ export interface OpenEvent {
   /** The URL this connection went to. */
   url: string;
   transport: Transport;
+  /** The frames' encoding on this connection ("json" over SSE, whatever was asked). */
+  encoding: Encoding;
 }
 
 /** "auto" gave up on the WebSocket: the bus uses SSE from now on. */
@@ -332,6 +357,20 @@ export interface ConnectOptions {
   answerTimeoutMs?: number;
   /** From opening a socket to the server's `welcome` (10000); then the attempt counts as failed. */
   connectTimeoutMs?: number;
+  /**
+   * "json" (default): text frames. "msgpack": every WebSocket frame is binary MessagePack (the
+   * `herald.v1.msgpack` subprotocol; binary `data` travels as `bin`, not base64). A server that
+   * does not select that subprotocol fails the first connection with `unsupported` (and is an
+   * `error` event on a reconnect). The sse transport (and "auto"'s fallback to it) stays JSON.
+   */
+  encoding?: Encoding;
+  /**
+   * On JSON frames (encoding "json", and SSE): turn every `{"$base64": "…"}` in received `data`
+   * (a message's, a reply's, history's) into a Uint8Array, as MessagePack delivers it. Default:
+   * false with encoding "json" (such objects stay as they are), true with "msgpack" (so its SSE
+   * fallback delivers binary alike).
+   */
+  decodeBinary?: boolean;
 }
 
 export declare class Bus {
@@ -342,6 +381,8 @@ export declare class Bus {
   readonly urls: string[];
   /** "websocket" or "sse": the transport in use ("auto" starts with "websocket"). */
   readonly transport: Transport;
+  /** The frames' encoding on the transport in use: "msgpack" on a WebSocket with `encoding: "msgpack"`, else "json". */
+  readonly encoding: Encoding;
   /**
    * The current WebSocket, or null between connections. Over SSE, what stands for it (the same
    * `readyState`, `close()`), with the stream's `eventSource` and `session`.
@@ -362,14 +403,15 @@ export declare class Bus {
    * awaiting) to catch what a resumed session replays first.
    */
   open(): Promise<void>;
-  subscribe<T = Json>(pattern: string, handler: Handler<T>, options?: SubscribeOptions): Promise<Unsubscribe>;
+  subscribe<T = Data>(pattern: string, handler: Handler<T>, options?: SubscribeOptions): Promise<Unsubscribe>;
   /** What a plain subscription would continue from (to pass as `since` later); null if none. */
   since(pattern: string): Required<SinceTopics> | null;
-  publish(topic: string, data: Json, options?: PublishOptions): Promise<PublishResult>;
+  /** `data`: JSON, with binary as a Uint8Array (see {@link Data}). */
+  publish(topic: string, data: Data, options?: PublishOptions): Promise<PublishResult>;
   /** Over SSE: rejects `unsupported`. */
-  request<T = Json>(topic: string, data: Json, options?: RequestOptions): Promise<T>;
+  request<T = Data>(topic: string, data: Data, options?: RequestOptions): Promise<T>;
   /** Over SSE: `GET /v1/history`. */
-  history<T = Json>(topic: string, options?: HistoryOptions): Promise<History<T>>;
+  history<T = Data>(topic: string, options?: HistoryOptions): Promise<History<T>>;
   /** Over SSE: `GET /v1/presence` (with `[auth]`, an admin key's call). */
   presence(topic: string): Promise<Presence>;
   /** Over SSE: throws `unsupported`. */
@@ -419,6 +461,13 @@ export declare class Positions {
   /** `ts` is the earlier of `this.ts` and `startTs` (when the subscription began). */
   since(startTs?: number): SinceTopics & { topics: { [topic: string]: Position } };
 }
+
+/** Standard base64 (padded) of bytes: what a JSON connection carries binary data as. */
+export declare function toBase64(bytes: Uint8Array | ArrayBuffer | ArrayBufferView): string;
+/** The bytes of standard, padded base64 text; null when it is not exactly that. */
+export declare function fromBase64(text: string): Uint8Array | null;
+/** `value` with every `{"$base64": "…"}` in it replaced by its bytes (what `decodeBinary` does to `data`; in place). */
+export declare function decodeBinaryData<T = Data>(value: unknown): T;
 
 /** Reconnect delay of an attempt: exponential with equal jitter. */
 export declare function backoffDelay(attempt: number, minDelayMs?: number, maxDelayMs?: number, random?: () => number): number;

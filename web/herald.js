@@ -26,7 +26,12 @@
 // - transports: a WebSocket (`/ws`), or Server-Sent Events (`GET /v1/events`, read with the
 //   browser's EventSource or, in Node, FetchEventSource below; subscribing and publishing go
 //   over HTTP) with the same API and events; "auto" falls back to SSE when WebSockets do not
-//   get through.
+//   get through;
+// - encodings: JSON text frames, or MessagePack binary frames (`encoding: "msgpack"`, the
+//   `herald.v1.msgpack` subprotocol, with ./msgpack.js); binary data is a Uint8Array either
+//   way: over JSON it travels as `{"$base64": "…"}` (see `decodeBinary`).
+
+import { decode as msgpackDecode, encode as msgpackEncode } from "./msgpack.js";
 
 /** Client-side error codes, beside the server's (PROTOCOL.md §6). */
 export const CLIENT_CODES = Object.freeze({
@@ -51,6 +56,13 @@ export class HeraldError extends Error {
 
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
 
+/** The WebSocket subprotocols of the two encodings (PROTOCOL.md §2). */
+const JSON_PROTOCOL = "herald.v1";
+const MSGPACK_PROTOCOL = "herald.v1.msgpack";
+const ENCODINGS = ["json", "msgpack"];
+/** The WebSockets of this module that carry MessagePack frames. */
+const MSGPACK_SOCKETS = new WeakSet();
+
 const DEFAULTS = {
   minDelayMs: 250, // first reconnect delay (before jitter)
   maxDelayMs: 15000, // backoff ceiling
@@ -68,6 +80,125 @@ const DEFAULTS = {
 export function backoffDelay(attempt, minDelayMs = DEFAULTS.minDelayMs, maxDelayMs = DEFAULTS.maxDelayMs, random = Math.random) {
   const exp = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(attempt, 30));
   return Math.round(exp / 2 + random() * (exp / 2));
+}
+
+// ------------------------------------------------------------------------------------------
+// Binary data (PROTOCOL.md §2, "MessagePack"). A MessagePack connection carries it as `bin`;
+// a JSON one as `{"$base64": "…"}` (standard alphabet, padded), which the server turns into
+// `bin` for MessagePack readers and back.
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_INDEX = new Int16Array(128).fill(-1);
+for (let i = 0; i < 64; i += 1) B64_INDEX[B64.charCodeAt(i)] = i;
+
+/** The bytes of a Uint8Array, ArrayBuffer or other ArrayBuffer view (a DataView, a Node Buffer); null otherwise. */
+function binaryView(v) {
+  if (v instanceof Uint8Array) return v;
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  return null;
+}
+
+/** Standard base64 (RFC 4648 §4, padded) of bytes (a Uint8Array, ArrayBuffer or view). */
+export function toBase64(bytes) {
+  const b = binaryView(bytes);
+  if (!b) throw new TypeError("toBase64: expected a Uint8Array, ArrayBuffer or ArrayBuffer view");
+  const n = b.length;
+  const parts = [];
+  let out = "";
+  let i = 0;
+  for (; i + 2 < n; i += 3) {
+    const v = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
+    out += B64[v >> 18] + B64[(v >> 12) & 63] + B64[(v >> 6) & 63] + B64[v & 63];
+    if (out.length >= 8192) {
+      parts.push(out);
+      out = "";
+    }
+  }
+  if (n - i === 1) {
+    const v = b[i] << 16;
+    out += `${B64[v >> 18]}${B64[(v >> 12) & 63]}==`;
+  } else if (n - i === 2) {
+    const v = (b[i] << 16) | (b[i + 1] << 8);
+    out += `${B64[v >> 18]}${B64[(v >> 12) & 63]}${B64[(v >> 6) & 63]}=`;
+  }
+  parts.push(out);
+  return parts.join("");
+}
+
+/**
+ * The bytes of standard, padded base64 text, or null when it is not exactly that (another
+ * alphabet, missing padding, white space, or bits set past the last byte: what the server
+ * would not take as binary either).
+ */
+export function fromBase64(text) {
+  if (typeof text !== "string" || text.length % 4 !== 0) return null;
+  const n = text.length;
+  const pad = n === 0 ? 0 : text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0;
+  const out = new Uint8Array((n / 4) * 3 - pad);
+  let o = 0;
+  for (let i = 0; i < n; i += 4) {
+    const last = i + 4 === n;
+    const c = [0, 1, 2, 3].map((k) => {
+      const code = text.charCodeAt(i + k);
+      return code < 128 ? B64_INDEX[code] : -1;
+    });
+    if (c[0] < 0 || c[1] < 0) return null;
+    if (last && pad === 2) {
+      if ((c[1] & 15) !== 0) return null;
+      out[o++] = (c[0] << 2) | (c[1] >> 4);
+    } else if (last && pad === 1) {
+      if (c[2] < 0 || (c[2] & 3) !== 0) return null;
+      out[o++] = (c[0] << 2) | (c[1] >> 4);
+      out[o++] = ((c[1] & 15) << 4) | (c[2] >> 2);
+    } else {
+      if (c[2] < 0 || c[3] < 0) return null;
+      out[o++] = (c[0] << 2) | (c[1] >> 4);
+      out[o++] = ((c[1] & 15) << 4) | (c[2] >> 2);
+      out[o++] = ((c[2] & 3) << 6) | c[3];
+    }
+  }
+  return out;
+}
+
+/** JSON.stringify's replacer for the JSON encoding: binary becomes `{"$base64": "…"}`. */
+function binaryReplacer(key, value) {
+  const b = binaryView(this[key]); // before toJSON: a Node Buffer's would make it `{type, data}`
+  return b ? { $base64: toBase64(b) } : value;
+}
+
+/** `{"$base64": "…"}` (that one key, valid base64) as bytes; null for anything else. */
+function base64Object(v) {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return null;
+  const keys = Object.keys(v);
+  if (keys.length !== 1 || keys[0] !== "$base64") return null;
+  return fromBase64(v.$base64);
+}
+
+/** `value` with every `{"$base64": "…"}` in it replaced by its bytes (in place where it can). */
+export function decodeBinaryData(value, depth = 0) {
+  if (value === null || typeof value !== "object" || depth > 256) return value;
+  const bytes = base64Object(value);
+  if (bytes) return bytes;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i += 1) value[i] = decodeBinaryData(value[i], depth + 1);
+  } else if (!binaryView(value)) {
+    for (const k of Object.keys(value)) value[k] = decodeBinaryData(value[k], depth + 1);
+  }
+  return value;
+}
+
+/** With `decodeBinary`: the `data` of a JSON frame (`msg`, `reply`, a history's messages). */
+function decodeFrameBinary(frame) {
+  if (frame.data !== undefined) frame.data = decodeBinaryData(frame.data);
+  if (Array.isArray(frame.messages)) for (const m of frame.messages) if (m && typeof m === "object" && m.data !== undefined) m.data = decodeBinaryData(m.data);
+}
+
+/** A frame's bytes as a string, to compare `(un)subscribed` notes (see Bus._replayedNote). */
+function bytesKey(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 4096) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096));
+  return s;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -592,6 +723,12 @@ class SseParser {
   }
 }
 
+/** Why a MessagePack WebSocket is no good: the server did not select its subprotocol. */
+function refusedReason(selected, detail) {
+  const chose = selected ? `"${selected}"` : "none";
+  return `the server did not select the ${MSGPACK_PROTOCOL} subprotocol (it selected ${chose}${detail ? `: ${detail}` : ""}): it has no MessagePack support`;
+}
+
 /** The events of the server's stream (an `EventSource` only hears the names listened to). */
 const SSE_EVENTS = ["welcome", "msg", "gap", "subscribed", "unsubscribed", "error", "close", "bye", "expiring", "message"];
 
@@ -917,7 +1054,12 @@ class SseSocket {
  * reconnect), `transport` ("auto", the default: a WebSocket, and SSE for good once two
  * WebSockets in a row failed to open while the server answers HTTP, the `transport` event;
  * "websocket"; "sse"), `EventSource` (a constructor for the sse transport; default the global
- * one, else {@link FetchEventSource}), `fetch` (for the sse transport's HTTP calls).
+ * one, else {@link FetchEventSource}), `fetch` (for the sse transport's HTTP calls),
+ * `encoding` ("json", the default: text frames; "msgpack": binary MessagePack frames on the
+ * `herald.v1.msgpack` subprotocol, which the server must select, else `connect` rejects with
+ * `unsupported`; the sse transport is JSON either way), `decodeBinary` (on JSON frames, turn
+ * `{"$base64": "…"}` objects in received `data` into Uint8Arrays, as a MessagePack connection
+ * receives them; default: true with encoding "msgpack", for its SSE fallback, else false).
  */
 export function connect(url, options = {}) {
   const bus = new Bus(url, options);
@@ -945,6 +1087,11 @@ export class Bus {
       throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20, e.g. the `ws` package), or use transport: "sse"');
     }
     if (mode === "sse" && typeof this._fetch !== "function") throw new TypeError("the sse transport needs fetch: pass options.fetch");
+    const encoding = options.encoding === undefined ? "json" : options.encoding;
+    if (!ENCODINGS.includes(encoding)) throw new TypeError(`encoding must be "json" or "msgpack", not ${JSON.stringify(encoding)}`);
+    this._encoding = encoding;
+    this._decodeBinary = options.decodeBinary === undefined ? encoding === "msgpack" : !!options.decodeBinary;
+    this._encodingRefused = false; // the first connection: a server did not select herald.v1.msgpack
     this._wsFails = 0; // WebSockets in a row that failed to open
     this._wsRefusals = 0; // of those, the last ones in a row while the server answered HTTP
     this._wsWorked = false; // a WebSocket of this bus was welcomed once
@@ -1012,6 +1159,14 @@ export class Bus {
     }
   }
 
+  /**
+   * The encoding of the frames on the transport in use: "msgpack" on a WebSocket with
+   * `encoding: "msgpack"`, else "json" (the sse transport is always JSON).
+   */
+  get encoding() {
+    return this.transport === "websocket" ? this._encoding : "json";
+  }
+
   /** True while a socket is open and welcomed. */
   get connected() {
     return this.state === "open";
@@ -1066,18 +1221,24 @@ export class Bus {
       return;
     }
     if (this.state === "closed") return;
+    const msgpack = this.transport === "websocket" && this._encoding === "msgpack";
     let ws;
     try {
       ws =
         this.transport === "sse"
           ? new SseSocket(this.url, { EventSource: this._ES, fetch: this._fetch, answerTimeoutMs: this.options.answerTimeoutMs })
-          : new this._WS(this.url, "herald.v1");
+          : new this._WS(this.url, msgpack ? [MSGPACK_PROTOCOL] : JSON_PROTOCOL);
+      if (msgpack) {
+        ws.binaryType = "arraybuffer";
+        MSGPACK_SOCKETS.add(ws);
+      }
     } catch (e) {
       this._onSocketGone(null, { code: 1006, reason: String(e && e.message ? e.message : e) });
       return;
     }
     this.socket = ws;
     let opened = false; // a WebSocket that never opens may be one a proxy refuses (see _afterGone)
+    let failure = ""; // what the socket's `error` event said, if anything (the `ws` package does)
     // A socket can hang while connecting (a silently dropped SYN, a stuck proxy): give up on
     // it after connectTimeoutMs and count it as a failed attempt.
     clearTimeout(this._connectTimer);
@@ -1092,6 +1253,16 @@ export class Bus {
     }, this.options.connectTimeoutMs);
     ws.onopen = () => {
       opened = true;
+      if (msgpack && ws.protocol !== MSGPACK_PROTOCOL) {
+        // A server without MessagePack (it selected herald.v1, or nothing).
+        this._onSocketGone(ws, { code: 1002, reason: refusedReason(ws.protocol), encodingRefused: true });
+        try {
+          ws.close(1000, "subprotocol");
+        } catch {
+          /* closing already */
+        }
+        return;
+      }
       const hello = { op: "hello" };
       if (token) hello.token = token;
       if (this.session) {
@@ -1104,7 +1275,11 @@ export class Bus {
     ws.onmessage = (ev) => {
       if (this.socket !== ws) return;
       this._lastHeard = Date.now();
-      if (typeof ev.data !== "string") return; // the server only sends text frames
+      if (msgpack) {
+        this._onBinaryMessage(ev.data);
+        return;
+      }
+      if (typeof ev.data !== "string") return; // a JSON connection has text frames only
       let frame;
       try {
         frame = JSON.parse(ev.data);
@@ -1112,19 +1287,72 @@ export class Bus {
         this._emit("error", new HeraldError("bad_json", "server sent a frame that is not JSON"));
         return;
       }
+      if (this._decodeBinary && frame && typeof frame === "object") decodeFrameBinary(frame);
       this._onFrame(frame, ev.data);
     };
-    ws.onerror = () => {
-      // Always followed by `close`, which carries what can be known.
+    ws.onerror = (ev) => {
+      // Always followed by `close`, which carries what can be known; some implementations (the
+      // `ws` package) say why here.
+      const why = ev && (ev.message || (ev.error && ev.error.message));
+      if (why) failure = String(why);
     };
-    ws.onclose = (ev) => this._onSocketGone(ws, { code: ev.code, reason: ev.reason, neverOpened: !opened });
+    ws.onclose = (ev) => {
+      // The `ws` package fails the handshake itself when the server selects no subprotocol.
+      if (msgpack && !opened && /subprotocol/i.test(failure)) {
+        this._onSocketGone(ws, { code: ev.code, reason: refusedReason(null, failure), encodingRefused: true });
+        return;
+      }
+      this._onSocketGone(ws, { code: ev.code, reason: ev.reason || (opened ? "" : failure), neverOpened: !opened });
+    };
     if (ws instanceof SseSocket) ws.ondrop = (ev) => this._onStreamDrop(ws, ev);
   }
 
-  _sendRaw(ws, frame) {
-    if (!ws || ws.readyState !== OPEN) return false;
+  /** A binary message on a MessagePack connection: one frame, a MessagePack map. */
+  _onBinaryMessage(data) {
+    if (typeof data === "string") {
+      this._emit("error", new HeraldError("bad_frame", "server sent a text frame on a MessagePack connection"));
+      return;
+    }
+    const bytes = binaryView(data);
+    if (!bytes) {
+      this._emit("error", new HeraldError("bad_frame", `server frame of an unexpected type (${Object.prototype.toString.call(data)}): binaryType should be "arraybuffer"`));
+      return;
+    }
+    let frame;
     try {
-      ws.send(JSON.stringify(frame));
+      frame = msgpackDecode(bytes);
+    } catch (e) {
+      this._emit("error", new HeraldError("bad_frame", `server sent a frame that is not MessagePack: ${e.message}`, { cause: e }));
+      return;
+    }
+    if (frame === null || typeof frame !== "object" || Array.isArray(frame) || binaryView(frame)) {
+      this._emit("error", new HeraldError("bad_frame", "server sent a MessagePack frame that is not a map"));
+      return;
+    }
+    // The `(un)subscribed` notes are compared by their bytes (see _replayedNote).
+    const note = frame.op === "subscribed" || frame.op === "unsubscribed" ? bytesKey(bytes) : undefined;
+    this._onFrame(frame, note);
+  }
+
+  _sendRaw(ws, frame) {
+    try {
+      return this._sendOrThrow(ws, frame);
+    } catch (e) {
+      this._emit("error", e);
+      return false;
+    }
+  }
+
+  /**
+   * Sends `frame` on `ws`; false when it is not open or the send failed. A frame that does not
+   * encode (data that JSON or MessagePack cannot hold: a cycle, a BigInt over JSON) throws.
+   */
+  _sendOrThrow(ws, frame) {
+    if (!ws || ws.readyState !== OPEN) return false;
+    // NaN and infinities go as null (nil), as JSON.stringify sends them.
+    const encoded = MSGPACK_SOCKETS.has(ws) ? msgpackEncode(frame, { nonFiniteAsNil: true }) : JSON.stringify(frame, binaryReplacer);
+    try {
+      ws.send(encoded);
       return true;
     } catch (e) {
       this._emit("error", e);
@@ -1137,7 +1365,7 @@ export class Bus {
     return this.state === "open" && this._sendRaw(this.socket, frame);
   }
 
-  _onSocketGone(ws, { code, reason, neverOpened = false }) {
+  _onSocketGone(ws, { code, reason, neverOpened = false, encodingRefused = false }) {
     if (ws && this.socket !== ws) return;
     this.socket = null;
     clearTimeout(this._connectTimer);
@@ -1146,6 +1374,26 @@ export class Bus {
     if (ws) detach(ws);
     this._failPending(CLIENT_CODES.DISCONNECTED, `connection lost (${code}${reason ? ` ${reason}` : ""})`);
     if (this.state === "closed") return;
+    // A MessagePack WebSocket that did not open: a browser fails the handshake, without saying
+    // why, when the server selects no subprotocol. Ask the server which one it would select.
+    if (ws && neverOpened && !encodingRefused && MSGPACK_SOCKETS.has(ws)) {
+      this._selectedSubprotocol(this.url).then((selected) => {
+        if (this.state === "closed" || this.socket !== null) return;
+        if (selected !== null && selected !== MSGPACK_PROTOCOL) this._socketFailed(ws, { code, reason: refusedReason(selected), wasOpen, neverOpened: false, encodingRefused: true });
+        else this._socketFailed(ws, { code, reason, wasOpen, neverOpened, encodingRefused: false });
+      });
+      return;
+    }
+    this._socketFailed(ws, { code, reason, wasOpen, neverOpened, encodingRefused });
+  }
+
+  /** {@link _onSocketGone}, once the socket is let go of: what the failure means. */
+  _socketFailed(ws, { code, reason, wasOpen, neverOpened, encodingRefused }) {
+    if (encodingRefused) {
+      // Not a failure to reach the server (no reason to try SSE): it lacks MessagePack.
+      if (this._firstOpen) this._encodingRefused = true;
+      else this._emit("error", new HeraldError(CLIENT_CODES.UNSUPPORTED, `${this.url}: ${reason}`, { encoding: "msgpack", url: this.url }));
+    }
     if (ws && this.transport === "websocket") this._wsFails = neverOpened ? this._wsFails + 1 : 0;
     // A WebSocket that did not open: the server down, or something on the way (a proxy, a
     // firewall) refusing the upgrade? Only in the second case does SSE stand a chance: ask
@@ -1160,6 +1408,40 @@ export class Bus {
       return;
     }
     this._afterGone({ code, reason, wasOpen, refused: false });
+  }
+
+  /**
+   * The subprotocol the server at `url` selects when offered herald.v1.msgpack and herald.v1
+   * ("" for none), from a WebSocket opened and closed at once (no `hello`); null when it does
+   * not open either (within connectTimeoutMs, at most 5 s).
+   */
+  _selectedSubprotocol(url) {
+    return new Promise((resolve) => {
+      let probe;
+      try {
+        probe = new this._WS(url, [MSGPACK_PROTOCOL, JSON_PROTOCOL]);
+      } catch {
+        resolve(null);
+        return;
+      }
+      let settled = false;
+      const done = (selected) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        detach(probe);
+        try {
+          probe.close(1000, "probe");
+        } catch {
+          /* not open */
+        }
+        resolve(selected);
+      };
+      const timer = setTimeout(() => done(null), Math.min(this.options.connectTimeoutMs, 5000));
+      probe.onopen = () => done(typeof probe.protocol === "string" ? probe.protocol : "");
+      probe.onerror = () => {};
+      probe.onclose = () => done(null);
+    });
   }
 
   /**
@@ -1206,6 +1488,10 @@ export class Bus {
       const first = this._firstOpen;
       this._firstOpen = null;
       this.state = "closed";
+      if (this._encodingRefused) {
+        first.reject(new HeraldError(CLIENT_CODES.UNSUPPORTED, `encoding "msgpack" is not available: ${this._failures.join(", ")}; connect with encoding "json"`, { closeCode: code, encoding: "msgpack" }));
+        return;
+      }
       first.reject(new HeraldError(CLIENT_CODES.CONNECT_FAILED, `could not connect to ${this._failures.join(", ")}`, { closeCode: code }));
       return;
     }
@@ -1359,7 +1645,7 @@ export class Bus {
       this._firstOpen = null;
       first.resolve();
     }
-    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous, url: this.url, transport: this.transport };
+    const info = { session: frame.session, resumed: !!frame.resumed, previousSession: previous, url: this.url, transport: this.transport, encoding: this.encoding };
     this._emit("open", info);
     if (frame.resumed) this._emit("resumed", info);
   }
@@ -1672,10 +1958,16 @@ export class Bus {
         if (this._pending.delete(id)) reject(new HeraldError(CLIENT_CODES.TIMEOUT, `no answer to '${frame.op}' within ${timeoutMs} ms`));
       }, timeoutMs);
       this._pending.set(id, { resolve, reject, timer, frame });
-      if (!this._send({ ...frame, id })) {
+      let sent;
+      try {
+        sent = this.state === "open" && this._sendOrThrow(this.socket, { ...frame, id });
+      } catch (e) {
+        sent = e; // the frame does not encode: the call's error
+      }
+      if (sent !== true) {
         this._pending.delete(id);
         clearTimeout(timer);
-        reject(new HeraldError(CLIENT_CODES.DISCONNECTED, "not connected"));
+        reject(sent instanceof Error ? sent : new HeraldError(CLIENT_CODES.DISCONNECTED, "not connected"));
       }
     });
   }
@@ -1697,7 +1989,9 @@ export class Bus {
   }
 
   /**
-   * Publishes `data` (any JSON) to `topic`. Resolves with `{offset, epoch, duplicate}` once the
+   * Publishes `data` (any JSON; binary as a Uint8Array, ArrayBuffer or view: `bin` over
+   * MessagePack, `{"$base64": "…"}` over JSON, which the server hands MessagePack readers as
+   * `bin`) to `topic`. Resolves with `{offset, epoch, duplicate}` once the
    * server stored and routed it. While offline the publish waits in a bounded queue and goes
    * out after reconnecting; if the connection drops after it was sent but before the answer,
    * it is sent again when it has a `msgId` (the server's de-duplication makes that safe), and
@@ -1740,7 +2034,17 @@ export class Bus {
       },
     };
     this._pending.set(id, entry);
-    if (!this._send({ ...q.frame, id })) {
+    let sent;
+    try {
+      sent = this.state === "open" && this._sendOrThrow(this.socket, { ...q.frame, id });
+    } catch (e) {
+      // Data that does not encode would not go later either: the publish's error.
+      this._pending.delete(id);
+      clearTimeout(timer);
+      q.reject(e);
+      return;
+    }
+    if (!sent) {
       this._pending.delete(id);
       clearTimeout(timer);
       this._enqueue(q);

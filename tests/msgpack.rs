@@ -296,6 +296,7 @@ async fn bad_msgpack_gets_bad_frame_and_the_connection_goes_on() {
         vec![0x80, 0x80],                       // trailing bytes
         [vec![0x91; 200], vec![0xc0]].concat(), // too deep
         nan,
+        from_json(r#"["op","ping"]"#).unwrap(), // an array, not a map
     ];
     for bad in cases {
         c.send_bytes(bad.clone()).await;
@@ -324,6 +325,11 @@ async fn bad_msgpack_gets_bad_frame_and_the_connection_goes_on() {
         ("/v1/publish", "application/msgpack", vec![0xc1]),
         ("/v1/publish/batch", "application/msgpack", vec![0x91]),
         ("/v1/publish", "application/octet-stream", vec![1, 2]),
+        (
+            "/v1/publish",
+            "application/msgpack",
+            from_json(r#"["t", 1]"#).unwrap(),
+        ),
         (
             "/v1/publish?topic=x&retain=maybe",
             "application/octet-stream",

@@ -333,6 +333,14 @@ const MAX_ID_LEN: usize = 64;
 
 /// Decodes one text frame into a [`ClientFrame`], or the error frame it deserves.
 pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
+    // serde reads a struct from an array too (fields by position): not a frame here.
+    if text.trim_start().starts_with('[') {
+        return Err(DecodeError::new(
+            ErrorCode::BadFrame,
+            "a frame must be a JSON object with a string field 'op'",
+            None,
+        ));
+    }
     let raw: RawFrame<'_> = match serde_json::from_str(text) {
         Ok(raw) => raw,
         Err(e) => return Err(classify(text, e)),
@@ -482,6 +490,12 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         decode(text).unwrap_err().code
+    }
+
+    #[test]
+    fn an_array_is_not_a_frame() {
+        assert_eq!(code(r#"["pub","a/b",1]"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"  ["op","ping"]"#), ErrorCode::BadFrame);
     }
 
     #[test]

@@ -311,6 +311,11 @@ impl Auth {
         Enabled::access(e.verifier_with_keys()?.verify_waiting(token).await?)
     }
 
+    /// Whether `origins` lists the browser origins allowed (absent: any may connect).
+    pub fn origins_listed(&self) -> bool {
+        self.inner.as_ref().is_some_and(|e| e.origins.is_some())
+    }
+
     /// Whether a browser `Origin` may open a WebSocket. Clients that send no `Origin` (not
     /// browsers) are not concerned: the allow-list protects users' browsers from other
     /// sites, it is not an authentication.

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::http_auth::{Admin, HttpCaller, auth_error};
 use super::reply::{bus_error, code_error, error_response, json_error, read_body};
-use super::{AppState, control, sse, web, ws};
+use super::{AppState, control, cors, sse, web, ws};
 use crate::auth::Caller;
 use crate::backend::PublishRequest;
 use crate::bus::{PubAck, Publish, Published};
@@ -53,6 +53,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/", get(web::index))
         .route("/{*path}", get(web::asset))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ))
         .with_state(state)
 }
 
@@ -152,6 +156,11 @@ async fn submit_one(
         .map_err(|e| (e.code(), e.to_string()))
 }
 
+/// serde reads a struct from an array too (fields by position); a publish is an object.
+fn is_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
+}
+
 fn refused((code, message): (ErrorCode, String)) -> Response {
     code_error(code, &message)
 }
@@ -239,6 +248,13 @@ async fn publish(
         Ok(b) => b,
         Err(m) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &m),
     };
+    if !is_object(&bytes) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "the body must be an object {topic, data, msg_id?, retain?}",
+        );
+    }
     let p: PublishBody<'_> = match serde_json::from_slice(&bytes) {
         Ok(p) => p,
         Err(e) => return json_error(e),
@@ -284,6 +300,10 @@ async fn publish_batch(
     let mut submitted = Vec::with_capacity(items.len());
     for raw in &items {
         let r = match serde_json::from_str::<PublishBody<'_>>(raw.get()) {
+            _ if !is_object(raw.get().as_bytes()) => Err((
+                ErrorCode::BadRequest,
+                "each message must be an object {topic, data, msg_id?, retain?}".into(),
+            )),
             Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
             Ok(p) => match caller.may_publish(&p.topic) {
                 Err(e) => Err((e.code(), e.to_string())),

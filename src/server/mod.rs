@@ -6,6 +6,7 @@
 //! time to flush, then return.
 
 mod control;
+mod cors;
 mod credentials;
 mod http;
 mod http_auth;

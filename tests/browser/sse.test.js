@@ -5,9 +5,9 @@
 // "sse" receives what is published, its stream is cut, and the EventSource's own reconnect, with
 // its Last-Event-ID, resumes the session without loss. A page on "auto" falls back to SSE.
 //
-// The page is a same-origin document of the server (`/healthz`: no app scripts of its own; the
-// HTTP API answers no CORS, so the POSTs must be same-origin). herald.js is served from this
-// worktree's web/ (the shared debug binary may embed another checkout's).
+// The page is a same-origin document of the proxy (`/healthz`: no app scripts of its own; a page
+// on another origin is cors.test.js). herald.js is served from this worktree's web/ (the shared
+// debug binary may embed another checkout's).
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";

@@ -6,6 +6,8 @@
 //! carries the event shares it through `Arc<Event>`; delivering it to one session only
 //! writes the small head `{"op":"msg","seq":N,` in front.
 
+pub mod deflate;
+
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +32,8 @@ pub struct Event {
     pub published: Instant,
     body: Bytes,
     data: Range<usize>,
+    /// The body compressed for permessage-deflate, once (`deflate.rs`).
+    deflated: deflate::Deflated,
 }
 
 /// Per-recipient flags of a `msg` frame (PROTOCOL.md §4 "optional fields").
@@ -94,6 +98,7 @@ impl Event {
             published: Instant::now(),
             body: Bytes::from(body),
             data,
+            deflated: deflate::Deflated::default(),
         }
     }
 
@@ -111,6 +116,12 @@ impl Event {
     /// Appends the complete `msg` frame for one recipient to `out`: exactly
     /// [`Event::msg_len`] bytes.
     pub fn write_msg(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
+        self.write_head(seq, how, out);
+        out.put_slice(&self.body);
+    }
+
+    /// Appends the per-recipient head of the `msg` frame, everything before the shared body.
+    fn write_head(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
         out.put_slice(MSG_HEAD);
         out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
         out.put_u8(b',');
@@ -125,7 +136,6 @@ impl Event {
             out.put_slice(itoa::Buffer::new().format(n).as_bytes());
             out.put_u8(b',');
         }
-        out.put_slice(&self.body);
     }
 
     /// The length of the `msg` frame [`Event::write_msg`] writes, computed without writing

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
-    AuthConfig, ClusterConfig, Compression, Config, ConfigError, Permissions, ProxyConfig, ProxyRoute,
-    SlowConsumer, TopicConfig, WebhookConfig, WriteDelay,
+    AuthConfig, ClusterConfig, Compression, Config, ConfigError, Permissions, ProxyConfig,
+    ProxyRoute, SlowConsumer, TopicConfig, WebhookConfig, WriteDelay,
 };
 
 fn err(src: &str) -> ConfigError {

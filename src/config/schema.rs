@@ -16,8 +16,8 @@ use toml::de::DeTable;
 use super::error::{ConfigError, Location, line_of};
 use super::value::Field;
 use super::{
-    AuthConfig, ClusterConfig, Compression, Config, LimitsConfig, SessionConfig, SlowConsumer, TopicConfig,
-    WriteDelay,
+    AuthConfig, ClusterConfig, Compression, Config, LimitsConfig, SessionConfig, SlowConsumer,
+    TopicConfig, WriteDelay,
 };
 
 const TOP_KEYS: &[&str] = &[

@@ -83,7 +83,10 @@ pub fn compress_into(input: &[u8], out: &mut Vec<u8>) -> bool {
         loop {
             let (took, gave) = (c.total_in(), c.total_out());
             c.compress(rest, &mut out[at..], FlushCompress::Sync).ok()?;
-            let (took, gave) = ((c.total_in() - took) as usize, (c.total_out() - gave) as usize);
+            let (took, gave) = (
+                (c.total_in() - took) as usize,
+                (c.total_out() - gave) as usize,
+            );
             rest = &rest[took..];
             at += gave;
             if at >= limit || took + gave == 0 {
@@ -217,7 +220,11 @@ mod tests {
             assert_eq!(out.len(), n);
             assert_eq!(out[0], 0x00, "a stored block, not final");
             assert_eq!(inflate(&out), ev.msg_frame(seq, how).as_bytes());
-            assert!(n * 3 < ev.msg_len(seq, how) * 2, "{n} of {}", ev.msg_len(seq, how));
+            assert!(
+                n * 3 < ev.msg_len(seq, how) * 2,
+                "{n} of {}",
+                ev.msg_len(seq, how)
+            );
         }
         // Compressed once: every recipient's payload ends with the same bytes.
         let body = compressed(&ev.deflated.json, &ev.body).unwrap();

@@ -8,6 +8,7 @@
 
 mod acks;
 mod conn;
+mod deflate;
 mod guard;
 mod hello;
 mod ops;
@@ -130,6 +131,7 @@ pub(crate) async fn upgrade(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
+    let deflate = deflate::negotiate(headers, state.config().compression);
 
     let max = state.config().limits.max_connections as u64;
     let Some(counted) = Counted::take(&state, max) else {
@@ -160,10 +162,11 @@ pub(crate) async fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                let max_frame = st.config().max_frame;
                 let ws = WebSocketStream::from_raw_socket(
-                    ReadOnly(read),
+                    ReadOnly(deflate::Inflate::new(read, deflate, max_frame)),
                     Role::Server,
-                    Some(socket_config(st.config().max_frame)),
+                    Some(socket_config(max_frame)),
                 )
                 .await;
                 st.metrics.connection_opened();
@@ -172,7 +175,8 @@ pub(crate) async fn upgrade(
                 // small future (one allocation, the task's).
                 // (`map`, not an `async` block awaiting `run`: that would keep a second slot
                 // for the moved-in future.)
-                let run = conn::run(st.clone(), (write, ws), peer, token, forwarded);
+                let compressed = deflate.is_some();
+                let run = conn::run(st.clone(), (write, ws), peer, token, forwarded, compressed);
                 let tasks = st.tasks.clone();
                 // The connection's slots are given back when it ends.
                 tasks.spawn(run.map(move |()| drop((counted, ip_slot))));
@@ -189,6 +193,12 @@ pub(crate) async fn upgrade(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(agreed) = deflate {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            deflate::response_header(agreed),
+        );
     }
     if subprotocol {
         h.insert(

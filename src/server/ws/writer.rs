@@ -66,12 +66,18 @@ enum Stop {
     Gone,
 }
 
-pub(super) async fn run<W>(mut sink: W, conn: Arc<Conn>, heartbeat: Duration, delay: WriteDelay)
-where
+pub(super) async fn run<W>(
+    mut sink: W,
+    conn: Arc<Conn>,
+    heartbeat: Duration,
+    delay: WriteDelay,
+    deflate: bool,
+) where
     W: AsyncWrite + Unpin,
 {
     let mut w = Writer {
         delay,
+        deflate,
         ..Writer::default()
     };
     conn.outbox.set_runnable(true);
@@ -140,6 +146,8 @@ struct Writer {
     delay: WriteDelay,
     /// When messages last went to the socket (for `delay`).
     last_write: Option<Instant>,
+    /// permessage-deflate was negotiated: text frames are compressed (`super::deflate`).
+    deflate: bool,
 }
 
 impl Writer {
@@ -250,11 +258,18 @@ impl Writer {
             unflushed,
             last_seq,
             payload_bytes,
+            deflate,
             ..
         } = self;
         let start = out.len();
         let mut bytes = 0;
         let taken = session.take_each(&conn.outbox, BATCH, |seq, event, how| {
+            if *deflate && let Some(len) = super::deflate::write_msg(out, event, seq, how) {
+                bytes += len;
+                unflushed.push((how, event.published));
+                *last_seq = seq;
+                return;
+            }
             let len = event.msg_len(seq, how);
             out.reserve(len + 4);
             header(out, OP_TEXT, len);
@@ -289,6 +304,12 @@ impl Writer {
 
     /// Appends a text frame.
     fn text(&mut self, payload: &[u8]) {
+        if self.deflate
+            && let Some(len) = super::deflate::text(&mut self.out, payload)
+        {
+            self.payload_bytes += len;
+            return;
+        }
         self.payload_bytes += payload.len();
         self.frame(OP_TEXT, payload);
     }

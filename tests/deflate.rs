@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use flate2::{Compress, Compression as Level, Decompress, FlushCompress, FlushDecompress};
 use serde_json::{Value, json};
@@ -546,5 +545,31 @@ async fn compression_off_declines_every_offer() {
     assert_eq!(m["data"], orders(30));
     c.send(&json!({"op":"ping"}), Send::Fresh).await;
     assert_eq!(c.expect_close().await, 1002);
-    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn a_reload_applies_compression_to_new_connections() {
+    let mut cfg = config();
+    cfg.compression = Compression::Off;
+    let server = herald::Server::bind(cfg.clone()).await.unwrap();
+    let reload = server.reload_handle();
+    let (addr, handle, _task) = server.spawn();
+    let offer = Some("permessage-deflate");
+    let mut before = Ws::connect(addr, offer).await;
+    assert_eq!(before.extensions, None);
+    before.hello(Send::Plain).await;
+
+    cfg.compression = Compression::Auto;
+    let report = reload.reload(cfg).unwrap();
+    assert!(
+        report.applied.iter().any(|c| c.key == "compression"),
+        "{report:?}"
+    );
+    let mut after = Ws::connect(addr, offer).await;
+    assert_eq!(after.extensions.as_deref(), Some(DEFLATE));
+    after.hello(Send::Fresh).await;
+    // The open connection keeps what it negotiated: nothing.
+    before.send(&json!({"op":"ping"}), Send::Fresh).await;
+    assert_eq!(before.expect_close().await, 1002);
+    handle.shutdown();
 }

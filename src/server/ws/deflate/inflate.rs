@@ -17,7 +17,7 @@
 //! whose inner error is an [`InflateError`] (see [`super::close_for`]); after it, bytes pass
 //! through unparsed (the reader stops at its first error and only drains what follows).
 //!
-//! Memory: a connection without deflate holds one null pointer here; with deflate, a ~250-byte
+//! Memory: a connection without deflate holds one null pointer here; with deflate, a 320-byte
 //! state. The inflater (zlib-rs: ~46 KiB, most of it the 32 KiB window) is allocated at the
 //! first compressed frame; with `client_no_context_takeover` agreed it is freed after each
 //! message, otherwise the client may refer back to earlier messages and it lives as long as

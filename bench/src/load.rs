@@ -278,17 +278,39 @@ pub(super) fn payload_template(size: usize) -> Vec<u8> {
 /// The start of a `--payload json` payload; the send time follows.
 const JSON_PREFIX: &[u8] = br#"{"sent":""#;
 
-/// The payload of `plan`'s messages (`--payload`), `plan.size` bytes.
-fn payload_for(plan: &Plan) -> Vec<u8> {
-    match plan.payload {
-        Payload::String => payload_template(plan.size),
-        Payload::Json => json_template(plan.size),
+/// Distinct JSON payloads a publisher cycles through: consecutive messages differ as an
+/// application's do (other ids, amounts), so that a server compressing several messages
+/// together (NATS batches what is pending into one frame) finds no copies of whole messages.
+const JSON_VARIANTS: usize = 64;
+
+/// The payloads of `plan`'s messages (`--payload`), `plan.size` bytes each, used in turn.
+struct Payloads {
+    variants: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl Payloads {
+    fn for_plan(plan: &Plan) -> Payloads {
+        let variants = match plan.payload {
+            Payload::String => vec![payload_template(plan.size)],
+            Payload::Json => (0..JSON_VARIANTS)
+                .map(|v| json_template(plan.size, v))
+                .collect(),
+        };
+        Payloads { variants, next: 0 }
+    }
+
+    fn next(&mut self) -> &mut [u8] {
+        let i = self.next % self.variants.len();
+        self.next = self.next.wrapping_add(1);
+        &mut self.variants[i]
     }
 }
 
 /// A JSON object of exactly `size` bytes (at least 64) like an application's: the send time,
-/// then a page of orders (ids, customers, cities, amounts), then a note that pads it.
-pub(super) fn json_template(size: usize) -> Vec<u8> {
+/// then a page of orders (ids, customers, cities, amounts; `variant` picks which), then a note
+/// that pads it.
+pub(super) fn json_template(size: usize, variant: usize) -> Vec<u8> {
     const STATUS: [&str; 4] = ["paid", "pending", "shipped", "refunded"];
     const CITY: [&str; 6] = ["Lyon", "Porto", "Gdansk", "Utrecht", "Bilbao", "Graz"];
     const NOTE: &[u8] = b"Leave the parcel at the front desk, ring twice. ";
@@ -297,7 +319,8 @@ pub(super) fn json_template(size: usize) -> Vec<u8> {
     p.extend_from_slice(JSON_PREFIX);
     p.extend_from_slice(&[b'0'; STAMP]);
     p.extend_from_slice(br#"","orders":["#);
-    for i in 0usize.. {
+    for r in 0usize.. {
+        let i = variant * 1000 + r;
         let rec = format!(
             r#"{{"id":"ord_{:08x}","customer":"cus_{}","city":"{}","status":"{}","total":{}.{:02},"items":{}}}"#,
             (i as u32 + 1).wrapping_mul(0x9e37_79b9),
@@ -308,11 +331,11 @@ pub(super) fn json_template(size: usize) -> Vec<u8> {
             (i * 53) % 100,
             1 + i % 5
         );
-        let sep = usize::from(i > 0);
+        let sep = usize::from(r > 0);
         if p.len() + sep + rec.len() + TAIL > size {
             break;
         }
-        if i > 0 {
+        if r > 0 {
             p.push(b',');
         }
         p.extend_from_slice(rec.as_bytes());
@@ -361,15 +384,17 @@ fn encode_batch(
     c: &Client,
     plan: &Plan,
     shared: &Shared,
-    payload: &mut [u8],
+    payloads: &mut Payloads,
     batch: &mut Vec<u8>,
     k: &mut usize,
     n: u64,
 ) {
     let topics = &plan.pub_topics;
     batch.clear();
-    write_stamp(payload, shared.now_ns());
+    let now = shared.now_ns();
     for _ in 0..n {
+        let payload = payloads.next();
+        write_stamp(payload, now);
         c.encode_publish(&topics[*k % topics.len()], payload, batch);
         *k += plan.publishers;
     }
@@ -383,7 +408,7 @@ async fn publish_windowed(
     plan: &Plan,
     shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut payload = payload_for(plan);
+    let mut payload = Payloads::for_plan(plan);
     let mut batch = Vec::with_capacity(64 * 1024);
     let max_batch = (plan.window / (2 * plan.publishers as u64)).clamp(1, MAX_BATCH);
     let mut k = p;
@@ -415,7 +440,7 @@ async fn publish_at_rate(
     rate: u64,
     shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut payload = payload_for(plan);
+    let mut payload = Payloads::for_plan(plan);
     let mut batch = Vec::with_capacity(64 * 1024);
     let per_sec = rate as f64 / (plan.subscribers * plan.publishers) as f64;
     let mut k = p;
@@ -459,7 +484,7 @@ async fn publish_flat_out(
     plan: &Plan,
     shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut payload = payload_for(plan);
+    let mut payload = Payloads::for_plan(plan);
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut k = p;
     let end = shared.epoch + plan.duration;
@@ -500,8 +525,8 @@ mod tests {
 
     #[test]
     fn json_payloads_are_json_of_the_size_asked_with_a_stamp() {
-        for size in [64, 100, 1024, 4000] {
-            let mut p = json_template(size);
+        for (size, variant) in [(64, 0), (100, 1), (1024, 0), (1024, 63), (4000, 2)] {
+            let mut p = json_template(size, variant);
             assert_eq!(p.len(), size);
             write_stamp(&mut p, 987_654_321);
             let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
@@ -509,6 +534,9 @@ mod tests {
             assert_eq!(stamp(&p), Some(987_654_321));
             if size >= 1024 {
                 assert!(v["orders"].as_array().unwrap().len() >= 8, "{v}");
+                if variant > 0 {
+                    assert_ne!(json_template(size, 0), json_template(size, variant));
+                }
             }
         }
     }

@@ -13,7 +13,7 @@
 #   COMPARE_ONLY=compression bench/compare.sh [--quick]
 #                               only permessage-deflate: fan-out of 1 KiB application-like JSON to 100
 #                               subscribers, Herald uncompressed and with deflate (clients inflating
-#                               every message, then 1 in 16), nats-server without and with
+#                               every message, then 1 in 256), nats-server without and with
 #                               `compression: true`; writes target/bench-compare/BENCHMARKS.md
 #
 # Installs what is missing (nats-server from apt, socket.io from npm into bench/peers/), builds
@@ -248,7 +248,7 @@ if [[ $ONLY == compression ]]; then
   JSON=(--payload json --size 1024 --duration "$DURATION" --drain "$DRAIN")
   run herald fanout "${JSON[@]}"
   run herald fanout "${JSON[@]}" --deflate
-  run herald fanout "${JSON[@]}" --deflate --inflate-every 16
+  run herald fanout "${JSON[@]}" --deflate --inflate-every 256
   run nats fanout "${JSON[@]}"
   NATS_CONF=$NATS_DEFLATE_CONF
   run nats fanout "${JSON[@]}" --deflate

@@ -305,7 +305,7 @@ impl Writer {
     /// Appends a text frame.
     fn text(&mut self, payload: &[u8]) {
         if self.deflate
-            && let Some(len) = super::deflate::text(&mut self.out, payload)
+            && let Some(len) = super::deflate::frame(&mut self.out, OP_TEXT, payload)
         {
             self.payload_bytes += len;
             return;

@@ -2,7 +2,7 @@
 //!
 //! - Negotiation ([`negotiate`], `offer.rs`): at the upgrade, the first offer the server can
 //!   honour is accepted, and answered with `server_no_context_takeover`.
-//! - Sending ([`write_msg`], [`text`]): the writer asks here for each frame it encodes. A
+//! - Sending ([`write_msg`], [`frame`]): the writer asks here for each frame it encodes. A
 //!   `msg` is compressed once per event, for every recipient (`crate::event::deflate`); an
 //!   answer of the connection's own (`ok`, `error`, `welcome`, history, …) of at least
 //!   [`MIN_DEFLATE`] bytes is compressed on its own, with the same thread-local compressor
@@ -78,9 +78,10 @@ pub(crate) fn write_msg(
     Some(len)
 }
 
-/// Appends a text frame of the connection's own, compressed: its payload length, or `None`
-/// (and nothing appended) when it goes uncompressed (see the module comment).
-pub(crate) fn text(out: &mut Vec<u8>, payload: &[u8]) -> Option<usize> {
+/// Appends a data frame (`opcode`: text or binary) of the connection's own, compressed: its
+/// payload length, or `None` (and nothing appended) when it goes uncompressed (see the module
+/// comment).
+pub(crate) fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) -> Option<usize> {
     if payload.len() < MIN_DEFLATE {
         return None;
     }
@@ -93,7 +94,7 @@ pub(crate) fn text(out: &mut Vec<u8>, payload: &[u8]) -> Option<usize> {
     }
     let len = out.len() - start - 10;
     let mut head = Vec::with_capacity(10);
-    header(&mut head, OP_TEXT, len);
+    header(&mut head, opcode, len);
     out.drain(start..start + 10 - head.len());
     out[start..start + head.len()].copy_from_slice(&head);
     Some(len)
@@ -133,7 +134,7 @@ mod tests {
     #[test]
     fn large_answers_are_compressed_small_ones_not() {
         let mut out = b"before".to_vec();
-        assert_eq!(text(&mut out, br#"{"op":"ok","id":1}"#), None);
+        assert_eq!(frame(&mut out, OP_TEXT, br#"{"op":"ok","id":1}"#), None);
         assert_eq!(out, b"before");
         let big = format!(
             r#"{{"op":"ok","id":7,"messages":[{}]}}"#,
@@ -142,16 +143,20 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let n = text(&mut out, big.as_bytes()).unwrap();
-        let frame = &out[6..];
-        assert_eq!(frame[0], 0x80 | RSV1 | OP_TEXT);
-        assert_eq!(frame[1], 126);
-        assert_eq!(usize::from(u16::from_be_bytes([frame[2], frame[3]])), n);
-        assert_eq!(frame.len(), 4 + n);
-        assert_eq!(inflate(&frame[4..]), big.as_bytes());
+        let n = frame(&mut out, OP_TEXT, big.as_bytes()).unwrap();
+        let f = &out[6..];
+        assert_eq!(f[0], 0x80 | RSV1 | OP_TEXT);
+        assert_eq!(f[1], 126);
+        assert_eq!(usize::from(u16::from_be_bytes([f[2], f[3]])), n);
+        assert_eq!(f.len(), 4 + n);
+        assert_eq!(inflate(&f[4..]), big.as_bytes());
+        // A binary frame the same way (a MessagePack connection's answers).
+        let mut bin = Vec::new();
+        frame(&mut bin, 0x2, big.as_bytes()).unwrap();
+        assert_eq!(bin[0], 0x80 | RSV1 | 0x2);
         // A short compressed payload gets the 2-byte header.
         let mut out = Vec::new();
-        let n = text(&mut out, "a".repeat(300).as_bytes()).unwrap();
+        let n = frame(&mut out, OP_TEXT, "a".repeat(300).as_bytes()).unwrap();
         assert!(n < 126);
         assert_eq!(out[1] as usize, n);
         assert_eq!(inflate(&out[2..]), "a".repeat(300).as_bytes());

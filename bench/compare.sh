@@ -10,6 +10,11 @@
 #                               only the backend scenarios (Herald's publish proxy and webhooks; no
 #                               peer has these features, so they run against Herald alone in every
 #                               mode); writes target/bench-compare/BENCHMARKS.md, never the repository's
+#   COMPARE_ONLY=compression bench/compare.sh [--quick]
+#                               only permessage-deflate: fan-out of 1 KiB application-like JSON to 100
+#                               subscribers, Herald uncompressed and with deflate (clients inflating
+#                               every message, then 1 in 256), nats-server without and with
+#                               `compression: true`; writes target/bench-compare/BENCHMARKS.md
 #
 # Installs what is missing (nats-server from apt, socket.io from npm into bench/peers/), builds
 # herald --release, then for each server and each scenario: starts the server alone on core 1
@@ -41,11 +46,11 @@ BACKEND_PORT=9100   # herald-bench proxy: the backend it serves
 SINK_PORT=9101      # herald-bench webhooks: the sink it serves
 ONLY="${COMPARE_ONLY:-}"
 case "$ONLY" in
-  ''|backend) ;;
-  *) echo "compare.sh: COMPARE_ONLY='$ONLY': use 'backend' or leave it unset" >&2; exit 2 ;;
+  ''|backend|compression) ;;
+  *) echo "compare.sh: COMPARE_ONLY='$ONLY': use 'backend', 'compression' or leave it unset" >&2; exit 2 ;;
 esac
 PEERS_RUN=1
-[[ $ONLY == backend ]] && PEERS_RUN=0
+[[ $ONLY == backend || $ONLY == compression ]] && PEERS_RUN=0
 export DEBIAN_FRONTEND=noninteractive
 
 QUICK=0
@@ -80,8 +85,10 @@ apt_install() {
   "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null
 }
 command -v taskset >/dev/null || apt_install util-linux
-if [[ $PEERS_RUN == 1 ]]; then
+if [[ $PEERS_RUN == 1 || $ONLY == compression ]]; then
   command -v nats-server >/dev/null || { log "installing nats-server (apt)"; apt_install nats-server; }
+fi
+if [[ $PEERS_RUN == 1 ]]; then
   command -v node >/dev/null || { log "installing node and npm (apt)"; apt_install nodejs npm; }
   if [[ ! -f "$PEERS/node_modules/socket.io/package.json" ]]; then
     log "installing socket.io (npm, into bench/peers/)"
@@ -159,6 +166,12 @@ wait_port() {
 
 # Extra arguments of the next Herald started (a --config for the backend scenarios).
 HERALD_ARGS=()
+# The configuration of the next nats-server started.
+NATS_CONF="$PEERS/nats-ws.conf"
+# The same with permessage-deflate (`compression: true`), for COMPARE_ONLY=compression.
+NATS_DEFLATE_CONF="$OUT/nats-ws-deflate.conf"
+sed 's/^\( *compression:\).*/\1 true/' "$PEERS/nats-ws.conf" >"$NATS_DEFLATE_CONF"
+grep -q 'compression: true' "$NATS_DEFLATE_CONF" || die "could not write $NATS_DEFLATE_CONF"
 
 # start_server TARGET: starts it on core 1, sets SERVER_PID and URL.
 start_server() {
@@ -168,7 +181,7 @@ start_server() {
       RUST_LOG=warn taskset -c 1 "$BIN" --listen "127.0.0.1:$HERALD_PORT" "${HERALD_ARGS[@]}" >>"$logf" 2>&1 &
       SERVER_PID=$!; URL="ws://127.0.0.1:$HERALD_PORT/ws"; wait_port "$HERALD_PORT" ;;
     nats)
-      taskset -c 1 nats-server -c "$PEERS/nats-ws.conf" >>"$logf" 2>&1 &
+      taskset -c 1 nats-server -c "$NATS_CONF" >>"$logf" 2>&1 &
       SERVER_PID=$!; URL="ws://127.0.0.1:$NATS_PORT"; wait_port "$NATS_PORT" ;;
     socketio)
       (cd "$PEERS" && PORT=$SIO_PORT exec taskset -c 1 node socketio-server.mjs) >>"$logf" 2>&1 &
@@ -229,6 +242,19 @@ for target in "${TARGETS[@]}"; do
     run "$target" overload --label "overload" --duration "$DURATION" --drain "$DRAIN"
   fi
 done
+if [[ $ONLY == compression ]]; then
+  # 1 KiB of application-like JSON to 100 subscribers, closed loop: bytes on the subscribers'
+  # wire and deliveries/s. Herald's compression = "auto" is the default.
+  JSON=(--payload json --size 1024 --duration "$DURATION" --drain "$DRAIN")
+  run herald fanout "${JSON[@]}"
+  run herald fanout "${JSON[@]}" --deflate
+  run herald fanout "${JSON[@]}" --deflate --inflate-every 256
+  run nats fanout "${JSON[@]}"
+  NATS_CONF=$NATS_DEFLATE_CONF
+  run nats fanout "${JSON[@]}" --deflate
+  NATS_CONF="$PEERS/nats-ws.conf"
+fi
+if [[ $ONLY != compression ]]; then
 log "backend scenarios: Herald only (nats-server and Socket.IO have no publish proxy and no webhooks)"
 # Closed loop: the most proxied publishes Herald acks (its latency is then its queue's); at
 # the goal's 20k/s: the latency the proxy adds below the limit. Each run is a proxied phase,
@@ -239,6 +265,7 @@ run_backend proxy "$PROXY_CONFIG" --backend-port "$BACKEND_PORT" --label "20k/s"
   --duration "$LAT_DURATION" --warmup "$WARMUP" --drain "$DRAIN"
 run_backend webhooks "$WEBHOOKS_CONFIG" --sink-port "$SINK_PORT" \
   --duration "$DURATION" --drain "$DRAIN"
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- the report
@@ -255,6 +282,8 @@ REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ $PEERS_RUN == 1 ]]; then
   SIO_VERSION=$(node -p "require('$PEERS/node_modules/socket.io/package.json').version")
   SERVERS="herald $REV (release build), $(nats-server --version), socket.io $SIO_VERSION on node $(node --version)"
+elif [[ $ONLY == compression ]]; then
+  SERVERS="herald $REV (release build), $(nats-server --version) (bench/peers/nats-ws.conf, and with compression: true)"
 else
   SERVERS="herald $REV (release build); no peer (COMPARE_ONLY=$ONLY)"
 fi

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use herald::cli::{Cli, Command, ConfigCommand, LogFormat, ServeArgs, run_config_command_to};
 use herald::config::{
-    AuthConfig, ClusterConfig, Config, ConfigError, Permissions, ProxyConfig, ProxyRoute,
-    SlowConsumer, TopicConfig, WebhookConfig, WriteDelay,
+    AuthConfig, ClusterConfig, Compression, Config, ConfigError, Permissions, ProxyConfig,
+    ProxyRoute, SlowConsumer, TopicConfig, WebhookConfig, WriteDelay,
 };
 
 fn err(src: &str) -> ConfigError {
@@ -139,6 +139,22 @@ max_connections = 0x10
             .listen,
         addr("[::1]:0")
     );
+}
+
+#[test]
+fn compression_is_auto_or_off() {
+    assert_eq!(Config::default().compression, Compression::Auto);
+    for (text, want) in [("auto", Compression::Auto), ("off", Compression::Off)] {
+        let c = Config::from_toml_str(&format!("compression = \"{text}\"")).unwrap();
+        assert_eq!(c.compression, want);
+        assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
+    }
+    assert_err(
+        &err("\ncompression = \"gzip\""),
+        2,
+        &["compression", r#"use "auto" or "off""#],
+    );
+    assert_err(&err("compression = true"), 1, &["compression"]);
 }
 
 const FULL: &str = r#"listen = "127.0.0.1:0"

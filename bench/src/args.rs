@@ -42,6 +42,27 @@ pub enum BenchCommand {
     Report(ReportArgs),
 }
 
+/// What a message's payload holds (`--payload`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// A JSON string of filler.
+    #[default]
+    String,
+    /// An application-like JSON object.
+    Json,
+}
+
 /// The scenario of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,9 +111,26 @@ pub struct RunArgs {
     /// Topics published to (topics scenario)
     #[arg(long, default_value_t = 1000)]
     pub topics: usize,
-    /// Message payload in bytes (a JSON string, quotes included; at least 18)
+    /// Message payload in bytes (a JSON string, quotes included; at least 18; with
+    /// `--payload json` at least 64)
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// What a payload holds: `string`, a JSON string of filler (compresses to almost nothing),
+    /// or `json`, an application-like JSON object (a page of orders: ids, names, amounts),
+    /// which compresses as real data does
+    #[arg(long, value_enum, default_value = "string")]
+    pub payload: Payload,
+    /// Every client offers permessage-deflate (RFC 7692) and inflates what the server sends
+    /// compressed; the server must accept it (Herald: `compression = "auto"`, the default;
+    /// nats-server: `websocket { compression: true }`). Clients send uncompressed.
+    #[arg(long)]
+    pub deflate: bool,
+    /// With --deflate, against Herald: subscribers inflate one compressed message in N and
+    /// count the others unread (each is a `msg`: Herald compresses nothing else that large).
+    /// Inflating every delivery costs the one-core tool more than the server's delivery, so
+    /// N > 1 measures the server instead of the tool; the inflated ones are checked and timed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub inflate_every: u32,
     /// How long publishers publish
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub duration: Duration,
@@ -185,6 +223,9 @@ pub struct Plan {
     /// Topics publishers cycle through.
     pub pub_topics: Vec<String>,
     pub size: usize,
+    pub payload: Payload,
+    /// Clients offer permessage-deflate and inflate one compressed message in this many.
+    pub deflate: Option<u32>,
     pub duration: Duration,
     /// Fixed deliveries per second (latency), publishes per second (proxy), or closed-loop
     /// (`None`).
@@ -273,6 +314,26 @@ impl RunArgs {
                 "--size must be at least 19 bytes (the send time and the kind of publish are written in it)",
             );
         }
+        if self.payload == Payload::Json && self.size < 64 {
+            return usage("--size must be at least 64 bytes with --payload json");
+        }
+        if self.payload == Payload::Json
+            && !matches!(
+                scenario,
+                Scenario::Fanout
+                    | Scenario::Fanin
+                    | Scenario::Topics
+                    | Scenario::Latency
+                    | Scenario::Overload
+            )
+        {
+            return usage(
+                "--payload json is for the fanout, fanin, topics, latency and overload scenarios",
+            );
+        }
+        if self.inflate_every > 1 && (!self.deflate || self.target != Target::Herald) {
+            return usage("--inflate-every is for --deflate runs against Herald");
+        }
         if window == 0 {
             return usage("--window must be at least 1");
         }
@@ -335,6 +396,8 @@ impl RunArgs {
             sub_topic,
             pub_topics,
             size: self.size,
+            payload: self.payload,
+            deflate: self.deflate.then_some(self.inflate_every),
             duration: self.duration,
             rate,
             warmup: self.warmup,

@@ -27,6 +27,7 @@
 mod args;
 mod backend;
 mod chart;
+mod compression;
 mod fmt;
 mod http;
 mod idle;
@@ -41,7 +42,7 @@ mod syscalls;
 mod webhooks;
 mod ws;
 
-pub use args::{BenchCommand, ReportArgs, RunArgs, Scenario};
+pub use args::{BenchCommand, Payload, ReportArgs, RunArgs, Scenario};
 pub use proto::Target;
 pub use report::{Latency, ProxyRun, PublishStream, Report, WebhookRun};
 

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
-use super::args::{Plan, Scenario};
+use super::args::{Payload, Plan, Scenario};
 use super::proc::CpuMeter;
 use super::proto::Client;
 use super::report::{Latency, Report};
@@ -45,6 +45,8 @@ struct Shared {
     /// Messages sent before this (ns since `epoch`) are not sampled.
     sample_from_ns: u64,
     gaps: Cell<u64>,
+    /// Bytes the subscribers read from their sockets during the run.
+    wire_in: Cell<u64>,
     errors: RefCell<Vec<String>>,
     stop: CancellationToken,
 }
@@ -100,6 +102,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         }),
         sample_from_ns: plan.warmup.as_nanos() as u64,
         gaps: Cell::new(0),
+        wire_in: Cell::new(0),
         errors: RefCell::new(Vec::new()),
         stop: CancellationToken::new(),
     });
@@ -150,6 +153,9 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     if report.seconds > 0.0 {
         report.deliveries_per_sec = report.received as f64 / report.seconds;
     }
+    if report.received > 0 {
+        report.wire_bytes_per_delivery = Some(shared.wire_in.get() as f64 / report.received as f64);
+    }
     report.server_cpu = cpu.server;
     report.server_syscalls = cpu.server_syscalls;
     report.tool_cpu = cpu.tool;
@@ -181,7 +187,7 @@ pub(super) async fn connect_all(
     let mut out = Vec::with_capacity(n);
     let mut opening = futures_util::stream::iter((first..first + n).map(|i| {
         let source = plan.source(i);
-        async move { Client::connect(plan.target, &plan.url, source).await }
+        async move { Client::connect_with(plan.target, &plan.url, source, plan.deflate).await }
     }))
     .buffered(CONNECT_CONCURRENCY);
     while let Some(c) = opening.next().await {
@@ -191,11 +197,15 @@ pub(super) async fn connect_all(
 }
 
 async fn subscriber(i: usize, mut c: Client, shared: Rc<Shared>) {
+    let before = c.bytes_in();
     if let Err(e) = receive(i, &mut c, &shared).await
         && !shared.stop.is_cancelled()
     {
         shared.fail(&format!("subscriber {i}"), e);
     }
+    shared
+        .wire_in
+        .set(shared.wire_in.get() + c.bytes_in() - before);
 }
 
 async fn receive(i: usize, c: &mut Client, shared: &Shared) -> Result<(), BenchError> {
@@ -265,16 +275,98 @@ pub(super) fn payload_template(size: usize) -> Vec<u8> {
     p
 }
 
+/// The start of a `--payload json` payload; the send time follows.
+const JSON_PREFIX: &[u8] = br#"{"sent":""#;
+
+/// Distinct JSON payloads a publisher cycles through: consecutive messages differ as an
+/// application's do (other ids, amounts), so that a server compressing several messages
+/// together (NATS batches what is pending into one frame) finds no copies of whole messages.
+const JSON_VARIANTS: usize = 64;
+
+/// The payloads of `plan`'s messages (`--payload`), `plan.size` bytes each, used in turn.
+struct Payloads {
+    variants: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl Payloads {
+    fn for_plan(plan: &Plan) -> Payloads {
+        let variants = match plan.payload {
+            Payload::String => vec![payload_template(plan.size)],
+            Payload::Json => (0..JSON_VARIANTS)
+                .map(|v| json_template(plan.size, v))
+                .collect(),
+        };
+        Payloads { variants, next: 0 }
+    }
+
+    fn next(&mut self) -> &mut [u8] {
+        let i = self.next % self.variants.len();
+        self.next = self.next.wrapping_add(1);
+        &mut self.variants[i]
+    }
+}
+
+/// A JSON object of exactly `size` bytes (at least 64) like an application's: the send time,
+/// then a page of orders (ids, customers, cities, amounts; `variant` picks which), then a note
+/// that pads it.
+pub(super) fn json_template(size: usize, variant: usize) -> Vec<u8> {
+    const STATUS: [&str; 4] = ["paid", "pending", "shipped", "refunded"];
+    const CITY: [&str; 6] = ["Lyon", "Porto", "Gdansk", "Utrecht", "Bilbao", "Graz"];
+    const NOTE: &[u8] = b"Leave the parcel at the front desk, ring twice. ";
+    const TAIL: usize = br#"],"note":""#.len() + 1 + 2;
+    let mut p = Vec::with_capacity(size);
+    p.extend_from_slice(JSON_PREFIX);
+    p.extend_from_slice(&[b'0'; STAMP]);
+    p.extend_from_slice(br#"","orders":["#);
+    for r in 0usize.. {
+        let i = variant * 1000 + r;
+        let rec = format!(
+            r#"{{"id":"ord_{:08x}","customer":"cus_{}","city":"{}","status":"{}","total":{}.{:02},"items":{}}}"#,
+            (i as u32 + 1).wrapping_mul(0x9e37_79b9),
+            104_729 + i * 7_919,
+            CITY[i % CITY.len()],
+            STATUS[(i * 7) % STATUS.len()],
+            12 + (i * 37) % 480,
+            (i * 53) % 100,
+            1 + i % 5
+        );
+        let sep = usize::from(r > 0);
+        if p.len() + sep + rec.len() + TAIL > size {
+            break;
+        }
+        if r > 0 {
+            p.push(b',');
+        }
+        p.extend_from_slice(rec.as_bytes());
+    }
+    p.extend_from_slice(br#"],"note":""#);
+    let mut k = 0;
+    while p.len() < size - 2 {
+        p.push(NOTE[k % NOTE.len()]);
+        k += 1;
+    }
+    p.extend_from_slice(b"\"}");
+    p
+}
+
 pub(super) fn write_stamp(payload: &mut [u8], ns: u64) {
+    let at = if payload.starts_with(JSON_PREFIX) {
+        JSON_PREFIX.len()
+    } else {
+        1
+    };
     let mut n = ns;
-    for b in payload[1..=STAMP].iter_mut().rev() {
+    for b in payload[at..at + STAMP].iter_mut().rev() {
         *b = b'0' + (n % 10) as u8;
         n /= 10;
     }
 }
 
-/// The send time written at the start of a payload (after its opening quote).
+/// The send time written at the start of a payload (after its opening quote, or the
+/// `{"sent":"` of a JSON payload).
 pub(super) fn stamp(payload: &[u8]) -> Option<u64> {
+    let payload = payload.strip_prefix(JSON_PREFIX).unwrap_or(payload);
     let digits = payload.get(..STAMP)?;
     let mut n = 0u64;
     for &d in digits {
@@ -292,15 +384,17 @@ fn encode_batch(
     c: &Client,
     plan: &Plan,
     shared: &Shared,
-    payload: &mut [u8],
+    payloads: &mut Payloads,
     batch: &mut Vec<u8>,
     k: &mut usize,
     n: u64,
 ) {
     let topics = &plan.pub_topics;
     batch.clear();
-    write_stamp(payload, shared.now_ns());
+    let now = shared.now_ns();
     for _ in 0..n {
+        let payload = payloads.next();
+        write_stamp(payload, now);
         c.encode_publish(&topics[*k % topics.len()], payload, batch);
         *k += plan.publishers;
     }
@@ -314,7 +408,7 @@ async fn publish_windowed(
     plan: &Plan,
     shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut payload = payload_template(plan.size);
+    let mut payload = Payloads::for_plan(plan);
     let mut batch = Vec::with_capacity(64 * 1024);
     let max_batch = (plan.window / (2 * plan.publishers as u64)).clamp(1, MAX_BATCH);
     let mut k = p;
@@ -346,7 +440,7 @@ async fn publish_at_rate(
     rate: u64,
     shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut payload = payload_template(plan.size);
+    let mut payload = Payloads::for_plan(plan);
     let mut batch = Vec::with_capacity(64 * 1024);
     let per_sec = rate as f64 / (plan.subscribers * plan.publishers) as f64;
     let mut k = p;
@@ -390,7 +484,7 @@ async fn publish_flat_out(
     plan: &Plan,
     shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut payload = payload_template(plan.size);
+    let mut payload = Payloads::for_plan(plan);
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut k = p;
     let end = shared.epoch + plan.duration;
@@ -427,5 +521,23 @@ mod tests {
         assert_eq!(p[0], b'"');
         assert_eq!(p[99], b'"');
         assert_eq!(stamp(b"xx"), None);
+    }
+
+    #[test]
+    fn json_payloads_are_json_of_the_size_asked_with_a_stamp() {
+        for (size, variant) in [(64, 0), (100, 1), (1024, 0), (1024, 63), (4000, 2)] {
+            let mut p = json_template(size, variant);
+            assert_eq!(p.len(), size);
+            write_stamp(&mut p, 987_654_321);
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            assert_eq!(v["sent"], "0000000987654321");
+            assert_eq!(stamp(&p), Some(987_654_321));
+            if size >= 1024 {
+                assert!(v["orders"].as_array().unwrap().len() >= 8, "{v}");
+                if variant > 0 {
+                    assert_ne!(json_template(size, 0), json_template(size, variant));
+                }
+            }
+        }
     }
 }

@@ -105,7 +105,19 @@ impl Client {
         url: &WsUrl,
         source: Option<IpAddr>,
     ) -> Result<Client, BenchError> {
-        let ws = WsConn::connect(url, source).await?;
+        Client::connect_with(target, url, source, None).await
+    }
+
+    /// [`Client::connect`], offering permessage-deflate when `deflate` (the server must
+    /// accept it), which says one compressed message in how many is inflated (see
+    /// [`WsConn::connect`]).
+    pub async fn connect_with(
+        target: Target,
+        url: &WsUrl,
+        source: Option<IpAddr>,
+        deflate: Option<u32>,
+    ) -> Result<Client, BenchError> {
+        let ws = WsConn::connect(url, source, deflate).await?;
         let mut c = Client {
             target,
             mask: ws.mask(),
@@ -339,6 +351,11 @@ impl Client {
             n += self.parse_nats(&mut on_msg)?;
         }
         Ok(n)
+    }
+
+    /// Bytes read from the socket since the handshake.
+    pub fn bytes_in(&self) -> u64 {
+        self.ws.bytes_in()
     }
 
     /// What [`Client::poll`] has seen besides deliveries, since the start.

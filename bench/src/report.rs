@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::args::{Plan, Scenario};
+use super::args::{Payload, Plan, Scenario};
 use super::proc::Syscalls;
 use super::proto::Target;
 
@@ -124,6 +124,17 @@ pub struct Report {
     pub publishers: usize,
     pub topics: usize,
     pub size: usize,
+    /// What the payloads held (`--payload`).
+    #[serde(default)]
+    pub payload: Payload,
+    /// The clients offered permessage-deflate (`--deflate`) and inflated one compressed
+    /// message in this many (`--inflate-every`).
+    #[serde(default)]
+    pub deflate: Option<u32>,
+    /// Bytes the subscribers read from their sockets per delivery (frames as on the wire:
+    /// headers, compressed payloads, the server's other frames).
+    #[serde(default)]
+    pub wire_bytes_per_delivery: Option<f64>,
     /// Messages published.
     pub published: u64,
     /// Deliveries expected (published × matching subscribers).
@@ -175,6 +186,9 @@ impl Report {
             publishers: plan.publishers,
             topics: plan.pub_topics.len(),
             size: plan.size,
+            payload: plan.payload,
+            deflate: plan.deflate,
+            wire_bytes_per_delivery: None,
             published: 0,
             expected: 0,
             received: 0,
@@ -234,8 +248,21 @@ impl Report {
         } else {
             let _ = writeln!(
                 s,
-                "  shape             {} publisher(s) -> {} subscriber(s), {} topic(s), {} B messages",
-                self.publishers, self.subscribers, self.topics, self.size
+                "  shape             {} publisher(s) -> {} subscriber(s), {} topic(s), {} B messages{}{}",
+                self.publishers,
+                self.subscribers,
+                self.topics,
+                self.size,
+                if self.payload == Payload::Json {
+                    " of JSON"
+                } else {
+                    ""
+                },
+                match self.deflate {
+                    None => String::new(),
+                    Some(1) => ", permessage-deflate".into(),
+                    Some(n) => format!(", permessage-deflate (1 in {n} inflated)"),
+                }
             );
             if let Some(r) = self.target_rate {
                 let unit = match self.scenario {
@@ -255,6 +282,12 @@ impl Report {
                 self.seconds,
                 self.deliveries_per_sec
             );
+            if let Some(b) = self.wire_bytes_per_delivery {
+                let _ = writeln!(
+                    s,
+                    "  wire bytes        {b:.1} per delivery (subscribers' sockets)"
+                );
+            }
             if let Some(l) = &self.latency {
                 let _ = writeln!(
                     s,

@@ -141,6 +141,7 @@ impl Results {
         self.ratio_table(&mut s);
         loads::table(&self.0, &mut s);
         backend::table(&self.0, &mut s);
+        super::compression::table(&self.0, &mut s);
         let _ = writeln!(s, "\n![Herald, NATS and Socket.IO side by side]({svg})\n");
         self.detail_table(&mut s);
         if let Some(n) = notes {

@@ -5,10 +5,13 @@
 //! cheaply than the server under test produces them. A general client (tokio-tungstenite)
 //! builds a `Message` and validates UTF-8 for every frame; here a frame is a slice of the read
 //! buffer, looked at and dropped, with no allocation per message. Only what a benchmark client
-//! needs is handled: no extensions, no TLS; pings are answered by the caller.
+//! needs is handled: no TLS; pings are answered by the caller. One extension:
+//! permessage-deflate (RFC 7692), when asked for (`--deflate`): the client offers it, inflates
+//! what the server compressed, and sends uncompressed (which RFC 7692 allows).
 
 use std::net::{IpAddr, SocketAddr};
 
+use flate2::{Decompress, FlushDecompress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
@@ -73,7 +76,32 @@ pub struct WsConn {
     /// Payload of a fragmented message being assembled (rare: servers send whole frames).
     partial: Vec<u8>,
     partial_op: u8,
+    /// The first fragment of `partial` had RSV1 set (compressed).
+    partial_rsv1: bool,
+    /// Bytes read from the socket after the handshake.
+    bytes_in: u64,
+    /// permessage-deflate was negotiated.
+    inflater: Option<Inflater>,
 }
+
+/// The receiving side of permessage-deflate.
+struct Inflater {
+    /// Inflate one compressed message in this many (`--inflate-every`); the others stand for
+    /// a Herald `msg` unread (see [`WsConn::connect`]).
+    every: u32,
+    seen: u32,
+    d: Decompress,
+    /// The server said `server_no_context_takeover`: each message inflates on its own.
+    reset: bool,
+    out: Vec<u8>,
+}
+
+/// What a compressed Herald frame left uninflated stands for (`--inflate-every`).
+pub const SKIPPED: &[u8] = br#"{"op":"msg"}"#;
+
+/// What a client offers with `--deflate` (what browsers offer, and no context takeover for
+/// what it sends, which it never compresses anyway).
+const DEFLATE_OFFER: &str = "permessage-deflate; client_no_context_takeover";
 
 /// A frame borrowed from the connection's read buffer.
 pub struct Frame<'a> {
@@ -84,7 +112,18 @@ pub struct Frame<'a> {
 impl WsConn {
     /// Connects from `source` (a loopback address, so that many connections do not run out of
     /// ephemeral ports) and performs the opening handshake.
-    pub async fn connect(url: &WsUrl, source: Option<IpAddr>) -> Result<WsConn, BenchError> {
+    ///
+    /// `deflate`: offer permessage-deflate and inflate one compressed message in `deflate`
+    /// (`Some(1)`: all of them). Skipping is for Herald only, whose compressed frames are
+    /// `msg`s (its other frames are short, under its 256-byte threshold): a skipped one comes
+    /// out as [`SKIPPED`], without its send time. Inflating every delivery costs a client
+    /// more than the server's whole delivery, so a one-core tool inflating all of them
+    /// measures itself, not the server.
+    pub async fn connect(
+        url: &WsUrl,
+        source: Option<IpAddr>,
+        deflate: Option<u32>,
+    ) -> Result<WsConn, BenchError> {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
@@ -92,9 +131,14 @@ impl WsConn {
         let mut stream = socket.connect(url.addr).await?;
         stream.set_nodelay(true)?;
         let key = generate_key();
+        let offer = if deflate.is_some() {
+            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+        } else {
+            String::new()
+        };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             url.path, url.host
         );
         stream.write_all(request.as_bytes()).await?;
@@ -129,6 +173,32 @@ impl WsConn {
         if !accepted {
             return Err(BenchError::Handshake("wrong Sec-WebSocket-Accept".into()));
         }
+        let extensions = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-extensions")
+                .then(|| v.trim().to_ascii_lowercase())
+        });
+        let inflater = match extensions {
+            Some(e) if deflate.is_some() && e.starts_with("permessage-deflate") => Some(Inflater {
+                every: deflate.unwrap_or(1).max(1),
+                seen: 0,
+                d: Decompress::new(false),
+                reset: e.contains("server_no_context_takeover"),
+                out: Vec::new(),
+            }),
+            Some(e) => {
+                return Err(BenchError::Handshake(format!(
+                    "an extension that was not offered: {e}"
+                )));
+            }
+            None if deflate.is_some() => {
+                return Err(BenchError::Handshake(
+                    "permessage-deflate was offered and declined".into(),
+                ));
+            }
+            None => None,
+        };
         buf.drain(..end);
         Ok(WsConn {
             stream,
@@ -137,6 +207,9 @@ impl WsConn {
             mask: rand::random(),
             partial: Vec::new(),
             partial_op: 0,
+            partial_rsv1: false,
+            bytes_in: 0,
+            inflater,
         })
     }
 
@@ -162,7 +235,14 @@ impl WsConn {
     /// Cancel-safe: bytes land in the buffer's spare capacity only once read.
     pub async fn fill(&mut self) -> Result<bool, BenchError> {
         self.make_room();
-        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        self.bytes_in += n as u64;
+        Ok(n > 0)
+    }
+
+    /// Bytes read from the socket since the handshake (frames as they were on the wire).
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
     }
 
     /// Reads without waiting: `Ok(true)` if bytes came, `Ok(false)` if none were ready.
@@ -172,7 +252,10 @@ impl WsConn {
             Ok(0) => Err(BenchError::Closed(
                 "the server closed the connection".into(),
             )),
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                self.bytes_in += n as u64;
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -195,23 +278,24 @@ impl WsConn {
     }
 
     /// The next complete frame in the buffer, if any. Fragmented messages come out whole,
-    /// with the first fragment's opcode.
+    /// with the first fragment's opcode; compressed ones (RSV1) inflated.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, BenchError> {
         // Offsets first, the borrow of the buffer last (one return point keeps the borrow
         // checker happy).
         let whole = loop {
-            let Some((fin, opcode, start, len)) = parse_header(&self.buf[self.pos..])? else {
+            let Some((fin, rsv1, opcode, start, len)) = parse_header(&self.buf[self.pos..])? else {
                 return Ok(None);
             };
             let begin = self.pos + start;
             self.pos = begin + len;
             if fin && opcode != OP_CONT {
-                break Some((opcode, begin, len));
+                break Some((opcode, rsv1, begin, len));
             }
             // A fragment: collect until the final one.
             if opcode != OP_CONT {
                 self.partial.clear();
                 self.partial_op = opcode;
+                self.partial_rsv1 = rsv1;
             }
             self.partial
                 .extend_from_slice(&self.buf[begin..begin + len]);
@@ -219,26 +303,81 @@ impl WsConn {
                 break None;
             }
         };
-        Ok(Some(match whole {
-            Some((opcode, begin, len)) => Frame {
+        let (opcode, rsv1, payload) = match whole {
+            Some((opcode, rsv1, begin, len)) => (opcode, rsv1, &self.buf[begin..begin + len]),
+            None => (self.partial_op, self.partial_rsv1, &self.partial[..]),
+        };
+        if !rsv1 {
+            return Ok(Some(Frame { opcode, payload }));
+        }
+        let Some(inf) = self.inflater.as_mut() else {
+            return Err(BenchError::Protocol(
+                "a compressed frame without permessage-deflate".into(),
+            ));
+        };
+        inf.seen = inf.seen.wrapping_add(1);
+        if inf.seen % inf.every != 0 && inf.reset {
+            return Ok(Some(Frame {
                 opcode,
-                payload: &self.buf[begin..begin + len],
-            },
-            None => Frame {
-                opcode: self.partial_op,
-                payload: &self.partial,
-            },
+                payload: SKIPPED,
+            }));
+        }
+        inflate(inf, payload)?;
+        Ok(Some(Frame {
+            opcode,
+            payload: &inf.out,
         }))
     }
 }
 
-/// `(fin, opcode, header length, payload length)` of the frame at the start of `b`, or
+/// Inflates one compressed message into `inf.out` (RFC 7692 §7.2.2: the tail `00 00 ff ff`
+/// appended).
+fn inflate(inf: &mut Inflater, payload: &[u8]) -> Result<(), BenchError> {
+    if inf.reset {
+        inf.d.reset(false);
+    }
+    inf.out.clear();
+    let bad = |_| BenchError::Protocol("a compressed frame does not inflate".into());
+    for mut input in [payload, &[0x00, 0x00, 0xff, 0xff][..]] {
+        loop {
+            if inf.out.capacity() - inf.out.len() < 1024 {
+                inf.out.reserve((payload.len() * 4).max(4096));
+            }
+            let spare = inf.out.capacity() - inf.out.len();
+            let (took, gave) = (inf.d.total_in(), inf.d.total_out());
+            inf.d
+                .decompress_vec(input, &mut inf.out, FlushDecompress::None)
+                .map_err(bad)?;
+            let took = (inf.d.total_in() - took) as usize;
+            let gave = (inf.d.total_out() - gave) as usize;
+            input = &input[took..];
+            if input.is_empty() && gave < spare {
+                break;
+            }
+            if took == 0 && gave == 0 {
+                return Err(BenchError::Protocol(
+                    "a compressed frame does not inflate".into(),
+                ));
+            }
+            if inf.out.len() > MAX_FRAME {
+                return Err(BenchError::Protocol(
+                    "a frame that inflates too large".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(fin, rsv1, opcode, header length, payload length)` of the frame at the start of `b`, or
 /// `None` until all of it has arrived.
-fn parse_header(b: &[u8]) -> Result<Option<(bool, u8, usize, usize)>, BenchError> {
+#[allow(clippy::type_complexity)]
+fn parse_header(b: &[u8]) -> Result<Option<(bool, bool, u8, usize, usize)>, BenchError> {
     if b.len() < 2 {
         return Ok(None);
     }
     let fin = b[0] & 0x80 != 0;
+    let rsv1 = b[0] & 0x40 != 0;
     let opcode = b[0] & 0x0F;
     if b[1] & 0x80 != 0 {
         return Err(BenchError::Protocol(
@@ -268,7 +407,7 @@ fn parse_header(b: &[u8]) -> Result<Option<(bool, u8, usize, usize)>, BenchError
     if b.len() < start + len {
         return Ok(None);
     }
-    Ok(Some((fin, opcode, start, len)))
+    Ok(Some((fin, rsv1, opcode, start, len)))
 }
 
 /// Appends one final client frame (masked, as RFC 6455 requires of clients) to `out`.
@@ -322,8 +461,8 @@ mod tests {
                 .collect();
             assert_eq!(body, payload);
             server.extend_from_slice(&body);
-            let (fin, op, start, n) = parse_header(&server).unwrap().unwrap();
-            assert!(fin);
+            let (fin, rsv1, op, start, n) = parse_header(&server).unwrap().unwrap();
+            assert!(fin && !rsv1);
             assert_eq!((op, n), (OP_TEXT, len));
             assert_eq!(&server[start..start + n], &payload[..]);
             assert!(parse_header(&server[..server.len() - 1]).unwrap().is_none() || len == 0);

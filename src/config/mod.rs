@@ -33,6 +33,8 @@ pub struct Config {
     pub max_frame: usize,
     /// Interval between server pings; a connection silent for two intervals is closed.
     pub heartbeat: Duration,
+    /// permessage-deflate on WebSocket connections (PROTOCOL.md §2, "Compression").
+    pub compression: Compression,
     pub session: SessionConfig,
     pub limits: LimitsConfig,
     /// `None`: anyone may publish and subscribe to anything (the `$` rules of §1 still hold).
@@ -77,6 +79,26 @@ pub enum WriteDelay {
 impl WriteDelay {
     /// The interval of `auto`.
     pub const AUTO: Duration = Duration::from_millis(1);
+}
+
+/// `compression`: whether a WebSocket connection may use permessage-deflate (RFC 7692).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Accepted when the client offers it (browsers and Node's `ws` do).
+    #[default]
+    Auto,
+    /// Every offer declined: every connection is uncompressed.
+    Off,
+}
+
+impl Compression {
+    /// The spelling in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::Off => "off",
+        }
+    }
 }
 
 /// What to do when a session's unsent backlog is full (§3).
@@ -202,6 +224,7 @@ impl Default for Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7400)),
             max_frame: 65536,
             heartbeat: Duration::from_secs(25),
+            compression: Compression::Auto,
             session: SessionConfig::default(),
             limits: LimitsConfig::default(),
             auth: None,

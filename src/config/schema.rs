@@ -16,14 +16,15 @@ use toml::de::DeTable;
 use super::error::{ConfigError, Location, line_of};
 use super::value::Field;
 use super::{
-    AuthConfig, ClusterConfig, Config, LimitsConfig, SessionConfig, SlowConsumer, TopicConfig,
-    WriteDelay,
+    AuthConfig, ClusterConfig, Compression, Config, LimitsConfig, SessionConfig, SlowConsumer,
+    TopicConfig, WriteDelay,
 };
 
 const TOP_KEYS: &[&str] = &[
     "listen",
     "max_frame",
     "heartbeat",
+    "compression",
     "session",
     "limits",
     "auth",
@@ -117,6 +118,16 @@ pub(crate) fn read_config(src: &str, doc: &DeTable<'_>) -> (Config, Lines, Vec<C
     r.set(&top, "listen", &mut c.listen, Field::socket_addr);
     r.set(&top, "max_frame", &mut c.max_frame, Field::size);
     r.set(&top, "heartbeat", &mut c.heartbeat, Field::duration);
+    r.set(&top, "compression", &mut c.compression, |f| {
+        match f.string()?.as_str() {
+            "auto" => Ok(Compression::Auto),
+            "off" => Ok(Compression::Off),
+            other => Err(f.error(format!(
+                r#"invalid value "{other}" for `{}` (use "auto" or "off")"#,
+                f.key
+            ))),
+        }
+    });
     if let Some(t) = r.table(&top, "session", "[session]", SESSION_KEYS) {
         c.session = r.session(&t);
     }

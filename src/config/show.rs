@@ -12,6 +12,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     out.key("listen", quote(&c.listen.to_string()));
     out.key("max_frame", c.max_frame.to_string());
     out.key("heartbeat", quote(&format_duration(c.heartbeat)));
+    out.key("compression", quote(c.compression.as_str()));
     if let Some(dir) = &c.data_dir {
         out.line(&format!(
             "# data_dir = {}  (from --data-dir or HERALD_DATA_DIR; not a file setting)",

@@ -6,6 +6,8 @@
 //! carries the event shares it through `Arc<Event>`; delivering it to one session only
 //! writes the small head `{"op":"msg","seq":N,` in front.
 
+pub mod deflate;
+
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +36,19 @@ pub struct Event {
     data: Range<usize>,
     /// The msgpack encoding's shared part, made by the first msgpack writer (`msgpack.rs`).
     msgpack: OnceLock<msgpack::MsgpackBody>,
+    /// The body compressed for permessage-deflate, once (`deflate.rs`).
+    deflated: deflate::Deflated,
+}
+
+/// How a connection's frames are encoded: the subprotocol it negotiated (PROTOCOL.md §2). An
+/// event has a shared body per encoding, each built once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// Text frames of JSON (`herald.v1`, or no subprotocol).
+    #[default]
+    Json,
+    /// Binary frames of MessagePack (`herald.v1.msgpack`).
+    Msgpack,
 }
 
 /// Per-recipient flags of a `msg` frame (PROTOCOL.md §4 "optional fields").
@@ -99,6 +114,7 @@ impl Event {
             body: Bytes::from(body),
             data,
             msgpack: OnceLock::new(),
+            deflated: deflate::Deflated::default(),
         }
     }
 
@@ -116,6 +132,12 @@ impl Event {
     /// Appends the complete `msg` frame for one recipient to `out`: exactly
     /// [`Event::msg_len`] bytes.
     pub fn write_msg(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
+        self.write_head(seq, how, out);
+        out.put_slice(&self.body);
+    }
+
+    /// Appends the per-recipient head of the `msg` frame, everything before the shared body.
+    fn write_head(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
         out.put_slice(MSG_HEAD);
         out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
         out.put_u8(b',');
@@ -130,7 +152,6 @@ impl Event {
             out.put_slice(itoa::Buffer::new().format(n).as_bytes());
             out.put_u8(b',');
         }
-        out.put_slice(&self.body);
     }
 
     /// The length of the `msg` frame [`Event::write_msg`] writes, computed without writing

@@ -66,6 +66,18 @@ impl Event {
 
     /// Appends the msgpack `msg` frame for one recipient: exactly [`Event::msgpack_len`] bytes.
     pub fn write_msgpack(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
+        self.write_msgpack_head(seq, how, out);
+        out.put_slice(&self.msgpack().bytes);
+    }
+
+    /// The shared part of the msgpack `msg` frame (built on first use).
+    pub(super) fn msgpack_body(&self) -> &[u8] {
+        &self.msgpack().bytes
+    }
+
+    /// Appends the per-recipient head of the msgpack `msg` frame, everything before
+    /// [`Event::msgpack_body`].
+    pub(super) fn write_msgpack_head(&self, seq: u64, how: Delivery, out: &mut impl BufMut) {
         let body = self.msgpack();
         let flags =
             u8::from(how.retained) + u8::from(how.replay) + 2 * u8::from(how.redelivered.is_some());
@@ -87,7 +99,6 @@ impl Event {
             write::uint(&mut n, u64::from(d));
             out.put_slice(&n);
         }
-        out.put_slice(&body.bytes);
     }
 
     /// The length of the frame [`Event::write_msgpack`] writes.

@@ -16,7 +16,8 @@
 //!   `buffer_bytes`, `slow_consumer`: sessions opened after the reload (a live session's
 //!   buffer is never resized under it).
 //! - `[[topics]]`: every topic, at its next publish or read (see `Bus::reload`).
-//! - `limits.max_connections_per_ip`, `limits.handshake_timeout`: the next connection.
+//! - `limits.max_connections_per_ip`, `limits.handshake_timeout`, `compression`: the next
+//!   connection (an open one keeps the permessage-deflate it negotiated, or not).
 //! - `[auth]` (through `server::ReloadHandle`, which compiles it first): API keys and admin
 //!   keys from the next HTTP request, token keys and checks (key files, `jwks_url`,
 //!   `jwks_refresh`, `issuer`, `audience`) from the next `hello`, anonymous permissions and

@@ -35,7 +35,8 @@ static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// Starts a connection: spawns its writer and returns the reader's future. A plain `fn`
 /// returning a small future, so the setup's temporaries are not kept for the connection's
 /// lifetime (an idle connection's memory is mostly its futures). `token`: the credential of
-/// the upgrade request (`?token=` or `Authorization`), if any.
+/// the upgrade request (`?token=` or `Authorization`), if any. `deflate`: permessage-deflate
+/// was negotiated (the writer compresses, see `deflate/`).
 pub(super) fn run<W, S>(
     state: Arc<AppState>,
     (sink, stream): (W, WebSocketStream<S>),
@@ -43,6 +44,7 @@ pub(super) fn run<W, S>(
     token: Option<String>,
     upgrade: Option<Box<super::upgrade::Upgrade>>,
     encoding: Encoding,
+    deflate: bool,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -68,8 +70,8 @@ where
     let config = state.config();
     let (heartbeat, delay) = (config.heartbeat, config.session.write_delay);
     drop(config);
-    let writer =
-        tokio::spawn(writer::run(sink, conn.clone(), heartbeat, delay).instrument(span.clone()));
+    let writer = writer::run(sink, conn.clone(), heartbeat, delay, deflate);
+    let writer = tokio::spawn(writer.instrument(span.clone()));
     let guard = Guard::new(
         state.auth.load().anonymous(),
         state.config().limits.publish_rate,
@@ -268,6 +270,14 @@ impl Reader {
     /// Answers a stream error; true when it closed the connection with a code (the peer may
     /// still be sending, see [`linger`]).
     fn on_socket_error(&self, e: WsError) -> bool {
+        // A compressed frame that does not inflate (1007) or inflates too large (1009).
+        if let WsError::Io(io) = &e
+            && let Some((code, reason)) = super::deflate::close_for(io)
+        {
+            tracing::debug!(%reason, "compressed frame refused");
+            self.close(code, &reason);
+            return true;
+        }
         match e {
             WsError::Capacity(c) => {
                 tracing::debug!(error = %c, "frame too large");

@@ -8,6 +8,7 @@
 
 mod acks;
 mod conn;
+mod deflate;
 mod guard;
 mod hello;
 mod ops;
@@ -141,6 +142,7 @@ pub(crate) async fn upgrade(
     } else {
         (None, Encoding::Json)
     };
+    let deflate = deflate::negotiate(headers, state.config().compression);
 
     let max = state.config().limits.max_connections as u64;
     let Some(counted) = Counted::take(&state, max) else {
@@ -171,10 +173,11 @@ pub(crate) async fn upgrade(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                let max_frame = st.config().max_frame;
                 let ws = WebSocketStream::from_raw_socket(
-                    ReadOnly(read),
+                    ReadOnly(deflate::Inflate::new(read, deflate, max_frame)),
                     Role::Server,
-                    Some(socket_config(st.config().max_frame)),
+                    Some(socket_config(max_frame)),
                 )
                 .await;
                 st.metrics.connection_opened();
@@ -183,7 +186,16 @@ pub(crate) async fn upgrade(
                 // small future (one allocation, the task's).
                 // (`map`, not an `async` block awaiting `run`: that would keep a second slot
                 // for the moved-in future.)
-                let run = conn::run(st.clone(), (write, ws), peer, token, forwarded, encoding);
+                let compressed = deflate.is_some();
+                let run = conn::run(
+                    st.clone(),
+                    (write, ws),
+                    peer,
+                    token,
+                    forwarded,
+                    encoding,
+                    compressed,
+                );
                 let tasks = st.tasks.clone();
                 // The connection's slots are given back when it ends.
                 tasks.spawn(run.map(move |()| drop((counted, ip_slot))));
@@ -200,6 +212,12 @@ pub(crate) async fn upgrade(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(agreed) = deflate {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            deflate::response_header(agreed),
+        );
     }
     if let Some(p) = subprotocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::event::Encoding;
 use crate::session::{Outbox, Session};
 
 /// State shared by the two halves of a connection.
@@ -27,16 +28,6 @@ pub(super) struct Conn {
     pub(super) replies: Mutex<Replies>,
     /// The connection's frame encoding, fixed at the upgrade.
     pub encoding: Encoding,
-}
-
-/// How a connection's frames are encoded: the subprotocol it negotiated (PROTOCOL.md §2).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    /// Text frames of JSON (`herald.v1`, or no subprotocol).
-    #[default]
-    Json,
-    /// Binary frames of MessagePack (`herald.v1.msgpack`).
-    Msgpack,
 }
 
 #[derive(Default)]

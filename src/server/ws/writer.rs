@@ -67,12 +67,18 @@ enum Stop {
     Gone,
 }
 
-pub(super) async fn run<W>(mut sink: W, conn: Arc<Conn>, heartbeat: Duration, delay: WriteDelay)
-where
+pub(super) async fn run<W>(
+    mut sink: W,
+    conn: Arc<Conn>,
+    heartbeat: Duration,
+    delay: WriteDelay,
+    deflate: bool,
+) where
     W: AsyncWrite + Unpin,
 {
     let mut w = Writer {
         delay,
+        deflate,
         ..Writer::default()
     };
     conn.outbox.set_runnable(true);
@@ -141,6 +147,8 @@ struct Writer {
     delay: WriteDelay,
     /// When messages last went to the socket (for `delay`).
     last_write: Option<Instant>,
+    /// permessage-deflate was negotiated: data frames are compressed (`super::deflate`).
+    deflate: bool,
 }
 
 impl Writer {
@@ -251,14 +259,22 @@ impl Writer {
             unflushed,
             last_seq,
             payload_bytes,
+            deflate,
             ..
         } = self;
         let start = out.len();
         let mut bytes = 0;
-        let msgpack = conn.encoding == Encoding::Msgpack;
+        let encoding = conn.encoding;
         let taken = session.take_each(&conn.outbox, BATCH, |seq, event, how| {
+            if *deflate && let Some(len) = super::deflate::write_msg(out, event, encoding, seq, how)
+            {
+                bytes += len;
+                unflushed.push((how, event.published));
+                *last_seq = seq;
+                return;
+            }
             let before;
-            let len = if msgpack {
+            let len = if encoding == Encoding::Msgpack {
                 let len = event.msgpack_len(seq, how);
                 out.reserve(len + 10);
                 header(out, OP_BINARY, len);
@@ -302,21 +318,31 @@ impl Writer {
 
     /// Appends a frame the server made as JSON (an answer, a gap, a note, `bye`), in the
     /// connection's encoding: as is, or transcoded to MessagePack (frames are per
-    /// connection, so this is not per subscriber).
+    /// connection, so this is not per subscriber); compressed on its own when deflate was
+    /// negotiated and it is large enough.
     fn control(&mut self, conn: &Conn, json: &[u8]) {
-        if conn.encoding == Encoding::Msgpack {
-            let mut mp = Vec::with_capacity(json.len());
-            let text = std::str::from_utf8(json).unwrap_or("null");
-            if msgpack::from_json_into(text, &mut mp).is_ok() {
-                self.payload_bytes += mp.len();
-                self.frame(OP_BINARY, &mp);
-                return;
+        let mut mp = Vec::new();
+        let (opcode, payload) = match conn.encoding {
+            Encoding::Json => (OP_TEXT, json),
+            Encoding::Msgpack => {
+                let text = std::str::from_utf8(json).unwrap_or("null");
+                if msgpack::from_json_into(text, &mut mp).is_ok() {
+                    (OP_BINARY, mp.as_slice())
+                } else {
+                    // The server's own frames are JSON, always: this is not reached.
+                    tracing::error!(frame = text, "server frame is not JSON");
+                    (OP_TEXT, json)
+                }
             }
-            // The server's own frames are JSON, always: this is not reached.
-            tracing::error!(frame = text, "server frame is not JSON");
+        };
+        if self.deflate
+            && let Some(len) = super::deflate::frame(&mut self.out, opcode, payload)
+        {
+            self.payload_bytes += len;
+            return;
         }
-        self.payload_bytes += json.len();
-        self.frame(OP_TEXT, json);
+        self.payload_bytes += payload.len();
+        self.frame(opcode, payload);
     }
 
     /// Appends a final, unmasked frame.

@@ -175,8 +175,10 @@ section_browser() {
     apt_install chromium chromium-driver
   fi
   need_node
-  # The tests start the server binary; `cargo test` built it already, so this is quick.
-  cargo build --bin herald
+  # The tests start the server binary, which the rust section's `cargo test` has just built
+  # (it runs first). A `cargo build` here would build it again: without the dev-dependencies,
+  # Cargo resolves other features for shared crates and recompiles them (a minute on 2 cores).
+  [[ -x target/debug/herald ]] || cargo build --bin herald
   export HERALD_BIN="${HERALD_BIN:-$ROOT/target/debug/herald}"
   export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium)}"
   npm_install tests/browser

@@ -9,6 +9,7 @@
 mod acks;
 mod conn;
 mod deflate;
+mod frame;
 mod guard;
 mod hello;
 mod ops;

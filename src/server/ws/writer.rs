@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::io::AsyncWrite;
 
+use super::frame::{OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, header};
 use super::shared::{Conn, Encoding};
 use crate::config::WriteDelay;
 use crate::event::Delivery;
@@ -50,12 +51,6 @@ const FAREWELL: Duration = Duration::from_secs(2);
 const KEEP_BELOW: usize = 4 * 1024;
 /// A write buffer grown past this (a large replay) is freed after its round.
 const KEEP_AT_MOST: usize = 256 * 1024;
-
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 /// Why the writer stopped writing.
 enum Stop {
@@ -425,20 +420,6 @@ fn write_all<W: AsyncWrite>(
         }
     }
     Poll::Ready(Ok(()))
-}
-
-/// Appends the header of a final, unmasked frame with a payload of `len` bytes.
-fn header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    let b0 = 0x80 | opcode;
-    if len < 126 {
-        out.extend_from_slice(&[b0, len as u8]);
-    } else if len <= usize::from(u16::MAX) {
-        let [hi, lo] = (len as u16).to_be_bytes();
-        out.extend_from_slice(&[b0, 126, hi, lo]);
-    } else {
-        out.extend_from_slice(&[b0, 127]);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
 }
 
 /// After a write failed or was interrupted: why.

@@ -30,6 +30,7 @@ use std::task::{Context, Poll, ready};
 use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::super::frame::{OP_BINARY, OP_TEXT};
 use crate::event::deflate::TAIL;
 
 /// Bytes read from the socket at a time (from a stack buffer: an idle connection holds none).
@@ -38,8 +39,6 @@ const READ_CHUNK: usize = 4096;
 const KEEP_AT_MOST: usize = 8 * 1024;
 
 const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
 
 /// Why a compressed message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,10 +28,9 @@ use crate::event::deflate::{MIN_DEFLATE, compress_into};
 use crate::event::{Delivery, Encoding, Event};
 use crate::protocol::close;
 
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-/// The RSV1 bit of a frame's first byte: "this message is compressed".
-const RSV1: u8 = 0x40;
+#[cfg(test)]
+use super::frame::RSV1;
+use super::frame::{OP_BINARY, OP_TEXT, compressed_header};
 
 /// The agreement for an upgrade request, if deflate is on and the client offered it in a
 /// form the server can honour.
@@ -77,7 +76,7 @@ pub(crate) fn write_msg(
         Encoding::Json => OP_TEXT,
         Encoding::Msgpack => OP_BINARY,
     };
-    header(out, opcode, len);
+    compressed_header(out, opcode, len);
     let before = out.len();
     event.write_deflated(enc, seq, how, out);
     debug_assert_eq!(out.len() - before, len);
@@ -100,24 +99,10 @@ pub(crate) fn frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) -> Option<usi
     }
     let len = out.len() - start - 10;
     let mut head = Vec::with_capacity(10);
-    header(&mut head, opcode, len);
+    compressed_header(&mut head, opcode, len);
     out.drain(start..start + 10 - head.len());
     out[start..start + head.len()].copy_from_slice(&head);
     Some(len)
-}
-
-/// Appends the header of a final, unmasked, compressed frame (RSV1 set) of `len` bytes.
-fn header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    let b0 = 0x80 | RSV1 | opcode;
-    if len < 126 {
-        out.extend_from_slice(&[b0, len as u8]);
-    } else if len <= usize::from(u16::MAX) {
-        let [hi, lo] = (len as u16).to_be_bytes();
-        out.extend_from_slice(&[b0, 126, hi, lo]);
-    } else {
-        out.extend_from_slice(&[b0, 127]);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
 }
 
 #[cfg(test)]

@@ -84,9 +84,8 @@ impl Event {
         out.put_u8(0x80 | (2 + flags + body.pairs));
         out.put_slice(OP_MSG);
         out.put_slice(SEQ);
-        let mut n = Vec::with_capacity(9);
-        write::uint(&mut n, seq);
-        out.put_slice(&n);
+        let (n, len) = write::uint_bytes(seq);
+        out.put_slice(&n[..len]);
         if how.retained {
             out.put_slice(RETAINED);
         }
@@ -95,9 +94,8 @@ impl Event {
         }
         if let Some(d) = how.redelivered {
             out.put_slice(REDELIVERED);
-            n.clear();
-            write::uint(&mut n, u64::from(d));
-            out.put_slice(&n);
+            let (n, len) = write::uint_bytes(u64::from(d));
+            out.put_slice(&n[..len]);
         }
     }
 
@@ -119,13 +117,7 @@ impl Event {
 
 /// The length of [`write::uint`]'s encoding of `n`.
 fn uint_len(n: u64) -> usize {
-    match n {
-        0..0x80 => 1,
-        0x80..=0xff => 2,
-        0x100..=0xffff => 3,
-        0x1_0000..=0xffff_ffff => 5,
-        _ => 9,
-    }
+    write::uint_bytes(n).1
 }
 
 #[cfg(test)]

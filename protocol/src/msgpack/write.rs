@@ -10,20 +10,34 @@ pub fn bool(out: &mut Vec<u8>, b: bool) {
 }
 
 pub fn uint(out: &mut Vec<u8>, n: u64) {
-    if n < 0x80 {
-        out.push(n as u8);
+    let (b, len) = uint_bytes(n);
+    out.extend_from_slice(&b[..len]);
+}
+
+/// [`uint`]'s encoding of `n` on the stack: the bytes and how many of them are used (for
+/// writers that put it into another kind of buffer, once per recipient).
+pub fn uint_bytes(n: u64) -> ([u8; 9], usize) {
+    let mut b = [0u8; 9];
+    let len = if n < 0x80 {
+        b[0] = n as u8;
+        1
     } else if n <= u64::from(u8::MAX) {
-        out.extend_from_slice(&[0xcc, n as u8]);
+        b[..2].copy_from_slice(&[0xcc, n as u8]);
+        2
     } else if n <= u64::from(u16::MAX) {
-        out.push(0xcd);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
+        b[0] = 0xcd;
+        b[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+        3
     } else if n <= u64::from(u32::MAX) {
-        out.push(0xce);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
+        b[0] = 0xce;
+        b[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+        5
     } else {
-        out.push(0xcf);
-        out.extend_from_slice(&n.to_be_bytes());
-    }
+        b[0] = 0xcf;
+        b[1..].copy_from_slice(&n.to_be_bytes());
+        9
+    };
+    (b, len)
 }
 
 pub fn int(out: &mut Vec<u8>, n: i64) {

@@ -12,25 +12,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ClusterError;
 use super::keys::{self, CONTROL, CONTROL_REPLY_PREFIX, REPLY_PREFIX};
+use super::resp::{self, Endpoint, Reply, Stream};
 
 /// What the feed hands to the bus.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A message published on `topic` (possibly twice, when a channel and a pattern of this
+    /// Messages published on `topic`, a batch (`wire::decode_batch`; possibly twice, when a channel and a pattern of this
     /// node both match: offsets tell).
-    Message { topic: String, payload: Vec<u8> },
+    Message { topic: String, payload: Bytes },
     /// A reply for one of this node's request inboxes: `<inbox> <data>`.
-    Reply { payload: Vec<u8> },
+    Reply { payload: Bytes },
     /// A control command for every node (JSON, see `bus::remote::control`).
-    Control { payload: Vec<u8> },
+    Control { payload: Bytes },
     /// A node's answer to one of this node's control commands.
-    ControlReply { payload: Vec<u8> },
+    ControlReply { payload: Bytes },
     /// The feed (re)connected; `lost_at_ms` is when it was lost (none on first connect).
     Resynced { lost_at_ms: Option<u64> },
 }
@@ -92,7 +97,7 @@ impl Counts {
 }
 
 pub(super) struct Feed {
-    pub client: redis::Client,
+    pub at: Endpoint,
     pub node: Arc<str>,
     pub up: Arc<AtomicBool>,
     /// Times the connection came back after a loss.
@@ -100,6 +105,23 @@ pub(super) struct Feed {
     pub incoming: mpsc::Sender<Incoming>,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub cancel: CancellationToken,
+}
+
+/// A `SUBSCRIBE` or `PSUBSCRIBE` of one name waiting for Redis to confirm it.
+struct Unconfirmed {
+    pattern: bool,
+    name: String,
+    /// Who waits for it (several when the name was watched again before Redis confirmed).
+    done: Vec<oneshot::Sender<Result<(), ClusterError>>>,
+    deadline: Instant,
+}
+
+/// A live connection: its halves, what was read and not parsed yet, and the subscriptions
+/// not yet confirmed (Redis confirms them in the order they were sent).
+struct Live {
+    stream: Stream,
+    buf: BytesMut,
+    unconfirmed: VecDeque<Unconfirmed>,
 }
 
 impl Feed {
@@ -112,7 +134,7 @@ impl Feed {
                 _ = self.cancel.cancelled() => return,
                 s = self.connect(&counts) => s,
             };
-            let (sink, stream) = match session {
+            let (live, early) = match session {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub unavailable");
@@ -135,14 +157,27 @@ impl Feed {
             }
             self.up.store(true, Ordering::Release);
             tracing::info!("redis pub/sub connected");
-            let _ = self
-                .incoming
-                .send(Incoming::Resynced {
-                    lost_at_ms: lost_at.take(),
-                })
-                .await;
-            let ended = self.serve(&mut counts, sink, stream).await;
+            let resynced = Incoming::Resynced {
+                lost_at_ms: lost_at.take(),
+            };
+            if self.incoming.send(resynced).await.is_err() {
+                return;
+            }
+            for m in early {
+                if self.incoming.send(m).await.is_err() {
+                    return;
+                }
+            }
+            let mut live = live;
+            let ended = self.serve(&mut counts, &mut live).await;
             self.up.store(false, Ordering::Release);
+            for u in live.unconfirmed.drain(..) {
+                for done in u.done {
+                    let _ = done.send(Err(ClusterError::Unavailable(
+                        "not connected to Redis".into(),
+                    )));
+                }
+            }
             lost_at = Some(crate::event::now_ms());
             match ended {
                 Ended::Cancelled => return,
@@ -151,68 +186,169 @@ impl Feed {
         }
     }
 
-    /// Opens the connection and subscribes to everything counted.
-    async fn connect(
-        &self,
-        counts: &Counts,
-    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), ClusterError> {
-        let pubsub = tokio::time::timeout(ANSWER, self.client.get_async_pubsub())
+    /// Opens the connection and subscribes to everything counted. Messages that arrive
+    /// before every subscription is confirmed are returned, to be applied after
+    /// [`Incoming::Resynced`].
+    async fn connect(&self, counts: &Counts) -> Result<(Live, Vec<Incoming>), ClusterError> {
+        let (stream, buf) = resp::connect(&self.at).await?;
+        let mut live = Live {
+            stream,
+            buf,
+            unconfirmed: VecDeque::new(),
+        };
+        let mut channels = vec![
+            keys::reply_channel(&self.node),
+            CONTROL.to_owned(),
+            keys::control_reply_channel(&self.node),
+        ];
+        channels.extend(counts.channels.keys().cloned());
+        let patterns: Vec<String> = counts.patterns.keys().cloned().collect();
+        let mut out = Vec::new();
+        for (names, pattern) in [(channels, false), (patterns, true)] {
+            // In commands of bounded size: a node may need many channels.
+            for chunk in names.chunks(1024) {
+                let mut c = resp::Command::new(if pattern { "PSUBSCRIBE" } else { "SUBSCRIBE" });
+                for name in chunk {
+                    c.str(name);
+                    live.unconfirmed.push_back(Unconfirmed {
+                        pattern,
+                        name: name.clone(),
+                        done: Vec::new(),
+                        deadline: Instant::now() + ANSWER,
+                    });
+                }
+                c.write_to(&mut out);
+            }
+        }
+        let unavailable = |e: std::io::Error| ClusterError::Unavailable(e.to_string());
+        live.stream
+            .write
+            .write_all(&out)
+            .await
+            .map_err(unavailable)?;
+        let mut early = Vec::new();
+        let confirmed = async {
+            while !live.unconfirmed.is_empty() {
+                let reply = resp::read_reply(&mut live.stream, &mut live.buf).await?;
+                if let Some(m) = push(reply, &mut live.unconfirmed)? {
+                    early.push(m);
+                }
+            }
+            Ok::<_, ClusterError>(())
+        };
+        tokio::time::timeout(ANSWER, confirmed)
             .await
             .map_err(|_| ClusterError::Unavailable("no answer from Redis".into()))??;
-        let (mut sink, stream) = pubsub.split();
-        let mine = keys::reply_channel(&self.node);
-        let channels: Vec<&String> = counts.channels.keys().collect();
-        let patterns: Vec<&String> = counts.patterns.keys().collect();
-        timed(sink.subscribe(&mine)).await?;
-        timed(sink.subscribe(CONTROL)).await?;
-        timed(sink.subscribe(keys::control_reply_channel(&self.node))).await?;
-        if !channels.is_empty() {
-            timed(sink.subscribe(channels)).await?;
-        }
-        if !patterns.is_empty() {
-            timed(sink.psubscribe(patterns)).await?;
-        }
-        Ok((sink, stream))
+        Ok((live, early))
     }
 
-    async fn serve(
-        &mut self,
-        counts: &mut Counts,
-        mut sink: redis::aio::PubSubSink,
-        mut stream: redis::aio::PubSubStream,
-    ) -> Ended {
+    async fn serve(&mut self, counts: &mut Counts, live: &mut Live) -> Ended {
+        let mut out = Vec::new();
         loop {
+            if !out.is_empty() {
+                if let Err(e) = live.stream.write.write_all(&out).await {
+                    return Ended::Broken(ClusterError::Unavailable(e.to_string()));
+                }
+                out.clear();
+            }
+            if live.buf.capacity() - live.buf.len() < 4096 {
+                live.buf.reserve(64 * 1024);
+            }
+            let deadline = live.unconfirmed.front().map(|u| u.deadline);
             tokio::select! {
                 _ = self.cancel.cancelled() => return Ended::Cancelled,
-                msg = stream.next() => {
-                    let Some(msg) = msg else {
-                        return Ended::Broken(ClusterError::Unavailable("connection closed".into()));
-                    };
-                    let channel = msg.get_channel_name();
-                    let payload = msg.get_payload_bytes().to_vec();
-                    let incoming = if channel.starts_with(REPLY_PREFIX) {
-                        Incoming::Reply { payload }
-                    } else if channel == CONTROL {
-                        Incoming::Control { payload }
-                    } else if channel.starts_with(CONTROL_REPLY_PREFIX) {
-                        Incoming::ControlReply { payload }
-                    } else if let Some(topic) = keys::topic_of(channel) {
-                        Incoming::Message { topic: topic.to_owned(), payload }
-                    } else {
-                        continue;
-                    };
-                    if self.incoming.send(incoming).await.is_err() {
-                        return Ended::Cancelled; // the bus is gone
+                read = live.stream.read.read_buf(&mut live.buf) => {
+                    match read {
+                        Ok(0) => return Ended::Broken(ClusterError::Unavailable("connection closed".into())),
+                        Err(e) => return Ended::Broken(ClusterError::Unavailable(e.to_string())),
+                        Ok(_) => {}
+                    }
+                    loop {
+                        let reply = match resp::parse(&mut live.buf) {
+                            Ok(Some(r)) => r,
+                            Ok(None) => break,
+                            Err(e) => return Ended::Broken(ClusterError::Redis(e.to_string())),
+                        };
+                        match push(reply, &mut live.unconfirmed) {
+                            Ok(Some(m)) => {
+                                if self.incoming.send(m).await.is_err() {
+                                    return Ended::Cancelled; // the bus is gone
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Ended::Broken(e),
+                        }
                     }
                 }
-                Some(cmd) = self.commands.recv() => {
-                    if let Err(e) = apply(counts, &mut sink, cmd).await {
-                        return Ended::Broken(e);
-                    }
+                Some(cmd) = self.commands.recv() => apply(counts, &mut live.unconfirmed, &mut out, cmd),
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    return Ended::Broken(ClusterError::Unavailable("no answer from Redis".into()));
                 }
             }
         }
     }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// What one push from Redis means: a message for the bus, or a confirmation (matched to
+/// the oldest unconfirmed subscription).
+fn push(
+    reply: Reply,
+    unconfirmed: &mut VecDeque<Unconfirmed>,
+) -> Result<Option<Incoming>, ClusterError> {
+    let bad = |what: &str| ClusterError::Redis(format!("unexpected push from Redis: {what}"));
+    if let Some(e) = reply.error_text() {
+        return Err(ClusterError::Redis(e));
+    }
+    let Reply::Array(mut items) = reply else {
+        return Err(bad("not an array"));
+    };
+    let kind = items.first().and_then(Reply::as_bytes).cloned();
+    let (channel, payload) = match (kind.as_deref(), items.len()) {
+        (Some(b"message"), 3) => (items.swap_remove(1), items.swap_remove(1)),
+        (Some(b"pmessage"), 4) => (items.swap_remove(2), items.swap_remove(2)),
+        (Some(k @ (b"subscribe" | b"psubscribe")), 3) => {
+            let pattern = k == b"psubscribe";
+            let name = items[1].as_bytes().map(|b| b.as_ref());
+            match unconfirmed.front() {
+                Some(u) if u.pattern == pattern && name == Some(u.name.as_bytes()) => {
+                    for done in unconfirmed.pop_front().into_iter().flat_map(|u| u.done) {
+                        let _ = done.send(Ok(()));
+                    }
+                    return Ok(None);
+                }
+                _ => return Err(bad("a confirmation out of order")),
+            }
+        }
+        (Some(b"unsubscribe" | b"punsubscribe"), 3) => return Ok(None),
+        _ => return Err(bad("unknown kind")),
+    };
+    let (Some(channel), Some(payload)) = (channel.as_bytes(), payload.as_bytes()) else {
+        return Err(bad("message without a channel or payload"));
+    };
+    let Ok(channel) = std::str::from_utf8(channel) else {
+        return Ok(None);
+    };
+    let payload = payload.clone();
+    Ok(Some(if channel.starts_with(REPLY_PREFIX) {
+        Incoming::Reply { payload }
+    } else if channel == CONTROL {
+        Incoming::Control { payload }
+    } else if channel.starts_with(CONTROL_REPLY_PREFIX) {
+        Incoming::ControlReply { payload }
+    } else if let Some(topic) = keys::topic_of(channel) {
+        Incoming::Message {
+            topic: topic.to_owned(),
+            payload,
+        }
+    } else {
+        return Ok(None);
+    }))
 }
 
 enum Ended {
@@ -220,40 +356,54 @@ enum Ended {
     Broken(ClusterError),
 }
 
-/// Applies a command on a live connection.
-async fn apply(
+/// Applies a command on a live connection: counted, and (un)subscribed in Redis when it is
+/// the first (last) user of its name.
+fn apply(
     counts: &mut Counts,
-    sink: &mut redis::aio::PubSubSink,
+    unconfirmed: &mut VecDeque<Unconfirmed>,
+    out: &mut Vec<u8>,
     cmd: Command,
-) -> Result<(), ClusterError> {
+) {
     match cmd {
         Command::Watch {
             name,
             pattern,
             done,
         } => {
-            let r = if counts.add(&name, pattern) {
-                if pattern {
-                    timed(sink.psubscribe(&name)).await
-                } else {
-                    timed(sink.subscribe(&name)).await
+            if counts.add(&name, pattern) {
+                resp::Command::new(if pattern { "PSUBSCRIBE" } else { "SUBSCRIBE" })
+                    .str(&name)
+                    .write_to(out);
+                unconfirmed.push_back(Unconfirmed {
+                    pattern,
+                    name,
+                    done: done.into_iter().collect(),
+                    deadline: Instant::now() + ANSWER,
+                });
+            } else if let Some(done) = done {
+                // Subscribed already; but a subscription still unconfirmed is not active
+                // yet: answer when it is.
+                match unconfirmed
+                    .iter_mut()
+                    .rev()
+                    .find(|u| u.pattern == pattern && u.name == name)
+                {
+                    Some(u) => u.done.push(done),
+                    None => {
+                        let _ = done.send(Ok(()));
+                    }
                 }
-            } else {
-                Ok(())
-            };
-            if let Some(done) = done {
-                let _ = done.send(r.clone());
             }
-            r
         }
         Command::Unwatch { name, pattern } => {
-            if !counts.remove(&name, pattern) {
-                return Ok(());
-            }
-            if pattern {
-                timed(sink.punsubscribe(&name)).await
-            } else {
-                timed(sink.unsubscribe(&name)).await
+            if counts.remove(&name, pattern) {
+                resp::Command::new(if pattern {
+                    "PUNSUBSCRIBE"
+                } else {
+                    "UNSUBSCRIBE"
+                })
+                .str(&name)
+                .write_to(out);
             }
         }
     }
@@ -278,13 +428,4 @@ fn refuse(counts: &mut Counts, cmd: Command) {
             counts.remove(&name, pattern);
         }
     }
-}
-
-async fn timed(
-    f: impl std::future::Future<Output = redis::RedisResult<()>>,
-) -> Result<(), ClusterError> {
-    tokio::time::timeout(ANSWER, f)
-        .await
-        .map_err(|_| ClusterError::Unavailable("no answer from Redis".into()))?
-        .map_err(ClusterError::from)
 }

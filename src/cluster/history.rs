@@ -40,22 +40,40 @@ pub(super) async fn epoch(conn: &ConnectionManager, topic: &str) -> Result<Arc<s
     Ok(epoch.into())
 }
 
-/// Stored messages of `topic`: the first `limit` after `since`, or the newest `limit`.
-/// Messages older than `ttl` are left out.
+/// Stored messages of `topic` among its newest `keep`: the first `limit` after `since`, or
+/// the newest `limit`. Messages older than `ttl` are left out.
+///
+/// The stream is trimmed approximately (`MAXLEN ~`: Redis drops whole nodes of entries, so
+/// it may hold more than `keep`); reads cut it to exactly `keep`, as a single node keeps.
 pub(super) async fn history(
     conn: &ConnectionManager,
     topic: &Topic,
     since: Option<u64>,
     limit: usize,
+    keep: usize,
     ttl: Option<Duration>,
 ) -> Result<(Arc<str>, Vec<Record>), ClusterError> {
-    let epoch = epoch(conn, topic.as_str()).await?;
     let keys = TopicKeys::new(topic.as_str());
+    let (epoch, last): (String, Option<u64>) = redis::pipe()
+        .cmd("SET")
+        .arg(&keys.epoch)
+        .arg(&*crate::store::new_epoch())
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(&keys.epoch)
+        .cmd("GET")
+        .arg(&keys.offset)
+        .query_async(&mut conn.clone())
+        .await?;
+    let epoch: Arc<str> = epoch.into();
+    let oldest_kept = last.unwrap_or(0).saturating_sub(keep as u64) + 1;
+    let limit = limit.min(keep);
     let mut cmd = match since {
         Some(after) => {
             let mut c = redis::cmd("XRANGE");
             c.arg(&keys.history)
-                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg(format!("{}-0", after.saturating_add(1).max(oldest_kept)))
                 .arg("+");
             c
         }
@@ -68,6 +86,7 @@ pub(super) async fn history(
     cmd.arg("COUNT").arg(limit);
     let entries: StreamEntries = cmd.query_async(&mut conn.clone()).await?;
     let mut records = decode_entries(topic, entries, ttl)?;
+    records.retain(|r| r.event.offset >= oldest_kept);
     if since.is_none() {
         records.reverse();
     }
@@ -75,11 +94,11 @@ pub(super) async fn history(
 }
 
 /// Everything a node needs to start serving `topic` with replay: epoch, last offset, the
-/// whole stored history and the retained message.
+/// newest `keep` stored messages (none with 0) and the retained message.
 pub(super) async fn tail(
     conn: &ConnectionManager,
     topic: &Topic,
-    with_history: bool,
+    keep: usize,
     ttl: Option<Duration>,
 ) -> Result<Tail, ClusterError> {
     let keys = TopicKeys::new(topic.as_str());
@@ -93,12 +112,12 @@ pub(super) async fn tail(
         .arg(&keys.offset)
         .cmd("GET")
         .arg(&keys.epoch)
-        .cmd("XRANGE")
+        .cmd("XREVRANGE")
         .arg(&keys.history)
-        .arg("-")
         .arg("+")
+        .arg("-")
         .arg("COUNT")
-        .arg(if with_history { u32::MAX } else { 0 })
+        .arg(keep)
         .cmd("GET")
         .arg(&keys.retained)
         .query_async(&mut conn.clone())
@@ -107,7 +126,8 @@ pub(super) async fn tail(
         Some(e) => e.into(),
         None => self::epoch(conn, topic.as_str()).await?,
     };
-    let history = decode_entries(topic, entries, ttl)?;
+    let mut history = decode_entries(topic, entries, ttl)?;
+    history.reverse();
     let retained = retained
         .map(|b| wire::decode(topic, &b))
         .transpose()?

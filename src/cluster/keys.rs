@@ -62,6 +62,21 @@ impl TopicKeys {
         format!("{}dd:{msg_id}", self.tag)
     }
 
+    /// The key a group's delivery of the feed's batch of offsets `first..=last` is claimed
+    /// under (every node receives the same batch; one wins it).
+    pub fn claim_batch(
+        &self,
+        pattern: &str,
+        group: &str,
+        first: u64,
+        last: u64,
+        epoch: &str,
+    ) -> String {
+        let tag = &self.tag;
+        let n = group.len();
+        format!("{tag}gb:{epoch}:{first}-{last}:{n}:{pattern}|{group}")
+    }
+
     /// The key a group's delivery of `offset` is claimed under (one node wins it).
     pub fn claim(&self, pattern: &str, group: &str, offset: u64, epoch: &str) -> String {
         format!("{}g:{epoch}:{offset}:{}:{pattern}", self.tag, group.len()) + "|" + group

@@ -34,6 +34,7 @@ pub mod keys;
 mod occupancy;
 mod presence;
 mod publisher;
+mod resp;
 pub mod wire;
 
 use std::sync::Arc;
@@ -84,7 +85,6 @@ pub struct Published {
 pub struct Cluster {
     node: Arc<str>,
     conn: ConnectionManager,
-    publish_hash: String,
     reap: redis::Script,
     occupancy: redis::Script,
     publisher: mpsc::UnboundedSender<publisher::Job>,
@@ -106,6 +106,7 @@ impl Cluster {
             url: url.to_owned(),
             message: e.to_string(),
         })?;
+        let endpoint = resp::Endpoint::parse(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -113,27 +114,26 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let node: Arc<str> = format!("n{:016x}", rand::random::<u64>()).into();
-        let (incoming_tx, incoming) = mpsc::channel(65_536);
+        // Each message from the feed is a batch of a topic's messages.
+        let (incoming_tx, incoming) = mpsc::channel(4096);
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         let up = Arc::new(AtomicBool::new(false));
         let reconnects = Arc::new(AtomicU64::new(0));
         tokio::spawn(
             feed::Feed {
-                client,
+                at: endpoint.clone(),
                 node: node.clone(),
                 up: up.clone(),
                 reconnects: reconnects.clone(),
                 incoming: incoming_tx,
                 commands: feed_rx,
-                cancel,
+                cancel: cancel.clone(),
             }
             .run(),
         );
-        let publish = redis::Script::new(wire::PUBLISH_SCRIPT);
         let cluster = Cluster {
             node,
-            publish_hash: publish.get_hash().to_owned(),
-            publisher: publisher::spawn(conn.clone(), wire::PUBLISH_SCRIPT),
+            publisher: publisher::spawn(endpoint.clone(), wire::PUBLISH_SCRIPT, cancel.clone()),
             reap: redis::Script::new(presence::REAP_SCRIPT),
             occupancy: redis::Script::new(occupancy::SCRIPT),
             permits: Arc::new(Semaphore::new(publisher::QUEUE)),
@@ -185,58 +185,34 @@ impl Cluster {
         permit: OwnedSemaphorePermit,
         done: impl FnOnce(Result<Published, ClusterError>) + Send + 'static,
     ) {
-        let keys = TopicKeys::new(req.topic);
         let msg_id = req.msg_id.unwrap_or("");
-        let dedup = if msg_id.is_empty() {
-            keys.offset.clone()
-        } else {
-            keys.dedup(msg_id)
-        };
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.publish_hash)
-            .arg(5)
-            .arg(&keys.offset)
-            .arg(&keys.epoch)
-            .arg(&keys.history)
-            .arg(&keys.retained)
-            .arg(&dedup)
-            .arg(keys::channel(req.topic))
-            .arg(req.data)
-            .arg(msg_id)
-            .arg(req.reply_to.unwrap_or(""))
-            .arg(wire::retain_flag(req.retain))
-            .arg(req.history)
-            .arg(req.dedup_window.as_millis() as u64)
-            .arg(&*crate::store::new_epoch())
-            .arg(req.ts)
-            .arg(req.history_ttl.map_or(0, |t| t.as_millis() as u64));
-        // The topic sets serve wildcard lookups (retained messages, `rewind`); updated in
-        // the same pipeline, so they are current when the publisher gets its `ok`.
-        let mut extra = Vec::new();
-        if note_topic {
-            let mut c = redis::cmd("SADD");
-            c.arg(keys::TOPICS).arg(req.topic);
-            extra.push(c);
-        }
-        match req.retain {
-            None => {}
-            Some(RetainOp::Set) => {
-                let mut c = redis::cmd("SADD");
-                c.arg(keys::RETAINED).arg(req.topic);
-                extra.push(c);
-            }
-            Some(RetainOp::Clear) => {
-                let mut c = redis::cmd("SREM");
-                c.arg(keys::RETAINED).arg(req.topic);
-                extra.push(c);
-            }
-        }
+        let window = req.dedup_window.as_millis() as u64;
+        let dedup =
+            (!msg_id.is_empty() && window > 0).then(|| TopicKeys::new(req.topic).dedup(msg_id));
+        let mut args = Vec::with_capacity(req.data.len() + msg_id.len() + 64);
+        resp::bulk(&mut args, req.data.as_bytes());
+        resp::bulk(&mut args, msg_id.as_bytes());
+        resp::bulk(&mut args, req.reply_to.unwrap_or("").as_bytes());
+        resp::bulk(&mut args, wire::retain_flag(req.retain).as_bytes());
+        resp::bulk(&mut args, itoa::Buffer::new().format(req.ts).as_bytes());
         let job = publisher::Job {
-            cmd,
-            extra,
+            topic: req.topic.into(),
+            settings: publisher::TopicArgs {
+                history: req.history,
+                history_ttl_ms: req.history_ttl.map_or(0, |t| t.as_millis() as u64),
+                dedup_window_ms: window,
+            },
+            note: note_topic,
+            dedup,
+            args,
             done: Box::new(move |r| {
                 drop(permit);
-                done(r.and_then(parse_published));
+                done(r.map(|a| Published {
+                    offset: a.offset,
+                    epoch: a.epoch,
+                    duplicate: !a.new,
+                    receivers: a.receivers,
+                }));
             }),
         };
         if let Err(e) = self.publisher.send(job) {
@@ -286,27 +262,28 @@ impl Cluster {
         history::epoch(&self.conn, topic).await
     }
 
-    /// Stored messages of `topic`: the first `limit` after `since`, or the newest `limit`.
-    /// Messages older than `ttl` are left out.
+    /// Stored messages of `topic` among its newest `keep`: the first `limit` after
+    /// `since`, or the newest `limit`. Messages older than `ttl` are left out.
     pub async fn history(
         &self,
         topic: &Topic,
         since: Option<u64>,
         limit: usize,
+        keep: usize,
         ttl: Option<Duration>,
     ) -> Result<(Arc<str>, Vec<Record>), ClusterError> {
-        history::history(&self.conn, topic, since, limit, ttl).await
+        history::history(&self.conn, topic, since, limit, keep, ttl).await
     }
 
-    /// Everything a node needs to start serving `topic` with replay: epoch, last offset, the
-    /// whole stored history and the retained message.
+    /// Everything a node needs to start serving `topic` with replay: epoch, last offset, its
+    /// newest `keep` stored messages (none with 0) and the retained message.
     pub async fn tail(
         &self,
         topic: &Topic,
-        with_history: bool,
+        keep: usize,
         ttl: Option<Duration>,
     ) -> Result<Tail, ClusterError> {
-        history::tail(&self.conn, topic, with_history, ttl).await
+        history::tail(&self.conn, topic, keep, ttl).await
     }
 
     /// Every topic ever published to in the cluster, or only those holding a retained message.
@@ -414,30 +391,5 @@ impl Cluster {
     /// without subscribers anywhere, each to one node only.
     pub async fn reap_occupancy(&self) -> Result<Vec<String>, ClusterError> {
         occupancy::reap(&self.conn, &self.occupancy).await
-    }
-}
-
-fn parse_published(v: Value) -> Result<Published, ClusterError> {
-    let bad = || ClusterError::Redis(format!("unexpected answer to a publish: {v:?}"));
-    let Value::Array(items) = &v else {
-        return Err(bad());
-    };
-    let int = |i: usize| match items.get(i) {
-        Some(Value::Int(n)) => Some(*n),
-        _ => None,
-    };
-    let epoch = match items.get(2) {
-        Some(Value::BulkString(b)) => std::str::from_utf8(b).ok().map(Arc::<str>::from),
-        Some(Value::SimpleString(s)) => Some(Arc::from(s.as_str())),
-        _ => None,
-    };
-    match (int(0), int(1), epoch, int(3)) {
-        (Some(new), Some(offset), Some(epoch), Some(receivers)) => Ok(Published {
-            offset: offset as u64,
-            epoch,
-            duplicate: new == 0,
-            receivers: receivers as u64,
-        }),
-        _ => Err(bad()),
     }
 }

@@ -7,6 +7,10 @@
 //!
 //! A short space-separated header (epochs never hold spaces) and then the raw bytes, so the
 //! JSON data is neither escaped nor parsed again on the way through Redis.
+//!
+//! A channel message carries a batch: every new message of one topic from one script call,
+//! each record preceded by its length (`<len>:<record>` repeated), so a node receives,
+//! parses and applies a burst of a topic's messages as one.
 
 use std::sync::Arc;
 
@@ -81,6 +85,22 @@ pub fn decode(topic: &Topic, bytes: &[u8]) -> Result<Record, Malformed> {
     })
 }
 
+/// Reads the records of a channel message of `topic` (see the module comment), oldest first.
+pub fn decode_batch(topic: &Topic, mut bytes: &[u8]) -> Result<Vec<Record>, Malformed> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let colon = memchr::memchr(b':', bytes).ok_or(Malformed("batch length"))?;
+        let len = number(&bytes[..colon]).ok_or(Malformed("batch length"))? as usize;
+        let rest = &bytes[colon + 1..];
+        if rest.len() < len {
+            return Err(Malformed("batch truncated"));
+        }
+        out.push(decode(topic, &rest[..len])?);
+        bytes = &rest[len..];
+    }
+    Ok(out)
+}
+
 fn text<'a>(b: &'a [u8], what: &'static str) -> Result<&'a str, Malformed> {
     std::str::from_utf8(b).map_err(|_| Malformed(what))
 }
@@ -89,10 +109,8 @@ fn number(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
-/// The publish script. Atomically: de-duplicates by `msg_id`, takes the topic's epoch
-/// (creating it on first use), assigns the next offset, appends to the history stream
-/// (trimmed by count, and by age from the oldest end), sets or clears the retained message
-/// and publishes on the topic's channel.
+/// The publish script: one call per batch of publishes, one channel message per topic of
+/// the batch.
 ///
 /// Its KEYS, ARGV and answer are listed at the top of `lua/publish.lua`.
 pub const PUBLISH_SCRIPT: &str = include_str!("lua/publish.lua");
@@ -111,6 +129,24 @@ mod tests {
         assert_eq!(&*r.event.epoch, "ep1");
         assert_eq!(r.event.msg_id.as_deref(), Some("id"));
         assert_eq!(r.event.data_json(), "{\"x\": 1}");
+    }
+
+    #[test]
+    fn decodes_a_batch() {
+        let t = Topic::parse("a").unwrap();
+        let one = b"n 1 5 e 0 0 1";
+        let two = b"r 2 6 e 0 0 [2]";
+        let mut batch = format!("{}:", one.len()).into_bytes();
+        batch.extend_from_slice(one);
+        batch.extend_from_slice(format!("{}:", two.len()).as_bytes());
+        batch.extend_from_slice(two);
+        let got = decode_batch(&t, &batch).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].event.offset, 2);
+        assert_eq!(got[1].event.data_json(), "[2]");
+        for bad in [&b"5:n 1 5"[..], b"x:", b"13:n 1 5 e 0 0 1tail"] {
+            assert!(decode_batch(&t, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -17,14 +17,12 @@ use tokio::sync::mpsc;
 
 use super::super::groups::Group;
 use super::super::{Bus, BusError, Inner};
+use super::groups::CLAIM_TTL;
 use super::upgrade;
 use crate::cluster::{Incoming, Tail};
 use crate::event::Event;
 use crate::store::{RetainOp, TopicState};
 use crate::topic::Topic;
-
-/// How long a group delivery claim is kept (longer than any redelivery of the feed).
-const CLAIM_TTL: Duration = Duration::from_secs(600);
 
 pub(super) async fn apply_feed(bus: Weak<Inner>, mut incoming: mpsc::Receiver<Incoming>) {
     while let Some(m) = incoming.recv().await {
@@ -60,12 +58,15 @@ impl Bus {
         }
     }
 
-    /// Applies a message from the feed.
+    /// Applies a batch of a topic's messages from the feed: one lookup and one lock for
+    /// the batch, each message fanned out to local subscribers as it is applied; what groups
+    /// here must get goes to the group task (`groups.rs`), so a claim in Redis never holds
+    /// up the feed.
     async fn apply_message(&self, topic: &str, payload: &[u8]) {
         let Ok(topic) = Topic::parse(topic) else {
             return;
         };
-        let record = match crate::cluster::wire::decode(&topic, payload) {
+        let records = match crate::cluster::wire::decode_batch(&topic, payload) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, topic = topic.as_str(), "message from redis dropped");
@@ -74,12 +75,18 @@ impl Bus {
         };
         let entry = self.inner.topics.entry(&topic);
         let settings = entry.settings();
-        let applied = {
+        let mut applied = Vec::new();
+        {
             let mut state = entry.lock();
-            self.apply_locked(&mut state, &settings, &record.event, record.retain, true)
-        };
-        if let Some(event) = applied {
-            self.deliver_groups(&event, settings.ack_wait).await;
+            for r in &records {
+                if let Some(e) = self.apply_locked(&mut state, &settings, &r.event, r.retain, true)
+                {
+                    applied.push(e);
+                }
+            }
+        }
+        if !applied.is_empty() && !self.inner.group_router.is_empty() {
+            self.queue_group_delivery(applied, settings.ack_wait);
         }
     }
 
@@ -179,7 +186,11 @@ impl Bus {
         let settings = entry.settings();
         let tail = remote
             .cluster
-            .tail(topic, history, settings.history_ttl)
+            .tail(
+                topic,
+                if history { settings.history } else { 0 },
+                settings.history_ttl,
+            )
             .await?;
         let live = {
             let mut state = entry.lock();

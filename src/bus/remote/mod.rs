@@ -8,6 +8,7 @@
 //! keeps the cluster-wide presence, `occupancy.rs` the cluster-wide occupancy of patterns.
 
 mod control;
+mod groups;
 mod mirror;
 mod occupancy;
 mod presence;
@@ -36,6 +37,9 @@ pub(super) struct Remote {
     incoming: parking_lot::Mutex<Option<mpsc::Receiver<Incoming>>>,
     /// Control commands of this node waiting for the nodes' answers.
     control: control::Waiting,
+    /// Batches from the feed waiting for group delivery (`groups.rs`).
+    groups: groups::Queue,
+    groups_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<groups::Batch>>>,
     /// Patterns whose local occupancy changed, for the task that tells Redis.
     pub occupancy: Arc<occupancy::Changes>,
     /// The revocations in Redis were read once: until then the node is not ready (it
@@ -53,8 +57,11 @@ impl Drop for Remote {
 pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
     let cancel = CancellationToken::new();
     let (cluster, incoming) = Cluster::start(url, cancel.clone())?;
+    let (groups, groups_rx) = groups::queue();
     Ok(Remote {
         cluster,
+        groups,
+        groups_rx: parking_lot::Mutex::new(Some(groups_rx)),
         cancel,
         incoming: parking_lot::Mutex::new(Some(incoming)),
         control: control::Waiting::default(),
@@ -69,6 +76,9 @@ impl Remote {
         if let Some(incoming) = self.incoming.lock().take() {
             let weak = Arc::downgrade(&bus.inner);
             tokio::spawn(mirror::apply_feed(weak.clone(), incoming));
+            if let Some(rx) = self.groups_rx.lock().take() {
+                tokio::spawn(groups::deliver_groups(weak.clone(), rx));
+            }
             tokio::spawn(presence::keep_presence(weak.clone(), self.cancel.clone()));
             tokio::spawn(occupancy::keep_occupancy(
                 weak,

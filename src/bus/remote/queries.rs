@@ -96,8 +96,11 @@ impl Bus {
         since: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, BusError> {
-        let ttl = self.inner.topics.settings_for(topic).history_ttl;
-        let (epoch, records) = remote.cluster.history(topic, since, limit, ttl).await?;
+        let settings = self.inner.topics.settings_for(topic);
+        let (epoch, records) = remote
+            .cluster
+            .history(topic, since, limit, settings.history, settings.history_ttl)
+            .await?;
         Ok(HistoryPage {
             epoch,
             messages: records.into_iter().map(|r| r.event).collect(),

@@ -1,49 +1,96 @@
--- The publish script. Atomically: de-duplicates by msg_id, takes the topic's epoch
--- (creating it on first use), assigns the next offset, appends to the history stream
--- (trimmed by count, and by age from the oldest end), sets or clears the retained message
--- and publishes on the topic's channel.
+-- The publish script: one call publishes a batch of messages, in order. Per message,
+-- atomically: de-duplicates by msg_id, takes the topic's epoch (creating it on first use),
+-- assigns the next offset, appends to the history stream (trimmed approximately by
+-- count), sets or clears the retained message. Per topic, once per batch: trims history by
+-- age, notes the topic in the topic set and publishes every new message of the batch on
+-- the topic's channel as one payload (`<len>:<record>` repeated, see wire.rs).
 --
--- KEYS: [1] offset, [2] epoch, [3] history, [4] retained, [5] dedup (the offset key again
--- without a msg_id).
--- ARGV: [1] channel, [2] data, [3] msg_id, [4] reply_to, [5] retain flag, [6] history count,
--- [7] dedup window ms, [8] epoch candidate, [9] ts ms, [10] history ttl ms (0: none).
--- Returns {new 0|1, offset, epoch, receivers}.
-local msgid = ARGV[3]
-local dedup = msgid ~= '' and tonumber(ARGV[7]) > 0
-local ep = redis.call('GET', KEYS[2])
-if dedup and ep then
-  local prev = redis.call('GET', KEYS[5])
-  if prev then return {0, tonumber(prev), ep, 0} end
+-- KEYS: [1] topic set, [2] retained set, then 4 per topic: offset, epoch, history,
+-- retained; then one de-duplication key per message that has a msg_id and a dedup window.
+-- ARGV: [1] topics T, [2] messages N, [3] epoch candidate; then 6 per topic: name,
+-- channel, history count, history ttl ms (0: none), dedup window ms, note (1: add to the
+-- topic set); then 6 per message: topic index (1-based), data, msg_id, reply_to, retain
+-- flag (n|r|c), ts ms.
+-- Returns T epochs, then 3 per message: new 0|1, offset, receivers.
+local T, N = tonumber(ARGV[1]), tonumber(ARGV[2])
+local topics, a = {}, 3
+for t = 1, T do
+  local k = 2 + 4 * (t - 1)
+  topics[t] = {
+    off = KEYS[k + 1], ep = KEYS[k + 2], hist = KEYS[k + 3], ret = KEYS[k + 4],
+    name = ARGV[a + 1], chan = ARGV[a + 2], keep = tonumber(ARGV[a + 3]),
+    ttl = tonumber(ARGV[a + 4]), window = tonumber(ARGV[a + 5]), note = ARGV[a + 6],
+    out = {}, firsts = {},
+  }
+  a = a + 6
 end
-if not ep then
-  ep = ARGV[8]
-  redis.call('SET', KEYS[2], ep)
-  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+local out, d = {}, 2 + 4 * T
+for m = 1, N do
+  local tp = topics[tonumber(ARGV[a + 1])]
+  local data, msgid, reply, flag, ts = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  a = a + 6
+  if not tp.epoch then
+    local ep = redis.call('GET', tp.ep)
+    if not ep then
+      ep = ARGV[3]
+      redis.call('SET', tp.ep, ep)
+      redis.call('DEL', tp.off, tp.hist, tp.ret)
+    end
+    tp.epoch = ep
+  end
+  local dkey = nil
+  if msgid ~= '' and tp.window > 0 then
+    d = d + 1
+    dkey = KEYS[d]
+  end
+  local prev = dkey and redis.call('GET', dkey)
+  local r = 3 * (m - 1)
+  if prev then
+    out[r + 1], out[r + 2], out[r + 3] = 0, tonumber(prev), 0
+  else
+    local off = redis.call('INCR', tp.off)
+    if dkey then redis.call('SET', dkey, off, 'PX', tp.window) end
+    local p = flag .. ' ' .. off .. ' ' .. ts .. ' ' .. tp.epoch .. ' ' .. #msgid .. ' ' .. #reply .. ' ' .. msgid .. reply .. data
+    if tp.keep > 0 then
+      redis.call('XADD', tp.hist, 'MAXLEN', '~', tp.keep, off .. '-0', 'p', p)
+    end
+    if flag == 'r' then
+      redis.call('SET', tp.ret, p)
+      redis.call('SADD', KEYS[2], tp.name)
+    elseif flag == 'c' then
+      redis.call('DEL', tp.ret)
+      redis.call('SREM', KEYS[2], tp.name)
+    end
+    tp.out[#tp.out + 1] = #p .. ':' .. p
+    tp.firsts[#tp.firsts + 1] = r + 3
+    out[r + 1], out[r + 2], out[r + 3] = 1, off, 0
+  end
 end
-local off = redis.call('INCR', KEYS[1])
-if dedup then redis.call('SET', KEYS[5], off, 'PX', ARGV[7]) end
-local p = ARGV[5] .. ' ' .. off .. ' ' .. ARGV[9] .. ' ' .. ep .. ' ' .. #msgid .. ' ' .. #ARGV[4] .. ' ' .. msgid .. ARGV[4] .. ARGV[2]
-local keep = tonumber(ARGV[6])
-if keep > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', keep, off .. '-0', 'p', p)
-  local ttl = tonumber(ARGV[10])
-  if ttl > 0 then
-    local cutoff = tonumber(ARGV[9]) - ttl
+local last_ts = tonumber(ARGV[a]) -- the batch's last message's ts
+for t = 1, T do
+  local tp = topics[t]
+  if tp.keep == 0 then
+    -- A topic whose history was turned off drops what it kept (once per batch).
+    redis.call('DEL', tp.hist)
+  elseif tp.ttl > 0 then
+    -- By age, from the oldest end: each message is removed once, so this is one read per
+    -- batch and topic plus one per message that aged out.
+    local cutoff = last_ts - tp.ttl
     for _ = 1, 64 do
-      local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+      local first = redis.call('XRANGE', tp.hist, '-', '+', 'COUNT', 1)
       if #first == 0 then break end
       local _, _, ts = string.find(first[1][2][2], '^%S+ %S+ (%d+)')
       if tonumber(ts) >= cutoff then break end
-      redis.call('XDEL', KEYS[3], first[1][1])
+      redis.call('XDEL', tp.hist, first[1][1])
     end
   end
-else
-  redis.call('DEL', KEYS[3])
+  if tp.note == '1' then redis.call('SADD', KEYS[1], tp.name) end
+  if #tp.out > 0 then
+    local n = redis.call('PUBLISH', tp.chan, table.concat(tp.out))
+    for _, i in ipairs(tp.firsts) do out[i] = n end
+  end
 end
-if ARGV[5] == 'r' then
-  redis.call('SET', KEYS[4], p)
-elseif ARGV[5] == 'c' then
-  redis.call('DEL', KEYS[4])
-end
-local n = redis.call('PUBLISH', ARGV[1], p)
-return {1, off, ep, n}
+local res = {}
+for t = 1, T do res[t] = topics[t].epoch or '' end
+for i = 1, 3 * N do res[T + i] = out[i] end
+return res

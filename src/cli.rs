@@ -81,9 +81,10 @@ pub struct ServeArgs {
     /// Directory of the durable store (topics with `persist = true`); absent: in memory
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Redis URL for cluster mode: nodes sharing it share one topic space
-    #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
-    pub redis: Option<String>,
+    /// Redis URL for cluster mode: nodes sharing it share one topic space. Several
+    /// (comma-separated or repeated) shard topics over that many Redis servers
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL", value_delimiter = ',')]
+    pub redis: Vec<String>,
     /// Log output format
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -114,13 +115,11 @@ impl ServeArgs {
         if let Some(dir) = &self.data_dir {
             config.data_dir = Some(dir.clone());
         }
-        if let Some(url) = &self.redis {
+        if !self.redis.is_empty() {
             config
                 .cluster
-                .get_or_insert_with(|| ClusterConfig {
-                    redis: String::new(),
-                })
-                .redis = url.clone();
+                .get_or_insert_with(|| ClusterConfig { redis: Vec::new() })
+                .redis = self.redis.clone();
         }
         config.validate()?;
         Ok(config)

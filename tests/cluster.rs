@@ -631,7 +631,9 @@ async fn the_embedded_bus_queries_the_cluster_not_its_mirror() {
     let redis = Redis::start();
     let n = nodes(&redis, 1).await;
     let config = herald::Config {
-        cluster: Some(herald::config::ClusterConfig { redis: redis.url() }),
+        cluster: Some(herald::config::ClusterConfig {
+            redis: vec![redis.url()],
+        }),
         topics: vec![herald::config::TopicConfig {
             pattern: "**".into(),
             history: 100,

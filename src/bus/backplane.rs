@@ -35,10 +35,10 @@ pub(super) enum Backplane {
 
 impl Backplane {
     /// The backplane for a `--redis` URL, or the local one. Connects in the background.
-    pub(super) fn start(redis: Option<&str>) -> Result<Backplane, ClusterError> {
+    pub(super) fn start(redis: Option<&[String]>) -> Result<Backplane, ClusterError> {
         match redis {
             None => Ok(Backplane::Local),
-            Some(url) => remote::start(url).map(|r| Backplane::Redis(Box::new(r))),
+            Some(urls) => remote::start(urls).map(|r| Backplane::Redis(Box::new(r))),
         }
     }
 

@@ -99,6 +99,8 @@ impl Counts {
 pub(super) struct Feed {
     pub at: Endpoint,
     pub node: Arc<str>,
+    /// Carries the node's own channels (replies, control) too: the first shard's feed.
+    pub global: bool,
     pub up: Arc<AtomicBool>,
     /// Times the connection came back after a loss.
     pub reconnects: Arc<AtomicU64>,
@@ -196,11 +198,14 @@ impl Feed {
             buf,
             unconfirmed: VecDeque::new(),
         };
-        let mut channels = vec![
-            keys::reply_channel(&self.node),
-            CONTROL.to_owned(),
-            keys::control_reply_channel(&self.node),
-        ];
+        let mut channels = Vec::new();
+        if self.global {
+            channels.extend([
+                keys::reply_channel(&self.node),
+                CONTROL.to_owned(),
+                keys::control_reply_channel(&self.node),
+            ]);
+        }
         channels.extend(counts.channels.keys().cloned());
         let patterns: Vec<String> = counts.patterns.keys().cloned().collect();
         let mut out = Vec::new();

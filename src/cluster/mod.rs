@@ -35,14 +35,15 @@ mod occupancy;
 mod presence;
 mod publisher;
 mod resp;
+mod shard;
 pub mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +57,7 @@ pub use wire::Record;
 
 use crate::store::RetainOp;
 use crate::topic::Topic;
+use shard::Shard;
 
 /// What one publish asks of Redis.
 #[derive(Debug, Clone, Copy)]
@@ -84,65 +86,56 @@ pub struct Published {
 /// A node's handle on the cluster.
 pub struct Cluster {
     node: Arc<str>,
+    /// The first shard's connection for reads: the home of everything that is not a
+    /// topic's (see `shard.rs`).
     conn: ConnectionManager,
+    shards: Vec<Shard>,
     reap: redis::Script,
     occupancy: redis::Script,
-    publisher: mpsc::UnboundedSender<publisher::Job>,
     permits: Arc<Semaphore>,
-    feed: mpsc::UnboundedSender<feed::Command>,
-    up: Arc<AtomicBool>,
-    reconnects: Arc<AtomicU64>,
 }
 
 impl Cluster {
-    /// Connects (lazily: a Redis that is down now is retried in the background) and starts
-    /// the publish pipeline and the feed. Messages for local sessions arrive on the returned
-    /// receiver.
+    /// Connects to every shard (lazily: a Redis that is down now is retried in the
+    /// background) and starts their publish pipelines and feeds. Messages for local
+    /// sessions arrive on the returned receiver.
     pub fn start(
-        url: &str,
+        urls: &[String],
         cancel: CancellationToken,
     ) -> Result<(Cluster, mpsc::Receiver<Incoming>), ClusterError> {
-        let client = redis::Client::open(url).map_err(|e| ClusterError::Url {
-            url: url.to_owned(),
-            message: e.to_string(),
-        })?;
-        let endpoint = resp::Endpoint::parse(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let node: Arc<str> = format!("n{:016x}", rand::random::<u64>()).into();
-        // Each message from the feed is a batch of a topic's messages.
+        // Each message from a feed is a batch of a topic's messages.
         let (incoming_tx, incoming) = mpsc::channel(4096);
-        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
-        let up = Arc::new(AtomicBool::new(false));
-        let reconnects = Arc::new(AtomicU64::new(0));
-        tokio::spawn(
-            feed::Feed {
-                at: endpoint.clone(),
-                node: node.clone(),
-                up: up.clone(),
-                reconnects: reconnects.clone(),
-                incoming: incoming_tx,
-                commands: feed_rx,
-                cancel: cancel.clone(),
-            }
-            .run(),
-        );
+        let shards = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| Shard::start(url, &node, i == 0, incoming_tx.clone(), &cancel))
+            .collect::<Result<Vec<Shard>, ClusterError>>()?;
+        let Some(first) = shards.first() else {
+            return Err(ClusterError::Url {
+                url: String::new(),
+                message: "no Redis URL".into(),
+            });
+        };
         let cluster = Cluster {
             node,
-            publisher: publisher::spawn(endpoint.clone(), wire::PUBLISH_SCRIPT, cancel.clone()),
+            conn: first.conn.clone(),
             reap: redis::Script::new(presence::REAP_SCRIPT),
             occupancy: redis::Script::new(occupancy::SCRIPT),
-            permits: Arc::new(Semaphore::new(publisher::QUEUE)),
-            conn,
-            feed: feed_tx,
-            up,
-            reconnects,
+            permits: Arc::new(Semaphore::new(publisher::QUEUE * shards.len())),
+            shards,
         };
         Ok((cluster, incoming))
+    }
+
+    /// The shard of `topic`.
+    fn shard(&self, topic: &str) -> &Shard {
+        &self.shards[shard::shard_of(topic, self.shards.len())]
+    }
+
+    /// How many Redis servers topics are spread over.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     /// This node's id (random per start; it names the node's reply channel).
@@ -150,14 +143,17 @@ impl Cluster {
         &self.node
     }
 
-    /// Whether the feed is connected to Redis.
+    /// Whether every shard's feed is connected to Redis.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.shards.iter().all(|s| s.up.load(Ordering::Acquire))
     }
 
-    /// Times the feed's connection to Redis came back after a loss.
+    /// Times a feed's connection to Redis came back after a loss.
     pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.reconnects.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Room for one publish in the pipeline queue, waiting for it.
@@ -215,51 +211,78 @@ impl Cluster {
                 }));
             }),
         };
-        if let Err(e) = self.publisher.send(job) {
+        if let Err(e) = self.shard(req.topic).publisher.send(job) {
             (e.0.done)(Err(ClusterError::Unavailable("shutting down".into())));
         }
+    }
+
+    /// The shards whose feeds must carry what `pattern` needs, with the channel or channel
+    /// pattern to subscribe: a topic's channel is on its shard, a wildcard's on all.
+    fn feeds_for(&self, pattern: &str, exact: bool) -> (Vec<&Shard>, String, bool) {
+        let (name, is_pattern) = keys::channel_pattern(pattern, exact);
+        let shards = match keys::topic_of(&name) {
+            Some(topic) if !is_pattern => vec![self.shard(topic)],
+            _ => self.shards.iter().collect(),
+        };
+        (shards, name, is_pattern)
     }
 
     /// Makes this node receive what `pattern` needs; Ok once the subscription is active
     /// in Redis (a node that is disconnected counts it and subscribes on reconnect, but
     /// answers `Unavailable`).
     pub async fn watch(&self, pattern: &str, exact: bool) -> Result<(), ClusterError> {
-        let (name, is_pattern) = keys::channel_pattern(pattern, exact);
-        let (tx, rx) = oneshot::channel();
-        let cmd = feed::Command::Watch {
-            name,
-            pattern: is_pattern,
-            done: Some(tx),
-        };
-        self.feed
-            .send(cmd)
-            .map_err(|_| ClusterError::Unavailable("shutting down".into()))?;
-        rx.await
-            .unwrap_or_else(|_| Err(ClusterError::Unavailable("shutting down".into())))
+        let (shards, name, is_pattern) = self.feeds_for(pattern, exact);
+        let mut answers = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let (tx, rx) = oneshot::channel();
+            let cmd = feed::Command::Watch {
+                name: name.clone(),
+                pattern: is_pattern,
+                done: Some(tx),
+            };
+            // A feed that is gone still gets the others' commands: `unwatch` undoes all.
+            if shard.feed.send(cmd).is_ok() {
+                answers.push(rx);
+            }
+        }
+        let mut result = Ok(());
+        for rx in answers {
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(ClusterError::Unavailable("shutting down".into())));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 
     /// Like [`Cluster::watch`] without waiting for Redis.
     pub fn watch_later(&self, pattern: &str, exact: bool) {
-        let (name, is_pattern) = keys::channel_pattern(pattern, exact);
-        let _ = self.feed.send(feed::Command::Watch {
-            name,
-            pattern: is_pattern,
-            done: None,
-        });
+        let (shards, name, is_pattern) = self.feeds_for(pattern, exact);
+        for shard in shards {
+            let _ = shard.feed.send(feed::Command::Watch {
+                name: name.clone(),
+                pattern: is_pattern,
+                done: None,
+            });
+        }
     }
 
     /// Undoes one [`Cluster::watch`] or [`Cluster::watch_later`].
     pub fn unwatch(&self, pattern: &str, exact: bool) {
-        let (name, is_pattern) = keys::channel_pattern(pattern, exact);
-        let _ = self.feed.send(feed::Command::Unwatch {
-            name,
-            pattern: is_pattern,
-        });
+        let (shards, name, is_pattern) = self.feeds_for(pattern, exact);
+        for shard in shards {
+            let _ = shard.feed.send(feed::Command::Unwatch {
+                name: name.clone(),
+                pattern: is_pattern,
+            });
+        }
     }
 
     /// A topic's epoch (created now when the topic is new, as a first publish would).
     pub async fn epoch(&self, topic: &str) -> Result<Arc<str>, ClusterError> {
-        history::epoch(&self.conn, topic).await
+        history::epoch(&self.shard(topic).conn, topic).await
     }
 
     /// Stored messages of `topic` among its newest `keep`: the first `limit` after
@@ -272,7 +295,8 @@ impl Cluster {
         keep: usize,
         ttl: Option<Duration>,
     ) -> Result<(Arc<str>, Vec<Record>), ClusterError> {
-        history::history(&self.conn, topic, since, limit, keep, ttl).await
+        let conn = &self.shard(topic.as_str()).conn;
+        history::history(conn, topic, since, limit, keep, ttl).await
     }
 
     /// Everything a node needs to start serving `topic` with replay: epoch, last offset, its
@@ -283,20 +307,26 @@ impl Cluster {
         keep: usize,
         ttl: Option<Duration>,
     ) -> Result<Tail, ClusterError> {
-        history::tail(&self.conn, topic, keep, ttl).await
+        history::tail(&self.shard(topic.as_str()).conn, topic, keep, ttl).await
     }
 
-    /// Every topic ever published to in the cluster, or only those holding a retained message.
+    /// Every topic ever published to in the cluster, or only those holding a retained
+    /// message (each shard keeps the set of its own topics).
     pub async fn topics(&self, retained_only: bool) -> Result<Vec<String>, ClusterError> {
         let set = if retained_only {
             keys::RETAINED
         } else {
             keys::TOPICS
         };
-        Ok(redis::cmd("SMEMBERS")
-            .arg(set)
-            .query_async(&mut self.conn.clone())
-            .await?)
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let some: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(set)
+                .query_async(&mut shard.conn.clone())
+                .await?;
+            all.extend(some);
+        }
+        Ok(all)
     }
 
     /// Each topic's last offset and epoch, in order (`None` where Redis has no such key).
@@ -304,21 +334,27 @@ impl Cluster {
         &self,
         topics: &[String],
     ) -> Result<Vec<(Option<u64>, Option<String>)>, ClusterError> {
-        let mut out = Vec::with_capacity(topics.len());
-        // In pipelines of bounded size: a cluster may know many topics.
-        for chunk in topics.chunks(512) {
-            let mut pipe = redis::pipe();
-            for topic in chunk {
-                let keys = TopicKeys::new(topic);
-                pipe.cmd("GET")
-                    .arg(&keys.offset)
-                    .cmd("GET")
-                    .arg(&keys.epoch);
-            }
-            let values: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
-            for pair in values.chunks(2) {
-                let offset = pair[0].as_deref().and_then(|v| v.parse().ok());
-                out.push((offset, pair.get(1).cloned().flatten()));
+        let n = self.shards.len();
+        let mut out = vec![(None, None); topics.len()];
+        for (s, shard) in self.shards.iter().enumerate() {
+            let mine: Vec<usize> = (0..topics.len())
+                .filter(|&i| shard::shard_of(&topics[i], n) == s)
+                .collect();
+            // In pipelines of bounded size: a cluster may know many topics.
+            for chunk in mine.chunks(512) {
+                let mut pipe = redis::pipe();
+                for &i in chunk {
+                    let keys = TopicKeys::new(&topics[i]);
+                    pipe.cmd("GET")
+                        .arg(&keys.offset)
+                        .cmd("GET")
+                        .arg(&keys.epoch);
+                }
+                let values: Vec<Option<String>> = pipe.query_async(&mut shard.conn.clone()).await?;
+                for (&i, pair) in chunk.iter().zip(values.chunks(2)) {
+                    let offset = pair[0].as_deref().and_then(|v| v.parse().ok());
+                    out[i] = (offset, pair.get(1).cloned().flatten());
+                }
             }
         }
         Ok(out)
@@ -356,23 +392,27 @@ impl Cluster {
         topic: &str,
         members: &[(String, String)],
     ) -> Result<(), ClusterError> {
-        presence::join(&self.conn, topic, members).await
+        presence::join(&self.shard(topic).conn, topic, members).await
     }
 
     /// Removes a presence member; true when it was one.
     pub async fn presence_leave(&self, topic: &str, session: &str) -> Result<bool, ClusterError> {
-        presence::leave(&self.conn, topic, session).await
+        presence::leave(&self.shard(topic).conn, topic, session).await
     }
 
     /// The live members of `topic`, ordered by session id.
     pub async fn presence(&self, topic: &str) -> Result<Vec<RemoteMember>, ClusterError> {
-        presence::members(&self.conn, topic).await
+        presence::members(&self.shard(topic).conn, topic).await
     }
 
     /// Removes members whose node stopped refreshing them; returns `(topic, member)` for
     /// each, to announce their leave. Each expired member is returned to one node only.
     pub async fn reap_presence(&self) -> Result<Vec<(String, RemoteMember)>, ClusterError> {
-        presence::reap(&self.conn, &self.reap).await
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            all.extend(presence::reap(&shard.conn, &self.reap).await?);
+        }
+        Ok(all)
     }
 
     /// Adds or refreshes this node's occupancy of `patterns` (at most [`OCCUPANCY_CHUNK`]);

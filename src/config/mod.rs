@@ -215,7 +215,9 @@ pub struct TopicConfig {
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    pub redis: String,
+    /// The Redis servers, one per shard; topics are spread over them by hash, so every
+    /// node must list the same servers in the same order.
+    pub redis: Vec<String>,
 }
 
 impl Default for Config {

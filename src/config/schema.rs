@@ -157,7 +157,12 @@ pub(crate) fn read_config(src: &str, doc: &DeTable<'_>) -> (Config, Lines, Vec<C
                 r.errors.push(required("cluster.redis", line));
             }
             Some(redis) => {
-                if let Some(redis) = r.ok(redis.string()) {
+                // One URL, or a list: the shards topics are spread over.
+                let urls = match redis.string() {
+                    Ok(one) => Ok(vec![one]),
+                    Err(_) => redis.strings(),
+                };
+                if let Some(redis) = r.ok(urls) {
                     c.cluster = Some(ClusterConfig { redis });
                 }
             }

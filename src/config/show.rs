@@ -111,7 +111,12 @@ pub(super) fn to_toml(c: &Config) -> String {
         None => out.absent("[cluster]", "a single node"),
         Some(cluster) => {
             out.section("[cluster]");
-            out.key("redis", quote(&cluster.redis));
+            if let [one] = cluster.redis.as_slice() {
+                out.key("redis", quote(one));
+            } else {
+                let list: Vec<String> = cluster.redis.iter().map(|u| quote(u)).collect();
+                out.key("redis", format!("[{}]", list.join(", ")));
+            }
         }
     }
 

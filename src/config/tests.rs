@@ -58,7 +58,7 @@ redis = "rediss://host:6380/0"
     assert_eq!((c.topics[0].history, c.topics[0].persist), (10, true));
     assert_eq!(c.topics[1].ack_wait, Duration::from_millis(250));
     assert_eq!(c.topics[1].max_deliveries, 5);
-    assert_eq!(c.cluster.unwrap().redis, "rediss://host:6380/0");
+    assert_eq!(c.cluster.unwrap().redis, vec!["rediss://host:6380/0"]);
 }
 
 #[test]

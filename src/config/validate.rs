@@ -125,15 +125,26 @@ fn validate_cluster(c: &Config, cluster: &ClusterConfig) -> Result<(), ConfigErr
                 .to_owned(),
         ));
     }
-    let url = cluster.redis.trim();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+    if cluster.redis.is_empty() {
         return Err(ConfigError::invalid(
             "cluster.redis",
-            format!(
-                r#"`cluster.redis` must be a redis:// or rediss:// URL (found "{}")"#,
-                cluster.redis
-            ),
+            "`cluster.redis` must name at least one redis:// URL".to_owned(),
         ));
+    }
+    for (i, url) in cluster.redis.iter().enumerate() {
+        let trimmed = url.trim();
+        if !(trimmed.starts_with("redis://") || trimmed.starts_with("rediss://")) {
+            return Err(ConfigError::invalid(
+                "cluster.redis",
+                format!(r#"`cluster.redis` must be a redis:// or rediss:// URL (found "{url}")"#),
+            ));
+        }
+        if cluster.redis[..i].iter().any(|u| u.trim() == trimmed) {
+            return Err(ConfigError::invalid(
+                "cluster.redis",
+                format!(r#"`cluster.redis` lists "{url}" twice: each shard is one server"#),
+            ));
+        }
     }
     Ok(())
 }

@@ -54,9 +54,9 @@ impl Drop for Remote {
 }
 
 /// Connects to Redis (in the background); [`Remote::run`] then starts applying the feed.
-pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
+pub(super) fn start(urls: &[String]) -> Result<Remote, ClusterError> {
     let cancel = CancellationToken::new();
-    let (cluster, incoming) = Cluster::start(url, cancel.clone())?;
+    let (cluster, incoming) = Cluster::start(urls, cancel.clone())?;
     let (groups, groups_rx) = groups::queue();
     Ok(Remote {
         cluster,

@@ -7,9 +7,11 @@
 //! the feed to the node's topic table; `queries.rs` answers reads from Redis; `presence.rs`
 //! keeps the cluster-wide presence, `occupancy.rs` the cluster-wide occupancy of patterns.
 
+mod catchup;
 mod control;
 mod mirror;
 mod occupancy;
+mod pending;
 mod presence;
 mod queries;
 
@@ -41,6 +43,8 @@ pub(super) struct Remote {
     /// The revocations in Redis were read once: until then the node is not ready (it
     /// would accept tokens revoked before it started).
     pub revocations_loaded: std::sync::atomic::AtomicBool,
+    /// Where the missed offsets of a topic start after a loss of the feed.
+    floors: catchup::Floors,
 }
 
 impl Drop for Remote {
@@ -60,6 +64,7 @@ pub(super) fn start(url: &str) -> Result<Remote, ClusterError> {
         control: control::Waiting::default(),
         occupancy: Arc::default(),
         revocations_loaded: Default::default(),
+        floors: Default::default(),
     })
 }
 
@@ -70,6 +75,8 @@ impl Remote {
             let weak = Arc::downgrade(&bus.inner);
             tokio::spawn(mirror::apply_feed(weak.clone(), incoming));
             tokio::spawn(presence::keep_presence(weak.clone(), self.cancel.clone()));
+            tokio::spawn(catchup::keep_floors(weak.clone(), self.cancel.clone()));
+            pending::start(bus, self.cancel.clone());
             tokio::spawn(occupancy::keep_occupancy(
                 weak,
                 self.occupancy.clone(),

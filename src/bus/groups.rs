@@ -177,6 +177,17 @@ impl Groups {
         let key = (group.pattern.clone(), group.name.clone());
         self.map.get(&key).map(|g| g.value().clone())
     }
+
+    /// The group of (`pattern`, `name`), if it has members here.
+    pub fn get(&self, pattern: &str, name: &str) -> Option<Arc<Group>> {
+        let key = (Arc::<str>::from(pattern), Arc::<str>::from(name));
+        self.map.get(&key).map(|g| g.value().clone())
+    }
+
+    /// The (pattern, name) of every group with members here.
+    pub fn names(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.map.iter().map(|e| e.key().clone()).collect()
+    }
 }
 
 /// A group message handed out with `ack: "manual"` and not acknowledged yet.
@@ -209,24 +220,79 @@ pub enum Due {
     Undelivered,
 }
 
+/// What changed about a group's unacked message, for a record kept outside this node
+/// (cluster mode: in Redis, so that another node redelivers the messages of a node that
+/// died; see `bus/remote/pending.rs`).
+#[derive(Debug, Clone)]
+pub enum Journaled {
+    /// Handed (again) to a member here: `deliveries` so far, the wait that started.
+    Held {
+        event: Arc<Event>,
+        group: Arc<Group>,
+        deliveries: u32,
+        ack_wait: Duration,
+    },
+    /// Acked, dead-lettered or handed to a member that does not ack: nothing to redeliver.
+    Settled {
+        event: Arc<Event>,
+        group: Arc<Group>,
+    },
+}
+
 /// Unacked messages by (session key, seq): `ack {seq}` comes from one session.
 #[derive(Debug, Default)]
 pub struct Pending {
     map: DashMap<(u64, u64), Unacked>,
+    /// Where changes are told (cluster mode). A channel: the fan-out never waits for it.
+    journal: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Journaled>>,
 }
 
 impl Pending {
+    /// From now on, tells `tx` of every message handed out and settled.
+    pub fn journal_to(&self, tx: tokio::sync::mpsc::UnboundedSender<Journaled>) {
+        let _ = self.journal.set(tx);
+    }
+
+    fn tell(&self, change: impl FnOnce() -> Journaled) {
+        if let Some(tx) = self.journal.get() {
+            let _ = tx.send(change());
+        }
+    }
+
     pub fn insert(&self, seq: u64, u: Unacked) {
+        self.tell(|| Journaled::Held {
+            event: u.event.clone(),
+            group: u.group.clone(),
+            deliveries: u.deliveries,
+            ack_wait: u.ack_wait,
+        });
         self.map.insert((u.holder.key(), seq), u);
     }
 
     /// Settles a message; false when nothing was waiting for that seq.
     pub fn ack(&self, session: u64, seq: u64) -> bool {
-        self.map.remove(&(session, seq)).is_some()
+        match self.map.remove(&(session, seq)) {
+            Some((_, u)) => {
+                self.forget(&u);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells the journal that a message taken out by [`Pending::take_due`] is settled (it
+    /// is not inserted again).
+    pub fn forget(&self, u: &Unacked) {
+        self.tell(|| Journaled::Settled {
+            event: u.event.clone(),
+            group: u.group.clone(),
+        });
     }
 
     /// Starts the wait of messages that were written since the last look, and removes and
-    /// returns those due for redelivery, oldest first.
+    /// returns those due for redelivery, oldest first. The journal is not told: each is
+    /// either inserted again or [`forget`](Pending::forget)ten by the caller, so a record
+    /// outside never loses one in between.
     pub fn take_due(&self, now: Instant) -> Vec<(Due, u64, Unacked)> {
         let mut due = Vec::new();
         for mut e in self.map.iter_mut() {
@@ -278,5 +344,89 @@ pub fn delivery(deliveries: u32) -> Delivery {
         }
     } else {
         Delivery::LIVE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SlowConsumer;
+    use crate::event::EventParts;
+    use crate::session::Limits;
+    use crate::topic::Topic;
+
+    fn unacked(session: &Arc<Session>, group: &Arc<Group>, offset: u64) -> (u64, Unacked) {
+        let event = Arc::new(Event::new(
+            EventParts {
+                topic: Topic::parse("jobs/a").unwrap(),
+                data: "1",
+                msg_id: None,
+                reply_to: None,
+            },
+            offset,
+            "e".into(),
+            0,
+        ));
+        let seq = session.push(&event, Delivery::LIVE).seq;
+        let u = Unacked {
+            event,
+            group: group.clone(),
+            holder: session.clone(),
+            deliveries: 1,
+            ack_wait: Duration::ZERO,
+            deadline: Instant::now(),
+            sent: false,
+            orphaned: None,
+        };
+        (seq, u)
+    }
+
+    /// The journal hears of every message handed out and settled, and of nothing that
+    /// `take_due` takes out (its caller inserts it again or forgets it).
+    #[test]
+    fn the_journal_hears_of_holds_and_settlements_only() {
+        let session = Arc::new(Session::new(Limits {
+            buffer_messages: 16,
+            buffer_bytes: 1 << 20,
+            slow_consumer: SlowConsumer::DropOldest,
+            max_subscriptions: 10,
+        }));
+        let group = Arc::new(Group::new("jobs/*".into(), "w".into()));
+        let pending = Pending::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        pending.journal_to(tx);
+        let held = |j: Journaled| match j {
+            Journaled::Held {
+                event, deliveries, ..
+            } => (event.offset, deliveries),
+            other => panic!("{other:?}"),
+        };
+        let settled = |j: Journaled| match j {
+            Journaled::Settled { event, group } => {
+                assert_eq!(&*group.name, "w");
+                event.offset
+            }
+            other => panic!("{other:?}"),
+        };
+
+        let (seq1, u1) = unacked(&session, &group, 1);
+        let (seq2, u2) = unacked(&session, &group, 2);
+        pending.insert(seq1, u1);
+        pending.insert(seq2, u2);
+        assert_eq!(held(rx.try_recv().unwrap()), (1, 1));
+        assert_eq!(held(rx.try_recv().unwrap()), (2, 1));
+
+        assert!(pending.ack(session.key(), seq1));
+        assert_eq!(settled(rx.try_recv().unwrap()), 1);
+        assert!(!pending.ack(session.key(), seq1), "acked already");
+        assert!(rx.try_recv().is_err());
+
+        // Detached and past its wait: due, but not settled yet.
+        let due = pending.take_due(Instant::now() + Duration::from_millis(1));
+        assert_eq!(due.len(), 1);
+        assert!(rx.try_recv().is_err());
+        pending.forget(&due[0].2);
+        assert_eq!(settled(rx.try_recv().unwrap()), 2);
+        assert!(pending.is_empty());
     }
 }

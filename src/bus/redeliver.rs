@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::groups::{self, Due, Unacked};
 use super::{Bus, BusEvent};
+use crate::event::Event;
 use crate::session::SeqState;
 
 impl Bus {
@@ -44,6 +45,7 @@ impl Bus {
             };
             if why == Due::Expired && u.deliveries >= max {
                 u.holder.withhold(seq);
+                self.inner.pending.forget(&u);
                 self.dead_letter(&u);
                 continue;
             }
@@ -64,6 +66,7 @@ impl Bus {
                     self.inner.pending.insert(seq, held);
                 } else {
                     u.holder.withhold(seq);
+                    self.inner.pending.forget(&u);
                     self.dead_letter(&u);
                 }
                 continue;
@@ -101,19 +104,27 @@ impl Bus {
                         ..u
                     },
                 );
+            } else {
+                self.inner.pending.forget(&u);
             }
         }
     }
 
     fn dead_letter(&self, u: &Unacked) {
+        self.dead_letter_of(&u.event, &u.group.name, u.deliveries);
+    }
+
+    /// Publishes `event` to `$dlq/<topic>` (and tells the observers) as a message of group
+    /// `group` given up after `deliveries`.
+    pub(super) fn dead_letter_of(&self, event: &Event, group: &str, deliveries: u32) {
         let body = serde_json::json!({
-            "topic": u.event.topic.as_str(),
-            "data": serde_json::from_str::<serde_json::Value>(u.event.data_json())
+            "topic": event.topic.as_str(),
+            "data": serde_json::from_str::<serde_json::Value>(event.data_json())
                 .unwrap_or(serde_json::Value::Null),
-            "deliveries": u.deliveries,
-            "msg_id": u.event.msg_id.as_deref(),
+            "deliveries": deliveries,
+            "msg_id": event.msg_id.as_deref(),
         });
-        let topic = format!("$dlq/{}", u.event.topic.as_str());
+        let topic = format!("$dlq/{}", event.topic.as_str());
         match self.publish_json(&topic, &body) {
             Ok(_) => {
                 self.inner
@@ -122,11 +133,11 @@ impl Bus {
                     .fetch_add(1, Ordering::Relaxed);
                 if self.observed() {
                     self.notify(BusEvent::MessageDead {
-                        topic: u.event.topic.as_str().to_owned(),
-                        group: u.group.name.to_string(),
-                        deliveries: u.deliveries,
+                        topic: event.topic.as_str().to_owned(),
+                        group: group.to_owned(),
+                        deliveries,
                         data: body["data"].clone(),
-                        msg_id: u.event.msg_id.as_deref().map(str::to_owned),
+                        msg_id: event.msg_id.as_deref().map(str::to_owned),
                     });
                 }
             }

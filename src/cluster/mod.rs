@@ -32,6 +32,7 @@ mod feed;
 mod history;
 pub mod keys;
 mod occupancy;
+pub mod pending;
 mod presence;
 mod publisher;
 mod resp;

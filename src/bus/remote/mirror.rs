@@ -264,43 +264,4 @@ impl Bus {
         }
         live
     }
-
-    /// After the feed was lost and came back: applies what was published meanwhile to
-    /// the topics local sessions subscribe to. Retried while Redis is still settling (the
-    /// first commands on a connection that died with Redis fail before it reconnects).
-    async fn catch_up(&self, lost_at_ms: u64) {
-        let mut wait = Duration::from_millis(50);
-        for _ in 0..20 {
-            match self.try_catch_up(lost_at_ms).await {
-                Ok(n) => {
-                    tracing::info!(topics = n, "caught up after redis reconnect");
-                    return;
-                }
-                Err(e) => tracing::debug!(error = %e, "catch-up after reconnect; retrying"),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(1));
-        }
-        tracing::warn!("catch-up after redis reconnect gave up");
-    }
-
-    async fn try_catch_up(&self, lost_at_ms: u64) -> Result<usize, BusError> {
-        let Some(remote) = self.redis() else {
-            return Ok(0);
-        };
-        let known = remote.cluster.topics(false).await?;
-        // Clock differences between nodes: look a little before the loss.
-        let since = lost_at_ms.saturating_sub(1000);
-        let mut n = 0;
-        for name in known {
-            let Ok(topic) = Topic::parse(&name) else {
-                continue;
-            };
-            if self.has_subscribers(topic.as_str()) {
-                self.warm(&topic, true, since).await?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
 }

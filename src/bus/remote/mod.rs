@@ -7,10 +7,12 @@
 //! the feed to the node's topic table; `queries.rs` answers reads from Redis; `presence.rs`
 //! keeps the cluster-wide presence, `occupancy.rs` the cluster-wide occupancy of patterns.
 
+mod catchup;
 mod control;
 mod groups;
 mod mirror;
 mod occupancy;
+mod pending;
 mod presence;
 mod queries;
 
@@ -45,6 +47,8 @@ pub(super) struct Remote {
     /// The revocations in Redis were read once: until then the node is not ready (it
     /// would accept tokens revoked before it started).
     pub revocations_loaded: std::sync::atomic::AtomicBool,
+    /// Where the missed offsets of a topic start after a loss of the feed.
+    floors: catchup::Floors,
 }
 
 impl Drop for Remote {
@@ -67,6 +71,7 @@ pub(super) fn start(urls: &[String]) -> Result<Remote, ClusterError> {
         control: control::Waiting::default(),
         occupancy: Arc::default(),
         revocations_loaded: Default::default(),
+        floors: Default::default(),
     })
 }
 
@@ -80,6 +85,8 @@ impl Remote {
                 tokio::spawn(groups::deliver_groups(weak.clone(), rx));
             }
             tokio::spawn(presence::keep_presence(weak.clone(), self.cancel.clone()));
+            tokio::spawn(catchup::keep_floors(weak.clone(), self.cancel.clone()));
+            pending::start(bus, self.cancel.clone());
             tokio::spawn(occupancy::keep_occupancy(
                 weak,
                 self.occupancy.clone(),

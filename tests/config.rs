@@ -282,7 +282,7 @@ fn full_schema_parses() {
     assert_eq!(
         c.cluster,
         Some(ClusterConfig {
-            redis: "redis://127.0.0.1:6379".into()
+            redis: vec!["redis://127.0.0.1:6379".into()]
         })
     );
     let route = |pattern: &str, url: &str, skip_api_keys| ProxyRoute {
@@ -764,14 +764,14 @@ fn every_feature_loads_from_the_file_and_the_flags() {
         Some(std::path::Path::new("/var/lib/herald"))
     );
     let args = ServeArgs {
-        redis: Some("redis://127.0.0.1".into()),
+        redis: vec!["redis://127.0.0.1".into()],
         ..ServeArgs::default()
     };
     let c = args.load_config().unwrap();
-    assert_eq!(c.cluster.unwrap().redis, "redis://127.0.0.1");
+    assert_eq!(c.cluster.unwrap().redis, vec!["redis://127.0.0.1"]);
     // A data directory and cluster mode exclude each other.
     let args = ServeArgs {
-        redis: Some("redis://127.0.0.1".into()),
+        redis: vec!["redis://127.0.0.1".into()],
         data_dir: Some("/var/lib/herald".into()),
         ..ServeArgs::default()
     };
@@ -1017,7 +1017,7 @@ fn precedence_flag_over_env_over_file() {
         unsafe { std::env::set_var("HERALD_REDIS", "redis://127.0.0.1:6379") };
         let cli = Cli::try_parse_from(["herald"]).unwrap();
         let c = cli.serve_args().unwrap().load_config().unwrap();
-        assert_eq!(c.cluster.unwrap().redis, "redis://127.0.0.1:6379");
+        assert_eq!(c.cluster.unwrap().redis, vec!["redis://127.0.0.1:6379"]);
         unsafe { std::env::remove_var("HERALD_REDIS") };
     });
     unsafe {

@@ -80,7 +80,7 @@ async fn run(nodes: usize, port: u16, messages: u64) {
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             cluster: Some(ClusterConfig {
-                redis: format!("redis://127.0.0.1:{port}"),
+                redis: vec![format!("redis://127.0.0.1:{port}")],
             }),
             ..Config::default()
         };

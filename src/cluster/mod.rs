@@ -1,10 +1,11 @@
-//! Scale-out through Redis (`--redis URL`, `[cluster] redis`): nodes share one topic space
-//! while clients keep speaking PROTOCOL.md unchanged.
+//! Scale-out through Redis (`--redis URL[,URL…]`, `[cluster] redis`): nodes share one topic
+//! space while clients keep speaking PROTOCOL.md unchanged.
 //!
 //! What lives where:
 //! - **Offsets, epochs, history, retained messages and de-duplication** live in Redis, per
-//!   topic, written by one script per publish ([`wire::PUBLISH_SCRIPT`]) that also publishes
-//!   the message on the topic's channel. Redis runs scripts one at a time, so a topic's
+//!   topic, on the topic's shard (`shard.rs`), written by one script call per batch of
+//!   publishes ([`wire::PUBLISH_SCRIPT`]) that also publishes the batch's messages of each
+//!   topic on its channel as one payload. Redis runs scripts one at a time, so a topic's
 //!   offsets are cluster-wide and every node receives a topic's messages in offset order.
 //! - **Sessions, subscriptions and the router** stay on the node a client is connected to.
 //!   A node subscribes in Redis only to the channels its local subscriptions need (one
@@ -15,11 +16,12 @@
 //! - **Occupancy** (which subscription patterns have subscribers anywhere, for the
 //!   `topic.occupied` and `topic.vacated` webhooks) is kept the same way, per pattern.
 //! - **Groups** deliver once cluster-wide: every node with members of a matching group
-//!   claims the message with `SET … NX`; the winner hands it to one of its members.
+//!   claims each batch with `SET … NX`; the winner hands it to its members.
 //!
-//! The connection to Redis is two connections: a multiplexed one (publishes, in pipelined
-//! batches, and reads) that reconnects by itself, and the pub/sub feed. While Redis is away
-//! a publish fails with `unavailable` — never a false `ok`.
+//! Each shard is three connections: the publish pipeline and the feed (our own RESP client,
+//! `resp/`, built for throughput: `publisher.rs`, `feed.rs`) and a redis-rs connection for
+//! reads and the rare commands, which reconnects by itself. While Redis is away a publish
+//! fails with `unavailable` — never a false `ok`.
 //!
 //! This file holds the [`Cluster`] handle (connecting, publishing, watching channels, claims
 //! and replies); reading stored messages back is in `history.rs`, presence in

@@ -101,6 +101,16 @@ pub struct RunArgs {
     /// Herald, ws://127.0.0.1:9222 for NATS, ws://127.0.0.1:9300/socket.io/… for Socket.IO]
     #[arg(long)]
     pub url: Option<String>,
+    /// Subscribers connect here instead of --url (repeatable: subscriber connections are
+    /// spread round-robin over the URLs given), while publishers keep --url: publisher and
+    /// subscribers on different nodes of a cluster (fanout, fanin, topics, latency, overload)
+    #[arg(long = "sub-url", value_name = "URL")]
+    pub sub_url: Vec<String>,
+    /// After every subscription was confirmed, wait this long before the first publish, for
+    /// interest to propagate between the nodes of a cluster (nats-server routes it
+    /// asynchronously) [default: 500ms with --sub-url, else 0s]
+    #[arg(long, value_parser = duration)]
+    pub settle: Option<Duration>,
     /// Subscriber connections [default: fanout/latency 100, fanin 1, topics 20, proxy 10]
     #[arg(long)]
     pub subscribers: Option<usize>,
@@ -159,9 +169,11 @@ pub struct RunArgs {
     /// Client sockets are spread over this many source addresses 127.0.0.1, 127.0.0.2, …
     #[arg(long, default_value_t = 16)]
     pub sources: u8,
-    /// The server's process id: its RSS and CPU time are read from /proc
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id: its RSS and CPU time are read from /proc. Repeatable for a
+    /// server made of several processes (a cluster's nodes and its Redis): their figures are
+    /// summed, and each one's CPU use is reported too
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pid: Vec<u32>,
     /// Also write the report as JSON to this file
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -205,6 +217,10 @@ pub struct ReportArgs {
     pub notes: Option<PathBuf>,
 }
 
+/// `--settle` with `--sub-url`: time for nats-server to route the subscriptions' interest to
+/// the publisher's node (milliseconds on loopback).
+const DEFAULT_SETTLE: Duration = Duration::from_millis(500);
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
@@ -214,8 +230,14 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub struct Plan {
     pub scenario: Scenario,
     pub target: Target,
+    /// Where publishers connect (and every connection, without `sub_urls`).
     pub url: WsUrl,
     pub url_text: String,
+    /// Where subscribers connect, round-robin (`--sub-url`); empty: `url`.
+    pub sub_urls: Vec<WsUrl>,
+    pub sub_url_texts: Vec<String>,
+    /// Wait between the last subscription confirmed and the first publish.
+    pub settle: Duration,
     pub subscribers: usize,
     pub publishers: usize,
     /// Topic (or pattern) each subscriber subscribes to.
@@ -235,7 +257,8 @@ pub struct Plan {
     pub drain: Duration,
     pub connections: usize,
     pub sources: u8,
-    pub server_pid: Option<u32>,
+    /// The server's processes (several for a cluster).
+    pub server_pids: Vec<u32>,
     pub label: Option<String>,
     /// Proxy: the backend's port; webhooks: the sink's.
     pub http_port: u16,
@@ -246,6 +269,15 @@ impl Plan {
     pub fn source(&self, i: usize) -> Option<IpAddr> {
         let n = self.sources.max(1) as usize;
         Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % n) as u8)))
+    }
+
+    /// The URL of the `k`-th subscriber connection: `--sub-url`s round-robin, or `--url`.
+    pub fn sub_url(&self, k: usize) -> &WsUrl {
+        if self.sub_urls.is_empty() {
+            &self.url
+        } else {
+            &self.sub_urls[k % self.sub_urls.len()]
+        }
     }
 }
 
@@ -382,6 +414,30 @@ impl RunArgs {
             ),
             Scenario::Webhooks => ("bench/hooks".to_owned(), Vec::new()),
         };
+        if !self.sub_url.is_empty()
+            && !matches!(
+                scenario,
+                Scenario::Fanout
+                    | Scenario::Fanin
+                    | Scenario::Topics
+                    | Scenario::Latency
+                    | Scenario::Overload
+            )
+        {
+            return usage(
+                "--sub-url is for the fanout, fanin, topics, latency and overload scenarios",
+            );
+        }
+        let sub_urls = self
+            .sub_url
+            .iter()
+            .map(|u| WsUrl::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let settle = self.settle.unwrap_or(if sub_urls.is_empty() {
+            Duration::ZERO
+        } else {
+            DEFAULT_SETTLE
+        });
         let url_text = self
             .url
             .clone()
@@ -391,6 +447,9 @@ impl RunArgs {
             target: self.target,
             url: WsUrl::parse(&url_text)?,
             url_text,
+            sub_urls,
+            sub_url_texts: self.sub_url.clone(),
+            settle,
             subscribers,
             publishers,
             sub_topic,
@@ -405,7 +464,7 @@ impl RunArgs {
             drain: self.drain,
             connections: self.connections,
             sources: self.sources,
-            server_pid: self.server_pid,
+            server_pids: self.server_pid.clone(),
             label: self.label.clone(),
             http_port: match scenario {
                 Scenario::Webhooks => self.sink_port,

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::BenchError;
 use super::args::Plan;
-use super::proc::{CpuMeter, rss_bytes};
+use super::proc::{CpuMeter, rss_bytes_sum};
 use super::proto::Client;
 use super::report::Report;
 
@@ -22,8 +22,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     let mut report = Report::new(plan);
-    let rss_before = plan.server_pid.and_then(rss_bytes);
-    let cpu = CpuMeter::start(plan.server_pid);
+    let rss_before = rss_bytes_sum(&plan.server_pids);
+    let cpu = CpuMeter::start(&plan.server_pids);
     let started = std::time::Instant::now();
     let mut clients = Vec::with_capacity(plan.connections);
     let mut opening = futures_util::stream::iter((0..plan.connections).map(|i| async move {
@@ -58,7 +58,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rss_after = plan.server_pid.and_then(rss_bytes);
+    let rss_after = rss_bytes_sum(&plan.server_pids);
     let cpu = cpu.stop();
     report.connections = Some(clients.len());
     report.rss_before = rss_before;
@@ -70,6 +70,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     }
     report.server_cpu = cpu.server;
     report.tool_cpu = cpu.tool;
+    report.set_server_processes(cpu.processes);
     drop(clients);
     Ok(report)
 }

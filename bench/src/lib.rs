@@ -12,6 +12,10 @@
 //! - `webhooks` (Herald only): subscriptions and sessions coming and going, the events POSTed
 //!   to a sink the tool serves itself: events and batches per second.
 //!
+//! The throughput and latency scenarios also run against a cluster: `--sub-url` puts the
+//! subscribers on other nodes than the publishers (`--url`), and `--server-pid` repeated sums
+//! the CPU of all the cluster's processes (`COMPARE_ONLY=cluster bench/compare.sh`).
+//!
 //! Throughput runs are closed-loop: publishers keep at most `--window` messages in flight per
 //! subscriber (published, not yet received). That measures the most a server delivers without
 //! loss, instead of how fast a server drops what its buffers cannot hold. Loss is still
@@ -27,6 +31,7 @@
 mod args;
 mod backend;
 mod chart;
+mod cluster;
 mod compression;
 mod fmt;
 mod http;

@@ -70,7 +70,7 @@ impl Shared {
 }
 
 pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
-    let subscribers = connect_all(plan, 0, plan.subscribers).await?;
+    let subscribers = connect_all(plan, Side::Subscribers, 0, plan.subscribers).await?;
     let mut subs = Vec::with_capacity(subscribers.len());
     // Subscriptions are confirmed one connection at a time but concurrently.
     let topic = plan.sub_topic.as_str();
@@ -84,7 +84,12 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         subs.push(c?);
     }
     drop(confirmed);
-    let pubs = connect_all(plan, plan.subscribers, plan.publishers).await?;
+    let pubs = connect_all(plan, Side::Publishers, plan.subscribers, plan.publishers).await?;
+    // Subscribers on other nodes than the publishers (`--sub-url`): each subscription was
+    // confirmed by its node, but a cluster may tell the publisher's node later.
+    if !plan.settle.is_zero() {
+        tokio::time::sleep(plan.settle).await;
+    }
 
     let epoch = Instant::now();
     let latency = plan.rate.is_some() || plan.scenario == Scenario::Overload;
@@ -106,7 +111,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         errors: RefCell::new(Vec::new()),
         stop: CancellationToken::new(),
     });
-    let cpu = CpuMeter::start(plan.server_pid);
+    let cpu = CpuMeter::start(&plan.server_pids);
 
     let sub_tasks: Vec<_> = subs
         .into_iter()
@@ -140,6 +145,13 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     }
 
     let mut report = Report::new(plan);
+    if !plan.sub_urls.is_empty() {
+        let mut per_url = vec![0; plan.sub_urls.len()];
+        for (i, r) in shared.received.iter().enumerate() {
+            per_url[i % plan.sub_urls.len()] += r.get();
+        }
+        report.received_per_sub_url = per_url;
+    }
     report.published = shared.published.get();
     report.expected = report.published * subscribers;
     report.received = shared.total_received.get();
@@ -159,6 +171,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     report.server_cpu = cpu.server;
     report.server_syscalls = cpu.server_syscalls;
     report.tool_cpu = cpu.tool;
+    report.set_server_processes(cpu.processes);
     report.deliveries_per_server_cpu_sec = cpu
         .server_seconds
         .filter(|&s| s > 0.0)
@@ -178,16 +191,30 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// Opens `n` connections; the `k`-th gets source address number `first + k`.
+/// Which connections [`connect_all`] opens, and so to which URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// To the `--sub-url`s round-robin (`--url` without them).
+    Subscribers,
+    /// To `--url`.
+    Publishers,
+}
+
+/// Opens `n` connections of `side`; the `k`-th gets source address number `first + k`.
 pub(super) async fn connect_all(
     plan: &Plan,
+    side: Side,
     first: usize,
     n: usize,
 ) -> Result<Vec<Client>, BenchError> {
     let mut out = Vec::with_capacity(n);
-    let mut opening = futures_util::stream::iter((first..first + n).map(|i| {
-        let source = plan.source(i);
-        async move { Client::connect_with(plan.target, &plan.url, source, plan.deflate).await }
+    let mut opening = futures_util::stream::iter((0..n).map(|k| {
+        let source = plan.source(first + k);
+        let url = match side {
+            Side::Subscribers => plan.sub_url(k),
+            Side::Publishers => &plan.url,
+        };
+        async move { Client::connect_with(plan.target, url, source, plan.deflate).await }
     }))
     .buffered(CONNECT_CONCURRENCY);
     while let Some(c) = opening.next().await {

@@ -22,7 +22,7 @@ pub fn table(reports: &[Report], s: &mut String) {
     // Only the fan-out shape's runs: a labelled run of another scenario has its own table.
     let reports: Vec<&Report> = reports
         .iter()
-        .filter(|r| matches!(r.scenario, Scenario::Latency | Scenario::Overload))
+        .filter(|r| matches!(r.scenario, Scenario::Latency | Scenario::Overload) && !r.is_cluster())
         .collect();
     for r in &reports {
         if let Some(l) = r.label.as_deref()

@@ -31,8 +31,10 @@ use tokio_util::sync::CancellationToken;
 use super::BenchError;
 use super::args::Plan;
 use super::http::{Answer, HttpServer};
-use super::load::{CONNECT_CONCURRENCY, STAMP, connect_all, payload_template, stamp, write_stamp};
-use super::proc::{CpuMeter, cpu_seconds};
+use super::load::{
+    CONNECT_CONCURRENCY, STAMP, Side, connect_all, payload_template, stamp, write_stamp,
+};
+use super::proc::{CpuMeter, cpu_seconds_sum};
 use super::proto::Client;
 use super::report::{Latency, ProxyRun, PublishStream, Report};
 
@@ -112,7 +114,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         .await?
     };
 
-    let subscribers = connect_all(plan, 0, plan.subscribers).await?;
+    let subscribers = connect_all(plan, Side::Subscribers, 0, plan.subscribers).await?;
     let mut subs = Vec::with_capacity(subscribers.len());
     let mut confirmed = futures_util::stream::iter(subscribers.into_iter().map(|mut c| async {
         c.subscribe(&["bench/proxied/**", "bench/plain/**"])
@@ -124,7 +126,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         subs.push(c?);
     }
     drop(confirmed);
-    let mut pubs = connect_all(plan, plan.subscribers, plan.publishers).await?;
+    let mut pubs = connect_all(plan, Side::Publishers, plan.subscribers, plan.publishers).await?;
 
     let epoch = Instant::now();
     let shared = Rc::new(Shared {
@@ -138,7 +140,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         errors: RefCell::new(Vec::new()),
         stop: CancellationToken::new(),
     });
-    let cpu = CpuMeter::start(plan.server_pid);
+    let cpu = CpuMeter::start(&plan.server_pids);
     let sub_tasks: Vec<_> = subs
         .into_iter()
         .enumerate()
@@ -194,6 +196,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     report.server_cpu = cpu.server;
     report.server_syscalls = cpu.server_syscalls;
     report.tool_cpu = cpu.tool;
+    report.set_server_processes(cpu.processes);
     report.deliveries_per_server_cpu_sec = cpu
         .server_seconds
         .filter(|&s| s > 0.0)
@@ -241,8 +244,7 @@ async fn run_phase(
     shared: &Rc<Shared>,
     counts: &Rc<Counts>,
 ) -> (Vec<Client>, PhaseCpu) {
-    let pid = plan.server_pid.map(|p| p.to_string());
-    let cpu_before = pid.as_deref().and_then(cpu_seconds);
+    let cpu_before = cpu_seconds_sum(&plan.server_pids);
     shared
         .sample_from_ns
         .set(shared.ns_at(phase.start + plan.warmup));
@@ -278,7 +280,7 @@ async fn run_phase(
     }
     let wall = phase.start.elapsed().as_secs_f64();
     let cpu = cpu_before
-        .zip(pid.as_deref().and_then(cpu_seconds))
+        .zip(cpu_seconds_sum(&plan.server_pids))
         .map(|(a, b)| (b - a, wall));
     (pubs, cpu)
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use super::args::{Payload, Plan, Scenario};
-use super::proc::Syscalls;
+use super::proc::{ProcessCpu, Syscalls};
 use super::proto::Target;
 
 /// Latency percentiles in microseconds.
@@ -119,7 +119,18 @@ pub struct Report {
     /// The load's name (`--label`), for runs shown in the table of loads.
     #[serde(default)]
     pub label: Option<String>,
+    /// Where the publishers connected (and every connection, without `sub_urls`).
     pub url: String,
+    /// Where the subscribers connected, round-robin (`--sub-url`): a cluster run, publisher
+    /// and subscribers on different nodes. Empty: all on `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_urls: Vec<String>,
+    /// Deliveries received by the subscribers of each of `sub_urls`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received_per_sub_url: Vec<u64>,
+    /// Wait between the last subscription confirmed and the first publish (`--settle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
     pub subscribers: usize,
     pub publishers: usize,
     pub topics: usize,
@@ -164,6 +175,10 @@ pub struct Report {
     /// The server's read and write system calls during the run.
     #[serde(default)]
     pub server_syscalls: Option<Syscalls>,
+    /// With several `--server-pid`s (a cluster): each process's CPU, in their order;
+    /// `server_cpu` is their sum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_processes: Vec<ProcessCpu>,
     /// Proxy scenario.
     #[serde(default)]
     pub proxy: Option<ProxyRun>,
@@ -182,6 +197,9 @@ impl Report {
             scenario: plan.scenario,
             label: plan.label.clone(),
             url: plan.url_text.clone(),
+            sub_urls: plan.sub_url_texts.clone(),
+            received_per_sub_url: Vec::new(),
+            settle_ms: (!plan.settle.is_zero()).then_some(plan.settle.as_millis() as u64),
             subscribers: plan.subscribers,
             publishers: plan.publishers,
             topics: plan.pub_topics.len(),
@@ -206,10 +224,42 @@ impl Report {
             tool_cpu: None,
             deliveries_per_server_cpu_sec: None,
             server_syscalls: None,
+            server_processes: Vec::new(),
             proxy: None,
             webhooks: None,
             errors: Vec::new(),
         }
+    }
+
+    /// Keeps each server process's CPU when there are several (one is `server_cpu` itself).
+    pub fn set_server_processes(&mut self, processes: Vec<ProcessCpu>) {
+        if processes.len() > 1 {
+            self.server_processes = processes;
+        }
+    }
+
+    /// Whether the subscribers were on other servers than the publishers (`--sub-url`).
+    pub fn is_cluster(&self) -> bool {
+        !self.sub_urls.is_empty()
+    }
+
+    /// Each server process's CPU share, as in `herald 31% + herald 30% + redis-server 5%`.
+    pub fn processes_text(&self) -> Option<String> {
+        if self.server_processes.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .server_processes
+            .iter()
+            .map(|p| {
+                let cpu = p
+                    .cpu
+                    .map(|c| format!("{:.0}%", c * 100.0))
+                    .unwrap_or_else(|| "?".into());
+                format!("{} {cpu}", p.name)
+            })
+            .collect();
+        Some(parts.join(" + "))
     }
 
     /// The server's write system calls per delivery.
@@ -228,6 +278,25 @@ impl Report {
             self.scenario.name(),
             self.url
         );
+        if !self.sub_urls.is_empty() {
+            let per_url: Vec<String> = self
+                .sub_urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| match self.received_per_sub_url.get(i) {
+                    Some(n) => format!("{u} ({n} received)"),
+                    None => u.clone(),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  subscribers on    {}{}",
+                per_url.join(", "),
+                self.settle_ms
+                    .map(|ms| format!("; first publish {ms} ms after the last sub confirmed"))
+                    .unwrap_or_default()
+            );
+        }
         if self.scenario == Scenario::Idle {
             if let (Some(n), Some(per)) = (self.connections, self.rss_per_connection) {
                 let _ = writeln!(
@@ -300,7 +369,14 @@ impl Report {
             }
         }
         if let Some(c) = self.server_cpu {
-            let _ = writeln!(s, "  server CPU        {:.0}% of a core", c * 100.0);
+            let _ = writeln!(
+                s,
+                "  server CPU        {:.0}% of a core{}",
+                c * 100.0,
+                self.processes_text()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            );
         }
         // A webhooks run's "deliveries" are the events the sink received.
         let (what, per) = match self.scenario {

@@ -83,13 +83,18 @@ fn relative_link(md: &Path, svg: &Path) -> Option<String> {
 struct Results(Vec<Report>);
 
 impl Results {
-    /// The last result of `target` in `scenario` (unlabelled: labelled runs are the table
-    /// of loads').
+    /// The last single-server result of `target` in `scenario` (unlabelled: labelled runs
+    /// are the table of loads'; cluster runs the cluster table's).
     fn get(&self, target: Target, scenario: Scenario) -> Option<&Report> {
-        self.0
-            .iter()
-            .rev()
-            .find(|r| r.target == target && r.scenario == scenario && r.label.is_none())
+        self.0.iter().rev().find(|r| {
+            r.target == target && r.scenario == scenario && r.label.is_none() && !r.is_cluster()
+        })
+    }
+
+    /// Whether every run is a cluster run (`COMPARE_ONLY=cluster`): the section is then the
+    /// cluster table alone.
+    fn only_clusters(&self) -> bool {
+        !self.0.is_empty() && self.0.iter().all(Report::is_cluster)
     }
 
     fn rate(&self, t: Target, s: Scenario) -> Option<f64> {
@@ -119,17 +124,30 @@ impl Results {
 
     fn markdown(&self, args: &ReportArgs, svg: &str, notes: Option<&str>) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "## Herald side by side with NATS and Socket.IO\n");
-        let _ = writeln!(
-            s,
-            "Written by `bench/compare.sh`{}. Every server ran alone on core 1 \
-             (`taskset -c 1`), the load tool `herald-bench` on core 0; all on loopback, \
-             driven by the same tool in the same run. Ratios are Herald ÷ peer.\n",
-            args.date
-                .as_deref()
-                .map(|d| format!(" on {d}"))
-                .unwrap_or_default()
-        );
+        let clusters = self.only_clusters();
+        let date = args
+            .date
+            .as_deref()
+            .map(|d| format!(" on {d}"))
+            .unwrap_or_default();
+        if clusters {
+            let _ = writeln!(
+                s,
+                "## Herald side by side with NATS and Socket.IO: 3-node clusters\n\n\
+                 Written by `bench/compare.sh`{date}. Every cluster ran alone on core 1 \
+                 (`taskset -c 1`: its 3 nodes, and its redis-server), the load tool \
+                 `herald-bench` on core 0; all on loopback, driven by the same tool in the \
+                 same run. Ratios are Herald ÷ peer.\n"
+            );
+        } else {
+            let _ = writeln!(s, "## Herald side by side with NATS and Socket.IO\n");
+            let _ = writeln!(
+                s,
+                "Written by `bench/compare.sh`{date}. Every server ran alone on core 1 \
+                 (`taskset -c 1`), the load tool `herald-bench` on core 0; all on loopback, \
+                 driven by the same tool in the same run. Ratios are Herald ÷ peer.\n"
+            );
+        }
         let _ = writeln!(s, "- Machine: {}", machine());
         for f in &args.facts {
             let _ = writeln!(s, "- {f}");
@@ -138,11 +156,18 @@ impl Results {
             let _ = writeln!(s, "- Command: `{c}`");
         }
         s.push('\n');
-        self.ratio_table(&mut s);
-        loads::table(&self.0, &mut s);
-        backend::table(&self.0, &mut s);
-        super::compression::table(&self.0, &mut s);
-        let _ = writeln!(s, "\n![Herald, NATS and Socket.IO side by side]({svg})\n");
+        if clusters {
+            super::cluster::table(&self.0, &mut s);
+            s.push('\n');
+        } else {
+            let single: Vec<Report> = self.0.iter().filter(|r| !r.is_cluster()).cloned().collect();
+            self.ratio_table(&mut s);
+            loads::table(&single, &mut s);
+            backend::table(&single, &mut s);
+            super::compression::table(&single, &mut s);
+            super::cluster::table(&self.0, &mut s);
+            let _ = writeln!(s, "\n![Herald, NATS and Socket.IO side by side]({svg})\n");
+        }
         self.detail_table(&mut s);
         if let Some(n) = notes {
             let _ = writeln!(s, "\n{}", n.trim_end());
@@ -301,12 +326,23 @@ impl Results {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {published} | {delivered} | {lost} | {:.2} | {rate} | {} | {} | {} | {} |",
+                "| {} | {}{} | {} | {published} | {delivered} | {lost} | {:.2} | {rate} | {} | {} | {} | {} |",
                 r.target.label(),
                 r.scenario.name(),
+                if r.is_cluster() {
+                    format!(
+                        " (cluster: subscribers on {} other nodes)",
+                        r.sub_urls.len()
+                    )
+                } else {
+                    String::new()
+                },
                 r.label.as_deref().unwrap_or("–"),
                 r.seconds,
-                pct(r.server_cpu),
+                pct(r.server_cpu)
+                    + &r.processes_text()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default(),
                 fmt_rate(r.deliveries_per_server_cpu_sec),
                 pct(r.tool_cpu),
                 if r.errors.is_empty() {

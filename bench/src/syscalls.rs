@@ -23,8 +23,13 @@ pub struct SyscallMeter {
 }
 
 impl SyscallMeter {
-    /// Starts counting the calls of `pid` (`None` when perf cannot be run).
-    pub fn start(pid: u32) -> Option<SyscallMeter> {
+    /// Starts counting the calls of `pids`, all together (`None` when there are none or perf
+    /// cannot be run).
+    pub fn start(pids: &[u32]) -> Option<SyscallMeter> {
+        if pids.is_empty() {
+            return None;
+        }
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
         let events: Vec<String> = WRITES
             .iter()
             .chain(&READS)
@@ -32,7 +37,7 @@ impl SyscallMeter {
             .collect();
         let child = Command::new("perf")
             .args(["stat", "-x", ",", "-e", &events.join(","), "-p"])
-            .arg(pid.to_string())
+            .arg(pids.join(","))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

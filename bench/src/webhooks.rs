@@ -197,7 +197,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
         errors: RefCell::new(Vec::new()),
         stop: CancellationToken::new(),
     });
-    let cpu = CpuMeter::start(plan.server_pid);
+    let cpu = CpuMeter::start(&plan.server_pids);
     let tasks: Vec<_> = (0..plan.publishers)
         .map(|c| tokio::task::spawn_local(connection(c, plan.clone(), sink.clone(), load.clone())))
         .collect();
@@ -224,6 +224,7 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
     report.server_cpu = cpu.server;
     report.server_syscalls = cpu.server_syscalls;
     report.tool_cpu = cpu.tool;
+    report.set_server_processes(cpu.processes);
     report.deliveries_per_server_cpu_sec = cpu
         .server_seconds
         .filter(|&s| s > 0.0)

@@ -233,3 +233,88 @@ fn bad_options_are_refused_with_a_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("herald-bench:"));
 }
+
+#[test]
+fn subscribers_on_other_urls_than_the_publisher() {
+    // Two servers that share nothing would deliver nothing across: every URL is the same
+    // server's (the test checks the spreading, the options and the report, not a cluster).
+    let url = start_server();
+    let pid = std::process::id().to_string();
+    let dir = Scratch::new("sub-url");
+    let mut reports = Vec::new();
+    for (scenario, extra) in [
+        ("fanout", &[][..]),
+        ("latency", &["--rate", "2000", "--warmup", "0s"][..]),
+        ("overload", &[][..]),
+    ] {
+        let json = dir.0.join(format!("cluster-{scenario}.json"));
+        let args: Vec<&str> = [
+            scenario,
+            "--url",
+            &url,
+            "--sub-url",
+            &url,
+            "--sub-url",
+            &url,
+            "--server-pid",
+            &pid,
+            "--server-pid",
+            &pid,
+            "--subscribers",
+            "5",
+            "--duration",
+            "300ms",
+            "--drain",
+            "10s",
+            "--settle",
+            "50ms",
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+        let r = bench(&args, &json);
+        assert_lossless(&r, 5);
+        assert_eq!(r["sub_urls"], serde_json::json!([url, url]), "{r}");
+        assert_eq!(r["settle_ms"], 50, "{r}");
+        // 5 subscribers round-robin: 3 on the first URL, 2 on the second.
+        let per: Vec<u64> = r["received_per_sub_url"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let each = r["published"].as_u64().unwrap();
+        assert_eq!(per, vec![3 * each, 2 * each], "{r}");
+        assert_eq!(r["server_processes"].as_array().unwrap().len(), 2, "{r}");
+        reports.push(json);
+    }
+
+    let md = dir.0.join("BENCHMARKS.md");
+    let out = Command::new(BENCH)
+        .arg("report")
+        .args(&reports)
+        .arg("--out")
+        .arg(&md)
+        .arg("--svg")
+        .arg(dir.0.join("compare.svg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("3-node clusters"), "{text}");
+    assert!(text.contains("| saturation (closed loop) |"), "{text}");
+    assert!(text.contains("| overload (publisher flat out) |"), "{text}");
+    assert!(!text.contains("| fan-in"), "no single-server table: {text}");
+
+    // Scenarios that have no subscribers of their own refuse it.
+    let out = Command::new(BENCH)
+        .args(["idle", "--sub-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sub-url"));
+}

@@ -188,12 +188,14 @@ impl Cluster {
         let window = req.dedup_window.as_millis() as u64;
         let dedup =
             (!msg_id.is_empty() && window > 0).then(|| TopicKeys::new(req.topic).dedup(msg_id));
-        let mut args = Vec::with_capacity(req.data.len() + msg_id.len() + 64);
-        resp::bulk(&mut args, req.data.as_bytes());
+        let reply_to = req.reply_to.unwrap_or("");
+        let mut rest = Vec::with_capacity(req.data.len() + msg_id.len() + reply_to.len() + 24);
+        wire::write_rest(&mut rest, msg_id, reply_to, req.data);
+        let mut args = Vec::with_capacity(rest.len() + msg_id.len() + 64);
         resp::bulk(&mut args, msg_id.as_bytes());
-        resp::bulk(&mut args, req.reply_to.unwrap_or("").as_bytes());
         resp::bulk(&mut args, wire::retain_flag(req.retain).as_bytes());
         resp::bulk(&mut args, itoa::Buffer::new().format(req.ts).as_bytes());
+        resp::bulk(&mut args, &rest);
         let job = publisher::Job {
             topic: req.topic.into(),
             settings: publisher::TopicArgs {

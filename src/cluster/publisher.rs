@@ -65,15 +65,15 @@ pub(super) struct Job {
     pub note: bool,
     /// The message's de-duplication key, when it has a msg_id and a window.
     pub dedup: Option<String>,
-    /// The message's arguments after its topic index (data, msg_id, reply_to, retain flag,
-    /// ts), encoded as RESP bulk strings.
+    /// The message's arguments after its topic index (msg_id, retain flag, ts, the
+    /// record's rest: see `lua/publish.lua`), encoded as RESP bulk strings.
     pub args: Vec<u8>,
     pub done: Done,
 }
 
 /// Arguments per message in the script's ARGV, its topic index included.
-const MESSAGE_ARGS: usize = 6;
-const TOPIC_ARGS: usize = 6;
+const MESSAGE_ARGS: usize = 5;
+const TOPIC_ARGS: usize = 7;
 
 /// Starts the task; `script` is the publish script's source.
 pub(super) fn spawn(
@@ -273,19 +273,21 @@ fn deliver_answers(reply: Reply, jobs: Vec<(Done, usize)>, topics: usize) {
 fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Waiting {
     let jobs: Vec<Job> = jobs.collect();
     // Topics numbered in order of first appearance (a batch has few: a linear scan).
-    let mut topics: Vec<(&str, TopicArgs, bool)> = Vec::new();
+    // (name, settings, note, messages, any with a dedup key)
+    let mut topics: Vec<(&str, TopicArgs, bool, u64, bool)> = Vec::new();
     let mut index = Vec::with_capacity(jobs.len());
     for j in &jobs {
         let i = match topics.iter().position(|(t, ..)| *t == &*j.topic) {
-            Some(i) => {
-                topics[i].2 |= j.note;
-                i
-            }
+            Some(i) => i,
             None => {
-                topics.push((&j.topic, j.settings, j.note));
+                topics.push((&j.topic, j.settings, false, 0, false));
                 topics.len() - 1
             }
         };
+        let t = &mut topics[i];
+        t.2 |= j.note;
+        t.3 += 1;
+        t.4 |= j.dedup.is_some();
         index.push(i);
     }
     let dedups = jobs.iter().filter(|j| j.dedup.is_some()).count();
@@ -309,13 +311,14 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
     c.int(topics.len() as u64)
         .int(jobs.len() as u64)
         .str(&crate::store::new_epoch());
-    for (t, a, note) in &topics {
+    for (t, a, note, count, dedup) in &topics {
         c.str(t)
             .str(&keys::channel(t))
             .int(a.history as u64)
             .int(a.history_ttl_ms)
             .int(a.dedup_window_ms)
-            .str(if *note { "1" } else { "0" });
+            .str(if *note { "1" } else { "0" })
+            .int(if *dedup { 0 } else { *count });
     }
     for (j, i) in jobs.iter().zip(&index) {
         c.int(*i as u64 + 1).raw(&j.args, MESSAGE_ARGS - 1);

@@ -27,6 +27,19 @@ pub fn retain_flag(op: Option<RetainOp>) -> &'static str {
     }
 }
 
+/// Writes the part of a record that follows its epoch (`<len msg_id> <len reply_to>
+/// <msg_id><reply_to><data>`): the node builds it, the publish script puts the retain flag,
+/// offset, ts and epoch in front.
+pub fn write_rest(out: &mut Vec<u8>, msg_id: &str, reply_to: &str, data: &str) {
+    out.extend_from_slice(itoa::Buffer::new().format(msg_id.len()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(reply_to.len()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(msg_id.as_bytes());
+    out.extend_from_slice(reply_to.as_bytes());
+    out.extend_from_slice(data.as_bytes());
+}
+
 /// A message as read back from Redis.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -22,7 +22,8 @@
 #                               @socket.io/redis-adapter and a redis-server); the publisher on node
 #                               1, 30 subscribers on nodes 2 and 3, 100 B messages: saturation
 #                               (closed loop), 10k publishes/s (latency) and overload (flat out);
-#                               writes target/bench-compare/BENCHMARKS.md
+#                               about 3 minutes (--quick 1.5); writes
+#                               target/bench-compare/BENCHMARKS.md
 #
 # Installs what is missing (nats-server and redis-server from apt, socket.io and its redis
 # adapter from npm into bench/peers/), builds herald --release, then for each server and each

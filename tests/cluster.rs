@@ -6,29 +6,12 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, ready};
+use common::redis::{Redis, client, config_file};
 use common::{Binary, Raw, WAIT, http};
 use serde_json::{Value, json};
-
-/// Written beside and renamed into place: tests run in parallel, and a node starting while
-/// another test rewrites the file must never read it half written (empty: no config).
-fn config_file(name: &str, body: &str) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = std::env::temp_dir();
-    let p = dir.join(format!("herald-cluster-{}-{name}.toml", std::process::id()));
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        "herald-cluster-{}-{name}.{n}.tmp",
-        std::process::id()
-    ));
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(&tmp, &p).unwrap();
-    p
-}
 
 const CONFIG: &str = r#"
 [session]
@@ -41,20 +24,7 @@ dedup_window = "60s"
 "#;
 
 async fn nodes(redis: &Redis, n: usize) -> Vec<Binary> {
-    let config = config_file("nodes", CONFIG);
-    let mut v = Vec::new();
-    for _ in 0..n {
-        let b = redis.node(&config);
-        ready(&b).await;
-        v.push(b);
-    }
-    v
-}
-
-async fn client(b: &Binary) -> Raw {
-    let mut c = Raw::connect(&b.ws_url()).await;
-    c.hello().await;
-    c
+    redis.nodes(n, &config_file("nodes", CONFIG)).await
 }
 
 /// Collects `msg` frames until `n` arrived.

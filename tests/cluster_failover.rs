@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, ready};
+use common::redis::{Redis, client, config_file};
 use common::{Binary, Raw, http};
 use serde_json::{Value, json};
 
@@ -30,33 +29,8 @@ pattern = "**"
 history = 0
 "#;
 
-/// Written beside and renamed into place: tests run in parallel.
-fn config_file() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = std::env::temp_dir();
-    let p = dir.join(format!("herald-failover-{}.toml", std::process::id()));
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("herald-failover-{}.{n}.tmp", std::process::id()));
-    std::fs::write(&tmp, CONFIG).unwrap();
-    std::fs::rename(&tmp, &p).unwrap();
-    p
-}
-
 async fn nodes(redis: &Redis, n: usize) -> Vec<Binary> {
-    let config = config_file();
-    let mut v = Vec::new();
-    for _ in 0..n {
-        let b = redis.node(&config);
-        ready(&b).await;
-        v.push(b);
-    }
-    v
-}
-
-async fn client(b: &Binary) -> Raw {
-    let mut c = Raw::connect(&b.ws_url()).await;
-    c.hello().await;
-    c
+    redis.nodes(n, &config_file("failover", CONFIG)).await
 }
 
 async fn join_group(c: &mut Raw, pattern: &str, group: &str) {

@@ -7,22 +7,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use common::redis::{Redis, ready};
+use common::redis::{Redis, client, config_file, ready};
 use common::{Binary, Raw, WAIT, http};
 use serde_json::{Value, json};
-
-fn config_file(name: &str, body: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("herald-shards-{}-{name}.toml", std::process::id()));
-    std::fs::write(&p, body).unwrap();
-    p
-}
 
 async fn nodes(shards: &[&Redis], n: usize, name: &str, config: &str) -> Vec<Binary> {
     let urls: Vec<String> = shards.iter().map(|r| r.url()).collect();
     let urls = urls.join(",");
-    let config = config_file(name, config);
+    let config = config_file(&format!("shards-{name}"), config);
     let mut v = Vec::new();
     for _ in 0..n {
         let b = Binary::spawn(&[
@@ -37,12 +30,6 @@ async fn nodes(shards: &[&Redis], n: usize, name: &str, config: &str) -> Vec<Bin
         v.push(b);
     }
     v
-}
-
-async fn client(b: &Binary) -> Raw {
-    let mut c = Raw::connect(&b.ws_url()).await;
-    c.hello().await;
-    c
 }
 
 /// Keys of `redis` matching `pattern`.

@@ -73,6 +73,17 @@ impl Redis {
 }
 
 impl Redis {
+    /// `n` nodes of this Redis with the config file `config`, each ready.
+    pub async fn nodes(&self, n: usize, config: &std::path::Path) -> Vec<super::Binary> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let b = self.node(config);
+            ready(&b).await;
+            v.push(b);
+        }
+        v
+    }
+
     /// A `herald` node of this Redis on a free port, with the config file `config`.
     pub fn node(&self, config: &std::path::Path) -> super::Binary {
         super::Binary::spawn(&[
@@ -84,6 +95,30 @@ impl Redis {
             config.to_str().unwrap(),
         ])
     }
+}
+
+/// A config file for cluster nodes, named after `name`. Written beside and renamed into
+/// place: tests run in parallel, and a node starting while another test rewrites the file
+/// must never read it half written (empty: no config).
+pub fn config_file(name: &str, body: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir();
+    let p = dir.join(format!("herald-cluster-{}-{name}.toml", std::process::id()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        "herald-cluster-{}-{name}.{n}.tmp",
+        std::process::id()
+    ));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    p
+}
+
+/// A connected client of node `b`, past its `hello`.
+pub async fn client(b: &super::Binary) -> super::Raw {
+    let mut c = super::Raw::connect(&b.ws_url()).await;
+    c.hello().await;
+    c
 }
 
 /// Waits until a node's `/readyz` answers 200: its feed is connected to Redis (and so it

@@ -26,18 +26,24 @@ pub struct Tail {
 
 /// A topic's epoch (created now when the topic is new, as a first publish would).
 pub(super) async fn epoch(conn: &ConnectionManager, topic: &str) -> Result<Arc<str>, ClusterError> {
-    let keys = TopicKeys::new(topic);
-    let (epoch,): (String,) = redis::pipe()
-        .cmd("SET")
+    let (epoch,): (String,) = epoch_pipe(&TopicKeys::new(topic))
+        .query_async(&mut conn.clone())
+        .await?;
+    Ok(epoch.into())
+}
+
+/// A pipeline answering a topic's epoch first, creating it when the topic is new; more
+/// commands may follow.
+fn epoch_pipe(keys: &TopicKeys) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
         .arg(&keys.epoch)
         .arg(&*crate::store::new_epoch())
         .arg("NX")
         .ignore()
         .cmd("GET")
-        .arg(&keys.epoch)
-        .query_async(&mut conn.clone())
-        .await?;
-    Ok(epoch.into())
+        .arg(&keys.epoch);
+    pipe
 }
 
 /// Stored messages of `topic` among its newest `keep`: the first `limit` after `since`, or
@@ -54,14 +60,7 @@ pub(super) async fn history(
     ttl: Option<Duration>,
 ) -> Result<(Arc<str>, Vec<Record>), ClusterError> {
     let keys = TopicKeys::new(topic.as_str());
-    let (epoch, last): (String, Option<u64>) = redis::pipe()
-        .cmd("SET")
-        .arg(&keys.epoch)
-        .arg(&*crate::store::new_epoch())
-        .arg("NX")
-        .ignore()
-        .cmd("GET")
-        .arg(&keys.epoch)
+    let (epoch, last): (String, Option<u64>) = epoch_pipe(&keys)
         .cmd("GET")
         .arg(&keys.offset)
         .query_async(&mut conn.clone())

@@ -189,13 +189,16 @@ impl Cluster {
         let dedup =
             (!msg_id.is_empty() && window > 0).then(|| TopicKeys::new(req.topic).dedup(msg_id));
         let reply_to = req.reply_to.unwrap_or("");
-        let mut rest = Vec::with_capacity(req.data.len() + msg_id.len() + reply_to.len() + 24);
-        wire::write_rest(&mut rest, msg_id, reply_to, req.data);
-        let mut args = Vec::with_capacity(rest.len() + msg_id.len() + 64);
+        let rest = wire::rest_len(msg_id, reply_to, req.data);
+        let mut args = Vec::with_capacity(rest + msg_id.len() + 64);
         resp::bulk(&mut args, msg_id.as_bytes());
         resp::bulk(&mut args, wire::retain_flag(req.retain).as_bytes());
         resp::bulk(&mut args, itoa::Buffer::new().format(req.ts).as_bytes());
-        resp::bulk(&mut args, &rest);
+        // The record's rest written straight into its argument: the data is copied once.
+        resp::bulk_header(&mut args, rest);
+        let written = wire::write_rest(&mut args, msg_id, reply_to, req.data);
+        debug_assert_eq!(written, rest, "rest_len and write_rest disagree");
+        args.extend_from_slice(b"\r\n");
         let job = publisher::Job {
             topic: req.topic.into(),
             settings: publisher::TopicArgs {

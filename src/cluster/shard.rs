@@ -97,8 +97,7 @@ mod tests {
     #[test]
     fn spreads_topics_and_stays_put() {
         assert_eq!(shard_of("anything", 1), 0);
-        // Fixed values: a change here moves topics between shards of a running cluster.
-        assert_eq!(shard_of("a", 2), shard_of("a", 2));
+        // A fixed value: a change here moves topics between shards of a running cluster.
         let on_first = (0..1000)
             .filter(|i| shard_of(&format!("bench/{i}"), 2) == 0)
             .count();

@@ -30,7 +30,9 @@ pub fn retain_flag(op: Option<RetainOp>) -> &'static str {
 /// Writes the part of a record that follows its epoch (`<len msg_id> <len reply_to>
 /// <msg_id><reply_to><data>`): the node builds it, the publish script puts the retain flag,
 /// offset, ts and epoch in front.
-pub fn write_rest(out: &mut Vec<u8>, msg_id: &str, reply_to: &str, data: &str) {
+/// Returns how many bytes it wrote.
+pub fn write_rest(out: &mut Vec<u8>, msg_id: &str, reply_to: &str, data: &str) -> usize {
+    let start = out.len();
     out.extend_from_slice(itoa::Buffer::new().format(msg_id.len()).as_bytes());
     out.push(b' ');
     out.extend_from_slice(itoa::Buffer::new().format(reply_to.len()).as_bytes());
@@ -38,6 +40,13 @@ pub fn write_rest(out: &mut Vec<u8>, msg_id: &str, reply_to: &str, data: &str) {
     out.extend_from_slice(msg_id.as_bytes());
     out.extend_from_slice(reply_to.as_bytes());
     out.extend_from_slice(data.as_bytes());
+    out.len() - start
+}
+
+/// How many bytes [`write_rest`] writes.
+pub fn rest_len(msg_id: &str, reply_to: &str, data: &str) -> usize {
+    let digits = |n: usize| itoa::Buffer::new().format(n).len();
+    digits(msg_id.len()) + digits(reply_to.len()) + 2 + msg_id.len() + reply_to.len() + data.len()
 }
 
 /// A message as read back from Redis.
@@ -142,6 +151,23 @@ mod tests {
         assert_eq!(&*r.event.epoch, "ep1");
         assert_eq!(r.event.msg_id.as_deref(), Some("id"));
         assert_eq!(r.event.data_json(), "{\"x\": 1}");
+    }
+
+    #[test]
+    fn rest_len_is_what_write_rest_writes() {
+        let long = "i".repeat(123);
+        for (id, reply, data) in [
+            ("", "", "1"),
+            ("id", "$inbox/n.1", "{}"),
+            (&*long, "", "[]"),
+        ] {
+            let mut out = b"x".to_vec();
+            assert_eq!(
+                write_rest(&mut out, id, reply, data),
+                rest_len(id, reply, data)
+            );
+            assert_eq!(out.len(), 1 + rest_len(id, reply, data));
+        }
     }
 
     #[test]

@@ -2,10 +2,16 @@
 
 /// Appends one argument, encoded, to `out`.
 pub fn bulk(out: &mut Vec<u8>, a: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    bulk_header(out, a.len());
     out.extend_from_slice(a);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the head of an argument of `len` bytes: the caller writes exactly that many
+/// bytes and then `\r\n` (an argument built in place, without a copy of its own).
+pub fn bulk_header(out: &mut Vec<u8>, len: usize) {
+    out.push(b'$');
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

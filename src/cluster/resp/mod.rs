@@ -13,5 +13,5 @@ mod parse;
 
 pub(super) use conn::read_reply;
 pub use conn::{Endpoint, Stream, connect};
-pub use encode::{Command, bulk};
+pub use encode::{Command, bulk, bulk_header};
 pub use parse::{Reply, parse};

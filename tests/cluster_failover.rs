@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::redis::{Redis, client, config_file};
@@ -53,18 +52,6 @@ async fn take(c: &mut Raw, op: &str, n: usize, limit: Duration) -> Vec<Value> {
         }
     }
     out
-}
-
-/// Runs `redis-cli` against the test's Redis.
-fn redis_cli(redis: &Redis, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-p")
-        .arg(redis.port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn wait_ready(b: &Binary, ready: bool) {
@@ -223,11 +210,8 @@ async fn messages_missed_while_the_feed_was_cut_arrive_as_an_exact_gap() {
     // The node learns where the quiet topics stand while its feed is up.
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    redis_cli(
-        &redis,
-        &["ACL", "SETUSER", "default", "-subscribe", "-psubscribe"],
-    );
-    redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    redis.cli(&["ACL", "SETUSER", "default", "-subscribe", "-psubscribe"]);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     wait_ready(&n[1], false).await;
     for i in 3..8 {
         let ok = publisher.publish("live/x", json!(i)).await;
@@ -237,7 +221,7 @@ async fn messages_missed_while_the_feed_was_cut_arrive_as_an_exact_gap() {
         publisher.publish("live/y", json!(i)).await;
     }
     publisher.publish("wild/z", json!(2)).await;
-    redis_cli(&redis, &["ACL", "SETUSER", "default", "+@all"]);
+    redis.cli(&["ACL", "SETUSER", "default", "+@all"]);
     wait_ready(&n[1], true).await;
 
     let mut gaps = Vec::new();

@@ -81,6 +81,9 @@ impl Backplane {
         self.redis().map(|r| RedisHealth {
             connected: r.cluster.is_up(),
             reconnects: r.cluster.reconnects(),
+            holds_asked: r.cluster.slowdown().asked(),
+            publishes_held: r.cluster.slowdown().waited(),
+            held_for: r.cluster.slowdown().waited_for(),
         })
     }
 

@@ -31,6 +31,12 @@ pub struct RedisHealth {
     pub connected: bool,
     /// Times the feed came back after losing Redis.
     pub reconnects: u64,
+    /// Times this node, lagging behind its feed, asked the cluster to hold publishes.
+    pub holds_asked: u64,
+    /// Publishes of this node that waited for a lagging node's hold.
+    pub publishes_held: u64,
+    /// Time they waited, summed.
+    pub held_for: std::time::Duration,
 }
 
 impl Bus {

@@ -52,11 +52,12 @@ pub struct PubAck {
 }
 
 /// What a fan-out did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Default)]
 pub(super) struct FanOut {
     pub delivered: usize,
-    /// See [`PubAck::backlogged`].
-    pub backlogged: bool,
+    /// A recipient found behind (see [`PubAck::backlogged`]): the one to watch for when
+    /// the node has caught up (cluster mode, `remote/lag.rs`).
+    pub behind: Option<Arc<crate::session::Session>>,
 }
 
 impl Bus {
@@ -232,10 +233,8 @@ impl Bus {
         }
         state.remember(&event, &settings);
         self.apply_retain(&mut state, &event, p.retain_op());
-        let FanOut {
-            delivered,
-            backlogged,
-        } = self.fan_out(&event, settings.ack_wait);
+        let FanOut { delivered, behind } = self.fan_out(&event, settings.ack_wait);
+        let backlogged = behind.is_some();
         let ack = PubAck {
             offset: state.offset,
             epoch: state.epoch.clone(),
@@ -269,17 +268,19 @@ impl Bus {
         let targets = self.inner.router.matches(event.topic.as_str());
         let mut dropped = 0u64;
         let mut kicked = 0u64;
-        let mut backlogged = false;
+        let mut behind = None;
         for s in targets.iter() {
             let r = s.0.push(event, Delivery::LIVE);
             dropped += u64::from(r.dropped_unsent);
             kicked += u64::from(r.kicked);
-            backlogged |= r.backlogged;
+            if r.backlogged && behind.is_none() {
+                behind = Some(s.0.clone());
+            }
         }
         self.count_drops(dropped, kicked);
         FanOut {
             delivered: targets.len(),
-            backlogged,
+            behind,
         }
     }
 

@@ -21,21 +21,29 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ClusterError;
-use super::keys::{self, CONTROL, CONTROL_REPLY_PREFIX, REPLY_PREFIX};
+use super::keys::{self, CONTROL, CONTROL_REPLY_PREFIX, REPLY_PREFIX, SLOW};
 use super::resp::{self, Endpoint, Reply, Stream};
+use super::slowdown::Slowdown;
 
 /// What the feed hands to the bus.
 #[derive(Debug)]
 pub enum Incoming {
-    /// Messages published on `topic`, a batch (`wire::decode_batch`; possibly twice, when a channel and a pattern of this
-    /// node both match: offsets tell).
-    Message { topic: String, payload: Bytes },
+    /// Messages published on `topic`, a batch (`wire::decode_batch`; possibly twice, when
+    /// a channel and a pattern of this node both match: offsets tell). `read_at`: when the
+    /// feed read it, to tell how far behind the node applies its feed.
+    Message {
+        topic: String,
+        payload: Bytes,
+        read_at: std::time::Instant,
+    },
     /// A reply for one of this node's request inboxes: `<inbox> <data>`.
     Reply { payload: Bytes },
     /// A control command for every node (JSON, see `bus::remote::control`).
     Control { payload: Bytes },
     /// A node's answer to one of this node's control commands.
     ControlReply { payload: Bytes },
+    /// A lagging node's ask to hold publishes (`slowdown.rs`); the feed applies it itself.
+    Slow { payload: Bytes },
     /// The feed (re)connected; `lost_at_ms` is when it was lost (none on first connect).
     Resynced { lost_at_ms: Option<u64> },
 }
@@ -102,6 +110,9 @@ pub(super) struct Feed {
     /// Carries the node's own channels (replies, control) too: the first shard's feed.
     pub global: bool,
     pub up: Arc<AtomicBool>,
+    /// Holds asked by lagging nodes, applied as soon as they are read (never queued
+    /// behind the messages this node is late with).
+    pub slowdown: Arc<Slowdown>,
     /// Times the connection came back after a loss.
     pub reconnects: Arc<AtomicU64>,
     pub incoming: mpsc::Sender<Incoming>,
@@ -204,6 +215,7 @@ impl Feed {
                 keys::reply_channel(&self.node),
                 CONTROL.to_owned(),
                 keys::control_reply_channel(&self.node),
+                SLOW.to_owned(),
             ]);
         }
         channels.extend(counts.channels.keys().cloned());
@@ -235,7 +247,7 @@ impl Feed {
         let confirmed = async {
             while !live.unconfirmed.is_empty() {
                 let reply = resp::read_reply(&mut live.stream, &mut live.buf).await?;
-                if let Some(m) = push(reply, &mut live.unconfirmed)? {
+                if let Some(m) = push(reply, &mut live.unconfirmed, std::time::Instant::now())? {
                     early.push(m);
                 }
             }
@@ -268,13 +280,15 @@ impl Feed {
                         Err(e) => return Ended::Broken(ClusterError::Unavailable(e.to_string())),
                         Ok(_) => {}
                     }
+                    let read_at = std::time::Instant::now();
                     loop {
                         let reply = match resp::parse(&mut live.buf) {
                             Ok(Some(r)) => r,
                             Ok(None) => break,
                             Err(e) => return Ended::Broken(ClusterError::Redis(e.to_string())),
                         };
-                        match push(reply, &mut live.unconfirmed) {
+                        match push(reply, &mut live.unconfirmed, read_at) {
+                            Ok(Some(Incoming::Slow { payload })) => self.slowdown.heard(&payload),
                             Ok(Some(m)) => {
                                 if self.incoming.send(m).await.is_err() {
                                     return Ended::Cancelled; // the bus is gone
@@ -305,6 +319,7 @@ async fn sleep_until(at: Option<Instant>) {
 fn push(
     reply: Reply,
     unconfirmed: &mut VecDeque<Unconfirmed>,
+    read_at: std::time::Instant,
 ) -> Result<Option<Incoming>, ClusterError> {
     let bad = |what: &str| ClusterError::Redis(format!("unexpected push from Redis: {what}"));
     if let Some(e) = reply.error_text() {
@@ -344,12 +359,15 @@ fn push(
         Incoming::Reply { payload }
     } else if channel == CONTROL {
         Incoming::Control { payload }
+    } else if channel == SLOW {
+        Incoming::Slow { payload }
     } else if channel.starts_with(CONTROL_REPLY_PREFIX) {
         Incoming::ControlReply { payload }
     } else if let Some(topic) = keys::topic_of(channel) {
         Incoming::Message {
             topic: topic.to_owned(),
             payload,
+            read_at,
         }
     } else {
         return Ok(None);

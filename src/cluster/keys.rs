@@ -11,6 +11,9 @@ pub const MSG_PREFIX: &str = "herald:m:";
 pub const REPLY_PREFIX: &str = "herald:r:";
 /// The channel every node listens to for control commands (`POST /v1/disconnect`, …).
 pub const CONTROL: &str = "herald:ctl";
+/// The channel of holds: a node that lags asks every node to hold its publishes
+/// (`slowdown.rs`).
+pub const SLOW: &str = "herald:slow";
 /// Prefix of a node's channel for answers to its control commands (`herald:cr:<node>`).
 pub const CONTROL_REPLY_PREFIX: &str = "herald:cr:";
 /// Sorted set of revoked users, scored by their `before` (Unix seconds).

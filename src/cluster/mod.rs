@@ -39,6 +39,7 @@ mod presence;
 mod publisher;
 mod resp;
 mod shard;
+pub mod slowdown;
 pub mod wire;
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub struct Cluster {
     reap: redis::Script,
     occupancy: redis::Script,
     permits: Arc<Semaphore>,
+    slowdown: Arc<slowdown::Slowdown>,
 }
 
 impl Cluster {
@@ -109,10 +111,13 @@ impl Cluster {
         let node: Arc<str> = format!("n{:016x}", rand::random::<u64>()).into();
         // Each message from a feed is a batch of a topic's messages.
         let (incoming_tx, incoming) = mpsc::channel(4096);
+        let slowdown = Arc::new(slowdown::Slowdown::default());
         let shards = urls
             .iter()
             .enumerate()
-            .map(|(i, url)| Shard::start(url, &node, i == 0, incoming_tx.clone(), &cancel))
+            .map(|(i, url)| {
+                Shard::start(url, &node, i == 0, incoming_tx.clone(), &slowdown, &cancel)
+            })
             .collect::<Result<Vec<Shard>, ClusterError>>()?;
         let Some(first) = shards.first() else {
             return Err(ClusterError::Url {
@@ -126,6 +131,7 @@ impl Cluster {
             reap: redis::Script::new(presence::REAP_SCRIPT),
             occupancy: redis::Script::new(occupancy::SCRIPT),
             permits: Arc::new(Semaphore::new(publisher::QUEUE * shards.len())),
+            slowdown,
             shards,
         };
         Ok((cluster, incoming))
@@ -159,14 +165,42 @@ impl Cluster {
             .sum()
     }
 
-    /// Room for one publish in the pipeline queue, waiting for it.
+    /// Room for one publish in the pipeline queue, waiting for it, and first for the holds
+    /// lagging nodes asked for (`slowdown.rs`).
     pub async fn permit(&self) -> OwnedSemaphorePermit {
+        self.slowdown.wait().await;
         // The semaphore is never closed.
         self.permits
             .clone()
             .acquire_owned()
             .await
             .expect("publish semaphore closed")
+    }
+
+    /// The holds this node heard.
+    pub fn slowdown(&self) -> &slowdown::Slowdown {
+        &self.slowdown
+    }
+
+    /// Asks every node (this one at once) to hold publishes for `hold` (`ZERO`: no longer)
+    /// because this node lags. Sent in the background: the caller is the feed's apply task.
+    pub fn ask_hold(&self, hold: Duration) {
+        self.slowdown.hold(&self.node, hold);
+        if !hold.is_zero() {
+            self.slowdown.count_ask();
+        }
+        let payload = slowdown::Slowdown::encode(&self.node, hold);
+        let mut conn = self.conn.clone();
+        tokio::spawn(async move {
+            let r: Result<u64, _> = redis::cmd("PUBLISH")
+                .arg(keys::SLOW)
+                .arg(payload)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "hold not asked");
+            }
+        });
     }
 
     /// Room for one publish, if there is some now.

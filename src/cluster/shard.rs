@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ClusterError;
 use super::feed::{self, Incoming};
+use super::slowdown::Slowdown;
 use super::{publisher, resp, wire};
 
 /// One Redis server's share of the cluster.
@@ -40,6 +41,7 @@ impl Shard {
         node: &Arc<str>,
         global: bool,
         incoming: mpsc::Sender<Incoming>,
+        slowdown: &Arc<Slowdown>,
         cancel: &CancellationToken,
     ) -> Result<Shard, ClusterError> {
         let client = redis::Client::open(url).map_err(|e| ClusterError::Url {
@@ -62,6 +64,7 @@ impl Shard {
                 node: node.clone(),
                 global,
                 up: up.clone(),
+                slowdown: slowdown.clone(),
                 reconnects: reconnects.clone(),
                 incoming,
                 commands: feed_rx,

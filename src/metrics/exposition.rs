@@ -145,6 +145,28 @@ fn store_health(e: &mut DescriptorEncoder, h: &StoreHealth) -> fmt::Result {
             "Times the connection to Redis came back after a loss.",
             r.reconnects,
         )?;
+        counter(
+            e,
+            "redis_holds_asked",
+            "Times this node, behind with its feed or its writers, asked every node to hold \
+             publishes (cluster backpressure).",
+            r.holds_asked,
+        )?;
+        counter(
+            e,
+            "redis_publishes_held",
+            "Publishes of this node that waited because a lagging node asked to hold them.",
+            r.publishes_held,
+        )?;
+        {
+            let m = ConstCounter::new(r.held_for.as_secs_f64());
+            m.encode(e.encode_descriptor(
+                "redis_publish_hold",
+                "Time publishes of this node spent waiting for lagging nodes' holds.",
+                Some(&Unit::Seconds),
+                m.metric_type(),
+            )?)?;
+        }
     }
     Ok(())
 }

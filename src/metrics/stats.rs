@@ -29,6 +29,9 @@ fn store_json(h: &StoreHealth) -> Value {
     if let Some(r) = &h.redis {
         v["redis_connected"] = json!(r.connected);
         v["redis_reconnects"] = json!(r.reconnects);
+        v["redis_holds_asked"] = json!(r.holds_asked);
+        v["redis_publishes_held"] = json!(r.publishes_held);
+        v["redis_publish_hold_seconds"] = json!(r.held_for.as_secs_f64());
     }
     v
 }

@@ -462,6 +462,14 @@ impl Session {
         (held, s.ring.bytes(), s.ring.behind().min(held as u64))
     }
 
+    /// Whether more than `eighths`/8 of the buffer is unsent while the writer is runnable
+    /// (not waiting for its reader: that backlog is the reader's, never the node's).
+    pub fn behind_over(&self, eighths: usize) -> bool {
+        let s = self.state.lock();
+        s.ring.behind() as usize * 8 > self.limits.buffer_messages * eighths
+            && s.outbox.as_ref().is_some_and(|ob| ob.runnable())
+    }
+
     /// Whether the unsent backlog is below the buffer caps (a group prefers such members).
     pub fn has_room(&self) -> bool {
         let s = self.state.lock();

@@ -18,17 +18,51 @@ use tokio::sync::mpsc;
 use super::super::groups::Group;
 use super::super::{Bus, BusError, Inner};
 use super::groups::CLAIM_TTL;
+use super::lag::{self, Lag};
 use super::upgrade;
 use crate::cluster::{Incoming, Tail};
 use crate::event::Event;
+use crate::session::Session;
 use crate::store::{RetainOp, TopicState};
 use crate::topic::Topic;
 
 pub(super) async fn apply_feed(bus: Weak<Inner>, mut incoming: mpsc::Receiver<Incoming>) {
-    while let Some(m) = incoming.recv().await {
+    let mut lag = Lag::default();
+    loop {
+        // While this node holds the cluster back, it looks every tick whether it caught up.
+        let m = if lag.asking() {
+            match tokio::time::timeout(lag::TICK, incoming.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    let Some(bus) = upgrade(&bus) else { return };
+                    if let Some(remote) = bus.redis() {
+                        lag.idle(&remote.cluster);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            incoming.recv().await
+        };
+        let Some(m) = m else { return };
         let Some(bus) = upgrade(&bus) else { return };
         match m {
-            Incoming::Message { topic, payload } => bus.apply_message(&topic, &payload).await,
+            Incoming::Message {
+                topic,
+                payload,
+                read_at,
+            } => {
+                let behind = bus.apply_message(&topic, &payload);
+                if let Some(remote) = bus.redis() {
+                    lag.applied(&remote.cluster, read_at, behind);
+                }
+                lag.drain().await;
+            }
+            Incoming::Slow { payload } => {
+                if let Some(remote) = bus.redis() {
+                    remote.cluster.slowdown().heard(&payload);
+                }
+            }
             Incoming::Reply { payload } => bus.apply_reply(&payload),
             Incoming::Control { payload } => bus.apply_control(&payload),
             Incoming::ControlReply { payload } => bus.apply_control_reply(&payload),
@@ -61,25 +95,28 @@ impl Bus {
     /// Applies a batch of a topic's messages from the feed: one lookup and one lock for
     /// the batch, each message fanned out to local subscribers as it is applied; what groups
     /// here must get goes to the group task (`groups.rs`), so a claim in Redis never holds
-    /// up the feed.
-    async fn apply_message(&self, topic: &str, payload: &[u8]) {
+    /// up the feed. Returns a local session whose writer it found behind (see `lag.rs`).
+    fn apply_message(&self, topic: &str, payload: &[u8]) -> Option<Arc<Session>> {
         let Ok(topic) = Topic::parse(topic) else {
-            return;
+            return None;
         };
         let records = match crate::cluster::wire::decode_batch(&topic, payload) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, topic = topic.as_str(), "message from redis dropped");
-                return;
+                return None;
             }
         };
         let entry = self.inner.topics.entry(&topic);
         let settings = entry.settings();
         let mut applied = Vec::new();
+        let mut behind = None;
         {
             let mut state = entry.lock();
             for r in &records {
-                if let Some(e) = self.apply_locked(&mut state, &settings, &r.event, r.retain, true)
+                let fan_out = Some(&mut behind);
+                if let Some(e) =
+                    self.apply_locked(&mut state, &settings, &r.event, r.retain, fan_out)
                 {
                     applied.push(e);
                 }
@@ -88,19 +125,21 @@ impl Bus {
         if !applied.is_empty() && !self.inner.group_router.is_empty() {
             self.queue_group_delivery(applied, settings.ack_wait);
         }
+        behind
     }
 
     /// Applies one message to a topic's mirror under its lock: drops it when its offset
     /// was applied already, else advances the offset, remembers it, updates the retained
-    /// message and (with `fan_out`) hands it to local plain subscribers. Returns the event
-    /// when it still has to go to groups.
+    /// message and (with `fan_out`) hands it to local plain subscribers, noting there a
+    /// session whose writer it found behind. Returns the event when it still has to go to
+    /// groups.
     fn apply_locked(
         &self,
         state: &mut TopicState,
         settings: &crate::config::TopicConfig,
         event: &Arc<Event>,
         retain: Option<RetainOp>,
-        fan_out: bool,
+        fan_out: Option<&mut Option<Arc<Session>>>,
     ) -> Option<Arc<Event>> {
         self.follow_epoch(state, &event.topic, &event.epoch);
         if event.offset <= state.offset {
@@ -110,14 +149,15 @@ impl Bus {
         state.last_publish = Instant::now();
         state.remember(event, settings);
         self.apply_retain(state, event, retain);
-        if !fan_out {
-            return None;
+        let behind = fan_out?;
+        let f = self.fan_out_plain(event);
+        if behind.is_none() {
+            *behind = f.behind;
         }
-        let n = self.fan_out_plain(event).delivered;
         self.inner
             .stats
             .delivered
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .fetch_add(f.delivered as u64, Ordering::Relaxed);
         Some(event.clone())
     }
 
@@ -223,8 +263,9 @@ impl Bus {
         }
         let mut live = Vec::new();
         for e in events {
-            let fresh = e.ts >= fresh_after_ms;
-            if let Some(e) = self.apply_locked(state, settings, e, None, fresh) {
+            let mut behind = None;
+            let fan_out = (e.ts >= fresh_after_ms).then_some(&mut behind);
+            if let Some(e) = self.apply_locked(state, settings, e, None, fan_out) {
                 live.push(e);
             }
         }

@@ -10,6 +10,7 @@
 mod catchup;
 mod control;
 mod groups;
+mod lag;
 mod mirror;
 mod occupancy;
 mod pending;

@@ -86,6 +86,8 @@ async fn publishes_wait_while_a_node_asks_and_never_longer_than_the_cap() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let held = counter(node, "herald_redis_publishes_held_total").await;
     assert!(held >= 5.0, "{held}");
+    let waited = counter(node, "herald_redis_publish_hold_seconds_total").await;
+    assert!(waited >= 0.25, "{waited} s held in all");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     asking.join().unwrap();

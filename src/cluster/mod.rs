@@ -98,6 +98,8 @@ pub struct Cluster {
     occupancy: redis::Script,
     permits: Arc<Semaphore>,
     slowdown: Arc<slowdown::Slowdown>,
+    /// This node's latest ask, for the task that sends them (`send_asks`).
+    asks: tokio::sync::watch::Sender<Duration>,
 }
 
 impl Cluster {
@@ -111,7 +113,7 @@ impl Cluster {
         let node: Arc<str> = format!("n{:016x}", rand::random::<u64>()).into();
         // Each message from a feed is a batch of a topic's messages.
         let (incoming_tx, incoming) = mpsc::channel(4096);
-        let slowdown = Arc::new(slowdown::Slowdown::default());
+        let slowdown = Arc::new(slowdown::Slowdown::new(&node));
         let shards = urls
             .iter()
             .enumerate()
@@ -125,6 +127,13 @@ impl Cluster {
                 message: "no Redis URL".into(),
             });
         };
+        let (asks, asked) = tokio::sync::watch::channel(Duration::ZERO);
+        tokio::spawn(send_asks(
+            first.conn.clone(),
+            node.clone(),
+            asked,
+            cancel.clone(),
+        ));
         let cluster = Cluster {
             node,
             conn: first.conn.clone(),
@@ -132,6 +141,7 @@ impl Cluster {
             occupancy: redis::Script::new(occupancy::SCRIPT),
             permits: Arc::new(Semaphore::new(publisher::QUEUE * shards.len())),
             slowdown,
+            asks,
             shards,
         };
         Ok((cluster, incoming))
@@ -189,18 +199,7 @@ impl Cluster {
         if !hold.is_zero() {
             self.slowdown.count_ask();
         }
-        let payload = slowdown::Slowdown::encode(&self.node, hold);
-        let mut conn = self.conn.clone();
-        tokio::spawn(async move {
-            let r: Result<u64, _> = redis::cmd("PUBLISH")
-                .arg(keys::SLOW)
-                .arg(payload)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "hold not asked");
-            }
-        });
+        self.asks.send_replace(hold);
     }
 
     /// Room for one publish, if there is some now.
@@ -473,5 +472,31 @@ impl Cluster {
     /// without subscribers anywhere, each to one node only.
     pub async fn reap_occupancy(&self) -> Result<Vec<String>, ClusterError> {
         occupancy::reap(&self.conn, &self.occupancy).await
+    }
+}
+
+/// Sends this node's asks for holds (`Cluster::ask_hold`) one at a time, in order, so a
+/// release never overtakes the ask before it; asks made while one is on its way are
+/// replaced by the latest, which is all the other nodes need.
+async fn send_asks(
+    mut conn: ConnectionManager,
+    node: Arc<str>,
+    mut asked: tokio::sync::watch::Receiver<Duration>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = asked.changed() => if changed.is_err() { return },
+        }
+        let hold = *asked.borrow_and_update();
+        let r: Result<u64, _> = redis::cmd("PUBLISH")
+            .arg(keys::SLOW)
+            .arg(slowdown::Slowdown::encode(&node, hold))
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "hold not asked");
+        }
     }
 }

@@ -30,6 +30,9 @@ pub const MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// The holds this node heard, by the node that asked.
 pub struct Slowdown {
+    /// This node: it holds for itself directly, so its own asks coming back from Redis
+    /// are ignored (one would renew a hold it has released meanwhile).
+    own: Box<str>,
     held: Mutex<HashMap<Box<str>, Instant>>,
     /// When the latest hold lapses, in µs since `base`; 0 when nothing holds. Publishes
     /// read only this.
@@ -44,9 +47,10 @@ pub struct Slowdown {
     waited_us: AtomicU64,
 }
 
-impl Default for Slowdown {
-    fn default() -> Slowdown {
+impl Slowdown {
+    pub fn new(own: &str) -> Slowdown {
         Slowdown {
+            own: own.into(),
             held: Mutex::new(HashMap::new()),
             until_us: AtomicU64::new(0),
             base: Instant::now(),
@@ -56,9 +60,7 @@ impl Default for Slowdown {
             waited_us: AtomicU64::new(0),
         }
     }
-}
 
-impl Slowdown {
     /// An ask as it travels.
     pub fn encode(node: &str, hold: Duration) -> String {
         format!("{node} {}", hold.as_millis())
@@ -73,6 +75,9 @@ impl Slowdown {
             return;
         };
         let Ok(ms) = ms.parse::<u64>() else { return };
+        if node == &*self.own {
+            return;
+        }
         self.hold(
             node,
             Duration::from_millis(ms.min(HOLD.as_millis() as u64 * 4)),
@@ -162,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn holds_until_the_hold_lapses() {
-        let s = Slowdown::default();
+        let s = Slowdown::new("me");
         s.wait().await; // nothing holds: no wait
         assert_eq!(s.waited(), 0);
         s.heard(Slowdown::encode("a", Duration::from_millis(18)).as_bytes());
@@ -180,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_release_ends_that_nodes_hold_only() {
-        let s = Arc::new(Slowdown::default());
+        let s = Arc::new(Slowdown::new("me"));
         s.hold("a", Duration::from_millis(19));
         let w = s.clone();
         let t = Instant::now();
@@ -206,9 +211,9 @@ mod tests {
     }
 
     #[test]
-    fn ignores_what_it_does_not_understand() {
-        let s = Slowdown::default();
-        for bad in [&b"no-space"[..], b"a x", b"\xff 3", b""] {
+    fn ignores_what_it_does_not_understand_and_its_own_asks() {
+        let s = Slowdown::new("me");
+        for bad in [&b"no-space"[..], b"a x", b"\xff 3", b"", b"me 5"] {
             s.heard(bad);
         }
         assert_eq!(s.until_us.load(Ordering::Relaxed), 0);

@@ -7,6 +7,7 @@
 
 pub mod client;
 mod grant;
+mod http1;
 pub mod proxy;
 pub mod webhooks;
 

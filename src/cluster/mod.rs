@@ -229,8 +229,10 @@ impl Cluster {
         resp::bulk(&mut args, itoa::Buffer::new().format(req.ts).as_bytes());
         // The record's rest written straight into its argument: the data is copied once.
         resp::bulk_header(&mut args, rest);
+        let rest_at = args.len();
         let written = wire::write_rest(&mut args, msg_id, reply_to, req.data);
         debug_assert_eq!(written, rest, "rest_len and write_rest disagree");
+        let rest = rest_at..args.len();
         args.extend_from_slice(b"\r\n");
         let job = publisher::Job {
             topic: req.topic.into(),
@@ -242,6 +244,9 @@ impl Cluster {
             note: note_topic,
             dedup,
             args,
+            flag: wire::retain_flag(req.retain).as_bytes()[0],
+            ts: req.ts,
+            rest,
             done: Box::new(move |r| {
                 drop(permit);
                 done(r.map(|a| Published {

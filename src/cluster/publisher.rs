@@ -68,12 +68,39 @@ pub(super) struct Job {
     /// The message's arguments after its topic index (msg_id, retain flag, ts, the
     /// record's rest: see `lua/publish.lua`), encoded as RESP bulk strings.
     pub args: Vec<u8>,
+    /// The retain flag (`n`, `r` or `c`) and the ts, as in `args`.
+    pub flag: u8,
+    pub ts: u64,
+    /// Where the record's rest lies in `args`: a run copies it from there.
+    pub rest: std::ops::Range<usize>,
     pub done: Done,
+}
+
+impl Job {
+    /// This message as an item of its topic's run: `<len>:<flag> <ts> <rest>`.
+    fn run_item_len(&self) -> usize {
+        let body = self.run_body_len();
+        itoa::Buffer::new().format(body).len() + 1 + body
+    }
+
+    fn run_body_len(&self) -> usize {
+        2 + itoa::Buffer::new().format(self.ts).len() + 1 + self.rest.len()
+    }
+
+    fn write_run_item(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(itoa::Buffer::new().format(self.run_body_len()).as_bytes());
+        out.push(b':');
+        out.push(self.flag);
+        out.push(b' ');
+        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&self.args[self.rest.clone()]);
+    }
 }
 
 /// Arguments per message in the script's ARGV, its topic index included.
 const MESSAGE_ARGS: usize = 5;
-const TOPIC_ARGS: usize = 7;
+const TOPIC_ARGS: usize = 8;
 
 /// Starts the task; `script` is the publish script's source.
 pub(super) fn spawn(
@@ -90,8 +117,10 @@ enum Waiting {
     /// The answer to `SCRIPT LOAD`.
     Load,
     Batch {
+        /// Each publish's answer and its topic's index.
         jobs: Vec<(Done, usize)>,
-        topics: usize,
+        /// Per topic of the batch: whether its messages went as a run.
+        runs: Vec<bool>,
     },
 }
 
@@ -203,7 +232,7 @@ fn answer(
                     )));
                 }
             },
-            Waiting::Batch { jobs, topics } => {
+            Waiting::Batch { jobs, runs } => {
                 if let Some(e) = reply.error_text() {
                     // NOSCRIPT: the cache was flushed under a live connection. Nothing of
                     // the call ran; its publishers are refused and the script is loaded
@@ -223,17 +252,21 @@ fn answer(
                     }
                     continue;
                 }
-                deliver_answers(reply, jobs, topics);
+                deliver_answers(reply, jobs, &runs);
             }
         }
     }
     Ok(())
 }
 
-fn deliver_answers(reply: Reply, jobs: Vec<(Done, usize)>, topics: usize) {
+/// Answers every publish of a batch, in the batch's order. A message of a run has the
+/// run's first offset plus its place in the run.
+fn deliver_answers(reply: Reply, jobs: Vec<(Done, usize)>, runs: &[bool]) {
     let bad = |why: &str| ClusterError::Redis(format!("unexpected answer to a publish: {why}"));
+    let topics = runs.len();
+    let singles = jobs.iter().filter(|(_, t)| !runs[*t]).count();
     let items = match reply {
-        Reply::Array(items) if items.len() == topics + 3 * jobs.len() => items,
+        Reply::Array(items) if items.len() == 3 * topics + 3 * singles => items,
         other => {
             let e = bad(&format!("{other:?}"));
             for (done, _) in jobs {
@@ -250,14 +283,26 @@ fn deliver_answers(reply: Reply, jobs: Vec<(Done, usize)>, topics: usize) {
                 .map(Arc::from)
         })
         .collect();
-    for ((done, topic), row) in jobs.into_iter().zip(items[topics..].chunks(3)) {
-        let r = match (
-            row[0].as_int(),
-            row[1].as_int(),
-            row[2].as_int(),
-            epochs[topic].clone(),
-        ) {
-            (Some(new), Some(offset), Some(receivers), Some(epoch)) => Ok(Answer {
+    // Per topic: the next offset of its run, and the run's receivers.
+    let mut next: Vec<(Option<i64>, Option<i64>)> = items[topics..3 * topics]
+        .chunks(2)
+        .map(|r| (r[0].as_int(), r[1].as_int()))
+        .collect();
+    let mut rows = items[3 * topics..].chunks(3);
+    for (done, topic) in jobs {
+        let row = if runs[topic] {
+            let (first, receivers) = &mut next[topic];
+            let row = (Some(1), *first, *receivers);
+            *first = first.map(|o| o + 1);
+            row
+        } else {
+            match rows.next() {
+                Some(r) => (r[0].as_int(), r[1].as_int(), r[2].as_int()),
+                None => (None, None, None),
+            }
+        };
+        let r = match (row, epochs[topic].clone()) {
+            ((Some(new), Some(offset), Some(receivers)), Some(epoch)) if offset > 0 => Ok(Answer {
                 new: new == 1,
                 offset: offset as u64,
                 epoch,
@@ -269,35 +314,59 @@ fn deliver_answers(reply: Reply, jobs: Vec<(Done, usize)>, topics: usize) {
     }
 }
 
+/// A topic of one batch.
+struct BatchTopic<'a> {
+    name: &'a str,
+    settings: TopicArgs,
+    /// Add it to the topic set.
+    note: bool,
+    messages: u64,
+    /// A message has a de-duplication key.
+    dedup: bool,
+    /// Its messages go as one run (see `lua/publish.lua`): no history, no dedup key and
+    /// nothing done to the retained message, so the script has nothing to do per message.
+    run: bool,
+}
+
 /// Writes one script call for `jobs` (in their order) into `out`.
 fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Waiting {
     let jobs: Vec<Job> = jobs.collect();
     // Topics numbered in order of first appearance (a batch has few: a linear scan).
-    // (name, settings, note, messages, any with a dedup key)
-    let mut topics: Vec<(&str, TopicArgs, bool, u64, bool)> = Vec::new();
+    let mut topics: Vec<BatchTopic<'_>> = Vec::new();
     let mut index = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        let i = match topics.iter().position(|(t, ..)| *t == &*j.topic) {
+        let i = match topics.iter().position(|t| t.name == &*j.topic) {
             Some(i) => i,
             None => {
-                topics.push((&j.topic, j.settings, false, 0, false));
+                topics.push(BatchTopic {
+                    name: &j.topic,
+                    settings: j.settings,
+                    note: false,
+                    messages: 0,
+                    dedup: false,
+                    run: j.settings.history == 0,
+                });
                 topics.len() - 1
             }
         };
         let t = &mut topics[i];
-        t.2 |= j.note;
-        t.3 += 1;
-        t.4 |= j.dedup.is_some();
+        t.note |= j.note;
+        t.messages += 1;
+        t.dedup |= j.dedup.is_some();
+        t.run &= j.dedup.is_none() && j.flag == b'n';
         index.push(i);
     }
-    let dedups = jobs.iter().filter(|j| j.dedup.is_some()).count();
+    let singles = jobs.iter().zip(&index).filter(|(_, i)| !topics[**i].run);
+    let (dedups, nsingles) = singles.fold((0, 0), |(d, n), (j, _)| {
+        (d + usize::from(j.dedup.is_some()), n + 1)
+    });
     let nkeys = 2 + 4 * topics.len() + dedups;
-    let argc = 3 + nkeys + 3 + TOPIC_ARGS * topics.len() + MESSAGE_ARGS * jobs.len();
+    let argc = 3 + nkeys + 3 + TOPIC_ARGS * topics.len() + MESSAGE_ARGS * nsingles;
     let mut c = Command::with_argc(argc, out);
     c.str("EVALSHA").str(sha).int(nkeys as u64);
     c.str(keys::TOPICS).str(keys::RETAINED);
-    for (t, ..) in &topics {
-        let k = TopicKeys::new(t);
+    for t in &topics {
+        let k = TopicKeys::new(t.name);
         c.str(&k.offset)
             .str(&k.epoch)
             .str(&k.history)
@@ -309,28 +378,42 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
         }
     }
     c.int(topics.len() as u64)
-        .int(jobs.len() as u64)
+        .int(nsingles as u64)
         .str(&crate::store::new_epoch());
-    for (t, a, note, count, dedup) in &topics {
-        c.str(t)
-            .str(&keys::channel(t))
+    for (ti, t) in topics.iter().enumerate() {
+        let a = &t.settings;
+        c.str(t.name)
+            .str(&keys::channel(t.name))
             .int(a.history as u64)
             .int(a.history_ttl_ms)
             .int(a.dedup_window_ms)
-            .str(if *note { "1" } else { "0" })
-            .int(if *dedup { 0 } else { *count });
+            .str(if t.note { "1" } else { "0" })
+            .int(if t.dedup { 0 } else { t.messages });
+        if t.run {
+            let mine = || jobs.iter().zip(&index).filter(move |(_, i)| **i == ti);
+            let len = mine().map(|(j, _)| j.run_item_len()).sum();
+            c.bulk_with(len, |out| {
+                for (j, _) in mine() {
+                    j.write_run_item(out);
+                }
+            });
+        } else {
+            c.str("");
+        }
     }
     for (j, i) in jobs.iter().zip(&index) {
-        c.int(*i as u64 + 1).raw(&j.args, MESSAGE_ARGS - 1);
+        if !topics[*i].run {
+            c.int(*i as u64 + 1).raw(&j.args, MESSAGE_ARGS - 1);
+        }
     }
     c.finish();
-    let n = topics.len();
+    let runs: Vec<bool> = topics.iter().map(|t| t.run).collect();
     Waiting::Batch {
         jobs: jobs
             .into_iter()
             .zip(index)
             .map(|(j, i)| (j.done, i))
             .collect(),
-        topics: n,
+        runs,
     }
 }

@@ -7,15 +7,21 @@
 --
 -- KEYS: [1] topic set, [2] retained set, then 4 per topic: offset, epoch, history,
 -- retained; then one de-duplication key per message that has a msg_id and a dedup window.
--- ARGV: [1] topics T, [2] messages N, [3] epoch candidate; then 7 per topic: name,
+-- ARGV: [1] topics T, [2] messages N, [3] epoch candidate; then 8 per topic: name,
 -- channel, history count, history ttl ms (0: none), dedup window ms, note (1: add to the
--- topic set), and its message count when none of them can be a duplicate (0 otherwise:
--- such a topic takes all its offsets with one INCRBY); then 5 per message: topic index (1-based), msg_id, retain flag (n|r|c),
+-- topic set), its message count when none of them can be a duplicate (0 otherwise:
+-- such a topic takes all its offsets with one INCRBY), and its run ('' or, for a topic
+-- without history whose messages can neither be duplicates nor touch the retained
+-- message, all of them as the node wrote them: `<len>:n <ts> <rest>` repeated); then 5
+-- per message of the other topics: topic index (1-based), msg_id, retain flag (n|r|c),
 -- ts ms, and the record's rest as the node wrote it: `<len msg_id> <len reply_to>
 -- <msg_id><reply_to><data>`.
+-- A run is published as it came, after `=<first offset> <epoch> `: nothing per message
+-- runs here, which made the script most of Redis's time per publish (wire.rs).
 -- Numbers are turned into text with string.format('%d'): Lua's own `..` of a number goes
 -- through the C library's floating-point printf, which was a tenth of this script's time.
--- Returns T epochs, then 3 per message: new 0|1, offset, receivers.
+-- Returns T epochs, then 2 per topic: a run's first offset (0 without a run) and its
+-- receivers, then 3 per message outside runs: new 0|1, offset, receivers.
 local T, N = tonumber(ARGV[1]), tonumber(ARGV[2])
 local topics, a = {}, 3
 for t = 1, T do
@@ -24,15 +30,13 @@ for t = 1, T do
     off = KEYS[k + 1], ep = KEYS[k + 2], hist = KEYS[k + 3], ret = KEYS[k + 4],
     name = ARGV[a + 1], chan = ARGV[a + 2], keep = tonumber(ARGV[a + 3]),
     ttl = tonumber(ARGV[a + 4]), window = tonumber(ARGV[a + 5]), note = ARGV[a + 6],
-    plain = tonumber(ARGV[a + 7]), out = {}, firsts = {},
+    plain = tonumber(ARGV[a + 7]), run = ARGV[a + 8], out = {}, firsts = {}, first = 0,
   }
-  a = a + 7
+  a = a + 8
 end
-local out, d = {}, 2 + 4 * T
-for m = 1, N do
-  local tp = topics[tonumber(ARGV[a + 1])]
-  local msgid, flag, ts, rest = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  a = a + 5
+-- The topic's epoch, created (with its offsets, history and retained message reset) on
+-- first use.
+local function epoch(tp)
   if not tp.epoch then
     local ep = redis.call('GET', tp.ep)
     if not ep then
@@ -42,6 +46,22 @@ for m = 1, N do
     end
     tp.epoch = ep
   end
+end
+for t = 1, T do
+  local tp = topics[t]
+  if tp.run ~= '' then
+    epoch(tp)
+    tp.first = redis.call('INCRBY', tp.off, tp.plain) - tp.plain + 1
+    tp.out[1] = '=' .. string.format('%d', tp.first) .. ' ' .. tp.epoch .. ' '
+    tp.out[2] = tp.run
+  end
+end
+local out, d = {}, 2 + 4 * T
+for m = 1, N do
+  local tp = topics[tonumber(ARGV[a + 1])]
+  local msgid, flag, ts, rest = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  a = a + 5
+  epoch(tp)
   local dkey = nil
   if msgid ~= '' and tp.window > 0 then
     d = d + 1
@@ -79,13 +99,14 @@ for m = 1, N do
     out[r + 1], out[r + 2], out[r + 3] = 1, off, 0
   end
 end
-local last_ts = tonumber(ARGV[a - 1]) -- the batch's last message's ts
+local last_ts = N > 0 and tonumber(ARGV[a - 1]) or 0 -- the last message's ts
+local receivers = {}
 for t = 1, T do
   local tp = topics[t]
   if tp.keep == 0 then
     -- A topic whose history was turned off drops what it kept (once per batch).
     redis.call('DEL', tp.hist)
-  elseif tp.ttl > 0 then
+  elseif tp.ttl > 0 and N > 0 then
     -- By age, from the oldest end: each message is removed once, so this is one read per
     -- batch and topic plus one per message that aged out.
     local cutoff = last_ts - tp.ttl
@@ -98,12 +119,18 @@ for t = 1, T do
     end
   end
   if tp.note == '1' then redis.call('SADD', KEYS[1], tp.name) end
+  receivers[t] = 0
   if #tp.out > 0 then
     local n = redis.call('PUBLISH', tp.chan, table.concat(tp.out))
+    receivers[t] = n
     for _, i in ipairs(tp.firsts) do out[i] = n end
   end
 end
 local res = {}
-for t = 1, T do res[t] = topics[t].epoch or '' end
-for i = 1, 3 * N do res[T + i] = out[i] end
+for t = 1, T do
+  local tp = topics[t]
+  res[t] = tp.epoch or ''
+  res[T + 2 * t - 1], res[T + 2 * t] = tp.first, receivers[t]
+end
+for i = 1, 3 * N do res[3 * T + i] = out[i] end
 return res

@@ -36,6 +36,18 @@ impl<'a> Streamed<'a> {
         self
     }
 
+    /// One argument of `len` bytes that `write` appends in place (it must write exactly
+    /// that many).
+    pub fn bulk_with(&mut self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        bulk_header(self.out, len);
+        let start = self.out.len();
+        write(self.out);
+        assert_eq!(self.out.len() - start, len, "an argument's length");
+        self.out.extend_from_slice(b"\r\n");
+        self.written += 1;
+        self
+    }
+
     /// `n` arguments already encoded with [`bulk`].
     pub fn raw(&mut self, encoded: &[u8], n: usize) -> &mut Self {
         self.out.extend_from_slice(encoded);

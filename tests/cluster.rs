@@ -662,3 +662,112 @@ async fn the_embedded_bus_queries_the_cluster_not_its_mirror() {
     let replayed: Vec<u64> = batch.entries.iter().map(|e| e.event.offset).collect();
     assert_eq!(replayed, vec![4, 5]);
 }
+
+/// Publishes in flight together share script calls, where a topic without history goes as
+/// one run and the others message by message (history, a retain flag, a msg_id): whatever
+/// the mix, each topic's offsets rise by one in publish order, acks carry them, duplicates
+/// carry the original's, and another node delivers each topic in offset order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_and_single_messages_share_batches_in_order() {
+    let redis = Redis::start();
+    let config = "[[topics]]\npattern = \"kept/**\"\nhistory = 50\n";
+    let n = redis.nodes(2, &config_file("runs", config)).await;
+    let mut sub = client(&n[1]).await;
+    sub.sub("live/**").await;
+    sub.sub("kept/**").await;
+    let mut p = client(&n[0]).await;
+    const N: usize = 800;
+    // (topic, msg_id, retain) of publish i, its id "p<i>".
+    let plan = |i: usize| -> (&'static str, Option<String>, bool) {
+        match i % 4 {
+            0 => ("live/a", None, false),
+            1 => ("live/b", None, i % 40 == 1),
+            2 => ("kept/x", None, false),
+            // Every msg_id sent twice, the second time 4 publishes later.
+            _ => ("live/c", Some(format!("m{}", i / 8)), false),
+        }
+    };
+    for i in 0..N {
+        let (topic, msg_id, retain) = plan(i);
+        let mut f = json!({"op": "pub", "id": format!("p{i}"), "topic": topic, "data": {"i": i}});
+        if let Some(m) = &msg_id {
+            f["msg_id"] = json!(m);
+        }
+        if retain {
+            f["retain"] = json!(true);
+        }
+        p.send(f).await;
+    }
+    let mut acks: HashMap<String, Value> = HashMap::new();
+    while acks.len() < N {
+        let v = p.recv().await;
+        assert_eq!(v["op"], "ok", "{v}");
+        acks.insert(v["id"].as_str().unwrap().to_owned(), v);
+    }
+    // They went in batches (far fewer script calls than publishes), so runs and single
+    // messages shared calls.
+    let stats = redis.cli(&["info", "commandstats"]);
+    let calls: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no EVALSHA in {stats}"));
+    assert!(calls < N / 4, "{calls} script calls for {N} publishes");
+    // Per topic, in publish order: the new messages' offsets 1, 2, 3, …; a duplicate has
+    // its original's.
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    let mut first_of: HashMap<String, u64> = HashMap::new();
+    let mut expected: HashMap<&str, Vec<(u64, usize)>> = HashMap::new();
+    for i in 0..N {
+        let (topic, msg_id, _) = plan(i);
+        let ack = &acks[&format!("p{i}")];
+        let offset = ack["offset"].as_u64().unwrap();
+        match msg_id.as_ref().and_then(|m| first_of.get(m)) {
+            Some(original) => {
+                assert_eq!(
+                    (ack["duplicate"].clone(), offset),
+                    (json!(true), *original),
+                    "{ack}"
+                );
+            }
+            None => {
+                let o = next.entry(topic).or_insert(0);
+                *o += 1;
+                assert_eq!(
+                    (ack["duplicate"].clone(), offset),
+                    (json!(false), *o),
+                    "p{i}: {ack}"
+                );
+                if let Some(m) = msg_id {
+                    first_of.insert(m, offset);
+                }
+                expected.entry(topic).or_default().push((offset, i));
+            }
+        }
+    }
+    assert!(first_of.len() < N / 4, "some msg_ids were sent twice");
+    let total: usize = expected.values().map(Vec::len).sum();
+    let mut got: HashMap<String, Vec<(u64, usize)>> = HashMap::new();
+    for m in take_msgs(&mut sub, total).await {
+        let i = m["data"]["i"].as_u64().unwrap() as usize;
+        let topic = m["topic"].as_str().unwrap().to_owned();
+        got.entry(topic)
+            .or_default()
+            .push((m["offset"].as_u64().unwrap(), i));
+    }
+    for (topic, want) in &expected {
+        assert_eq!(got.get(*topic), Some(want), "{topic}");
+    }
+    // The last retained message of live/b reaches a new subscriber on the other node.
+    let last_retained = (0..N).rev().find(|&i| plan(i).2).unwrap();
+    let mut late = client(&n[1]).await;
+    let (_, mut m) = sub_replay(
+        &mut late,
+        json!({"op": "sub", "id": "s", "pattern": "live/b"}),
+    )
+    .await;
+    if m.is_empty() {
+        m = take_msgs(&mut late, 1).await;
+    }
+    assert_eq!(m[0]["data"]["i"], last_retained, "{}", m[0]);
+}

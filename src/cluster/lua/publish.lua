@@ -61,7 +61,7 @@ for m = 1, N do
   local tp = topics[tonumber(ARGV[a + 1])]
   local msgid, flag, ts, rest = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   a = a + 5
-  epoch(tp)
+  if not tp.epoch then epoch(tp) end
   local dkey = nil
   if msgid ~= '' and tp.window > 0 then
     d = d + 1

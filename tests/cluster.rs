@@ -758,6 +758,42 @@ async fn runs_and_single_messages_share_batches_in_order() {
     for (topic, want) in &expected {
         assert_eq!(got.get(*topic), Some(want), "{topic}");
     }
+    // kept/x's history (its runs stored message by message) reads back the newest 50,
+    // with their offsets and data, and `since` replays from it on the other node.
+    let kept = &expected["kept/x"];
+    let url = format!("http://{}/v1/history?topic=kept/x&limit=1000", n[1].addr);
+    let page: Value = common::get_json(url.as_str()).await;
+    let stored: Vec<(u64, usize)> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_u64().unwrap(),
+                m["data"]["i"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(stored, kept[kept.len() - 50..], "{page}");
+    let last = kept.last().unwrap().0;
+    let epoch = page["epoch"].as_str().unwrap();
+    let mut late = client(&n[1]).await;
+    let sub = json!({"op": "sub", "id": "s", "pattern": "kept/x",
+        "since": {"epoch": epoch, "offset": last - 5}});
+    let (ok, mut replayed) = sub_replay(&mut late, sub).await;
+    assert_eq!(ok["recovered"], true, "{ok}");
+    let more = 5 - replayed.len();
+    replayed.extend(take_msgs(&mut late, more).await);
+    let replayed: Vec<(u64, usize)> = replayed
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_u64().unwrap(),
+                m["data"]["i"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(replayed, kept[kept.len() - 5..]);
     // The last retained message of live/b reaches a new subscriber on the other node.
     let last_retained = (0..N).rev().find(|&i| plan(i).2).unwrap();
     let mut late = client(&n[1]).await;
@@ -770,4 +806,54 @@ async fn runs_and_single_messages_share_batches_in_order() {
         m = take_msgs(&mut late, 1).await;
     }
     assert_eq!(m[0]["data"]["i"], last_retained, "{}", m[0]);
+}
+
+/// A topic's history trimmed by age in Redis, whether its messages were stored from runs
+/// or one by one: what is older than `history_ttl` leaves the stream at the next publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_ttl_trims_the_stream_in_redis() {
+    let redis = Redis::start();
+    let config = "[[topics]]\npattern = \"aged/**\"\nhistory = 100\nhistory_ttl = \"1s\"\n";
+    let n = redis.nodes(1, &config_file("aged", config)).await;
+    let mut p = client(&n[0]).await;
+    for i in 0..5 {
+        p.publish("aged/run", json!(i)).await;
+        // A msg_id makes each publish of aged/one a message of its own (no run).
+        p.send(
+            json!({"op": "pub", "id": "o", "topic": "aged/one", "data": i,
+            "msg_id": format!("m{i}")}),
+        )
+        .await;
+        assert_eq!(p.recv_op_id("o").await["op"], "ok");
+    }
+    let len = |topic: &str| -> u64 {
+        let key = format!("herald:{{{topic}}}:hist");
+        redis.cli(&["XLEN", &key]).trim().parse().unwrap()
+    };
+    assert_eq!((len("aged/run"), len("aged/one")), (5, 5));
+    // Stored from runs (`q`, `e`) and one by one (`p`).
+    let first_field = |topic: &str| -> String {
+        let key = format!("herald:{{{topic}}}:hist");
+        let out = redis.cli(&["XRANGE", &key, "-", "+", "COUNT", "1"]);
+        out.lines().nth(1).unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        (first_field("aged/run"), first_field("aged/one")),
+        ("q".into(), "p".into())
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    p.publish("aged/run", json!("new")).await;
+    p.send(json!({"op": "pub", "id": "o", "topic": "aged/one", "data": "new", "msg_id": "m9"}))
+        .await;
+    assert_eq!(p.recv_op_id("o").await["op"], "ok");
+    assert_eq!((len("aged/run"), len("aged/one")), (1, 1));
+    for topic in ["aged/run", "aged/one"] {
+        let url = format!("http://{}/v1/history?topic={topic}", n[0].addr);
+        let page: Value = common::get_json(url.as_str()).await;
+        let msgs = page["messages"].as_array().unwrap();
+        assert_eq!(
+            (msgs.len(), &msgs[0]["data"], &msgs[0]["offset"]),
+            (1, &json!("new"), &json!(6))
+        );
+    }
 }

@@ -148,12 +148,24 @@ fn decode_entries(
         crate::event::now_ms().saturating_sub(t.as_millis() as u64)
     });
     let mut out = Vec::with_capacity(entries.len());
-    for (_, fields) in entries {
-        if let Some((_, p)) = fields.into_iter().find(|(k, _)| k == "p") {
-            let r = wire::decode(topic, &p)?;
-            if r.event.ts >= cutoff {
-                out.push(r);
-            }
+    for (id, fields) in entries {
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let r = if let Some(p) = field("p") {
+            wire::decode(topic, p)?
+        } else if let (Some(q), Some(e)) = (field("q"), field("e")) {
+            // A message stored from a run: its offset is the entry's id.
+            let offset = id
+                .split_once('-')
+                .and_then(|(o, _)| o.parse().ok())
+                .ok_or_else(|| ClusterError::Redis(format!("stream entry id {id}")))?;
+            let epoch = std::str::from_utf8(e)
+                .map_err(|_| ClusterError::Redis("stream entry epoch".into()))?;
+            wire::decode_item(topic, q, offset, epoch.into())?
+        } else {
+            continue;
+        };
+        if r.event.ts >= cutoff {
+            out.push(r);
         }
     }
     Ok(out)

@@ -90,6 +90,15 @@ impl Job {
     fn write_run_item(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(itoa::Buffer::new().format(self.run_body_len()).as_bytes());
         out.push(b':');
+        self.write_stored_item(out);
+    }
+
+    /// This message as a stored run item: `<flag> <ts> <rest>`.
+    fn stored_item_len(&self) -> usize {
+        self.run_body_len()
+    }
+
+    fn write_stored_item(&self, out: &mut Vec<u8>) {
         out.push(self.flag);
         out.push(b' ');
         out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
@@ -323,8 +332,9 @@ struct BatchTopic<'a> {
     messages: u64,
     /// A message has a de-duplication key.
     dedup: bool,
-    /// Its messages go as one run (see `lua/publish.lua`): no history, no dedup key and
-    /// nothing done to the retained message, so the script has nothing to do per message.
+    /// Its messages go as one run (see `lua/publish.lua`): no dedup key and nothing done
+    /// to the retained message, so the script builds nothing per message (with history it
+    /// stores each as it came).
     run: bool,
 }
 
@@ -344,7 +354,7 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
                     note: false,
                     messages: 0,
                     dedup: false,
-                    run: j.settings.history == 0,
+                    run: true,
                 });
                 topics.len() - 1
             }
@@ -361,7 +371,13 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
         (d + usize::from(j.dedup.is_some()), n + 1)
     });
     let nkeys = 2 + 4 * topics.len() + dedups;
-    let argc = 3 + nkeys + 3 + TOPIC_ARGS * topics.len() + MESSAGE_ARGS * nsingles;
+    // A run with history sends its messages again, one argument each, to be stored.
+    let stored: usize = topics
+        .iter()
+        .filter(|t| t.run && t.settings.history > 0)
+        .map(|t| t.messages as usize)
+        .sum();
+    let argc = 3 + nkeys + 3 + TOPIC_ARGS * topics.len() + stored + MESSAGE_ARGS * nsingles;
     let mut c = Command::with_argc(argc, out);
     c.str("EVALSHA").str(sha).int(nkeys as u64);
     c.str(keys::TOPICS).str(keys::RETAINED);
@@ -399,6 +415,13 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
             });
         } else {
             c.str("");
+        }
+    }
+    for (ti, t) in topics.iter().enumerate() {
+        if t.run && t.settings.history > 0 {
+            for (j, _) in jobs.iter().zip(&index).filter(|(_, i)| **i == ti) {
+                c.bulk_with(j.stored_item_len(), |out| j.write_stored_item(out));
+            }
         }
     }
     for (j, i) in jobs.iter().zip(&index) {

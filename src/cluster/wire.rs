@@ -16,7 +16,10 @@
 //! for the script to do one by one (no history, no de-duplication, no retain flag):
 //! `=<first offset> <epoch> ` and then `<len>:<retain> <ts> <rest>` repeated, as the
 //! publishing node wrote them. The script then publishes what it was given without
-//! building a record per message, which was most of Redis's time per publish.
+//! building a record per message, which was most of Redis's time per publish. A run's
+//! messages of a topic with history are stored the same way: stream entry `<offset>-0`
+//! with fields `q` (`<retain> <ts> <rest>`) and `e` (the epoch); other messages are
+//! stored as `p` (the record).
 
 use std::sync::Arc;
 
@@ -159,13 +162,24 @@ fn decode_run(topic: &Topic, bytes: &[u8]) -> Result<Vec<Record>, Malformed> {
     let epoch: Arc<str> = text(head.next("run epoch")?, "run epoch")?.into();
     let mut out = Vec::new();
     for (i, item) in items(head.0).enumerate() {
-        let mut f = Fields(item?);
-        let retain = f.retain()?;
-        let ts = f.number("ts")?;
         let offset = first.checked_add(i as u64).ok_or(Malformed("run offset"))?;
-        out.push(f.finish(topic, retain, offset, ts, epoch.clone())?);
+        out.push(decode_item(topic, item?, offset, epoch.clone())?);
     }
     Ok(out)
+}
+
+/// Reads a message of a run (`<retain> <ts> <rest>`), whose offset and epoch come from
+/// around it: its place in the run, or its stream entry's id and `e` field.
+pub fn decode_item(
+    topic: &Topic,
+    item: &[u8],
+    offset: u64,
+    epoch: Arc<str>,
+) -> Result<Record, Malformed> {
+    let mut f = Fields(item);
+    let retain = f.retain()?;
+    let ts = f.number("ts")?;
+    f.finish(topic, retain, offset, ts, epoch)
 }
 
 /// The `<len>:<bytes>` items of a batch.

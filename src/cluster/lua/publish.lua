@@ -11,13 +11,16 @@
 -- channel, history count, history ttl ms (0: none), dedup window ms, note (1: add to the
 -- topic set), its message count when none of them can be a duplicate (0 otherwise:
 -- such a topic takes all its offsets with one INCRBY), and its run ('' or, for a topic
--- without history whose messages can neither be duplicates nor touch the retained
--- message, all of them as the node wrote them: `<len>:n <ts> <rest>` repeated); then 5
--- per message of the other topics: topic index (1-based), msg_id, retain flag (n|r|c),
--- ts ms, and the record's rest as the node wrote it: `<len msg_id> <len reply_to>
--- <msg_id><reply_to><data>`.
--- A run is published as it came, after `=<first offset> <epoch> `: nothing per message
--- runs here, which made the script most of Redis's time per publish (wire.rs).
+-- whose messages can neither be duplicates nor touch the retained message, all of them
+-- as the node wrote them: `<len>:n <ts> <rest>` repeated); then, for each run of a topic
+-- with history, its messages again one per argument (`n <ts> <rest>`, stored as they
+-- are); then 5 per message of the other topics (N in all): topic index (1-based),
+-- msg_id, retain flag (n|r|c), ts ms, and the record's rest as the node wrote it:
+-- `<len msg_id> <len reply_to> <msg_id><reply_to><data>`.
+-- A run is published as it came, after `=<first offset> <epoch> `, and stored (with
+-- history) as stream entries `q <item> e <epoch>`: no record is built per message, which
+-- made the script most of Redis's time per publish (wire.rs). Other messages are stored
+-- as `p <record>`.
 -- Numbers are turned into text with string.format('%d'): Lua's own `..` of a number goes
 -- through the C library's floating-point printf, which was a tenth of this script's time.
 -- Returns T epochs, then 2 per topic: a run's first offset (0 without a run) and its
@@ -54,6 +57,14 @@ for t = 1, T do
     tp.first = redis.call('INCRBY', tp.off, tp.plain) - tp.plain + 1
     tp.out[1] = '=' .. string.format('%d', tp.first) .. ' ' .. tp.epoch .. ' '
     tp.out[2] = tp.run
+    if tp.keep > 0 then
+      for i = 0, tp.plain - 1 do
+        a = a + 1
+        redis.call('XADD', tp.hist, 'MAXLEN', '~', tp.keep,
+          string.format('%d-0', tp.first + i), 'q', ARGV[a], 'e', tp.epoch)
+      end
+      tp.last_ts = tonumber(string.match(ARGV[a], '^%S+ (%d+)'))
+    end
   end
 end
 local out, d = {}, 2 + 4 * T
@@ -106,14 +117,20 @@ for t = 1, T do
   if tp.keep == 0 then
     -- A topic whose history was turned off drops what it kept (once per batch).
     redis.call('DEL', tp.hist)
-  elseif tp.ttl > 0 and N > 0 then
+  elseif tp.ttl > 0 and (tp.last_ts or N > 0) then
     -- By age, from the oldest end: each message is removed once, so this is one read per
     -- batch and topic plus one per message that aged out.
-    local cutoff = last_ts - tp.ttl
+    local cutoff = (tp.last_ts or last_ts) - tp.ttl
     for _ = 1, 64 do
       local first = redis.call('XRANGE', tp.hist, '-', '+', 'COUNT', 1)
       if #first == 0 then break end
-      local _, _, ts = string.find(first[1][2][2], '^%S+ %S+ (%d+)')
+      local f = first[1][2]
+      local ts
+      if f[1] == 'q' then
+        ts = string.match(f[2], '^%S+ (%d+)')
+      else
+        ts = string.match(f[2], '^%S+ %S+ (%d+)')
+      end
       if tonumber(ts) >= cutoff then break end
       redis.call('XDEL', tp.hist, first[1][1])
     end

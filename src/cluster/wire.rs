@@ -154,6 +154,22 @@ pub fn decode_batch(topic: &Topic, bytes: &[u8]) -> Result<Vec<Record>, Malforme
     Ok(out)
 }
 
+/// How many messages a channel message carries (0 when it is malformed: it will be
+/// refused when it is read).
+pub fn count(bytes: &[u8]) -> usize {
+    let items_at = match bytes.strip_prefix(b"=") {
+        Some(run) => {
+            let mut head = Fields(run);
+            if head.next("run offset").and(head.next("run epoch")).is_err() {
+                return 0;
+            }
+            head.0
+        }
+        None => bytes,
+    };
+    items(items_at).take_while(Result::is_ok).count()
+}
+
 /// A run after its `=`: `<first offset> <epoch> ` and its items, each `<retain> <ts>
 /// <rest>`.
 fn decode_run(topic: &Topic, bytes: &[u8]) -> Result<Vec<Record>, Malformed> {
@@ -265,6 +281,7 @@ mod tests {
         batch.extend_from_slice(two);
         let got = decode_batch(&t, &batch).unwrap();
         assert_eq!(got.len(), 2);
+        assert_eq!(count(&batch), 2);
         assert_eq!(got[1].event.offset, 2);
         assert_eq!(got[1].event.data_json(), "[2]");
         for bad in [&b"5:n 1 5"[..], b"x:", b"13:n 1 5 e 0 0 1tail"] {
@@ -307,6 +324,7 @@ mod tests {
         }
         // An empty run is no message.
         assert!(decode_batch(&t, b"=1 e ").unwrap().is_empty());
+        assert_eq!((count(&run), count(b"=1 e "), count(b"=1")), (2, 0, 0));
     }
 
     #[test]

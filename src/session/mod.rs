@@ -462,6 +462,14 @@ impl Session {
         (held, s.ring.bytes(), s.ring.behind().min(held as u64))
     }
 
+    /// Whether `more` messages pushed now would overflow the buffer while the writer is
+    /// runnable (see [`Session::behind_over`]).
+    pub fn could_not_take(&self, more: usize) -> bool {
+        let s = self.state.lock();
+        s.ring.behind() as usize + more > self.limits.buffer_messages
+            && s.outbox.as_ref().is_some_and(|ob| ob.runnable())
+    }
+
     /// Whether more than `eighths`/8 of the buffer is unsent while the writer is runnable
     /// (not waiting for its reader: that backlog is the reader's, never the node's).
     pub fn behind_over(&self, eighths: usize) -> bool {

@@ -82,6 +82,17 @@ impl Lag {
         }
     }
 
+    /// Before a batch of `n` messages: lets the writers run while one the node watches
+    /// could not take it whole (a batch lands at once, up to 512 messages).
+    pub(super) async fn make_room(&self, n: usize) {
+        for _ in 0..MAX_YIELDS {
+            if !self.behind.iter().any(|s| s.could_not_take(n)) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// No batch came for a [`TICK`]: the feed is applied, the writers may have caught up.
     pub(super) fn idle(&mut self, cluster: &Cluster) {
         self.late = false;

@@ -52,6 +52,9 @@ pub(super) async fn apply_feed(bus: Weak<Inner>, mut incoming: mpsc::Receiver<In
                 payload,
                 read_at,
             } => {
+                if lag.asking() {
+                    lag.make_room(crate::cluster::wire::count(&payload)).await;
+                }
                 let behind = bus.apply_message(&topic, &payload);
                 if let Some(remote) = bus.redis() {
                     lag.applied(&remote.cluster, read_at, behind);

@@ -87,9 +87,13 @@ impl Endpoint {
         };
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let authority = uri.authority().map_or(host, |a| a.as_str());
+        // The Host header names the server as the URL does, never with a `user:pass@`.
+        let host_header = match uri.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n\
              User-Agent: herald/{}\r\n",
             env!("CARGO_PKG_VERSION")
         );

@@ -235,6 +235,14 @@ fn endpoints() {
     let e = Endpoint::parse(" http://backend/ ").unwrap();
     assert_eq!((&*e.host, e.port), ("backend", 80));
     assert!(String::from_utf8_lossy(&e.head).starts_with("POST / HTTP/1.1\r\nHost: backend\r\n"));
+    let e = Endpoint::parse("http://user:secret@backend:81/x?y=1").unwrap();
+    let head = String::from_utf8_lossy(&e.head).into_owned();
+    assert!(
+        head.starts_with("POST /x?y=1 HTTP/1.1\r\nHost: backend:81\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("secret"));
+    assert_eq!(&*e.authority, "backend:81");
     for bad in [
         "https://x/",
         "ftp://x/",

@@ -166,12 +166,12 @@ impl Client {
     pub async fn post(
         &self,
         to: &Endpoint,
-        body: Bytes,
+        body: &[u8],
         headers: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> (Result<Bytes, CallError>, Duration) {
         let started = Instant::now();
-        let request = to.request(&body, headers);
+        let request = to.request(body, headers);
         // A timeout drops the exchange with its connection: never back in the pool half read.
         let r = tokio::time::timeout(timeout, self.send(to, &request))
             .await

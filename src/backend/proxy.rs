@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -228,10 +227,7 @@ impl Proxy {
         body: &impl Serialize,
     ) -> Result<(T, Duration), CallError> {
         let body = serde_json::to_vec(body).map_err(|e| CallError::BadJson(e.to_string()))?;
-        let (answer, took) = self
-            .client
-            .post(to, Bytes::from(body), &[], self.timeout)
-            .await;
+        let (answer, took) = self.client.post(to, &body, &[], self.timeout).await;
         let parsed = answer.and_then(|bytes| {
             serde_json::from_slice::<T>(&bytes).map_err(|e| CallError::BadJson(e.to_string()))
         });

@@ -77,28 +77,24 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// This message as an item of its topic's run: `<len>:<flag> <ts> <rest>`.
+    /// This message as an item of its topic's run: `<len>:<item>`.
     fn run_item_len(&self) -> usize {
-        let body = self.run_body_len();
-        itoa::Buffer::new().format(body).len() + 1 + body
-    }
-
-    fn run_body_len(&self) -> usize {
-        2 + itoa::Buffer::new().format(self.ts).len() + 1 + self.rest.len()
+        let item = self.item_len();
+        itoa::Buffer::new().format(item).len() + 1 + item
     }
 
     fn write_run_item(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(itoa::Buffer::new().format(self.run_body_len()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.item_len()).as_bytes());
         out.push(b':');
-        self.write_stored_item(out);
+        self.write_item(out);
     }
 
-    /// This message as a stored run item: `<flag> <ts> <rest>`.
-    fn stored_item_len(&self) -> usize {
-        self.run_body_len()
+    /// This message as a run stores it: `<flag> <ts> <rest>`.
+    fn item_len(&self) -> usize {
+        2 + itoa::Buffer::new().format(self.ts).len() + 1 + self.rest.len()
     }
 
-    fn write_stored_item(&self, out: &mut Vec<u8>) {
+    fn write_item(&self, out: &mut Vec<u8>) {
         out.push(self.flag);
         out.push(b' ');
         out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
@@ -329,13 +325,14 @@ struct BatchTopic<'a> {
     settings: TopicArgs,
     /// Add it to the topic set.
     note: bool,
-    messages: u64,
     /// A message has a de-duplication key.
     dedup: bool,
     /// Its messages go as one run (see `lua/publish.lua`): no dedup key and nothing done
     /// to the retained message, so the script builds nothing per message (with history it
     /// stores each as it came).
     run: bool,
+    /// Its jobs' places in the batch, in order.
+    jobs: Vec<usize>,
 }
 
 /// Writes one script call for `jobs` (in their order) into `out`.
@@ -344,7 +341,7 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
     // Topics numbered in order of first appearance (a batch has few: a linear scan).
     let mut topics: Vec<BatchTopic<'_>> = Vec::new();
     let mut index = Vec::with_capacity(jobs.len());
-    for j in &jobs {
+    for (at, j) in jobs.iter().enumerate() {
         let i = match topics.iter().position(|t| t.name == &*j.topic) {
             Some(i) => i,
             None => {
@@ -352,18 +349,18 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
                     name: &j.topic,
                     settings: j.settings,
                     note: false,
-                    messages: 0,
                     dedup: false,
                     run: true,
+                    jobs: Vec::new(),
                 });
                 topics.len() - 1
             }
         };
         let t = &mut topics[i];
         t.note |= j.note;
-        t.messages += 1;
         t.dedup |= j.dedup.is_some();
         t.run &= j.dedup.is_none() && j.flag == b'n';
+        t.jobs.push(at);
         index.push(i);
     }
     let singles = jobs.iter().zip(&index).filter(|(_, i)| !topics[**i].run);
@@ -375,7 +372,7 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
     let stored: usize = topics
         .iter()
         .filter(|t| t.run && t.settings.history > 0)
-        .map(|t| t.messages as usize)
+        .map(|t| t.jobs.len())
         .sum();
     let argc = 3 + nkeys + 3 + TOPIC_ARGS * topics.len() + stored + MESSAGE_ARGS * nsingles;
     let mut c = Command::with_argc(argc, out);
@@ -396,7 +393,7 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
     c.int(topics.len() as u64)
         .int(nsingles as u64)
         .str(&crate::store::new_epoch());
-    for (ti, t) in topics.iter().enumerate() {
+    for t in &topics {
         let a = &t.settings;
         c.str(t.name)
             .str(&keys::channel(t.name))
@@ -404,24 +401,22 @@ fn encode(sha: &str, jobs: impl Iterator<Item = Job>, out: &mut Vec<u8>) -> Wait
             .int(a.history_ttl_ms)
             .int(a.dedup_window_ms)
             .str(if t.note { "1" } else { "0" })
-            .int(if t.dedup { 0 } else { t.messages });
+            .int(if t.dedup { 0 } else { t.jobs.len() as u64 });
         if t.run {
-            let mine = || jobs.iter().zip(&index).filter(move |(_, i)| **i == ti);
-            let len = mine().map(|(j, _)| j.run_item_len()).sum();
+            let len = t.jobs.iter().map(|&at| jobs[at].run_item_len()).sum();
             c.bulk_with(len, |out| {
-                for (j, _) in mine() {
-                    j.write_run_item(out);
+                for &at in &t.jobs {
+                    jobs[at].write_run_item(out);
                 }
             });
         } else {
             c.str("");
         }
     }
-    for (ti, t) in topics.iter().enumerate() {
-        if t.run && t.settings.history > 0 {
-            for (j, _) in jobs.iter().zip(&index).filter(|(_, i)| **i == ti) {
-                c.bulk_with(j.stored_item_len(), |out| j.write_stored_item(out));
-            }
+    for t in topics.iter().filter(|t| t.run && t.settings.history > 0) {
+        for &at in &t.jobs {
+            let j = &jobs[at];
+            c.bulk_with(j.item_len(), |out| j.write_item(out));
         }
     }
     for (j, i) in jobs.iter().zip(&index) {

@@ -13,7 +13,7 @@
 //! parses and applies a burst of a topic's messages as one.
 //!
 //! Or a run, when the batch's messages of the topic have consecutive offsets and nothing
-//! for the script to do one by one (no history, no de-duplication, no retain flag):
+//! for the script to do one by one but store them (no de-duplication, no retain flag):
 //! `=<first offset> <epoch> ` and then `<len>:<retain> <ts> <rest>` repeated, as the
 //! publishing node wrote them. The script then publishes what it was given without
 //! building a record per message, which was most of Redis's time per publish. A run's

@@ -97,14 +97,9 @@ async fn post(c: &Client, to: &Endpoint, body: &'static str) -> Result<Bytes, Ca
         HeaderName::from_static("herald-signature"),
         HeaderValue::from_static("sha256=ab"),
     );
-    c.post(
-        to,
-        Bytes::from_static(body.as_bytes()),
-        &[sig],
-        Duration::from_secs(2),
-    )
-    .await
-    .0
+    c.post(to, body.as_bytes(), &[sig], Duration::from_secs(2))
+        .await
+        .0
 }
 
 #[tokio::test]
@@ -211,14 +206,7 @@ async fn a_silent_backend_times_out_and_its_connection_is_not_reused() {
     let (c, to) = (Client::new(), Endpoint::parse(&b.url).unwrap());
     for _ in 0..2 {
         let started = Instant::now();
-        let (r, took) = c
-            .post(
-                &to,
-                Bytes::from_static(b"{}"),
-                &[],
-                Duration::from_millis(100),
-            )
-            .await;
+        let (r, took) = c.post(&to, b"{}", &[], Duration::from_millis(100)).await;
         assert!(matches!(r, Err(CallError::Timeout(_))), "{r:?}");
         assert!(took >= Duration::from_millis(100) && started.elapsed() < Duration::from_secs(2));
     }

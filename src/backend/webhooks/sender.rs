@@ -180,7 +180,7 @@ impl Hook {
                 .expect("hex is a valid header value");
             headers.push((SIGNATURE, sig));
         }
-        let (r, _took) = client.post(&self.endpoint, body, &headers, TIMEOUT).await;
+        let (r, _took) = client.post(&self.endpoint, &body, &headers, TIMEOUT).await;
         r.map(|_| ())
     }
 }

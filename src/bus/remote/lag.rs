@@ -74,19 +74,19 @@ impl Lag {
 
     /// Lets the writers run while one the node watches could not take another batch.
     pub(super) async fn drain(&self) {
-        for _ in 0..MAX_YIELDS {
-            if !self.behind.iter().any(|s| s.behind_over(DRAIN_OVER)) {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
+        self.yield_while(|s| s.behind_over(DRAIN_OVER)).await;
     }
 
     /// Before a batch of `n` messages: lets the writers run while one the node watches
     /// could not take it whole (a batch lands at once, up to 512 messages).
     pub(super) async fn make_room(&self, n: usize) {
+        self.yield_while(|s| s.could_not_take(n)).await;
+    }
+
+    /// Yields (at most [`MAX_YIELDS`] times) while a watched session is `short`.
+    async fn yield_while(&self, short: impl Fn(&Session) -> bool) {
         for _ in 0..MAX_YIELDS {
-            if !self.behind.iter().any(|s| s.could_not_take(n)) {
+            if !self.behind.iter().any(|s| short(s)) {
                 return;
             }
             tokio::task::yield_now().await;
